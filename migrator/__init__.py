@@ -1,0 +1,1 @@
+"""migrator: encrypted, resumable data migration into sovereign clouds."""
