@@ -1,0 +1,410 @@
+"""Shard manifests: the authenticated, encrypted list of every chunk a shard wrote.
+
+The body is canonical JSON (sorted keys) sealed in a MANIFEST chunk (docs/FORMAT.md), so the
+destination holds neither plaintext digests nor object names in the clear, and a manifest moved
+to another shard, or a chunk dropped from it, is detected on open.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
+from typing import Any
+
+import orjson
+
+from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tagger
+from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.errors import FormatError, TamperedError, TruncatedError, UnknownVersionError
+from migrator.keys.datakey import DataKey
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "ChunkRef",
+    "ShardManifest",
+    "manifest_key",
+    "object_part_key",
+    "open_manifest",
+    "records_chunk_key",
+    "seal_manifest",
+]
+
+MANIFEST_FORMAT = "migrator/shard-manifest"
+MANIFEST_VERSION = 1
+KIND_RECORDS = "records"
+KIND_OBJECTS = "objects"
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+_HEX128 = re.compile(r"[0-9a-f]{32}")
+_CHUNK_FIELDS = frozenset(
+    (
+        "sequence",
+        "object_key",
+        "plain_size",
+        "stored_size",
+        "records",
+        "plain_xxh3",
+        "stored_xxh3",
+        "name",
+        "name_tag",
+    )
+)
+_BODY_FIELDS = frozenset(
+    (
+        "format",
+        "version",
+        "plan",
+        "dataset",
+        "generation",
+        "shard",
+        "kind",
+        "chunk_count",
+        "record_count",
+        "plain_bytes",
+        "stored_bytes",
+        "created_at",
+        "extra",
+        "chunks",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """One stored chunk as the manifest lists it."""
+
+    sequence: int  # identity sequence: chunk number for records, part number for object parts
+    object_key: str  # destination key (relative to the store root)
+    plain_size: int
+    stored_size: int
+    records: int  # records in the chunk (0 for object parts)
+    plain_xxh3: str  # hex
+    stored_xxh3: str  # hex
+    name: str | None = None  # object parts: the source object's relative name
+    name_tag: str | None = None  # object parts: hex of object_tag
+
+
+@dataclass(frozen=True, slots=True)
+class ShardManifest:
+    """Everything one shard of one generation wrote, with totals that detect truncation."""
+
+    plan: str
+    dataset: str
+    generation: int
+    shard: int
+    kind: str  # "records" | "objects"
+    chunks: tuple[ChunkRef, ...]
+    record_count: int
+    plain_bytes: int
+    stored_bytes: int
+    created_at: str  # ISO-8601 UTC
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-safe values
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunks)
+
+    def identity(self) -> ChunkIdentity:
+        return ChunkIdentity(
+            ChunkKind.MANIFEST, self.plan, self.dataset, self.generation, self.shard, 0
+        )
+
+
+# --- object key layout ---------------------------------------------------------------------
+
+
+def _shard_prefix(dataset: str, generation: int, shard: int) -> str:
+    return f"{dataset}/g{generation:06d}/s{shard:05d}"
+
+
+def manifest_key(prefix_free_dataset: str, generation: int, shard: int) -> str:
+    return f"{_shard_prefix(prefix_free_dataset, generation, shard)}/manifest.mgc"
+
+
+def records_chunk_key(dataset: str, generation: int, shard: int, sequence: int) -> str:
+    return f"{_shard_prefix(dataset, generation, shard)}/r/{sequence:08d}.mgc"
+
+
+def object_part_key(dataset: str, generation: int, shard: int, name_tag: bytes, part: int) -> str:
+    return f"{_shard_prefix(dataset, generation, shard)}/o/{name_tag.hex()}/{part:06d}.mgc"
+
+
+# --- seal / open ---------------------------------------------------------------------------
+
+
+def _chunk_body(ref: ChunkRef) -> dict[str, Any]:
+    return {
+        "sequence": ref.sequence,
+        "object_key": ref.object_key,
+        "plain_size": ref.plain_size,
+        "stored_size": ref.stored_size,
+        "records": ref.records,
+        "plain_xxh3": ref.plain_xxh3,
+        "stored_xxh3": ref.stored_xxh3,
+        "name": ref.name,
+        "name_tag": ref.name_tag,
+    }
+
+
+def _body(manifest: ShardManifest) -> bytes:
+    return orjson.dumps(
+        {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "plan": manifest.plan,
+            "dataset": manifest.dataset,
+            "generation": manifest.generation,
+            "shard": manifest.shard,
+            "kind": manifest.kind,
+            "chunk_count": manifest.chunk_count,
+            "record_count": manifest.record_count,
+            "plain_bytes": manifest.plain_bytes,
+            "stored_bytes": manifest.stored_bytes,
+            "created_at": manifest.created_at,
+            "extra": manifest.extra,
+            "chunks": [_chunk_body(ref) for ref in manifest.chunks],
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def seal_manifest(manifest: ShardManifest, key: DataKey, encoder: ChunkEncoder) -> bytes:
+    """Check the manifest is self-consistent, then seal it as a MANIFEST chunk."""
+    try:
+        _check(manifest, manifest.chunk_count, object_tagger(key), None)
+    except FormatError as exc:
+        raise ValueError(f"refusing to seal an inconsistent manifest: {exc}") from None
+    return encoder.encode(_body(manifest), manifest.identity(), key).data
+
+
+def open_manifest(
+    data: bytes,
+    *,
+    plan: str,
+    dataset: str,
+    generation: int,
+    shard: int,
+    key: DataKey,
+    object_key: str | None = None,
+) -> ShardManifest:
+    """Decrypt, authenticate and validate a shard manifest; only FormatErrors escape."""
+    expected = ChunkIdentity(ChunkKind.MANIFEST, plan, dataset, generation, shard, 0)
+    body = decode_chunk(data, expected, key, object_key=object_key)
+    reader = _BodyReader(object_key)
+    manifest, declared_count = reader.manifest(body)
+    sealed_as = (plan, dataset, generation, shard)
+    if (manifest.plan, manifest.dataset, manifest.generation, manifest.shard) != sealed_as:
+        raise TamperedError(
+            "manifest body names another shard than its seal", object_key=object_key
+        )
+    _check(manifest, declared_count, object_tagger(key), object_key)
+    return manifest
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+class _BodyReader:
+    """Turns decoded JSON into typed values; anything off is a TamperedError naming the field."""
+
+    def __init__(self, object_key: str | None) -> None:
+        self.object_key = object_key
+
+    def bad(self, message: str) -> TamperedError:
+        return TamperedError(f"malformed manifest: {message}", object_key=self.object_key)
+
+    def fields(self, obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+        if not isinstance(obj, dict):
+            raise self.bad(f"{where} is not an object")
+        if obj.keys() != allowed:
+            missing = sorted(allowed - obj.keys())
+            unknown = sorted(obj.keys() - allowed)
+            raise self.bad(f"{where}: missing fields {missing}, unknown fields {unknown}")
+        return obj
+
+    def int_(self, obj: Mapping[str, Any], name: str, where: str, limit: int = _U64) -> int:
+        value = obj[name]
+        # bool is an int subclass; a JSON true is not a count
+        if type(value) is not int or not 0 <= value <= limit:
+            raise self.bad(f"{where}.{name} is not an integer in 0..{limit}")
+        return value
+
+    def str_(self, obj: Mapping[str, Any], name: str, where: str) -> str:
+        value = obj[name]
+        if not isinstance(value, str):
+            raise self.bad(f"{where}.{name} is not a string")
+        return value
+
+    def opt_str(self, obj: Mapping[str, Any], name: str, where: str) -> str | None:
+        return None if obj[name] is None else self.str_(obj, name, where)
+
+    def hex128(self, obj: Mapping[str, Any], name: str, where: str) -> str:
+        value = self.str_(obj, name, where)
+        if not _HEX128.fullmatch(value):
+            raise self.bad(f"{where}.{name} is not 32 lowercase hex digits")
+        return value
+
+    def chunk(self, obj: object, index: int) -> ChunkRef:
+        where = f"chunks[{index}]"
+        f = self.fields(obj, _CHUNK_FIELDS, where)
+        name_tag = None if f["name_tag"] is None else self.hex128(f, "name_tag", where)
+        return ChunkRef(
+            sequence=self.int_(f, "sequence", where),
+            object_key=self.str_(f, "object_key", where),
+            plain_size=self.int_(f, "plain_size", where),
+            stored_size=self.int_(f, "stored_size", where),
+            records=self.int_(f, "records", where),
+            plain_xxh3=self.hex128(f, "plain_xxh3", where),
+            stored_xxh3=self.hex128(f, "stored_xxh3", where),
+            name=self.opt_str(f, "name", where),
+            name_tag=name_tag,
+        )
+
+    def manifest(self, body: bytes) -> tuple[ShardManifest, int]:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise self.bad(f"not JSON: {exc}") from None
+        if isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT:
+            version = doc.get("version")
+            # a well-formed version this build does not know, checked before the v1 schema
+            if type(version) is int and version != MANIFEST_VERSION:
+                raise UnknownVersionError(
+                    f"manifest version {version} is not supported "
+                    f"(this build reads {MANIFEST_VERSION})",
+                    object_key=self.object_key,
+                )
+        f = self.fields(doc, _BODY_FIELDS, "manifest")
+        if f["format"] != MANIFEST_FORMAT:
+            raise self.bad(f"format is {f['format']!r}, not {MANIFEST_FORMAT!r}")
+        if type(f["version"]) is not int:
+            raise self.bad("version is not an integer")
+        created_at = self.str_(f, "created_at", "manifest")
+        try:
+            datetime.fromisoformat(created_at)
+        except ValueError:
+            raise self.bad(f"created_at {created_at!r} is not ISO-8601") from None
+        extra = f["extra"]
+        if not isinstance(extra, dict):
+            raise self.bad("extra is not an object")
+        chunks = f["chunks"]
+        if not isinstance(chunks, list):
+            raise self.bad("chunks is not a list")
+        kind = self.str_(f, "kind", "manifest")
+        if kind not in (KIND_RECORDS, KIND_OBJECTS):
+            raise self.bad(f"kind {kind!r} is neither {KIND_RECORDS!r} nor {KIND_OBJECTS!r}")
+        manifest = ShardManifest(
+            plan=self.str_(f, "plan", "manifest"),
+            dataset=self.str_(f, "dataset", "manifest"),
+            generation=self.int_(f, "generation", "manifest", _U32),
+            shard=self.int_(f, "shard", "manifest", _U32),
+            kind=kind,
+            chunks=tuple(self.chunk(obj, i) for i, obj in enumerate(chunks)),
+            record_count=self.int_(f, "record_count", "manifest"),
+            plain_bytes=self.int_(f, "plain_bytes", "manifest"),
+            stored_bytes=self.int_(f, "stored_bytes", "manifest"),
+            created_at=created_at,
+            extra=extra,
+        )
+        return manifest, self.int_(f, "chunk_count", "manifest")
+
+
+def _check(
+    manifest: ShardManifest,
+    declared_count: int,
+    tag: Callable[[str], bytes],
+    object_key: str | None,
+) -> None:
+    """Counts, sequences and totals agree: the checks that catch a dropped chunk."""
+
+    def tampered(message: str) -> TamperedError:
+        return TamperedError(f"inconsistent manifest: {message}", object_key=object_key)
+
+    def truncated(message: str) -> TruncatedError:
+        return TruncatedError(f"shard is missing chunks: {message}", object_key=object_key)
+
+    listed = len(manifest.chunks)
+    if listed < declared_count:
+        raise truncated(f"manifest lists {listed} chunks, chunk_count is {declared_count}")
+    if listed > declared_count:
+        raise tampered(f"manifest lists {listed} chunks, chunk_count is {declared_count}")
+
+    if manifest.kind == KIND_RECORDS:
+        _check_records(manifest.chunks, tampered, truncated)
+    elif manifest.kind == KIND_OBJECTS:
+        _check_objects(manifest.chunks, tag, tampered, truncated)
+    else:
+        raise tampered(f"kind {manifest.kind!r} is neither {KIND_RECORDS!r} nor {KIND_OBJECTS!r}")
+
+    if len({ref.object_key for ref in manifest.chunks}) != listed:
+        raise tampered("two chunks share one object key")
+    for total, declared in (
+        ("record_count", manifest.record_count),
+        ("plain_bytes", manifest.plain_bytes),
+        ("stored_bytes", manifest.stored_bytes),
+    ):
+        summed = sum(getattr(ref, _SUMMED[total]) for ref in manifest.chunks)
+        if summed < declared:
+            raise truncated(f"chunks add up to {total} {summed}, manifest says {declared}")
+        if summed > declared:
+            raise tampered(f"chunks add up to {total} {summed}, manifest says {declared}")
+
+
+_SUMMED = {"record_count": "records", "plain_bytes": "plain_size", "stored_bytes": "stored_size"}
+
+
+def _check_sequences(
+    sequences: list[int],
+    what: str,
+    tampered: Callable[[str], TamperedError],
+    truncated: Callable[[str], TruncatedError],
+) -> None:
+    """Must be 0..n-1: a repeat or step back is an edit, a gap in a rising run a lost chunk."""
+    for previous, current in pairwise(sequences):
+        if current <= previous:
+            raise tampered(f"{what}: sequence {current} follows {previous}")
+    for expected, sequence in enumerate(sequences):
+        if sequence != expected:
+            raise truncated(f"{what}: sequence {expected} is missing")
+
+
+def _check_records(
+    chunks: tuple[ChunkRef, ...],
+    tampered: Callable[[str], TamperedError],
+    truncated: Callable[[str], TruncatedError],
+) -> None:
+    for ref in chunks:
+        if ref.name is not None or ref.name_tag is not None:
+            raise tampered(f"records chunk {ref.object_key} carries an object name")
+    _check_sequences([ref.sequence for ref in chunks], "records chunks", tampered, truncated)
+
+
+def _check_objects(
+    chunks: tuple[ChunkRef, ...],
+    tag: Callable[[str], bytes],
+    tampered: Callable[[str], TamperedError],
+    truncated: Callable[[str], TruncatedError],
+) -> None:
+    parts: dict[str, list[ChunkRef]] = {}
+    for ref in chunks:
+        if ref.name is None or ref.name_tag is None:
+            raise tampered(f"object part {ref.object_key} has no name or name tag")
+        if ref.records != 0:
+            raise tampered(f"object part {ref.object_key} claims {ref.records} records")
+        parts.setdefault(ref.name, []).append(ref)
+    names_by_tag: dict[str, str] = {}
+    for name, refs in parts.items():
+        name_tag = tag(name).hex()
+        if names_by_tag.setdefault(name_tag, name) != name:
+            raise tampered(f"two object names share name tag {name_tag}")
+        for ref in refs:
+            if ref.name_tag != name_tag:
+                raise tampered(f"name tag of {ref.object_key} does not match its name")
+        # name the object by its tag: names stay out of logs
+        what = f"parts of object {name_tag}"
+        _check_sequences([ref.sequence for ref in refs], what, tampered, truncated)
