@@ -91,3 +91,7 @@ class MissingObjectError(FormatError):
 
 class DigestMismatchError(FormatError):
     """Decrypted data does not match the digest recorded when it was read from the source."""
+
+
+class UnexpectedObjectError(FormatError):
+    """An object under a shard's prefix that its manifest does not list."""

@@ -1,0 +1,300 @@
+"""The `migrator` command line. Errors are one line on stderr; --debug adds the traceback.
+
+Exit codes: 0 ok · 1 verification found problems · 2 bad plan or usage · 3 runtime failure
+(store, keys, state, source) · 4 integrity error while reading data back · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, EXIT_VERIFY_FAILED, MigratorError
+from migrator.plan.model import Plan, load_plan
+from migrator.sizes import format_size, parse_size
+
+_debug = False
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # pipes and CI logs: wide enough that tables do not wrap
+    return console
+
+
+def _load(path: str, *, check_sources: bool = True) -> Plan:
+    return load_plan(path, check_sources=check_sources)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="migrator")
+def cli(debug: bool) -> None:
+    """Encrypted, resumable data migration into sovereign clouds."""
+    global _debug
+    _debug = debug
+
+
+@cli.command("plan")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan_cmd(plan_file: str, as_json: bool) -> None:
+    """Validate PLAN and estimate its chunks and bytes (reads only file sizes)."""
+    from migrator.engine.estimate import estimate_plan
+
+    plan = _load(plan_file)
+    est = estimate_plan(plan)
+    if as_json:
+        click.echo(orjson.dumps([e.__dict__ for e in est], option=orjson.OPT_INDENT_2).decode())
+        return
+    t = Table(title=f"plan {plan.name}: valid", title_justify="left")
+    for col in ("dataset", "kind", "shards", "files", "bytes", "est. chunks", "est. stored"):
+        t.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    for e in est:
+        t.add_row(
+            e.dataset,
+            e.kind,
+            str(e.shards),
+            f"{e.files:,}",
+            format_size(e.bytes),
+            f"{e.chunks:,}",
+            format_size(e.stored_bytes),
+        )
+    t.caption = (
+        f"destination {plan.destination.kind}; chunk size {format_size(plan.chunk_size)};"
+        f" zstd level {plan.compression_level}; memory budget {format_size(plan.memory_budget)}"
+    )
+    _console().print(t)
+
+
+@cli.command("run")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+def run_cmd(plan_file: str, datasets: Sequence[str]) -> None:
+    """Migrate every dataset of PLAN; rerun to resume after an interruption."""
+    from migrator.display import RichProgress, run_table
+    from migrator.engine.run import MigrationRun
+    from migrator.wiring import open_key_provider, open_state, open_store
+
+    plan = _load(plan_file)
+    _check_dataset_names(plan, datasets)
+    store = open_store(plan)
+    provider = open_key_provider(plan)
+    with open_state(plan) as state, RichProgress(_console(stderr=True)) as progress:
+        report = MigrationRun(plan, store, provider, state, progress).run(set(datasets) or None)
+    _console().print(run_table(report))
+
+
+@cli.command("status")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(plan_file: str, as_json: bool) -> None:
+    """Per-dataset and per-shard progress, from the state store."""
+    from migrator.display import status_table
+    from migrator.engine.run import BULK_GENERATION
+    from migrator.wiring import STATE_FILE, open_state
+
+    plan = _load(plan_file, check_sources=False)
+    if not (plan.state_dir / STATE_FILE).exists():
+        if as_json:
+            click.echo(orjson.dumps({"plan": plan.name, "started": False, "datasets": []}).decode())
+        else:
+            click.echo(f"plan {plan.name}: not started (no state in {plan.state_dir})")
+        return
+    with open_state(plan) as state:
+        per_ds = [(ds, state.shard_progress(ds.name, BULK_GENERATION)) for ds in plan.datasets]
+    if as_json:
+        doc: dict[str, Any] = {"plan": plan.name, "started": True, "datasets": []}
+        for ds, shards in per_ds:
+            doc["datasets"].append(
+                {
+                    "name": ds.name,
+                    "kind": ds.kind,
+                    "shards": ds.shards,
+                    "shards_complete": sum(1 for s in shards if s.status.value == "complete"),
+                    "chunks": sum(s.chunks for s in shards),
+                    "records": sum(s.records for s in shards),
+                    "plain_bytes": sum(s.plain_bytes for s in shards),
+                    "stored_bytes": sum(s.stored_bytes for s in shards),
+                    "per_shard": [
+                        {
+                            "shard": s.shard,
+                            "status": s.status.value,
+                            "chunks": s.chunks,
+                            "records": s.records,
+                            "plain_bytes": s.plain_bytes,
+                            "stored_bytes": s.stored_bytes,
+                        }
+                        for s in shards
+                    ],
+                }
+            )
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = _console()
+    for ds, shards in per_ds:
+        console.print(status_table(ds.name, ds.shards, shards))
+
+
+@cli.command("verify")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--sample",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Fraction of chunks to read back (at least one a shard).",
+)
+@click.option("--seed", type=int, default=None, help="Seed for the sample, to repeat it.")
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify_cmd(
+    plan_file: str, sample: float, seed: int | None, datasets: Sequence[str], as_json: bool
+) -> None:
+    """Read the destination back and check every tag and digest against the manifests."""
+    from migrator.display import verify_json, verify_summary, verify_table
+    from migrator.engine.verify import Verifier
+    from migrator.wiring import STATE_FILE, open_key_provider, open_state, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    _check_dataset_names(plan, datasets)
+    store = open_store(plan)
+    provider = open_key_provider(plan)
+    state = open_state(plan) if (plan.state_dir / STATE_FILE).exists() else None
+    try:
+        workers = max(4, (os.cpu_count() or 1) * 2)
+        report = Verifier(
+            plan, store, provider, state, sample=sample, seed=seed, workers=workers
+        ).verify(set(datasets) or None)
+    finally:
+        if state is not None:
+            state.close()
+    if as_json:
+        click.echo(orjson.dumps(verify_json(report), option=orjson.OPT_INDENT_2).decode())
+    else:
+        console = _console()
+        if report.problems:
+            console.print(verify_table(report))
+        console.print(verify_summary(report))
+    if not report.ok:
+        raise SystemExit(EXIT_VERIFY_FAILED)
+
+
+@cli.command("restore")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", required=True, help="Dataset to restore.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write into.",
+)
+def restore_cmd(plan_file: str, dataset: str, out_dir: str) -> None:
+    """Rebuild a dataset from the destination: records as JSONL/CSV, objects at their paths."""
+    from migrator.engine.restore import Restorer
+    from migrator.wiring import open_key_provider, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    report = Restorer(
+        plan, open_store(plan), open_key_provider(plan), workers=max(4, (os.cpu_count() or 1) * 2)
+    ).restore(dataset, Path(out_dir))
+    click.echo(
+        f"restored {report.dataset}: {report.files} files, {report.records:,} records,"
+        f" {format_size(report.bytes)} into {out_dir}"
+    )
+
+
+@cli.command("demo")
+@click.option("--size", default="200MiB", show_default=True, help="Synthetic data to generate.")
+@click.option(
+    "--workdir",
+    default="demo-work",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where data, state and restores go.",
+)
+def demo_cmd(size: str, workdir: str) -> None:
+    """Generate realistic data, migrate it into S3 on a local moto server, verify, restore."""
+    from migrator.demo.runner import run_demo
+
+    try:
+        nbytes = parse_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    ok = run_demo(Path(workdir), nbytes, _console(), _console(stderr=True))
+    if not ok:
+        raise SystemExit(EXIT_VERIFY_FAILED)
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Key management."""
+
+
+@keys_group.command("init")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keys_init_cmd(path: str) -> None:
+    """Create a new local KEK file (mode 0600); never overwrites an existing file."""
+    from migrator.keys.local import init_kek_file
+
+    kek_id = init_kek_file(Path(path))
+    click.echo(f"created KEK {path} (id {kek_id}); keep it secret and back it up")
+
+
+def _check_dataset_names(plan: Plan, names: Sequence[str]) -> None:
+    known = {d.name for d in plan.datasets}
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(
+                f"no dataset {name!r} in {plan.plan_path} (it has: {', '.join(sorted(known))})",
+                param_hint="--dataset",
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="migrator",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        click.echo("migrator: interrupted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(EXIT_USAGE) from None
+    except MigratorError as exc:
+        if _debug:
+            traceback.print_exc()
+        click.echo(f"migrator: error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        click.echo("migrator: interrupted; run the same command again to resume", err=True)
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if _debug:
+            traceback.print_exc()
+        click.echo(
+            f"migrator: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            err=True,
+        )
+        raise SystemExit(EXIT_RUNTIME) from None
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,170 @@
+"""`migrator demo`: the whole product on one machine, against S3 served by moto on 127.0.0.1.
+
+Generate → migrate → verify → restore → compare with the source, with the same engine, plan
+model and S3 store a real run uses; only the endpoint is local.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import xxhash
+from rich.console import Console
+from rich.table import Table
+
+from migrator.demo.motoserver import s3_client, start_moto_server
+from migrator.demo.synth import generate_demo_data
+from migrator.display import RichProgress, run_table, verify_summary, verify_table
+from migrator.engine.restore import Restorer
+from migrator.engine.run import MigrationRun
+from migrator.engine.verify import Verifier
+from migrator.keys.local import LocalKeyProvider, init_kek_file
+from migrator.plan.model import load_plan
+from migrator.sizes import format_size
+from migrator.sources.local import iter_source_files
+from migrator.sources.records import iter_records
+from migrator.stores.s3 import S3Store
+from migrator.wiring import open_state
+
+BUCKET = "migrator-demo"
+
+PLAN_TEMPLATE = """\
+# Written by `migrator demo`: the demo data into S3 on a local moto server.
+version: 1
+name: demo
+state_dir: state
+compression_level: 3
+chunk_size: 4MiB
+memory_budget: 256MiB
+keys:
+  provider: local
+  kek_file: kek.key
+destination:
+  kind: s3
+  bucket: {bucket}
+  prefix: demo/
+  region: us-east-1
+  endpoint_url: {endpoint}
+datasets:
+  - name: user_profiles
+    kind: records
+    format: jsonl
+    source: {{kind: local, path: data/user_profiles}}
+    key: user_id
+    shards: 16
+  - name: video_metadata
+    kind: records
+    format: csv
+    source: {{kind: local, path: data/video_metadata}}
+    key: video_id
+    shards: 8
+  - name: videos
+    kind: objects
+    source: {{kind: local, path: data/videos}}
+    shards: 8
+"""
+
+
+def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
+    """Returns True when every dataset verified and restored equal to its source."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("state", "restored", "data"):
+        shutil.rmtree(workdir / stale, ignore_errors=True)
+    (workdir / "kek.key").unlink(missing_ok=True)
+
+    t0 = time.monotonic()
+    data = generate_demo_data(workdir / "data", size)
+    gen_s = time.monotonic() - t0
+    out.print(
+        f"generated {format_size(data.total_bytes)} in {gen_s:.1f} s: {data.profile_count:,}"
+        f" user profiles (JSONL), {data.metadata_count:,} video metadata rows (CSV),"
+        f" {data.video_count:,} video files"
+    )
+    init_kek_file(workdir / "kek.key")
+
+    with start_moto_server() as moto:
+        client = s3_client(moto.endpoint_url)
+        client.create_bucket(Bucket=BUCKET)
+        plan_path = workdir / "plan.yaml"
+        plan_path.write_text(PLAN_TEMPLATE.format(bucket=BUCKET, endpoint=moto.endpoint_url))
+        plan = load_plan(plan_path)
+        store = S3Store(BUCKET, "demo/", client=client)
+        provider = LocalKeyProvider(plan.keys.kek_file or workdir / "kek.key")
+        out.print(f"moto S3 on {moto.endpoint_url}; plan {plan_path}")
+
+        with open_state(plan) as state, RichProgress(err) as progress:
+            report = MigrationRun(plan, store, provider, state, progress).run()
+        out.print(run_table(report))
+
+        t1 = time.monotonic()
+        with open_state(plan) as state:
+            verified = Verifier(plan, store, provider, state, workers=4).verify()
+        verify_s = time.monotonic() - t1
+        if verified.problems:
+            out.print(verify_table(verified))
+        out.print(f"{verify_summary(verified)} in {verify_s:.1f} s")
+
+        results = Table(title="restore and compare with the source", title_justify="left")
+        for col in ("dataset", "restored", "compared", "equal"):
+            results.add_column(col)
+        all_equal = verified.ok
+        restorer = Restorer(plan, store, provider, workers=4)
+        for ds in plan.datasets:
+            target = workdir / "restored" / ds.name
+            rr = restorer.restore(ds.name, target)
+            if ds.kind == "records":
+                equal, what = _same_records(ds.source.path, target, ds.format == "csv")
+            else:
+                equal, what = _same_files(ds.source.path, target)
+            all_equal &= equal
+            results.add_row(
+                ds.name,
+                f"{rr.files} files, {format_size(rr.bytes)}",
+                what,
+                "[green]yes[/]" if equal else "[red]NO[/]",
+            )
+        out.print(results)
+    total = time.monotonic() - t0
+    verdict = "[green]demo OK[/]" if all_equal else "[red]demo FAILED[/]"
+    out.print(
+        f"{verdict}: {format_size(report.bytes_in)} migrated at"
+        f" {report.bytes_in / report.seconds / 1e6:.1f} MB/s into S3 (moto), verified by reading"
+        f" every chunk back, restored byte-identical; {total:.1f} s in all"
+    )
+    return all_equal
+
+
+def _record_digests(folder: Path, is_csv: bool) -> Counter[bytes]:
+    """Multiset of record digests; the CSV header row of each file is not a record."""
+    seen: Counter[bytes] = Counter()
+    for f in iter_source_files(folder):
+        if f.name.startswith("."):
+            continue
+        first = is_csv
+        for batch in iter_records(f.path, "csv" if is_csv else "jsonl"):
+            for rec in batch:
+                if first:
+                    first = False
+                    continue
+                if rec.strip():
+                    seen[xxhash.xxh3_128_digest(rec)] += 1
+    return seen
+
+
+def _same_records(source: Path, restored: Path, is_csv: bool) -> tuple[bool, str]:
+    a = _record_digests(source, is_csv)
+    b = _record_digests(restored, is_csv)
+    return a == b, f"{sum(b.values()):,} of {sum(a.values()):,} records, byte for byte"
+
+
+def _same_files(source: Path, restored: Path) -> tuple[bool, str]:
+    def digests(root: Path) -> dict[str, bytes]:
+        return {
+            f.name: xxhash.xxh3_128_digest(f.path.read_bytes()) for f in iter_source_files(root)
+        }
+
+    a, b = digests(source), digests(restored)
+    return a == b, f"{len(b):,} of {len(a):,} files, byte for byte"

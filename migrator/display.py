@@ -1,0 +1,157 @@
+"""What the CLI draws: rich progress while running, one-screen tables afterwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from migrator.engine.run import ProgressSink, RunReport
+from migrator.engine.verify import VerifyReport
+from migrator.sizes import format_size
+from migrator.state.model import ShardProgress, ShardStatus
+
+
+class RichProgress(ProgressSink):
+    """Bytes, MB/s and ETA per dataset phase, on stderr so stdout stays for results."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, dataset: str, phase: str, total_bytes: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
+        self._task = self._progress.add_task(f"{dataset}: {phase}", total=max(total_bytes, 1))
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, nbytes)
+
+
+def run_table(report: RunReport) -> Table:
+    t = Table(title=f"migrated plan {report.plan} → {report.destination}", title_justify="left")
+    for col in (
+        "dataset",
+        "kind",
+        "shards",
+        "records",
+        "in",
+        "stored",
+        "ratio",
+        "chunks new",
+        "chunks skipped",
+        "MB/s",
+    ):
+        t.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    for d in report.datasets:
+        rate = d.bytes_in / d.seconds / 1e6 if d.seconds else 0.0
+        t.add_row(
+            d.name,
+            d.kind,
+            str(d.shards),
+            f"{d.records:,}" if d.kind == "records" else "-",
+            format_size(d.bytes_in),
+            format_size(d.bytes_stored),
+            f"{d.compression_ratio:.2f}",
+            str(d.chunks_written),
+            str(d.chunks_skipped),
+            f"{rate:.1f}",
+        )
+    rate = report.bytes_in / report.seconds / 1e6 if report.seconds else 0.0
+    t.caption = (
+        f"{format_size(report.bytes_in)} in {report.seconds:.1f} s ({rate:.1f} MB/s);"
+        f" {report.chunks_written} chunks written, {report.chunks_skipped} already done"
+    )
+    return t
+
+
+def verify_table(report: VerifyReport) -> Table:
+    t = Table(title="verification", title_justify="left")
+    t.add_column("problem")
+    t.add_column("dataset")
+    t.add_column("shard", justify="right")
+    t.add_column("object")
+    t.add_column("message")
+    for p in report.problems:
+        t.add_row(
+            p.error,
+            p.dataset,
+            "" if p.shard is None else str(p.shard),
+            p.object_key or "",
+            p.message,
+        )
+    return t
+
+
+def verify_summary(report: VerifyReport) -> str:
+    verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    return (
+        f"verify {verdict}: {report.datasets} datasets, {report.shards} shards,"
+        f" {report.chunks_checked}/{report.chunks_listed} chunks read back"
+        f" ({format_size(report.bytes_checked)}), {report.records:,} records"
+    )
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "datasets": report.datasets,
+        "shards": report.shards,
+        "chunks_listed": report.chunks_listed,
+        "chunks_checked": report.chunks_checked,
+        "bytes_checked": report.bytes_checked,
+        "records": report.records,
+        "problems": [
+            {
+                "dataset": p.dataset,
+                "shard": p.shard,
+                "object_key": p.object_key,
+                "error": p.error,
+                "message": p.message,
+            }
+            for p in report.problems
+        ],
+    }
+
+
+def status_table(dataset: str, shards: int, progress: list[ShardProgress]) -> Table:
+    done = sum(1 for p in progress if p.status is ShardStatus.COMPLETE)
+    t = Table(title=f"{dataset}: {done}/{shards} shards complete", title_justify="left")
+    for col in ("shard", "status", "chunks", "records", "plain", "stored"):
+        t.add_column(col, justify="right" if col not in ("status",) else "left")
+    for p in progress:
+        t.add_row(
+            str(p.shard),
+            str(p.status),
+            str(p.chunks),
+            f"{p.records:,}",
+            format_size(p.plain_bytes),
+            format_size(p.stored_bytes),
+        )
+    return t

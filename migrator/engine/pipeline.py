@@ -1,0 +1,156 @@
+"""The bounded parallel hot loop: encode (xxh3 → zstd → AES-GCM) then store, on a thread pool.
+
+zstandard, AES-GCM and xxhash release the GIL, so threads use every core without pickling
+chunks between processes. In-flight bytes are capped by the budget, whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from migrator.codec.chunk import ChunkEncoder
+from migrator.codec.identity import ChunkIdentity
+from migrator.errors import MigratorError, StoreError
+from migrator.keys.datakey import DataKey
+from migrator.state.model import CommittedChunk
+from migrator.stores.base import ObjectStore
+
+
+@dataclass(slots=True)
+class ChunkJob:
+    identity: ChunkIdentity
+    object_key: str
+    plaintext: bytes | bytearray | memoryview
+    records: int
+    name: str | None
+    source_end: int
+    source_version: str
+
+
+def _cost(job: ChunkJob) -> int:
+    # Plaintext held by the job plus, at worst, a same-sized compressed+encrypted copy.
+    return 2 * len(job.plaintext) + 4096
+
+
+class ChunkPipeline:
+    """submit() blocks while the budget is spent; finished() hands back confirmed chunks."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: DataKey,
+        *,
+        level: int,
+        workers: int,
+        budget: int,
+        metadata: dict[str, str] | None = None,
+        on_stored: Callable[[CommittedChunk], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._level = level
+        self._budget = budget
+        self._metadata = metadata or {}
+        self._on_stored = on_stored
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
+        self._local = threading.local()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._done: deque[CommittedChunk] = deque()
+        self._error: BaseException | None = None
+
+    def set_key(self, key: DataKey) -> None:
+        """Switch datasets between jobs; in-flight jobs keep the key they were submitted with."""
+        self._key = key
+
+    def submit(self, job: ChunkJob) -> None:
+        cost = _cost(job)
+        with self._cond:
+            # A job larger than the whole budget still runs, alone.
+            while self._in_flight and self._in_flight + cost > self._budget and not self._error:
+                self._cond.wait()
+            self._raise_if_failed()
+            self._in_flight += cost
+        self._pool.submit(self._work, job, self._key, cost)
+
+    def _encoder(self) -> ChunkEncoder:
+        enc: ChunkEncoder | None = getattr(self._local, "encoder", None)
+        if enc is None:
+            enc = ChunkEncoder(self._level)
+            self._local.encoder = enc
+        return enc
+
+    def _work(self, job: ChunkJob, key: DataKey, cost: int) -> None:
+        try:
+            if self._error is not None:
+                return
+            encoded = self._encoder().encode(job.plaintext, job.identity, key)
+            job.plaintext = b""  # let the plaintext go before the upload
+            meta = dict(self._metadata)
+            meta["migrator-format"] = "1"
+            meta["migrator-key-id"] = key.key_id.hex()
+            meta["migrator-stored-xxh3"] = encoded.stored_xxh3.hex()
+            self._store.put(job.object_key, encoded.data, meta)
+            done = CommittedChunk(
+                dataset=job.identity.dataset,
+                generation=job.identity.generation,
+                shard=job.identity.shard,
+                object_key=job.object_key,
+                sequence=job.identity.sequence,
+                name=job.name,
+                records=job.records,
+                plain_size=encoded.plain_size,
+                stored_size=encoded.stored_size,
+                plain_xxh3=encoded.plain_xxh3.hex(),
+                stored_xxh3=encoded.stored_xxh3.hex(),
+                source_end=job.source_end,
+                source_version=job.source_version,
+            )
+            if self._on_stored is not None:
+                self._on_stored(done)
+            with self._cond:
+                self._done.append(done)
+        except BaseException as exc:
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            with self._cond:
+                self._in_flight -= cost
+                self._cond.notify_all()
+
+    def _raise_if_failed(self) -> None:
+        err = self._error
+        if err is None:
+            return
+        if isinstance(err, MigratorError):
+            raise err
+        raise StoreError(f"chunk pipeline failed: {type(err).__name__}: {err}") from err
+
+    def finished(self) -> list[CommittedChunk]:
+        """Chunks the store has confirmed since the last call (ready to commit)."""
+        with self._cond:
+            out = list(self._done)
+            self._done.clear()
+        return out
+
+    def drain(self) -> list[CommittedChunk]:
+        """Wait for every submitted job and return what finished; check() then raises a failure.
+
+        Finished chunks are handed back even when another failed, so they still get committed.
+        """
+        with self._cond:
+            while self._in_flight:
+                self._cond.wait()
+        return self.finished()
+
+    def check(self) -> None:
+        with self._cond:
+            self._raise_if_failed()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

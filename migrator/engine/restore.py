@@ -1,0 +1,174 @@
+"""`migrator restore`: rebuild a dataset from the destination alone (manifests + data key)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
+from migrator.engine.readback import ordered_map, read_chunk
+from migrator.errors import TamperedError, UsageError
+from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import load_data_key
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.stores.base import ObjectStore
+
+GENERATION = 1
+
+
+@dataclass
+class RestoreReport:
+    dataset: str
+    files: int = 0
+    records: int = 0
+    bytes: int = 0
+
+
+class Restorer:
+    def __init__(
+        self, plan: Plan, store: ObjectStore, provider: KeyProvider, *, workers: int = 4
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.provider = provider
+        self.workers = workers
+
+    def restore(self, dataset: str, out: Path) -> RestoreReport:
+        ds = next((d for d in self.plan.datasets if d.name == dataset), None)
+        if ds is None:
+            names = ", ".join(d.name for d in self.plan.datasets)
+            raise UsageError(f"no dataset {dataset!r} in the plan (it has: {names})")
+        key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        out.mkdir(parents=True, exist_ok=True)
+        report = RestoreReport(ds.name)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
+            for shard in range(ds.shards):
+                manifest = self._manifest(ds, shard, key)
+                if ds.kind == "records":
+                    self._restore_records(ds, manifest, key, out, pool, report)
+                else:
+                    self._restore_objects(manifest, key, out, pool, report)
+        return report
+
+    def _manifest(self, ds: DatasetPlan, shard: int, key: DataKey) -> ShardManifest:
+        mkey = manifest_key(ds.name, GENERATION, shard)
+        return open_manifest(
+            self.store.get(mkey),
+            plan=self.plan.name,
+            dataset=ds.name,
+            generation=GENERATION,
+            shard=shard,
+            key=key,
+            object_key=mkey,
+        )
+
+    def _chunks(
+        self, manifest: ShardManifest, refs: list[ChunkRef], key: DataKey, pool: ThreadPoolExecutor
+    ) -> Iterator[bytes]:
+        return ordered_map(
+            pool, lambda ref: read_chunk(self.store, manifest, ref, key), refs, self.workers * 2
+        )
+
+    def _restore_records(
+        self,
+        ds: DatasetPlan,
+        manifest: ShardManifest,
+        key: DataKey,
+        out: Path,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
+        ext = "csv" if ds.format == "csv" else "jsonl"
+        target = out / f"shard-{manifest.shard:05d}.{ext}"
+        refs = sorted(manifest.chunks, key=lambda r: r.sequence)
+        with _AtomicFile(target) as fh:
+            header = manifest.extra.get("csv_header")
+            if isinstance(header, str):
+                fh.write(header.encode("utf-8", "surrogateescape") + b"\n")
+            for data in self._chunks(manifest, refs, key, pool):
+                fh.write(data)
+                report.bytes += len(data)
+        report.files += 1
+        report.records += manifest.record_count
+
+    def _restore_objects(
+        self,
+        manifest: ShardManifest,
+        key: DataKey,
+        out: Path,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
+        refs = sorted(manifest.chunks, key=lambda r: (r.name or "", r.sequence))
+        current: _AtomicFile | None = None
+        current_name: str | None = None
+        try:
+            for ref, data in zip(refs, self._chunks(manifest, refs, key, pool), strict=True):
+                if ref.name != current_name:
+                    if current is not None:
+                        current.commit()
+                        report.files += 1
+                    current_name = ref.name
+                    current = _AtomicFile(out / _safe_relative(ref))
+                    current.open()
+                assert current is not None
+                current.write(data)
+                report.bytes += len(data)
+            if current is not None:
+                current.commit()
+                report.files += 1
+                current = None
+        finally:
+            if current is not None:
+                current.discard()
+
+
+def _safe_relative(ref: ChunkRef) -> Path:
+    """The manifest is authenticated, but a restore must never write outside its folder."""
+    name = ref.name or ""
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts:
+        raise TamperedError(f"unsafe object name {name!r} in manifest", object_key=ref.object_key)
+    return Path(*rel.parts)
+
+
+class _AtomicFile:
+    """Write to a temp file beside the target, rename into place on success."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.restoring")
+        self._fh: BinaryIO | None = None
+
+    def open(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.tmp.open("wb")
+
+    def write(self, data: bytes) -> None:
+        assert self._fh is not None
+        self._fh.write(data)
+
+    def commit(self) -> None:
+        assert self._fh is not None
+        self._fh.close()
+        os.replace(self.tmp, self.target)
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> _AtomicFile:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

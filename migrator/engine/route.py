@@ -1,0 +1,173 @@
+"""Records routing: split a records source into one spool file per shard, resumably.
+
+Routing first lets each shard then be encoded on its own (a Dagster partition, a worker), and
+makes chunk boundaries depend only on the spool, so a resumed run cuts the very same chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from migrator.errors import SourceError, StateError
+from migrator.sharding import shard_of
+from migrator.sources.local import SourceFile, iter_source_files
+from migrator.sources.records import CsvKeyReader, JsonKeyReader, iter_records
+from migrator.state.model import RouteCheckpoint
+from migrator.state.sqlite import SqliteStateStore
+
+# Make routing durable every this many source bytes (and at the end): an fsync per spool.
+CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsSpec:
+    dataset: str
+    generation: int
+    fmt: str  # "jsonl" | "csv"
+    key_field: str
+    shards: int
+    source_root: Path
+    include: tuple[str, ...] | None
+    csv_delimiter: str = ","
+
+
+def spool_path(spool_dir: Path, shard: int) -> Path:
+    return spool_dir / f"s{shard:05d}.spool"
+
+
+class ShardSpools:
+    """Per-shard append buffers, bounded in total, flushed to one spool file per shard."""
+
+    def __init__(self, folder: Path, shards: int, budget: int) -> None:
+        self.folder = folder
+        self.buffers = [bytearray() for _ in range(shards)]
+        self.sizes = [0] * shards
+        self.per_shard = max(64 * 1024, budget // max(shards, 1))
+        self._dirty: set[int] = set()
+
+    def restore(self, sizes: tuple[int, ...]) -> None:
+        """Cut each spool back to its last durable size: bytes past it came from a crashed run."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for shard, size in enumerate(sizes):
+            path = spool_path(self.folder, shard)
+            with path.open("ab") as fh:
+                fh.truncate(size)
+            self.sizes[shard] = size
+
+    def append(self, shard: int, record: bytes) -> None:
+        buf = self.buffers[shard]
+        buf += record
+        buf += b"\n"
+        if len(buf) >= self.per_shard:
+            self._flush(shard)
+
+    def _flush(self, shard: int) -> None:
+        buf = self.buffers[shard]
+        if not buf:
+            return
+        with spool_path(self.folder, shard).open("ab") as fh:
+            fh.write(buf)
+        self.sizes[shard] += len(buf)
+        buf.clear()
+        self._dirty.add(shard)
+
+    def make_durable(self) -> tuple[int, ...]:
+        for shard in range(len(self.buffers)):
+            self._flush(shard)
+        for shard in sorted(self._dirty):
+            fd = os.open(spool_path(self.folder, shard), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._dirty.clear()
+        return tuple(self.sizes)
+
+
+def route_records(
+    spec: RecordsSpec,
+    state: SqliteStateStore,
+    spool_dir: Path,
+    *,
+    buffer_budget: int,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> RouteCheckpoint:
+    """Route every source record into its shard's spool; resumes from the last checkpoint."""
+    cp = state.route_checkpoint(spec.dataset, spec.generation)
+    if cp is not None and cp.complete:
+        return cp
+    spools = ShardSpools(spool_dir, spec.shards, buffer_budget)
+    start = cp.next_file if cp else 0
+    spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
+    csv_header = cp.csv_header if cp else None
+    inventory = xxhash.xxh3_128()
+    since_checkpoint = 0
+    index = -1
+    for index, src in enumerate(iter_source_files(spec.source_root, spec.include)):
+        inventory.update(f"{src.name}\0{src.size}\0{src.mtime_ns}\n".encode())
+        if index < start:
+            if (
+                index == start - 1
+                and cp is not None
+                and inventory.hexdigest() != cp.inventory_digest
+            ):
+                raise StateError(
+                    f"dataset {spec.dataset}: source files routed before the interruption have"
+                    f" changed (first {start} files under {spec.source_root}); remove"
+                    " the state directory to start over"
+                )
+            on_bytes(src.size)
+            continue
+        csv_header = _route_file(spec, src, spools, csv_header)
+        on_bytes(src.size)
+        since_checkpoint += src.size
+        if since_checkpoint >= CHECKPOINT_BYTES:
+            sizes = spools.make_durable()
+            cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, False)
+            state.save_route_checkpoint(spec.dataset, spec.generation, cp)
+            since_checkpoint = 0
+    if index + 1 < start:
+        raise StateError(
+            f"dataset {spec.dataset}: {start} source files were routed before, only"
+            f" {index + 1} exist now under {spec.source_root}"
+        )
+    sizes = spools.make_durable()
+    cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, True)
+    state.save_route_checkpoint(spec.dataset, spec.generation, cp)
+    return cp
+
+
+def _route_file(
+    spec: RecordsSpec, src: SourceFile, spools: ShardSpools, csv_header: bytes | None
+) -> bytes | None:
+    reader: JsonKeyReader | CsvKeyReader | None = (
+        JsonKeyReader(spec.key_field) if spec.fmt == "jsonl" else None
+    )
+    shards = spec.shards
+    append = spools.append
+    line = 0
+    is_csv = spec.fmt == "csv"
+    path = str(src.path)
+    for batch in iter_records(src.path, spec.fmt):
+        for record in batch:
+            line += 1
+            first_line = line
+            if is_csv:
+                line += record.count(b"\n")
+            if not record.strip():
+                continue
+            if reader is None:  # the CSV header row of this file
+                where = f"{src.path}:{first_line}"
+                if csv_header is not None and record.removesuffix(b"\r") != csv_header:
+                    raise SourceError(f"{where}: CSV header differs from the first file's header")
+                csv_header = record.removesuffix(b"\r")
+                reader = CsvKeyReader(spec.key_field, csv_header, spec.csv_delimiter, where)
+                continue
+            key = reader.key(record, path, first_line)
+            append(shard_of(key, shards), record)
+    return csv_header

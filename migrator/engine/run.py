@@ -1,0 +1,496 @@
+"""`migrator run`: route, chunk, encode, store and commit every dataset of a plan, resumably."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from migrator.codec.chunk import ChunkEncoder, object_tagger
+from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.manifest import (
+    ChunkRef,
+    ShardManifest,
+    manifest_key,
+    object_part_key,
+    records_chunk_key,
+    seal_manifest,
+)
+from migrator.engine.pipeline import ChunkJob, ChunkPipeline
+from migrator.engine.route import RecordsSpec, route_records, spool_path
+from migrator.errors import SourceError
+from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import load_or_create_data_key
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.sharding import shard_of
+from migrator.sources.local import iter_source_files
+from migrator.state.model import CommittedChunk, ShardStatus
+from migrator.state.sqlite import SqliteStateStore
+from migrator.stores.base import ObjectStore
+
+BULK_GENERATION = 1
+COMMIT_BATCH = 256
+COMMIT_SECONDS = 0.5
+
+
+class ProgressSink:
+    """What the engine reports while it works; the CLI draws it, tests may count it."""
+
+    def start(self, dataset: str, phase: str, total_bytes: int) -> None:
+        """A new phase of a dataset; bytes advance from 0 toward total."""
+
+    def advance(self, nbytes: int) -> None:
+        """nbytes of source data passed the phase."""
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    kind: str
+    shards: int
+    chunks_written: int = 0
+    chunks_skipped: int = 0
+    records: int = 0
+    bytes_in: int = 0
+    bytes_stored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.bytes_in / self.bytes_stored if self.bytes_stored else 0.0
+
+
+@dataclass
+class RunReport:
+    plan: str
+    destination: str
+    datasets: list[DatasetReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(d.bytes_in for d in self.datasets)
+
+    @property
+    def bytes_stored(self) -> int:
+        return sum(d.bytes_stored for d in self.datasets)
+
+    @property
+    def chunks_written(self) -> int:
+        return sum(d.chunks_written for d in self.datasets)
+
+    @property
+    def chunks_skipped(self) -> int:
+        return sum(d.chunks_skipped for d in self.datasets)
+
+
+class _Committer:
+    """Batches confirmed chunks into state-store transactions; tracks what each shard awaits."""
+
+    def __init__(self, state: SqliteStateStore, report: DatasetReport) -> None:
+        self.state = state
+        self.report = report
+        self.batch: list[CommittedChunk] = []
+        self.last = time.monotonic()
+        self.outstanding: dict[int, int] = {}
+
+    def submitted(self, shard: int) -> None:
+        self.outstanding[shard] = self.outstanding.get(shard, 0) + 1
+
+    def take(self, chunks: list[CommittedChunk], force: bool = False) -> None:
+        for c in chunks:
+            self.outstanding[c.shard] -= 1
+            self.report.chunks_written += 1
+            self.report.bytes_stored += c.stored_size
+        self.batch.extend(chunks)
+        now = time.monotonic()
+        if force or len(self.batch) >= COMMIT_BATCH or now - self.last >= COMMIT_SECONDS:
+            self.state.commit_chunks(self.batch)
+            self.batch = []
+            self.last = now
+
+    def flush(self) -> None:
+        self.take([], force=True)
+
+
+class MigrationRun:
+    """One plan's run against one store, key provider and state store (all injected)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: ObjectStore,
+        provider: KeyProvider,
+        state: SqliteStateStore,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.provider = provider
+        self.state = state
+        self.progress = progress or ProgressSink()
+        self.workers = plan.workers or os.cpu_count() or 1
+
+    def run(self, only: set[str] | None = None) -> RunReport:
+        started = time.monotonic()
+        report = RunReport(self.plan.name, self.store.describe())
+        for ds in self.plan.datasets:
+            if only and ds.name not in only:
+                continue
+            t0 = time.monotonic()
+            key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
+            dr = DatasetReport(ds.name, ds.kind, ds.shards)
+            if ds.kind == "records":
+                self._run_records(ds, key, dr)
+            else:
+                self._run_objects(ds, key, dr)
+            dr.seconds = time.monotonic() - t0
+            report.datasets.append(dr)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _pipeline(self, key: DataKey) -> ChunkPipeline:
+        return ChunkPipeline(
+            self.store,
+            key,
+            level=self.plan.compression_level,
+            workers=self.workers + self.plan.upload_concurrency,
+            budget=self.plan.memory_budget // 2,
+            metadata={"migrator-plan": self.plan.name},
+        )
+
+    def _all_complete(self, ds: DatasetPlan) -> bool:
+        done = {
+            p.shard
+            for p in self.state.shard_progress(ds.name, BULK_GENERATION)
+            if p.status is ShardStatus.COMPLETE
+        }
+        return len(done) == ds.shards
+
+    # --- records -----------------------------------------------------------------------
+
+    def _run_records(self, ds: DatasetPlan, key: DataKey, dr: DatasetReport) -> None:
+        spool_dir = self.plan.state_dir / "spool" / ds.name / f"g{BULK_GENERATION:06d}"
+        if self._all_complete(ds):
+            self._skip_complete(ds, dr)
+            return
+        assert ds.format is not None and ds.key is not None  # enforced by the plan model
+        spec = RecordsSpec(
+            dataset=ds.name,
+            generation=BULK_GENERATION,
+            fmt=ds.format,
+            key_field=ds.key,
+            shards=ds.shards,
+            source_root=ds.source.path,
+            include=tuple(ds.include) if ds.include else None,
+            csv_delimiter=ds.csv_delimiter,
+        )
+        total = sum(f.size for f in iter_source_files(spec.source_root, spec.include))
+        self.progress.start(ds.name, "routing", total)
+        cp = route_records(
+            spec,
+            self.state,
+            spool_dir,
+            buffer_budget=self.plan.memory_budget // 4,
+            on_bytes=self.progress.advance,
+        )
+        dr.bytes_in = sum(cp.spool_sizes)
+        extra = {}
+        if cp.csv_header is not None:
+            extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
+        self.progress.start(ds.name, "encoding", dr.bytes_in)
+        pipeline = self._pipeline(key)
+        committer = _Committer(self.state, dr)
+        encoder = ChunkEncoder(self.plan.compression_level)
+        try:
+            for shard in range(ds.shards):
+                status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
+                if status is ShardStatus.COMPLETE:
+                    self._count_skipped(ds, shard, dr)
+                    self.progress.advance(cp.spool_sizes[shard])
+                    continue
+                if status is ShardStatus.PENDING:
+                    self.state.set_shard_status(
+                        ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING
+                    )
+                self._encode_spool(ds, shard, spool_path(spool_dir, shard), pipeline, committer, dr)
+                # Manifests need every chunk of the shard committed: finish this shard's work.
+                committer.take(pipeline.drain(), force=True)
+                pipeline.check()
+                self._write_manifest(ds, shard, key, encoder, "records", extra)
+            committer.take(pipeline.drain(), force=True)
+            pipeline.check()
+        finally:
+            committer.take(pipeline.drain(), force=True)
+            pipeline.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+    def _encode_spool(
+        self,
+        ds: DatasetPlan,
+        shard: int,
+        path: Path,
+        pipeline: ChunkPipeline,
+        committer: _Committer,
+        dr: DatasetReport,
+    ) -> None:
+        done = {c.sequence: c for c in self.state.shard_chunks(ds.name, BULK_GENERATION, shard)}
+        size = path.stat().st_size if path.exists() else 0
+        if size == 0:
+            return
+        with path.open("rb") as fh:
+            offset, seq = 0, 0
+            while offset < size:
+                prior = done.get(seq)
+                if prior is not None:
+                    dr.chunks_skipped += 1
+                    dr.records += prior.records
+                    dr.bytes_stored += prior.stored_size
+                    self.progress.advance(prior.source_end - offset)
+                    offset, seq = prior.source_end, seq + 1
+                    continue
+                data = _read_records_chunk(fh, offset, self.plan.chunk_size, ds.format == "csv")
+                records = data.count(b"\n") if ds.format != "csv" else _count_csv_records(data)
+                end = offset + len(data)
+                ident = ChunkIdentity(
+                    ChunkKind.RECORDS, self.plan.name, ds.name, BULK_GENERATION, shard, seq
+                )
+                job = ChunkJob(
+                    ident,
+                    records_chunk_key(ds.name, BULK_GENERATION, shard, seq),
+                    data,
+                    records,
+                    None,
+                    end,
+                    "",
+                )
+                pipeline.submit(job)
+                committer.submitted(shard)
+                dr.records += records
+                self.progress.advance(len(data))
+                committer.take(pipeline.finished())
+                offset, seq = end, seq + 1
+
+    # --- objects -----------------------------------------------------------------------
+
+    def _run_objects(self, ds: DatasetPlan, key: DataKey, dr: DatasetReport) -> None:
+        if self._all_complete(ds):
+            self._skip_complete(ds, dr)
+            return
+        include = tuple(ds.include) if ds.include else None
+        total = sum(f.size for f in iter_source_files(ds.source.path, include))
+        self.progress.start(ds.name, "encoding", total)
+        for shard in range(ds.shards):
+            if self.state.shard_status(ds.name, BULK_GENERATION, shard) is ShardStatus.PENDING:
+                self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING)
+        tag = object_tagger(key)
+        part_size = ds.part_size or self.plan.chunk_size
+        pipeline = self._pipeline(key)
+        committer = _Committer(self.state, dr)
+        try:
+            for src in iter_source_files(ds.source.path, include):
+                name_tag = tag(src.name)
+                shard = shard_of(src.name.encode(), ds.shards)
+                for part, data in _iter_parts(
+                    src.path,
+                    src.size,
+                    part_size,
+                    self._needed(ds, shard, name_tag, src.size, part_size, src.version, dr),
+                ):
+                    ident = ChunkIdentity(
+                        ChunkKind.OBJECT_PART,
+                        self.plan.name,
+                        ds.name,
+                        BULK_GENERATION,
+                        shard,
+                        part,
+                        name_tag,
+                    )
+                    okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
+                    pipeline.submit(ChunkJob(ident, okey, data, 0, src.name, 0, src.version))
+                    committer.submitted(shard)
+                    self.progress.advance(len(data))
+                    committer.take(pipeline.finished())
+                dr.bytes_in += src.size
+                _check_unchanged(src.path, src.version)
+            committer.take(pipeline.drain(), force=True)
+            pipeline.check()
+        finally:
+            committer.take(pipeline.drain(), force=True)
+            pipeline.close()
+        encoder = ChunkEncoder(self.plan.compression_level)
+        for shard in range(ds.shards):
+            if self.state.shard_status(ds.name, BULK_GENERATION, shard) is not ShardStatus.COMPLETE:
+                self._write_manifest(ds, shard, key, encoder, "objects", {})
+
+    def _needed(
+        self,
+        ds: DatasetPlan,
+        shard: int,
+        name_tag: bytes,
+        size: int,
+        part_size: int,
+        version: str,
+        dr: DatasetReport,
+    ) -> Callable[[int], bool]:
+        """Which parts of an object still need sending: not committed for this file version."""
+
+        def need(part: int) -> bool:
+            okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
+            prior = self.state.committed_chunk(ds.name, BULK_GENERATION, okey)
+            if prior is not None and prior.source_version == version:
+                dr.chunks_skipped += 1
+                dr.bytes_stored += prior.stored_size
+                self.progress.advance(prior.plain_size)
+                return False
+            return True
+
+        return need
+
+    # --- shared ------------------------------------------------------------------------
+
+    def _write_manifest(
+        self,
+        ds: DatasetPlan,
+        shard: int,
+        key: DataKey,
+        encoder: ChunkEncoder,
+        kind: str,
+        extra: dict[str, str],
+    ) -> None:
+        tag = object_tagger(key)
+        chunks = list(self.state.shard_chunks(ds.name, BULK_GENERATION, shard))
+        refs = tuple(
+            ChunkRef(
+                sequence=c.sequence,
+                object_key=c.object_key,
+                plain_size=c.plain_size,
+                stored_size=c.stored_size,
+                records=c.records,
+                plain_xxh3=c.plain_xxh3,
+                stored_xxh3=c.stored_xxh3,
+                name=c.name,
+                name_tag=tag(c.name).hex() if c.name is not None else None,
+            )
+            for c in chunks
+        )
+        manifest = ShardManifest(
+            plan=self.plan.name,
+            dataset=ds.name,
+            generation=BULK_GENERATION,
+            shard=shard,
+            kind=kind,
+            chunks=refs,
+            record_count=sum(c.records for c in chunks),
+            plain_bytes=sum(c.plain_size for c in chunks),
+            stored_bytes=sum(c.stored_size for c in chunks),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra=dict(extra),
+        )
+        mkey = manifest_key(ds.name, BULK_GENERATION, shard)
+        self.store.put(mkey, seal_manifest(manifest, key, encoder), {"migrator-kind": "manifest"})
+        self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.COMPLETE, mkey)
+
+    def _skip_complete(self, ds: DatasetPlan, dr: DatasetReport) -> None:
+        for shard in range(ds.shards):
+            self._count_skipped(ds, shard, dr, count_input=True)
+
+    def _count_skipped(
+        self, ds: DatasetPlan, shard: int, dr: DatasetReport, *, count_input: bool = False
+    ) -> None:
+        for c in self.state.shard_chunks(ds.name, BULK_GENERATION, shard):
+            dr.chunks_skipped += 1
+            dr.records += c.records
+            dr.bytes_stored += c.stored_size
+            if count_input:
+                dr.bytes_in += c.plain_size
+
+
+def _read_records_chunk(fh: BinaryIO, offset: int, target: int, is_csv: bool) -> bytes:
+    """Bytes from offset up to the last record end within `target` (or one whole oversize record).
+
+    The spool holds records each ending in a line feed; a CSV record may hold quoted line feeds,
+    so there the cut is the last line feed at which the quote count is even.
+    """
+    fh.seek(offset)
+    data = fh.read(target)
+    if not data:
+        return b""
+    cut = _last_record_end(data, is_csv)
+    if cut > 0:
+        return data[:cut]
+    # One record larger than the target: extend to its end.
+    more = bytearray(data)
+    while True:
+        block = fh.read(target)
+        if not block:
+            return bytes(more)
+        more += block
+        cut = _last_record_end(bytes(more), is_csv)
+        if cut > 0:
+            return bytes(more[:cut])
+
+
+def _last_record_end(data: bytes, is_csv: bool) -> int:
+    if not is_csv:
+        return data.rfind(b"\n") + 1
+    end = 0
+    quotes = 0
+    pos = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return end
+        quotes += data.count(b'"', pos, nl)
+        if quotes % 2 == 0:
+            end = nl + 1
+        pos = nl + 1
+
+
+def _count_csv_records(data: bytes) -> int:
+    count = 0
+    quotes = 0
+    pos = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return count
+        quotes += data.count(b'"', pos, nl)
+        if quotes % 2 == 0:
+            count += 1
+        pos = nl + 1
+
+
+def _iter_parts(
+    path: Path, size: int, part_size: int, need: Callable[[int], bool]
+) -> Iterator[tuple[int, bytearray]]:
+    """(part, bytes) for the parts still needed; an empty file is one empty part."""
+    parts = max(1, -(-size // part_size))
+    wanted = [p for p in range(parts) if need(p)]
+    if not wanted:
+        return
+    try:
+        fh = path.open("rb", buffering=0)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
+        for part in wanted:
+            fh.seek(part * part_size)
+            length = min(part_size, size - part * part_size)
+            buf = bytearray(length)
+            got = fh.readinto(buf) if length else 0
+            if got != length:
+                raise SourceError(f"{path}: file shrank while being read (part {part})")
+            yield part, buf  # a bytearray goes to the encoder as is: no copy
+
+
+def _check_unchanged(path: Path, version: str) -> None:
+    st = path.stat()
+    if f"{st.st_size}:{st.st_mtime_ns}" != version:
+        raise SourceError(f"{path}: changed while it was being copied; run again to pick it up")

@@ -1,0 +1,141 @@
+"""Record framing and shard-key extraction for JSONL and CSV; original bytes are kept as read.
+
+A record is its bytes up to (not including) the line feed that ends it; a CSV record may hold
+line feeds inside a quoted field. Keys become bytes: strings as UTF-8, integers in decimal.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from migrator.errors import SourceError
+
+READ_BLOCK = 8 * 1024 * 1024
+
+
+def iter_lines(fh: BinaryIO, block: int = READ_BLOCK) -> Iterator[list[bytes]]:
+    """Lists of complete lines (without their line feed); a last line without one counts too."""
+    rest = b""
+    while True:
+        data = fh.read(block)
+        if not data:
+            break
+        data = rest + data if rest else data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1 :]
+        yield data[:cut].split(b"\n")
+    if rest:
+        yield [rest]
+
+
+def iter_csv_records(lines: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
+    """Re-joins lines split inside quoted fields: a record ends where its quote count is even."""
+    pending: list[bytes] = []
+    quotes = 0
+    for batch in lines:
+        out: list[bytes] = []
+        for line in batch:
+            quotes += line.count(b'"')
+            if quotes % 2:
+                pending.append(line)
+                continue
+            if pending:
+                pending.append(line)
+                out.append(b"\n".join(pending))
+                pending = []
+            else:
+                out.append(line)
+            quotes = 0
+        if out:
+            yield out
+    if pending:
+        yield [b"\n".join(pending)]
+
+
+def iter_records(path: Path, fmt: str) -> Iterator[list[bytes]]:
+    """Batches of records of one file, blank lines included so callers can count lines."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
+        lines = iter_lines(fh)
+        batches = iter_csv_records(lines) if fmt == "csv" else lines
+        yield from batches
+
+
+class JsonKeyReader:
+    """Shard key of a JSONL record; a full parse, because a nested field may share the name."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def key(self, record: bytes, path: str, line: int) -> bytes:
+        """`path` and `line` only name the record in errors."""
+        try:
+            doc = orjson.loads(record)
+        except orjson.JSONDecodeError as exc:
+            raise SourceError(f"{path}:{line}: malformed JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise SourceError(f"{path}:{line}: record is not a JSON object")
+        value = doc.get(self.field)
+        if isinstance(value, str) and value:
+            return value.encode()
+        return _key_bytes(value, self.field, f"{path}:{line}")
+
+
+class CsvKeyReader:
+    """Shard key of a CSV record, by the key column's position in the file's header row."""
+
+    def __init__(self, field: str, header: bytes, delimiter: str, where: str) -> None:
+        self.field = field
+        self.delimiter = delimiter
+        self._sep = delimiter.encode()
+        names = _parse_csv(header, delimiter, where)
+        if field not in names:
+            raise SourceError(f"{where}: key field {field!r} is not in the CSV header {names}")
+        self.index = names.index(field)
+        self.width = len(names)
+
+    def key(self, record: bytes, path: str, line: int) -> bytes:
+        record = record.removesuffix(b"\r")
+        fields: list[bytes] | list[str]
+        if b'"' in record:
+            fields = _parse_csv(record, self.delimiter, f"{path}:{line}")
+        else:
+            fields = record.split(self._sep)
+        if len(fields) != self.width:
+            raise SourceError(
+                f"{path}:{line}: CSV row has {len(fields)} fields, the header has {self.width}"
+            )
+        value = fields[self.index]
+        raw = value.encode() if isinstance(value, str) else value
+        if not raw:
+            raise SourceError(f"{path}:{line}: key field {self.field!r} is empty")
+        return raw
+
+
+def _parse_csv(record: bytes, delimiter: str, where: str) -> list[str]:
+    try:
+        text = record.removesuffix(b"\r").decode("utf-8")
+        return next(csv.reader([text], delimiter=delimiter, strict=True))
+    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
+        raise SourceError(f"{where}: unreadable CSV row ({exc})") from None
+
+
+def _key_bytes(value: object, field: str, where: str) -> bytes:
+    if isinstance(value, str) and value:
+        return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    if value is None:
+        raise SourceError(f"{where}: key field {field!r} is missing or null")
+    raise SourceError(f"{where}: key field {field!r} must be a non-empty string or an integer")

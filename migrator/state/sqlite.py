@@ -1,0 +1,229 @@
+"""SQLite checkpoint store: the embedded default, one file in the plan's state_dir.
+
+It is a fast index of the destination, never the only truth: verify and restore read manifests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from migrator.errors import StateError
+from migrator.state.model import (
+    CommittedChunk,
+    RouteCheckpoint,
+    ShardProgress,
+    ShardStatus,
+    check_shard_move,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS routes (
+  dataset TEXT NOT NULL, generation INTEGER NOT NULL,
+  next_file INTEGER NOT NULL, inventory_digest TEXT NOT NULL,
+  spool_sizes BLOB NOT NULL, csv_header BLOB, complete INTEGER NOT NULL,
+  PRIMARY KEY (dataset, generation));
+CREATE TABLE IF NOT EXISTS shards (
+  dataset TEXT NOT NULL, generation INTEGER NOT NULL, shard INTEGER NOT NULL,
+  status TEXT NOT NULL, manifest_key TEXT, updated_at REAL NOT NULL,
+  PRIMARY KEY (dataset, generation, shard));
+CREATE TABLE IF NOT EXISTS chunks (
+  dataset TEXT NOT NULL, generation INTEGER NOT NULL, object_key TEXT NOT NULL,
+  shard INTEGER NOT NULL, sequence INTEGER NOT NULL, name TEXT,
+  records INTEGER NOT NULL, plain_size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
+  plain_xxh3 TEXT NOT NULL, stored_xxh3 TEXT NOT NULL,
+  source_end INTEGER NOT NULL, source_version TEXT NOT NULL, committed_at REAL NOT NULL,
+  PRIMARY KEY (dataset, generation, object_key));
+CREATE INDEX IF NOT EXISTS chunks_by_shard ON chunks (dataset, generation, shard, sequence);
+"""
+
+_CHUNK_COLUMNS = (
+    "dataset, generation, shard, object_key, sequence, name, records, plain_size, stored_size,"
+    " plain_xxh3, stored_xxh3, source_end, source_version"
+)
+
+
+class SqliteStateStore:
+    """One connection, used from the engine's coordinating thread only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a power loss may drop the last commits, never corrupt; the
+            # destination still has those chunks and a rerun redoes them under the same keys.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StateError(f"{path}: state schema {row[0]} is not {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open state store ({exc})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, sql: str, args: tuple[object, ...] | dict[str, object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: {exc}") from None
+
+    # --- meta --------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._run("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._run("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # --- records routing ---------------------------------------------------------------
+
+    def route_checkpoint(self, dataset: str, generation: int) -> RouteCheckpoint | None:
+        row = self._run(
+            "SELECT next_file, inventory_digest, spool_sizes, csv_header, complete FROM routes"
+            " WHERE dataset=? AND generation=?",
+            (dataset, generation),
+        ).fetchone()
+        if row is None:
+            return None
+        blob: bytes = row[2]
+        sizes = struct.unpack(f">{len(blob) // 8}Q", blob)
+        return RouteCheckpoint(row[0], row[1], sizes, row[3], bool(row[4]))
+
+    def save_route_checkpoint(self, dataset: str, generation: int, cp: RouteCheckpoint) -> None:
+        blob = struct.pack(f">{len(cp.spool_sizes)}Q", *cp.spool_sizes)
+        self._run(
+            "INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                dataset,
+                generation,
+                cp.next_file,
+                cp.inventory_digest,
+                blob,
+                cp.csv_header,
+                int(cp.complete),
+            ),
+        )
+
+    # --- shards ------------------------------------------------------------------------
+
+    def shard_status(self, dataset: str, generation: int, shard: int) -> ShardStatus:
+        row = self._run(
+            "SELECT status FROM shards WHERE dataset=? AND generation=? AND shard=?",
+            (dataset, generation, shard),
+        ).fetchone()
+        return ShardStatus.PENDING if row is None else ShardStatus(row[0])
+
+    def set_shard_status(
+        self,
+        dataset: str,
+        generation: int,
+        shard: int,
+        status: ShardStatus,
+        manifest_key: str | None = None,
+    ) -> None:
+        old = self.shard_status(dataset, generation, shard)
+        check_shard_move(dataset, shard, old, status)
+        self._run(
+            "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
+            (dataset, generation, shard, str(status), manifest_key, time.time()),
+        )
+
+    def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:
+        """Every shard with a status or a committed chunk, in shard order."""
+        rows = self._run(
+            """
+            SELECT s.shard, COALESCE(sh.status, 'pending'), COALESCE(c.n, 0), COALESCE(c.r, 0),
+                   COALESCE(c.p, 0), COALESCE(c.st, 0), sh.manifest_key
+            FROM (SELECT shard FROM shards WHERE dataset=:d AND generation=:g
+                  UNION SELECT DISTINCT shard FROM chunks WHERE dataset=:d AND generation=:g) s
+            LEFT JOIN shards sh ON sh.dataset=:d AND sh.generation=:g AND sh.shard=s.shard
+            LEFT JOIN (SELECT shard, COUNT(*) n, SUM(records) r, SUM(plain_size) p,
+                              SUM(stored_size) st
+                       FROM chunks WHERE dataset=:d AND generation=:g GROUP BY shard) c
+              ON c.shard=s.shard
+            ORDER BY s.shard
+            """,
+            {"d": dataset, "g": generation},
+        )
+        return [
+            ShardProgress(
+                dataset, generation, r[0], ShardStatus(r[1]), r[2], r[3], r[4], r[5], r[6]
+            )
+            for r in rows.fetchall()
+        ]
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def commit_chunks(self, chunks: Iterable[CommittedChunk]) -> None:
+        """One transaction for a batch: batching keeps commits cheap at millions of chunks."""
+        now = time.time()
+        rows = [
+            (
+                c.dataset,
+                c.generation,
+                c.object_key,
+                c.shard,
+                c.sequence,
+                c.name,
+                c.records,
+                c.plain_size,
+                c.stored_size,
+                c.plain_xxh3,
+                c.stored_xxh3,
+                c.source_end,
+                c.source_version,
+                now,
+            )
+            for c in chunks
+        ]
+        if not rows:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot commit chunks ({exc})") from None
+
+    def committed_chunk(
+        self, dataset: str, generation: int, object_key: str
+    ) -> CommittedChunk | None:
+        row = self._run(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks"
+            " WHERE dataset=? AND generation=? AND object_key=?",
+            (dataset, generation, object_key),
+        ).fetchone()
+        return None if row is None else CommittedChunk(*row)
+
+    def shard_chunks(self, dataset: str, generation: int, shard: int) -> Iterator[CommittedChunk]:
+        """In (name, sequence) order: records by sequence, object parts grouped by object."""
+        cur = self._run(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE dataset=? AND generation=? AND shard=?"
+            " ORDER BY COALESCE(name, ''), sequence",
+            (dataset, generation, shard),
+        )
+        for row in cur:
+            yield CommittedChunk(*row)

@@ -1,0 +1,106 @@
+"""Small plans and data written into a test's tmp_path, through the same YAML users write."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+
+import orjson
+
+from migrator.keys.local import init_kek_file
+
+
+def write_profiles(folder: Path, count: int, *, files: int = 3, seed: int = 1) -> list[bytes]:
+    """JSONL profiles across several files; returns every record's bytes."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    records: list[bytes] = []
+    for i in range(count):
+        doc = {
+            "user_id": f"u{i:09d}" if i % 7 else i,  # strings and integers both occur
+            "name": rng.choice(["Zoë", "李雷", "Ana", "Bob 🎬"]),
+            "bio": " ".join(rng.choice(["video", "music", "travel", "cats"]) for _ in range(20)),
+            "prefs": {"user_id": "nested-not-the-key", "lang": "en"},
+        }
+        records.append(orjson.dumps(doc))
+    for n in range(files):
+        part = records[n::files]
+        (folder / f"part-{n:03d}.jsonl").write_bytes(b"".join(r + b"\n" for r in part))
+    return records
+
+
+def write_metadata_csv(folder: Path, count: int, *, files: int = 2) -> list[bytes]:
+    """CSV rows with quoted commas, quotes and a line feed inside a field; returns the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header = ["video_id", "title", "duration_s"]
+    rows: list[bytes] = []
+    for i in range(count):
+        title = [f"clip {i}", f'say "hi", {i}', f"two\nlines {i}"][i % 3]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([f"v{i:07d}", title, i % 600])
+        rows.append(buf.getvalue().encode().removesuffix(b"\n"))
+    for n in range(files):
+        body = b"".join(r + b"\n" for r in rows[n::files])
+        (folder / f"meta-{n:02d}.csv").write_bytes(",".join(header).encode() + b"\n" + body)
+    return rows
+
+
+def write_objects(folder: Path, sizes: list[int], *, seed: int = 2) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    out: dict[str, bytes] = {}
+    for i, size in enumerate(sizes):
+        name = f"{i % 3:02x}/video {i}é.mp4" if i % 4 == 0 else f"{i % 3:02x}/v{i}.mp4"
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = rng.randbytes(size)
+        path.write_bytes(data)
+        out[name] = data
+    return out
+
+
+def write_plan(
+    root: Path,
+    *,
+    datasets: str,
+    destination: str = "{kind: local, path: dest, prefix: t/}",
+    chunk_size: str = "64KiB",
+    memory_budget: str = "2MiB",
+    extra: str = "",
+) -> Path:
+    """A plan in root with a fresh local KEK; datasets is the YAML list body."""
+    kek = root / "kek.key"
+    if not kek.exists():
+        init_kek_file(kek)
+    plan = root / "plan.yaml"
+    plan.write_text(
+        f"""\
+version: 1
+name: test
+state_dir: state
+compression_level: 3
+chunk_size: {chunk_size}
+memory_budget: {memory_budget}
+keys: {{provider: local, kek_file: kek.key}}
+destination: {destination}
+{extra}
+datasets:
+{datasets}
+"""
+    )
+    return plan
+
+
+PROFILES = """\
+  - {name: profiles, kind: records, format: jsonl, source: {kind: local, path: data/profiles},
+     key: user_id, shards: 4}
+"""
+METADATA = """\
+  - {name: metadata, kind: records, format: csv, source: {kind: local, path: data/metadata},
+     key: video_id, shards: 3}
+"""
+VIDEOS = """\
+  - {name: videos, kind: objects, source: {kind: local, path: data/videos}, shards: 3,
+     part_size: 64KiB}
+"""
