@@ -80,7 +80,7 @@ MAX_LEVEL = 22
 class EncodedChunk:
     """A sealed chunk ready to store, with the sizes and digests the manifest records."""
 
-    data: bytes  # the whole stored object: header || ciphertext || tag
+    data: bytearray  # the whole stored object: header || ciphertext || tag
     plain_size: int
     stored_size: int
     plain_xxh3: bytes  # xxh3-128 (big-endian digest) of the plaintext
@@ -209,8 +209,12 @@ class ChunkEncoder:
         before_checksum = before_commitment + _commitment(keys.commit_key, before_commitment)
         header = before_checksum + xxhash.xxh3_64_digest(before_checksum)
 
-        sealed = AESGCM(keys.aes_key).encrypt(keys.nonce, compressed, header + ident)
-        data = header + sealed
+        # Encrypt straight into the stored object's buffer, behind the header: no extra copy.
+        data = bytearray(len(header) + cipher_size)
+        data[: len(header)] = header
+        AESGCM(keys.aes_key).encrypt_into(
+            keys.nonce, compressed, header + ident, memoryview(data)[len(header) :]
+        )
         return EncodedChunk(
             data=data,
             plain_size=plain_size,

@@ -179,7 +179,7 @@ def seal_manifest(manifest: ShardManifest, key: DataKey, encoder: ChunkEncoder) 
         _check(manifest, manifest.chunk_count, object_tagger(key), None)
     except FormatError as exc:
         raise ValueError(f"refusing to seal an inconsistent manifest: {exc}") from None
-    return encoder.encode(_body(manifest), manifest.identity(), key).data
+    return bytes(encoder.encode(_body(manifest), manifest.identity(), key).data)
 
 
 def open_manifest(

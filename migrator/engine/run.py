@@ -469,7 +469,7 @@ def _count_csv_records(data: bytes) -> int:
 
 def _iter_parts(
     path: Path, size: int, part_size: int, need: Callable[[int], bool]
-) -> Iterator[tuple[int, bytearray]]:
+) -> Iterator[tuple[int, bytes]]:
     """(part, bytes) for the parts still needed; an empty file is one empty part."""
     parts = max(1, -(-size // part_size))
     wanted = [p for p in range(parts) if need(p)]
@@ -483,11 +483,13 @@ def _iter_parts(
         for part in wanted:
             fh.seek(part * part_size)
             length = min(part_size, size - part * part_size)
-            buf = bytearray(length)
-            got = fh.readinto(buf) if length else 0
-            if got != length:
-                raise SourceError(f"{path}: file shrank while being read (part {part})")
-            yield part, buf  # a bytearray goes to the encoder as is: no copy
+            data = fh.read(length) if length else b""  # unbuffered: one copy, no zero-fill
+            while len(data) < length:  # a raw read may return short; rare, so join is fine
+                more = fh.read(length - len(data))
+                if not more:
+                    raise SourceError(f"{path}: file shrank while being read (part {part})")
+                data += more
+            yield part, data
 
 
 def _check_unchanged(path: Path, version: str) -> None:

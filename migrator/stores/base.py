@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+# What put() accepts: a sealed chunk is built in a bytearray to avoid one whole-chunk copy.
+Buffer = bytes | bytearray | memoryview
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
@@ -18,7 +22,7 @@ class ObjectInfo:
 class ObjectStore(Protocol):
     """Keys are '/'-separated strings relative to the store's root (prefix already applied)."""
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+    def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
         """Store `data` whole; returns only once the store has durably confirmed it."""
 
     def get(self, key: str) -> bytes:

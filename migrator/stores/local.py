@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from migrator.errors import MissingObjectError, StoreError
-from migrator.stores.base import ObjectInfo
+from migrator.stores.base import Buffer, ObjectInfo
 
 META_DIR = ".meta"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -28,7 +28,7 @@ class LocalStore:
         self.root = Path(root)
         self.fsync = fsync
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+    def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
         path = self._path(key)
         try:
             # Metadata first, so an object that is visible always has its metadata. A crash
@@ -115,7 +115,7 @@ class LocalStore:
             raise ValueError(f"metadata sidecar for {key!r} is not a JSON object")
         return {str(name): str(value) for name, value in loaded.items()}
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write_atomically(self, path: Path, data: Buffer) -> None:
         self._ensure_dir(path.parent)
         temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from migrator.errors import MissingObjectError, StoreError
-from migrator.stores.base import ObjectInfo
+from migrator.stores.base import Buffer, ObjectInfo
 
 # Same page size as S3's ListObjectsV2, so request counts read like an S3 bill.
 LIST_PAGE_SIZE = 1000
@@ -28,7 +28,7 @@ class MemoryStore:
         self.bytes_written = 0
         self.fail_puts = fail_puts
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+    def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
         _check_key(key)
         with self._lock:
             self.requests["put"] += 1

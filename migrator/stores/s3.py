@@ -10,7 +10,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from migrator.errors import MissingObjectError, StoreError
-from migrator.stores.base import ObjectInfo
+from migrator.stores.base import Buffer, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -54,13 +54,13 @@ class S3Store:
             )
         self._client: S3Client = client
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+    def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
         full_key = self._full_key(key)
         try:
             self._client.put_object(
                 Bucket=self.bucket,
                 Key=full_key,
-                Body=data,
+                Body=data if isinstance(data, bytes) else bytes(data),
                 Metadata=dict(metadata or {}),
                 ChecksumAlgorithm=self.checksum_algorithm,
             )
