@@ -91,17 +91,27 @@ class RunReport:
 
 
 class _Committer:
-    """Batches confirmed chunks into state-store transactions; tracks what each shard awaits."""
+    """Batches confirmed chunks into state-store transactions; a shard whose chunks are all read
+    and confirmed gets its manifest at once, so the pool never drains between shards."""
 
-    def __init__(self, state: SqliteStateStore, report: DatasetReport) -> None:
+    def __init__(
+        self, state: SqliteStateStore, report: DatasetReport, on_shard_done: Callable[[int], None]
+    ) -> None:
         self.state = state
         self.report = report
+        self.on_shard_done = on_shard_done
         self.batch: list[CommittedChunk] = []
         self.last = time.monotonic()
         self.outstanding: dict[int, int] = {}
+        self.awaiting: set[int] = set()
 
     def submitted(self, shard: int) -> None:
         self.outstanding[shard] = self.outstanding.get(shard, 0) + 1
+
+    def shard_read(self, shard: int) -> None:
+        """Every chunk of the shard has been submitted (or was committed before)."""
+        self.awaiting.add(shard)
+        self._settle()
 
     def take(self, chunks: list[CommittedChunk], force: bool = False) -> None:
         for c in chunks:
@@ -111,9 +121,22 @@ class _Committer:
         self.batch.extend(chunks)
         now = time.monotonic()
         if force or len(self.batch) >= COMMIT_BATCH or now - self.last >= COMMIT_SECONDS:
-            self.state.commit_chunks(self.batch)
-            self.batch = []
-            self.last = now
+            self._commit()
+        self._settle()
+
+    def _commit(self) -> None:
+        self.state.commit_chunks(self.batch)
+        self.batch = []
+        self.last = time.monotonic()
+
+    def _settle(self) -> None:
+        ready = sorted(s for s in self.awaiting if not self.outstanding.get(s))
+        if not ready:
+            return
+        self._commit()  # the manifest is built from the state store: commit its chunks first
+        for shard in ready:
+            self.awaiting.discard(shard)
+            self.on_shard_done(shard)
 
     def flush(self) -> None:
         self.take([], force=True)
@@ -206,8 +229,12 @@ class MigrationRun:
             extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
         self.progress.start(ds.name, "encoding", dr.bytes_in)
         pipeline = self._pipeline(key)
-        committer = _Committer(self.state, dr)
         encoder = ChunkEncoder(self.plan.compression_level)
+        committer = _Committer(
+            self.state,
+            dr,
+            lambda shard: self._write_manifest(ds, shard, key, encoder, "records", extra),
+        )
         try:
             for shard in range(ds.shards):
                 status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
@@ -220,10 +247,7 @@ class MigrationRun:
                         ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING
                     )
                 self._encode_spool(ds, shard, spool_path(spool_dir, shard), pipeline, committer, dr)
-                # Manifests need every chunk of the shard committed: finish this shard's work.
-                committer.take(pipeline.drain(), force=True)
-                pipeline.check()
-                self._write_manifest(ds, shard, key, encoder, "records", extra)
+                committer.shard_read(shard)
             committer.take(pipeline.drain(), force=True)
             pipeline.check()
         finally:
@@ -292,7 +316,12 @@ class MigrationRun:
         tag = object_tagger(key)
         part_size = ds.part_size or self.plan.chunk_size
         pipeline = self._pipeline(key)
-        committer = _Committer(self.state, dr)
+        encoder = ChunkEncoder(self.plan.compression_level)
+        committer = _Committer(
+            self.state,
+            dr,
+            lambda shard: self._write_manifest(ds, shard, key, encoder, "objects", {}),
+        )
         try:
             for src in iter_source_files(ds.source.path, include):
                 name_tag = tag(src.name)
@@ -301,7 +330,7 @@ class MigrationRun:
                     src.path,
                     src.size,
                     part_size,
-                    self._needed(ds, shard, name_tag, src.size, part_size, src.version, dr),
+                    self._needed(ds, shard, name_tag, src.version, dr),
                 ):
                     ident = ChunkIdentity(
                         ChunkKind.OBJECT_PART,
@@ -321,21 +350,20 @@ class MigrationRun:
                 _check_unchanged(src.path, src.version)
             committer.take(pipeline.drain(), force=True)
             pipeline.check()
+            # Objects arrive in listing order, spread over all shards: all finish together.
+            for shard in range(ds.shards):
+                status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
+                if status is not ShardStatus.COMPLETE:
+                    committer.shard_read(shard)
         finally:
             committer.take(pipeline.drain(), force=True)
             pipeline.close()
-        encoder = ChunkEncoder(self.plan.compression_level)
-        for shard in range(ds.shards):
-            if self.state.shard_status(ds.name, BULK_GENERATION, shard) is not ShardStatus.COMPLETE:
-                self._write_manifest(ds, shard, key, encoder, "objects", {})
 
     def _needed(
         self,
         ds: DatasetPlan,
         shard: int,
         name_tag: bytes,
-        size: int,
-        part_size: int,
         version: str,
         dr: DatasetReport,
     ) -> Callable[[int], bool]:

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
 # What put() accepts: a sealed chunk is built in a bytearray to avoid one whole-chunk copy.
 Buffer = bytes | bytearray | memoryview
 
