@@ -9,7 +9,6 @@ from migrator.plan.model import Plan
 from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
-from migrator.stores.s3 import S3Store
 
 STATE_FILE = "state.sqlite"
 
@@ -21,6 +20,8 @@ def open_store(plan: Plan) -> ObjectStore:
         prefix = (dest.prefix or "").strip("/")
         return LocalStore(dest.path / prefix if prefix else dest.path)
     if dest.kind == "s3":
+        from migrator.stores.s3 import S3Store  # boto3 costs ~0.1 s to import: only when needed
+
         assert dest.bucket is not None
         return S3Store(
             dest.bucket,

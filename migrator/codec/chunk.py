@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mmap
 import os
 import struct
 import threading
@@ -80,7 +81,7 @@ MAX_LEVEL = 22
 class EncodedChunk:
     """A sealed chunk ready to store, with the sizes and digests the manifest records."""
 
-    data: bytearray  # the whole stored object: header || ciphertext || tag
+    data: bytearray | memoryview  # the whole stored object: header || ciphertext || tag
     plain_size: int
     stored_size: int
     plain_xxh3: bytes  # xxh3-128 (big-endian digest) of the plaintext
@@ -183,8 +184,16 @@ class ChunkEncoder:
         plaintext: bytes | bytearray | memoryview,
         identity: ChunkIdentity,
         key: DataKey,
+        *,
+        out: bytearray | mmap.mmap | None = None,
     ) -> EncodedChunk:
-        """Seal one chunk under a fresh salt, so a retry never reuses a (key, nonce) pair."""
+        """Seal one chunk under a fresh salt, so a retry never reuses a (key, nonce) pair.
+
+        With `out`, the sealed object is written into that buffer and `data` is a view of it,
+        valid until the buffer is reused; when `out` is too small a larger buffer (an anonymous
+        mmap) is made and `data.obj` is it. A worker thread that stores each chunk before
+        sealing the next so avoids allocating and zero-filling a buffer for every chunk.
+        """
         if len(identity.name_tag) != NAME_TAG_BYTES:
             raise ValueError(f"name_tag must be {NAME_TAG_BYTES} bytes: {identity.describe()}")
         try:
@@ -210,7 +219,16 @@ class ChunkEncoder:
         header = before_checksum + xxhash.xxh3_64_digest(before_checksum)
 
         # Encrypt straight into the stored object's buffer, behind the header: no extra copy.
-        data = bytearray(len(header) + cipher_size)
+        stored_size = len(header) + cipher_size
+        data: bytearray | memoryview
+        if out is None:
+            data = bytearray(stored_size)
+        else:
+            if len(out) < stored_size:
+                # Anonymous mmap: the kernel hands out zero pages lazily, so unlike bytearray
+                # nothing is zero-filled while holding the GIL. Headroom: sizes vary a little.
+                out = mmap.mmap(-1, stored_size + stored_size // 8)
+            data = memoryview(out)[:stored_size]
         data[: len(header)] = header
         AESGCM(keys.aes_key).encrypt_into(
             keys.nonce, compressed, header + ident, memoryview(data)[len(header) :]
@@ -218,7 +236,7 @@ class ChunkEncoder:
         return EncodedChunk(
             data=data,
             plain_size=plain_size,
-            stored_size=len(data),
+            stored_size=stored_size,
             plain_xxh3=plain_xxh3,
             stored_xxh3=xxhash.xxh3_128_digest(data),
         )

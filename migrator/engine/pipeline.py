@@ -6,6 +6,7 @@ chunks between processes. In-flight bytes are capped by the budget, whatever the
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -19,21 +20,31 @@ from migrator.keys.datakey import DataKey
 from migrator.state.model import CommittedChunk
 from migrator.stores.base import ObjectStore
 
+Plaintext = bytes | bytearray | memoryview
+
 
 @dataclass(slots=True)
 class ChunkJob:
+    """One chunk to seal and store. Either `plaintext` is given, or `load` reads it on the
+    worker thread (object parts: file reads then run in parallel, off the coordinating thread)."""
+
     identity: ChunkIdentity
     object_key: str
-    plaintext: bytes | bytearray | memoryview
+    plaintext: Plaintext
     records: int
     name: str | None
     source_end: int
     source_version: str
+    load: Callable[[], Plaintext] | None = None
+    size: int = 0  # plaintext size when `load` is used
+
+    def plain_size(self) -> int:
+        return self.size if self.load is not None else len(self.plaintext)
 
 
 def _cost(job: ChunkJob) -> int:
     # Plaintext held by the job plus, at worst, a same-sized compressed+encrypted copy.
-    return 2 * len(job.plaintext) + 4096
+    return 2 * job.plain_size() + 4096
 
 
 class ChunkPipeline:
@@ -77,19 +88,28 @@ class ChunkPipeline:
             self._in_flight += cost
         self._pool.submit(self._work, job, self._key, cost)
 
-    def _encoder(self) -> ChunkEncoder:
+    def _encoder(self) -> tuple[ChunkEncoder, bytearray | mmap.mmap]:
+        """This thread's encoder and output buffer: a chunk is stored before the next is sealed,
+        so one buffer a thread serves every chunk it handles."""
         enc: ChunkEncoder | None = getattr(self._local, "encoder", None)
         if enc is None:
             enc = ChunkEncoder(self._level)
             self._local.encoder = enc
-        return enc
+            self._local.out = bytearray()
+        out: bytearray | mmap.mmap = self._local.out
+        return enc, out
 
     def _work(self, job: ChunkJob, key: DataKey, cost: int) -> None:
         try:
             if self._error is not None:
                 return
-            encoded = self._encoder().encode(job.plaintext, job.identity, key)
-            job.plaintext = b""  # let the plaintext go before the upload
+            plaintext = job.load() if job.load is not None else job.plaintext
+            job.plaintext = b""
+            encoder, out = self._encoder()
+            encoded = encoder.encode(plaintext, job.identity, key, out=out)
+            if isinstance(encoded.data, memoryview) and encoded.data.obj is not out:
+                self._local.out = encoded.data.obj  # the encoder grew the buffer
+            del plaintext  # let the plaintext go before the upload
             meta = dict(self._metadata)
             meta["migrator-format"] = "1"
             meta["migrator-key-id"] = key.key_id.hex()

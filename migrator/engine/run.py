@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -268,6 +269,7 @@ class MigrationRun:
         size = path.stat().st_size if path.exists() else 0
         if size == 0:
             return
+        is_csv = ds.format == "csv"
         with path.open("rb") as fh:
             offset, seq = 0, 0
             while offset < size:
@@ -279,9 +281,11 @@ class MigrationRun:
                     self.progress.advance(prior.source_end - offset)
                     offset, seq = prior.source_end, seq + 1
                     continue
-                data = _read_records_chunk(fh, offset, self.plan.chunk_size, ds.format == "csv")
-                records = data.count(b"\n") if ds.format != "csv" else _count_csv_records(data)
-                end = offset + len(data)
+                buf, cut = _read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
+                records = _count_csv_records(buf, cut) if is_csv else buf.count(b"\n", 0, cut)
+                # A view, not a slice: the chunk reaches the encoder without another copy.
+                data = memoryview(buf)[:cut] if cut < len(buf) else buf
+                end = offset + cut
                 ident = ChunkIdentity(
                     ChunkKind.RECORDS, self.plan.name, ds.name, BULK_GENERATION, shard, seq
                 )
@@ -297,7 +301,7 @@ class MigrationRun:
                 pipeline.submit(job)
                 committer.submitted(shard)
                 dr.records += records
-                self.progress.advance(len(data))
+                self.progress.advance(cut)
                 committer.take(pipeline.finished())
                 offset, seq = end, seq + 1
 
@@ -315,6 +319,8 @@ class MigrationRun:
                 self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING)
         tag = object_tagger(key)
         part_size = ds.part_size or self.plan.chunk_size
+        # A first run has nothing to skip: no state look-up per part.
+        fresh = not self.state.has_chunks(ds.name, BULK_GENERATION)
         pipeline = self._pipeline(key)
         encoder = ChunkEncoder(self.plan.compression_level)
         committer = _Committer(
@@ -326,12 +332,10 @@ class MigrationRun:
             for src in iter_source_files(ds.source.path, include):
                 name_tag = tag(src.name)
                 shard = shard_of(src.name.encode(), ds.shards)
-                for part, data in _iter_parts(
-                    src.path,
-                    src.size,
-                    part_size,
-                    self._needed(ds, shard, name_tag, src.version, dr),
-                ):
+                need: Callable[[int], bool] = _every_part
+                if not fresh:
+                    need = self._needed(ds, shard, name_tag, src.version, dr)
+                for part, offset, length in _parts_needed(src.size, part_size, need):
                     ident = ChunkIdentity(
                         ChunkKind.OBJECT_PART,
                         self.plan.name,
@@ -342,12 +346,14 @@ class MigrationRun:
                         name_tag,
                     )
                     okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
-                    pipeline.submit(ChunkJob(ident, okey, data, 0, src.name, 0, src.version))
+                    job = ChunkJob(ident, okey, b"", 0, src.name, 0, src.version)
+                    job.load = functools.partial(_read_part, src.path, offset, length, src.version)
+                    job.size = length
+                    pipeline.submit(job)
                     committer.submitted(shard)
-                    self.progress.advance(len(data))
+                    self.progress.advance(length)
                     committer.take(pipeline.finished())
                 dr.bytes_in += src.size
-                _check_unchanged(src.path, src.version)
             committer.take(pipeline.drain(), force=True)
             pipeline.check()
             # Objects arrive in listing order, spread over all shards: all finish together.
@@ -440,29 +446,27 @@ class MigrationRun:
                 dr.bytes_in += c.plain_size
 
 
-def _read_records_chunk(fh: BinaryIO, offset: int, target: int, is_csv: bool) -> bytes:
-    """Bytes from offset up to the last record end within `target` (or one whole oversize record).
+def _read_records_chunk(fh: BinaryIO, offset: int, target: int, is_csv: bool) -> tuple[bytes, int]:
+    """(buffer, cut): the chunk is buffer[:cut], from offset to the last record end within
+    `target` bytes, or one whole record when a single record is larger than the target.
 
     The spool holds records each ending in a line feed; a CSV record may hold quoted line feeds,
     so there the cut is the last line feed at which the quote count is even.
     """
     fh.seek(offset)
     data = fh.read(target)
-    if not data:
-        return b""
     cut = _last_record_end(data, is_csv)
-    if cut > 0:
-        return data[:cut]
-    # One record larger than the target: extend to its end.
+    if cut > 0 or not data:
+        return data, cut
     more = bytearray(data)
     while True:
         block = fh.read(target)
         if not block:
-            return bytes(more)
+            return bytes(more), len(more)
         more += block
         cut = _last_record_end(bytes(more), is_csv)
         if cut > 0:
-            return bytes(more[:cut])
+            return bytes(more), cut
 
 
 def _last_record_end(data: bytes, is_csv: bool) -> int:
@@ -481,12 +485,12 @@ def _last_record_end(data: bytes, is_csv: bool) -> int:
         pos = nl + 1
 
 
-def _count_csv_records(data: bytes) -> int:
+def _count_csv_records(data: bytes, end: int) -> int:
     count = 0
     quotes = 0
     pos = 0
     while True:
-        nl = data.find(b"\n", pos)
+        nl = data.find(b"\n", pos, end)
         if nl < 0:
             return count
         quotes += data.count(b'"', pos, nl)
@@ -495,32 +499,41 @@ def _count_csv_records(data: bytes) -> int:
         pos = nl + 1
 
 
-def _iter_parts(
-    path: Path, size: int, part_size: int, need: Callable[[int], bool]
-) -> Iterator[tuple[int, bytes]]:
-    """(part, bytes) for the parts still needed; an empty file is one empty part."""
+def _every_part(part: int) -> bool:
+    return True
+
+
+def _parts_needed(
+    size: int, part_size: int, need: Callable[[int], bool]
+) -> Iterator[tuple[int, int, int]]:
+    """(part, offset, length) of the parts still needed; an empty file is one empty part."""
     parts = max(1, -(-size // part_size))
-    wanted = [p for p in range(parts) if need(p)]
-    if not wanted:
-        return
+    for part in range(parts):
+        if need(part):
+            offset = part * part_size
+            yield part, offset, min(part_size, size - offset)
+
+
+def _read_part(path: Path, offset: int, length: int, version: str) -> bytes:
+    """Runs on a pipeline worker. The file must still be the version that was listed, or the
+    part would not match the others of the same object."""
     try:
-        fh = path.open("rb", buffering=0)
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
-    with fh:
-        for part in wanted:
-            fh.seek(part * part_size)
-            length = min(part_size, size - part * part_size)
+        with path.open("rb", buffering=0) as fh:
+            if _version(os.fstat(fh.fileno())) != version:
+                raise SourceError(f"{path}: changed while being copied; run again to pick it up")
+            fh.seek(offset)
             data = fh.read(length) if length else b""  # unbuffered: one copy, no zero-fill
             while len(data) < length:  # a raw read may return short; rare, so join is fine
                 more = fh.read(length - len(data))
                 if not more:
-                    raise SourceError(f"{path}: file shrank while being read (part {part})")
+                    raise SourceError(f"{path}: file shrank while being read (at {offset})")
                 data += more
-            yield part, data
+            if _version(os.fstat(fh.fileno())) != version:
+                raise SourceError(f"{path}: changed while being copied; run again to pick it up")
+            return data
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _check_unchanged(path: Path, version: str) -> None:
-    st = path.stat()
-    if f"{st.st_size}:{st.st_mtime_ns}" != version:
-        raise SourceError(f"{path}: changed while it was being copied; run again to pick it up")
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"

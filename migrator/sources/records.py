@@ -17,6 +17,10 @@ from migrator.errors import SourceError
 
 READ_BLOCK = 8 * 1024 * 1024
 
+# The csv module refuses fields over 128 KiB by default; a record's size is bounded by the plan's
+# chunk size, not by this parser, so lift the limit (process-wide, as the module only allows).
+csv.field_size_limit(2**31 - 1)
+
 
 def iter_lines(fh: BinaryIO, block: int = READ_BLOCK) -> Iterator[list[bytes]]:
     """Lists of complete lines (without their line feed); a last line without one counts too."""

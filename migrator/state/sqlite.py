@@ -208,6 +208,12 @@ class SqliteStateStore:
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot commit chunks ({exc})") from None
 
+    def has_chunks(self, dataset: str, generation: int) -> bool:
+        row = self._run(
+            "SELECT 1 FROM chunks WHERE dataset=? AND generation=? LIMIT 1", (dataset, generation)
+        ).fetchone()
+        return row is not None
+
     def committed_chunk(
         self, dataset: str, generation: int, object_key: str
     ) -> CommittedChunk | None:

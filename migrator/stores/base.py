@@ -22,7 +22,10 @@ class ObjectStore(Protocol):
     """Keys are '/'-separated strings relative to the store's root (prefix already applied)."""
 
     def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
-        """Store `data` whole; returns only once the store has durably confirmed it."""
+        """Store `data` whole; returns only once the store has durably confirmed it.
+
+        `data` may be a view of a buffer the caller reuses after put returns: keep no reference.
+        """
 
     def get(self, key: str) -> bytes:
         """Whole object; raises MissingObjectError if absent."""
