@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def plan_cmd(plan_file: str, as_json: bool) -> None:
     plan = _load(plan_file)
     est = estimate_plan(plan)
     if as_json:
-        click.echo(orjson.dumps([e.__dict__ for e in est], option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps([asdict(e) for e in est], option=orjson.OPT_INDENT_2).decode())
         return
     t = Table(title=f"plan {plan.name}: valid", title_justify="left")
     for col in ("dataset", "kind", "shards", "files", "bytes", "est. chunks", "est. stored"):
@@ -269,8 +270,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             prog_name="migrator",
             standalone_mode=False,
         )
-    except click.exceptions.Abort:
-        click.echo("migrator: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("migrator: interrupted; run the same command again to resume", err=True)
         raise SystemExit(130) from None
     except click.ClickException as exc:
         exc.show()
@@ -280,9 +281,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"migrator: error: {exc}", err=True)
         raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        click.echo("migrator: interrupted; run the same command again to resume", err=True)
-        raise SystemExit(130) from None
     except SystemExit:
         raise
     except Exception as exc:

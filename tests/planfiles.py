@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -104,3 +108,70 @@ VIDEOS = """\
   - {name: videos, kind: objects, source: {kind: local, path: data/videos}, shards: 3,
      part_size: 64KiB}
 """
+
+
+# --- running the CLI and comparing what comes back ------------------------------------------
+
+
+def run_cli(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m migrator ARGS` in cwd, as a user would run it; never raises on failure."""
+    full_env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "COLUMNS": "160"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "migrator", *(str(a) for a in args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def split_records(data: bytes, *, csv_quotes: bool) -> list[bytes]:
+    """Records of a file, each without its line feed; CSV records may hold quoted line feeds.
+
+    The file must end every record with a line feed: anything after the last one is an error.
+    """
+    records: list[bytes] = []
+    start = pos = quotes = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            assert start == len(data), f"bytes after the last record: {data[start:][:80]!r}"
+            return records
+        if csv_quotes:
+            quotes += data.count(b'"', pos, nl)
+        if quotes % 2 == 0:
+            records.append(data[start:nl])
+            start, quotes = nl + 1, 0
+        pos = nl + 1
+
+
+def restored_records(folder: Path, *, csv_header: bytes | None = None) -> Counter[bytes]:
+    """Multiset of the records in every restored file; a CSV file must start with the header."""
+    seen: Counter[bytes] = Counter()
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert files, f"nothing restored in {folder.name}"
+    for path in files:
+        records = split_records(path.read_bytes(), csv_quotes=csv_header is not None)
+        if csv_header is not None:
+            assert records[:1] == [csv_header], f"{path.name} does not start with the header"
+            records = records[1:]
+            assert csv_header not in records, f"{path.name} repeats the header row"
+        seen.update(records)
+    return seen
+
+
+def files_below(root: Path) -> dict[str, bytes]:
+    """Every file under root by its '/'-separated relative name."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def flip_bit(path: Path, offset: int, bit: int = 0) -> None:
+    """Flip one bit of a file in place; a negative offset counts from the end."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))

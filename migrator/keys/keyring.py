@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrator.errors import MisplacedChunkError, MissingObjectError
+from migrator.errors import MisplacedChunkError, MissingObjectError, WrongKeyError
 from migrator.keys.datakey import DataKey
 from migrator.keys.provider import KeyProvider, WrappedKey
 from migrator.stores.base import ObjectStore
@@ -26,7 +26,10 @@ def load_data_key(store: ObjectStore, provider: KeyProvider, plan: str, dataset:
             f"wrapped key belongs to {wrapped.context}, expected plan {plan!r} dataset {dataset!r}",
             object_key=key,
         )
-    return provider.unwrap(wrapped)
+    try:
+        return provider.unwrap(wrapped)
+    except WrongKeyError as exc:
+        raise WrongKeyError(str(exc), object_key=key) from None
 
 
 def load_or_create_data_key(
