@@ -111,17 +111,27 @@ class CsvKeyReader:
 
     def key(self, record: bytes, path: str, line: int) -> bytes:
         record = record.removesuffix(b"\r")
-        fields: list[bytes] | list[str]
+        sep = self._sep
         if b'"' in record:
-            fields = _parse_csv(record, self.delimiter, f"{path}:{line}")
+            # Split on quotes: even segments lie outside quoted fields (a doubled quote adds an
+            # empty odd segment, which keeps the parity), so delimiters there count the fields.
+            segments = record.split(b'"')
+            width = sum(seg.count(sep) for seg in segments[::2]) + 1
+            clean = segments[0].split(sep)  # fields wholly before the first quote
+            if self.index < len(clean) - 1:
+                raw = clean[self.index]
+            else:
+                fields = _parse_csv(record, self.delimiter, f"{path}:{line}")
+                width = len(fields)
+                raw = fields[self.index].encode() if self.index < width else b""
         else:
-            fields = record.split(self._sep)
-        if len(fields) != self.width:
+            parts = record.split(sep)
+            width = len(parts)
+            raw = parts[self.index] if self.index < width else b""
+        if width != self.width:
             raise SourceError(
-                f"{path}:{line}: CSV row has {len(fields)} fields, the header has {self.width}"
+                f"{path}:{line}: CSV row has {width} fields, the header has {self.width}"
             )
-        value = fields[self.index]
-        raw = value.encode() if isinstance(value, str) else value
         if not raw:
             raise SourceError(f"{path}:{line}: key field {self.field!r} is empty")
         return raw
