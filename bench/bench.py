@@ -367,6 +367,34 @@ def machine_info(level: int) -> dict[str, object]:
     }
 
 
+def measure_disk_write(folder: Path, total: int, threads: int) -> float:
+    """MB/s of the destination's disk for what a local destination does per chunk: write a
+    16 MiB file, fsync it, rename it into place, fsync the folder, on `threads` threads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(CHUNK_SIZE)
+    count = max(threads, total // CHUNK_SIZE)
+
+    def write(i: int) -> None:
+        tmp, final = folder / f".{i}.tmp", folder / f"{i}.bin"
+        with tmp.open("wb") as fh:
+            fh.write(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(write, range(count)))
+    seconds = time.perf_counter() - started
+    shutil.rmtree(folder, ignore_errors=True)
+    return count * CHUNK_SIZE / seconds / 1e6
+
+
 def _verdict(ratio: float, kind: str) -> str:
     return "PASS" if ratio >= TARGETS[kind] else "MISS"
 
@@ -377,6 +405,7 @@ def print_report(
     ceilings: dict[str, Ceiling],
     prims: dict[str, float],
     runs: dict[str, Run],
+    disk_mb_s: float | None = None,
 ) -> None:
     warnings: list[str] = []
     table = Table(title="migrator throughput", title_justify="left")
@@ -409,6 +438,11 @@ def print_report(
             f"{run.peak_rss_bytes / MiB:,.0f}",
         )
     console.print(table)
+    if disk_mb_s:
+        console.print(
+            f"destination disk, write + fsync + rename of 16 MiB files on {os.cpu_count()} threads:"
+            f" {disk_mb_s:,.0f} MB/s (a local destination cannot go faster than this)"
+        )
     console.print(
         "single thread MB/s: " + ", ".join(f"{name} {value:,.0f}" for name, value in prims.items())
     )
@@ -438,7 +472,7 @@ def _run_record(kind: str, run: Run, ceiling: Ceiling) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--size", default="512MiB", help="data per type (records, objects)")
+    parser.add_argument("--size", default="1GiB", help="data per type (records, objects)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --size 64MiB")
     parser.add_argument("--level", type=int, default=3, help="zstd level")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
@@ -466,12 +500,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             del chunks  # the runs get the memory back
 
         runs: dict[str, Run] = {}
+        disk_mb_s: float | None = None
         if not args.ceiling_only:
+            disk_mb_s = measure_disk_write(
+                workdir / "disk-probe", min(size, 1024 * MiB), os.cpu_count() or 1
+            )
             for kind in KINDS:
                 console.print(f"running migrator on {kind} ...")
                 runs[kind] = run_migration(workdir, kind, args.level)
 
-        print_report(console, machine, ceilings, prims, runs)
+        print_report(console, machine, ceilings, prims, runs, disk_mb_s)
         result = {
             "size_per_type_bytes": size,
             "chunk_size": CHUNK_SIZE,
@@ -480,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 k: {**asdict(c), "compression": c.compression} for k, c in ceilings.items()
             },
             "single_thread_mb_s": prims,
+            "destination_disk_write_mb_s": disk_mb_s,
             "runs": {k: _run_record(k, r, ceilings[k]) for k, r in runs.items()},
             "notes": [WARM_NOTE],
         }
