@@ -86,6 +86,7 @@ class EncodedChunk:
     stored_size: int
     plain_xxh3: bytes  # xxh3-128 (big-endian digest) of the plaintext
     stored_xxh3: bytes  # xxh3-128 of `data`
+    salt: bytes = b""  # the per-chunk HKDF salt (public: it is in the header)
 
     def __repr__(self) -> str:
         return (
@@ -186,6 +187,7 @@ class ChunkEncoder:
         key: DataKey,
         *,
         out: bytearray | mmap.mmap | None = None,
+        salt: bytes | None = None,
     ) -> EncodedChunk:
         """Seal one chunk under a fresh salt, so a retry never reuses a (key, nonce) pair.
 
@@ -193,6 +195,11 @@ class ChunkEncoder:
         valid until the buffer is reused; when `out` is too small a larger buffer (an anonymous
         mmap) is made and `data.obj` is it. A worker thread that stores each chunk before
         sealing the next so avoids allocating and zero-filling a buffer for every chunk.
+
+        `salt` is only for resuming an interrupted multipart upload: re-sealing the *same*
+        plaintext (checked by the caller against the digests journaled at the first attempt)
+        under the salt of that attempt reproduces its bytes exactly, so parts already uploaded
+        stay valid. Any other use would repeat a (key, nonce) pair: leave it None.
         """
         if len(identity.name_tag) != NAME_TAG_BYTES:
             raise ValueError(f"name_tag must be {NAME_TAG_BYTES} bytes: {identity.describe()}")
@@ -205,7 +212,10 @@ class ChunkEncoder:
         plain_xxh3 = xxhash.xxh3_128_digest(view)
         compressed = self._cctx.compress(view)
 
-        salt = os.urandom(SALT_BYTES)
+        if salt is None:
+            salt = os.urandom(SALT_BYTES)
+        elif len(salt) != SALT_BYTES:
+            raise ValueError(f"salt must be {SALT_BYTES} bytes")
         keys = _derive(key, salt)
         cipher_size = len(compressed) + TAG_BYTES
         before_commitment = b"".join(
@@ -239,6 +249,7 @@ class ChunkEncoder:
             stored_size=stored_size,
             plain_xxh3=plain_xxh3,
             stored_xxh3=xxhash.xxh3_128_digest(data),
+            salt=salt,
         )
 
 

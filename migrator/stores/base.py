@@ -41,3 +41,45 @@ class ObjectStore(Protocol):
 
     def describe(self) -> str:
         """Human-readable location for messages (never credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One uploaded part of a multipart upload (S3 part / Azure staged block)."""
+
+    number: int  # 1-based, in object order
+    size: int
+    etag: str  # S3 ETag, or the Azure block id
+    checksum: str | None = None  # the service-side checksum the store sent with the part
+
+
+@runtime_checkable
+class MultipartStore(Protocol):
+    """Stores that upload large objects in parts and can resume an upload from its parts.
+
+    The engine (engine/upload.py) drives these: it decides part boundaries (`part_size`) and
+    journals the upload so that a restarted run re-sends only the parts the store lacks.
+    """
+
+    multipart_threshold: int  # objects larger than this go through the methods below
+    part_size: int  # bytes a part (the last may be smaller)
+
+    def begin_upload(self, key: str, metadata: dict[str, str]) -> str:
+        """Start an upload; returns its upload id."""
+
+    def uploaded_parts(self, key: str, upload_id: str) -> dict[int, PartInfo] | None:
+        """Parts the store holds for this upload, or None if the upload no longer exists."""
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo:
+        """Send one part with a service-checked checksum; returns once the store confirmed it."""
+
+    def complete_upload(
+        self, key: str, upload_id: str, parts: list[PartInfo], metadata: dict[str, str]
+    ) -> None:
+        """Assemble the parts, in number order, into the object under `key`."""
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts; absent is not an error."""
+
+    def list_uploads(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(key, upload_id) of every unfinished upload under prefix: for orphan clean-up."""
