@@ -24,7 +24,7 @@ from migrator.engine.verify import Verifier
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.plan.model import load_plan
 from migrator.sizes import format_size
-from migrator.sources.local import iter_source_files
+from migrator.sources.local import LocalSource
 from migrator.sources.records import iter_records
 from migrator.stores.s3 import S3Store
 from migrator.wiring import open_state
@@ -140,17 +140,19 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
 def _record_digests(folder: Path, is_csv: bool) -> Counter[bytes]:
     """Multiset of record digests; the CSV header row of each file is not a record."""
     seen: Counter[bytes] = Counter()
-    for f in iter_source_files(folder):
-        if f.name.startswith("."):
+    source = LocalSource(folder)
+    for obj in source.list():
+        if obj.name.startswith("."):
             continue
         first = is_csv
-        for batch in iter_records(f.path, "csv" if is_csv else "jsonl"):
-            for rec in batch:
-                if first:
-                    first = False
-                    continue
-                if rec.strip():
-                    seen[xxhash.xxh3_128_digest(rec)] += 1
+        with source.open(obj) as fh:
+            for batch in iter_records(fh, "csv" if is_csv else "jsonl"):
+                for rec in batch:
+                    if first:
+                        first = False
+                        continue
+                    if rec.strip():
+                        seen[xxhash.xxh3_128_digest(rec)] += 1
     return seen
 
 
@@ -163,7 +165,8 @@ def _same_records(source: Path, restored: Path, is_csv: bool) -> tuple[bool, str
 def _same_files(source: Path, restored: Path) -> tuple[bool, str]:
     def digests(root: Path) -> dict[str, bytes]:
         return {
-            f.name: xxhash.xxh3_128_digest(f.path.read_bytes()) for f in iter_source_files(root)
+            obj.name: xxhash.xxh3_128_digest((root / obj.name).read_bytes())
+            for obj in LocalSource(root).list()
         }
 
     a, b = digests(source), digests(restored)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from migrator.plan.model import Plan
-from migrator.sources.local import iter_source_files
+from migrator.sources.factory import open_source
 
 # Typical zstd ratios measured on this kind of data (records: JSON/CSV; objects: video).
 RECORDS_RATIO = 4.0
@@ -26,10 +26,9 @@ class DatasetEstimate:
 def estimate_plan(plan: Plan) -> list[DatasetEstimate]:
     out = []
     for ds in plan.datasets:
-        include = tuple(ds.include) if ds.include else None
         files = total = chunks = 0
         part = ds.part_size or plan.chunk_size
-        for f in iter_source_files(ds.source.path, include):
+        for f in open_source(ds).list():
             files += 1
             total += f.size
             if ds.kind == "objects":

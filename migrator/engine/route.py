@@ -10,12 +10,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
 from migrator.errors import SourceError, StateError
 from migrator.sharding import shard_of
-from migrator.sources.local import SourceFile, iter_source_files
+from migrator.sources.base import Source, SourceObject
 from migrator.sources.records import CsvKeyReader, JsonKeyReader, iter_records
 from migrator.state.model import RouteCheckpoint
 from migrator.state.sqlite import SqliteStateStore
@@ -31,8 +32,7 @@ class RecordsSpec:
     fmt: str  # "jsonl" | "csv"
     key_field: str
     shards: int
-    source_root: Path
-    include: tuple[str, ...] | None
+    source: Source
     csv_delimiter: str = ","
 
 
@@ -108,8 +108,8 @@ def route_records(
     inventory = xxhash.xxh3_128()
     since_checkpoint = 0
     index = -1
-    for index, src in enumerate(iter_source_files(spec.source_root, spec.include)):
-        inventory.update(f"{src.name}\0{src.size}\0{src.mtime_ns}\n".encode())
+    for index, src in enumerate(spec.source.list()):
+        inventory.update(f"{src.name}\0{src.size}\0{src.version}\n".encode())
         if index < start:
             if (
                 index == start - 1
@@ -118,7 +118,7 @@ def route_records(
             ):
                 raise StateError(
                     f"dataset {spec.dataset}: source files routed before the interruption have"
-                    f" changed (first {start} files under {spec.source_root}); remove"
+                    f" changed (first {start} files under {spec.source.describe()}); remove"
                     " the state directory to start over"
                 )
             on_bytes(src.size)
@@ -134,7 +134,7 @@ def route_records(
     if index + 1 < start:
         raise StateError(
             f"dataset {spec.dataset}: {start} source files were routed before, only"
-            f" {index + 1} exist now under {spec.source_root}"
+            f" {index + 1} exist now under {spec.source.describe()}"
         )
     sizes = spools.make_durable()
     cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, True)
@@ -143,7 +143,16 @@ def route_records(
 
 
 def _route_file(
-    spec: RecordsSpec, src: SourceFile, spools: ShardSpools, csv_header: bytes | None
+    spec: RecordsSpec, src: SourceObject, spools: ShardSpools, csv_header: bytes | None
+) -> bytes | None:
+    path = spec.source.location(src)
+    with spec.source.open(src) as fh:
+        csv_header = _route_stream(spec, fh, path, spools, csv_header)
+    return csv_header
+
+
+def _route_stream(
+    spec: RecordsSpec, fh: BinaryIO, path: str, spools: ShardSpools, csv_header: bytes | None
 ) -> bytes | None:
     reader: JsonKeyReader | CsvKeyReader | None = (
         JsonKeyReader(spec.key_field) if spec.fmt == "jsonl" else None
@@ -152,8 +161,7 @@ def _route_file(
     append = spools.append
     line = 0
     is_csv = spec.fmt == "csv"
-    path = str(src.path)
-    for batch in iter_records(src.path, spec.fmt):
+    for batch in iter_records(fh, spec.fmt):
         for record in batch:
             line += 1
             first_line = line
@@ -162,7 +170,7 @@ def _route_file(
             if not record.strip():
                 continue
             if reader is None:  # the CSV header row of this file
-                where = f"{src.path}:{first_line}"
+                where = f"{path}:{first_line}"
                 if csv_header is not None and record.removesuffix(b"\r") != csv_header:
                     raise SourceError(f"{where}: CSV header differs from the first file's header")
                 csv_header = record.removesuffix(b"\r")

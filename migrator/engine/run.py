@@ -24,13 +24,13 @@ from migrator.codec.manifest import (
 )
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, route_records, spool_path
-from migrator.errors import SourceError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import load_or_create_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
-from migrator.sources.local import iter_source_files
+from migrator.sources.base import Source
+from migrator.sources.factory import open_source
 from migrator.state.model import CommittedChunk, ShardStatus
 from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
@@ -160,6 +160,7 @@ class MigrationRun:
         self.state = state
         self.progress = progress or ProgressSink()
         self.workers = plan.workers or os.cpu_count() or 1
+        self.open_source: Callable[[DatasetPlan], Source] = open_source
 
     def run(self, only: set[str] | None = None) -> RunReport:
         started = time.monotonic()
@@ -211,11 +212,10 @@ class MigrationRun:
             fmt=ds.format,
             key_field=ds.key,
             shards=ds.shards,
-            source_root=ds.source.path,
-            include=tuple(ds.include) if ds.include else None,
+            source=self.open_source(ds),
             csv_delimiter=ds.csv_delimiter,
         )
-        total = sum(f.size for f in iter_source_files(spec.source_root, spec.include))
+        total = sum(f.size for f in spec.source.list())
         self.progress.start(ds.name, "routing", total)
         cp = route_records(
             spec,
@@ -311,8 +311,8 @@ class MigrationRun:
         if self._all_complete(ds):
             self._skip_complete(ds, dr)
             return
-        include = tuple(ds.include) if ds.include else None
-        total = sum(f.size for f in iter_source_files(ds.source.path, include))
+        source = self.open_source(ds)
+        total = sum(f.size for f in source.list())
         self.progress.start(ds.name, "encoding", total)
         for shard in range(ds.shards):
             if self.state.shard_status(ds.name, BULK_GENERATION, shard) is ShardStatus.PENDING:
@@ -329,7 +329,7 @@ class MigrationRun:
             lambda shard: self._write_manifest(ds, shard, key, encoder, "objects", {}),
         )
         try:
-            for src in iter_source_files(ds.source.path, include):
+            for src in source.list():
                 name_tag = tag(src.name)
                 shard = shard_of(src.name.encode(), ds.shards)
                 need: Callable[[int], bool] = _every_part
@@ -347,7 +347,7 @@ class MigrationRun:
                     )
                     okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
                     job = ChunkJob(ident, okey, b"", 0, src.name, 0, src.version)
-                    job.load = functools.partial(_read_part, src.path, offset, length, src.version)
+                    job.load = functools.partial(source.read_range, src, offset, length)
                     job.size = length
                     pipeline.submit(job)
                     committer.submitted(shard)
@@ -512,28 +512,3 @@ def _parts_needed(
         if need(part):
             offset = part * part_size
             yield part, offset, min(part_size, size - offset)
-
-
-def _read_part(path: Path, offset: int, length: int, version: str) -> bytes:
-    """Runs on a pipeline worker. The file must still be the version that was listed, or the
-    part would not match the others of the same object."""
-    try:
-        with path.open("rb", buffering=0) as fh:
-            if _version(os.fstat(fh.fileno())) != version:
-                raise SourceError(f"{path}: changed while being copied; run again to pick it up")
-            fh.seek(offset)
-            data = fh.read(length) if length else b""  # unbuffered: one copy, no zero-fill
-            while len(data) < length:  # a raw read may return short; rare, so join is fine
-                more = fh.read(length - len(data))
-                if not more:
-                    raise SourceError(f"{path}: file shrank while being read (at {offset})")
-                data += more
-            if _version(os.fstat(fh.fileno())) != version:
-                raise SourceError(f"{path}: changed while being copied; run again to pick it up")
-            return data
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _version(st: os.stat_result) -> str:
-    return f"{st.st_size}:{st.st_mtime_ns}"

@@ -1,48 +1,76 @@
-"""Local source files: listed in a stable order, streaming, never collected whole into memory."""
+"""Local source files (exports, mounted volumes): listed in sorted order, one folder at a time."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from migrator.errors import SourceError
+from migrator.sources.base import SourceObject
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    path: Path
-    name: str  # '/'-separated path relative to the source root: the object's identity
-    size: int
-    mtime_ns: int
-
-    @property
-    def version(self) -> str:
-        """Changes whenever the file is rewritten; resume redoes an object whose version moved."""
-        return f"{self.size}:{self.mtime_ns}"
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def iter_source_files(root: Path, include: Sequence[str] | None = None) -> Iterator[SourceFile]:
-    """Regular files under root in sorted name order, one directory in memory at a time."""
-    if not root.is_dir():
-        raise SourceError(f"{root}: source folder does not exist")
-    yield from _walk(root, "", include)
+class LocalSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
+    def describe(self) -> str:
+        return str(self.root)
 
-def _walk(folder: Path, rel: str, include: Sequence[str] | None) -> Iterator[SourceFile]:
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise SourceError(f"{folder}: cannot list ({exc.strerror})") from None
-    for entry in entries:
-        name = f"{rel}{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), name + "/", include)
-        elif entry.is_file(follow_symlinks=False):
-            if include and not any(fnmatch.fnmatch(name, pat) for pat in include):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            yield SourceFile(Path(entry.path), name, st.st_size, st.st_mtime_ns)
+    def location(self, obj: SourceObject) -> str:
+        return str(self.root / obj.name)
+
+    def list(self) -> Iterator[SourceObject]:
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root}: source folder does not exist")
+        yield from self._walk(self.root, "")
+
+    def _walk(self, folder: Path, rel: str) -> Iterator[SourceObject]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceError(f"{folder}: cannot list ({exc.strerror})") from None
+        for entry in entries:
+            name = f"{rel}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), name + "/")
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                yield SourceObject(name, st.st_size, _version(st))
+
+    def _open_checked(self, obj: SourceObject, buffering: int) -> BinaryIO:
+        path = self.root / obj.name
+        try:
+            fh = path.open("rb", buffering=buffering)
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
+        if _version(os.fstat(fh.fileno())) != obj.version:
+            fh.close()
+            raise SourceError(f"{path}: changed since it was listed; run again to pick it up")
+        return fh
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        return self._open_checked(obj, -1)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        path = self.root / obj.name
+        with self._open_checked(obj, 0) as fh:
+            try:
+                fh.seek(offset)
+                data = fh.read(length) if length else b""  # unbuffered: one copy, no zero-fill
+                while len(data) < length:  # a raw read may return short; rare, so join is fine
+                    more = fh.read(length - len(data))
+                    if not more:
+                        raise SourceError(f"{path}: file shrank while being read (at {offset})")
+                    data += more
+                if _version(os.fstat(fh.fileno())) != obj.version:
+                    raise SourceError(f"{path}: changed while being copied; run again")
+            except OSError as exc:
+                raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
+        return data

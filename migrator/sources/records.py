@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 import orjson
@@ -64,16 +63,10 @@ def iter_csv_records(lines: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
         yield [b"\n".join(pending)]
 
 
-def iter_records(path: Path, fmt: str) -> Iterator[list[bytes]]:
-    """Batches of records of one file, blank lines included so callers can count lines."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
-    with fh:
-        lines = iter_lines(fh)
-        batches = iter_csv_records(lines) if fmt == "csv" else lines
-        yield from batches
+def iter_records(fh: BinaryIO, fmt: str) -> Iterator[list[bytes]]:
+    """Batches of records of one stream, blank lines included so callers can count lines."""
+    lines = iter_lines(fh)
+    yield from iter_csv_records(lines) if fmt == "csv" else lines
 
 
 class JsonKeyReader:

@@ -1,0 +1,67 @@
+"""The seam for source I/O: local files, an S3 bucket or an Azure container look the same.
+
+Listings stream in name order and are never held whole; reads check the object's version, so a
+part read after the object changed is refused instead of mixed with parts of the old content.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    name: str  # '/'-separated name relative to the source root: the object's identity
+    size: int
+    version: str  # changes whenever the content may have: "size:mtime_ns", an ETag, ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    def list(self) -> Iterator[SourceObject]:
+        """Every object in name order, streamed (listings are paged, never collected)."""
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        """A sequential reader of the whole object, as listed (SourceError if it changed)."""
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes at `offset` of the object as listed (SourceError if changed)."""
+
+    def location(self, obj: SourceObject) -> str:
+        """Where the object is, for messages: a path or URL (never credentials)."""
+
+    def describe(self) -> str:
+        """Where the source is, for messages."""
+
+
+def included(name: str, include: Sequence[str] | None) -> bool:
+    """Glob patterns on the relative name; no patterns means everything."""
+    return not include or any(fnmatch.fnmatch(name, pat) for pat in include)
+
+
+class FilteredSource:
+    """A source seen through the plan's `include` patterns."""
+
+    def __init__(self, inner: Source, include: Sequence[str] | None) -> None:
+        self.inner = inner
+        self.include = tuple(include) if include else None
+
+    def list(self) -> Iterator[SourceObject]:
+        for obj in self.inner.list():
+            if included(obj.name, self.include):
+                yield obj
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        return self.inner.open(obj)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        return self.inner.read_range(obj, offset, length)
+
+    def location(self, obj: SourceObject) -> str:
+        return self.inner.location(obj)
+
+    def describe(self) -> str:
+        return self.inner.describe()
