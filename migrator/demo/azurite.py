@@ -23,7 +23,7 @@ STOP_TIMEOUT_SECONDS = 5.0
 # The emulator's fixed development account: the name and key are published in Azurite's docs.
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = (  # noqa: S105 - public, well-known emulator key
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFMTtR3dgAAwA=="
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
 _LISTENING = re.compile(r"successfully listens on (https?://\S+?):(\d+)")

@@ -115,10 +115,11 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
         for ds in plan.datasets:
             target = workdir / "restored" / ds.name
             rr = restorer.restore(ds.name, target)
+            source_dir = workdir / "data" / ds.name
             if ds.kind == "records":
-                equal, what = _same_records(ds.source.path, target, ds.format == "csv")
+                equal, what = _same_records(source_dir, target, ds.format == "csv")
             else:
-                equal, what = _same_files(ds.source.path, target)
+                equal, what = _same_files(source_dir, target)
             all_equal &= equal
             results.add_row(
                 ds.name,

@@ -98,6 +98,11 @@ class AwsKmsKeyProvider:
                 " set the key's region or AWS_DEFAULT_REGION"
             ) from exc
 
+    @property
+    def client(self) -> Any:
+        """The boto3 KMS client, for event hooks and for checking which endpoint it calls."""
+        return self._client
+
     def describe(self) -> str:
         return f"aws-kms {self.key_id}"
 

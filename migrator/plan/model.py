@@ -36,7 +36,16 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
 from migrator.errors import PlanError
-from migrator.sizes import SIZE_PATTERN, GiB, KiB, MiB, format_size, parse_size
+from migrator.sizes import (
+    RATE_PATTERN,
+    SIZE_PATTERN,
+    GiB,
+    KiB,
+    MiB,
+    format_size,
+    parse_rate,
+    parse_size,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -128,6 +137,31 @@ SizeBytes = Annotated[
 ChunkSize = Annotated[SizeBytes, AfterValidator(_chunk_size_in_range)]
 
 
+def _rate_input(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a rate such as '200MiB/s' (got {value!r})")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be above zero (got {value})")
+        return value
+    return parse_rate(value)
+
+
+RateBytes = Annotated[
+    int,
+    BeforeValidator(_rate_input),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": RATE_PATTERN},
+            ],
+            "description": "Bytes a second, or a size a second such as '200MiB/s'.",
+        }
+    ),
+]
+
+
 def _nonempty_path(value: object) -> object:
     if isinstance(value, str) and not value.strip():
         raise ValueError("must not be empty")
@@ -163,6 +197,8 @@ Name = Annotated[str, StringConstraints(strict=True, pattern=NAME_PATTERN)]
 Url = Annotated[str, StringConstraints(strict=True, pattern=URL_PATTERN)]
 Region = Annotated[str, StringConstraints(strict=True, pattern=REGION_PATTERN)]
 KmsKeyId = Annotated[str, StringConstraints(strict=True, pattern=r"^\S+$")]
+# Secrets never sit in a plan: it names the environment variable that holds them.
+EnvVarName = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 VaultKeyName = Annotated[str, StringConstraints(strict=True, pattern=AZURE_KEY_NAME_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(strict=True, min_length=1)]
 AnyStr = Annotated[str, StringConstraints(strict=True)]
@@ -293,12 +329,49 @@ class DestinationPlan(_PlanModel):
     account_url: Url | None = Field(
         default=None, description="azure: e.g. https://ACCOUNT.blob.core.usgovcloudapi.net"
     )
+    use_fips: bool | None = Field(
+        default=None, description="s3: FIPS endpoints; null: on in us-gov-* regions."
+    )
+    sse_kms_key_id: KmsKeyId | None = Field(
+        default=None, description="s3: also ask S3 for SSE-KMS with this key (optional)."
+    )
+    multipart_threshold: SizeBytes | None = Field(
+        default=None, description="s3, azure: stored objects above this go up in parts."
+    )
+    upload_part_size: SizeBytes | None = Field(
+        default=None, description="s3, azure: bytes a part (s3: at least 5MiB)."
+    )
+    connection_string_env: EnvVarName | None = Field(
+        default=None, description="azure: environment variable holding a connection string."
+    )
+    account_key_env: EnvVarName | None = Field(
+        default=None,
+        description="azure: environment variable holding the account key; with neither,"
+        " azure-identity's default credential for the account's cloud is used.",
+    )
 
     _kind_field = "kind"
     _kinds = {
         "local": _Kind(required=("path",)),
-        "s3": _Kind(required=("bucket", "region"), optional=("endpoint_url",)),
-        "azure": _Kind(required=("bucket", "account_url")),
+        "s3": _Kind(
+            required=("bucket", "region"),
+            optional=(
+                "endpoint_url",
+                "use_fips",
+                "sse_kms_key_id",
+                "multipart_threshold",
+                "upload_part_size",
+            ),
+        ),
+        "azure": _Kind(
+            required=("bucket", "account_url"),
+            optional=(
+                "multipart_threshold",
+                "upload_part_size",
+                "connection_string_env",
+                "account_key_env",
+            ),
+        ),
     }
 
     def _check_kind_values(self, kind: str) -> list[tuple[tuple[str | int, ...], str]]:
@@ -309,10 +382,31 @@ class DestinationPlan(_PlanModel):
 
 
 class SourcePlan(_PlanModel):
-    """Where a dataset is read from: exported files in a local or mounted folder."""
+    """Where a dataset is read from: exported files, or the old platform's bucket/container."""
 
-    kind: Literal["local"] = Field(description="local.")
-    path: PlanPath
+    kind: Literal["local", "s3", "azure"] = Field(description="local | s3 | azure.")
+    path: PlanPath | None = Field(default=None, description="local: the folder.")
+    bucket: AnyStr | None = Field(default=None, description="s3: the bucket; azure: the container.")
+    prefix: KeyPrefix = Field(default="", description="s3, azure: only keys under this prefix.")
+    region: Region | None = Field(default=None, description="s3: the bucket's region.")
+    endpoint_url: Url | None = Field(default=None, description="s3: a custom endpoint.")
+    account_url: Url | None = Field(default=None, description="azure: the account's blob URL.")
+    connection_string_env: EnvVarName | None = Field(
+        default=None, description="azure: environment variable holding a connection string."
+    )
+    account_key_env: EnvVarName | None = Field(
+        default=None, description="azure: environment variable holding the account key."
+    )
+
+    _kind_field = "kind"
+    _kinds = {
+        "local": _Kind(required=("path",)),
+        "s3": _Kind(required=("bucket",), optional=("region", "endpoint_url")),
+        "azure": _Kind(
+            required=("bucket", "account_url"),
+            optional=("connection_string_env", "account_key_env"),
+        ),
+    }
 
 
 class DatasetPlan(_PlanModel):
@@ -357,6 +451,21 @@ class DatasetPlan(_PlanModel):
         return []
 
 
+AWS_PARTITIONS = ("aws", "aws-us-gov", "aws-cn", "aws-iso", "aws-iso-b")
+AZURE_CLOUDS = ("AzureCloud", "AzureUSGovernment", "AzureChinaCloud")
+
+
+class ResidencyPlan(_PlanModel):
+    """Where destination data and keys may live; checked before any byte moves."""
+
+    aws_partitions: tuple[Literal[AWS_PARTITIONS], ...] = Field(  # type: ignore[valid-type]
+        default=(), description="Allowed AWS partitions, e.g. [aws-us-gov]."
+    )
+    azure_clouds: tuple[Literal[AZURE_CLOUDS], ...] = Field(  # type: ignore[valid-type]
+        default=(), description="Allowed Azure clouds, e.g. [AzureUSGovernment]."
+    )
+
+
 def _at_least_one(datasets: tuple[Any, ...]) -> tuple[Any, ...]:
     if not datasets:
         raise ValueError("must list at least one dataset")
@@ -389,6 +498,13 @@ class Plan(_PlanModel):
     )
     workers: PositiveInt | None = Field(default=None, description="Encoding processes; null: CPUs.")
     upload_concurrency: PositiveInt = Field(default=8, description="Uploads in flight at once.")
+    bandwidth_limit: RateBytes | None = Field(
+        default=None, description="Upload rate cap for the whole process, e.g. '200MiB/s'."
+    )
+    residency: ResidencyPlan | None = Field(
+        default=None,
+        description="Allowed clouds for the destination and keys; null: no residency policy.",
+    )
     keys: KeysPlan
     destination: DestinationPlan
     datasets: Annotated[tuple[DatasetPlan, ...], AfterValidator(_at_least_one)]
@@ -503,6 +619,8 @@ def load_plan(path: str | Path, *, check_sources: bool = True) -> Plan:
         problems = []
         for index, dataset in enumerate(plan.datasets):
             source = dataset.source.path
+            if source is None:  # a bucket or container: checked when the run lists it
+                continue
             if not source.is_dir():
                 what = "is not a directory" if source.exists() else "does not exist"
                 problems.append((f"datasets[{index}].source.path", f"{source} {what}"))
