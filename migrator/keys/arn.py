@@ -83,9 +83,8 @@ def parse_kms_arn(value: str) -> KmsArn | None:
     if service != "kms":
         raise ValueError(f"{value!r} is not a KMS ARN: service is {service!r}, not 'kms'")
     if partition not in KNOWN_PARTITIONS:
-        raise ValueError(
-            f"{value!r}: unknown partition {partition!r} (one of {', '.join(sorted(KNOWN_PARTITIONS))})"
-        )
+        known = ", ".join(sorted(KNOWN_PARTITIONS))
+        raise ValueError(f"{value!r}: unknown partition {partition!r} (one of {known})")
     if not _REGION.fullmatch(region):
         raise ValueError(f"{value!r}: {region!r} is not an AWS region name")
     if partition_of_region(region) != partition:

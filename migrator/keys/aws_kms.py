@@ -21,7 +21,7 @@ from migrator.keys.provider import WrappedKey
 
 # "standard" retries throttling and transient errors with jittered backoff; a dataset asks
 # for its key once, so a slow success beats a failed run.
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 8  # in all, the first try included
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 30
 
@@ -85,7 +85,7 @@ class AwsKmsKeyProvider:
         resolved = session.region_name
         fips = use_fips if use_fips is not None else fips_default(resolved, endpoint_url)
         config = Config(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             use_fips_endpoint=fips,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,

@@ -115,7 +115,9 @@ class AzureKeyVaultKeyProvider:
     ) -> None:
         parts = urlsplit(vault_url)
         if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
-            raise ValueError(f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net")
+            raise ValueError(
+                f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net"
+            )
         if not _KEY_NAME.fullmatch(key_name):
             raise ValueError(f"{key_name!r} is not a Key Vault key name (1-127 of 0-9, a-z, '-')")
         if key_version is not None and not _KEY_VERSION.fullmatch(key_version):
@@ -132,7 +134,9 @@ class AzureKeyVaultKeyProvider:
         self.vault_url = f"https://{parts.netloc}"
         self.key_name = key_name
         self.key_version = key_version
-        self.key_id = f"{self.vault_url}/keys/{key_name}" + (f"/{key_version}" if key_version else "")
+        self.key_id = f"{self.vault_url}/keys/{key_name}" + (
+            f"/{key_version}" if key_version else ""
+        )
         self._injected_client = crypto_client
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -1,0 +1,224 @@
+"""An Azure Blob container of the old platform as a source: blobs under a prefix, by ETag.
+
+Every download carries If-Match with the ETag seen in the listing (the SDK keeps it on the
+follow-up chunk requests), so the service refuses (412) a blob overwritten since. Whole-blob
+reads pull the downloader's chunks one at a time: a blob is never held in memory at once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import ContainerClient, StorageStreamDownloader
+
+from migrator.errors import SourceError
+from migrator.sources.base import SourceObject
+from migrator.stores.azure import BlobRetry
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+MiB = 1024 * 1024
+LIST_PAGE_SIZE = 5000  # List Blobs' maximum
+CHUNK_SIZE = 4 * MiB  # bytes a download request: what an open reader holds at most
+READ_BUFFER_SIZE = 256 * 1024
+_CHANGED_CODES = frozenset({"ConditionNotMet", "InvalidRange", "412", "416"})
+
+
+class AzureSource:
+    """Blobs under `prefix` of `container`; names are relative to the prefix.
+
+    `credential`: an account key, an AzureNamedKeyCredential or AzureSasCredential, or a
+    token credential; or a `connection_string`; or a ready `client` (a ContainerClient).
+    """
+
+    def __init__(
+        self,
+        container: str,
+        prefix: str = "",
+        *,
+        account_url: str,
+        credential: Any | None = None,
+        connection_string: str | None = None,
+        client: ContainerClient | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        if not 1 <= page_size <= LIST_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{LIST_PAGE_SIZE}, not {page_size}")
+        self.container = container
+        stripped = prefix.strip("/")
+        self.prefix = stripped + "/" if stripped else ""
+        self.page_size = page_size
+        if client is None:
+            options: dict[str, Any] = {
+                "retry_policy": BlobRetry(),
+                "max_single_get_size": chunk_size,
+                "max_chunk_get_size": chunk_size,
+            }
+            if connection_string is not None:
+                client = ContainerClient.from_connection_string(
+                    connection_string, container, **options
+                )
+            else:
+                key = _key_credential(account_url, credential)
+                client = ContainerClient(account_url, container, credential=key, **options)
+        self._client = client
+        # Host and path only: a SAS in the client's URL must never reach a message.
+        url = urlsplit(client.url)
+        self._where = f"azure://{url.netloc.rpartition('@')[2]}{url.path.rstrip('/')}"
+
+    def __repr__(self) -> str:
+        return f"AzureSource({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"{self._where}/{self.prefix}"
+
+    def location(self, obj: SourceObject) -> str:
+        return f"{self._where}/{self.prefix}{obj.name}"
+
+    def list(self) -> Iterator[SourceObject]:
+        """List Blobs pages, in the service's (lexicographic) name order."""
+        blobs = self._client.list_blobs(
+            name_starts_with=self.prefix or None, results_per_page=self.page_size
+        )
+        skip = len(self.prefix)
+        try:
+            for blob in blobs:
+                if blob.name.endswith("/"):  # a folder marker (hierarchical namespace)
+                    continue
+                yield SourceObject(blob.name[skip:], blob.size, str(blob.etag).strip('"'))
+        except AzureError as exc:
+            self._raise(self.describe(), "list", exc)
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        downloader = self._download(obj, None, None)
+        return io.BufferedReader(_BlobReader(self, obj, downloader), READ_BUFFER_SIZE)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        if offset < 0 or length < 0 or offset + length > obj.size:
+            raise SourceError(
+                f"{self.location(obj)}: range {offset}+{length} is outside its {obj.size} bytes"
+            )
+        downloader = self._download(obj, offset, length)
+        try:
+            data = downloader.readall()
+        except AzureError as exc:
+            self._raise(self.location(obj), "read", exc)
+        if len(data) != length:
+            raise SourceError(
+                f"{self.location(obj)}: read {len(data)} bytes at {offset}, not {length}"
+            )
+        return data
+
+    def _download(
+        self, obj: SourceObject, offset: int | None, length: int | None
+    ) -> StorageStreamDownloader[bytes]:
+        try:
+            downloader = self._client.download_blob(
+                self.prefix + obj.name,
+                offset=offset,
+                length=length,
+                etag=f'"{obj.version}"',
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
+            )
+        except AzureError as exc:
+            self._raise(self.location(obj), "read", exc)
+        expected = obj.size if length is None else length
+        if downloader.size != expected:
+            raise SourceError(
+                f"{self.location(obj)}: changed since it was listed (the service has"
+                f" {downloader.size} bytes, not {expected}); run again to pick it up"
+            )
+        return downloader
+
+    def _raise(self, where: str, operation: str, exc: AzureError) -> NoReturn:
+        code = ""
+        if isinstance(exc, HttpResponseError):
+            error_code = getattr(exc, "error_code", None)  # a StorageErrorCode, or a str
+            code = str(getattr(error_code, "value", error_code) or exc.status_code or "")
+        if isinstance(exc, ResourceModifiedError) or code in _CHANGED_CODES:
+            raise SourceError(
+                f"{where}: changed since it was listed ({code or 412}); run again to pick it up"
+            ) from exc
+        if code == "ContainerNotFound":
+            raise SourceError(f"{self._where}: container does not exist ({code})") from exc
+        if isinstance(exc, ResourceNotFoundError):
+            raise SourceError(f"{where}: not found ({code}); deleted since it was listed?") from exc
+        # The message's first line: the rest repeats request ids and XML.
+        lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
+        reason = f"{code or type(exc).__name__}: {lines[0] if lines else ''}"
+        raise SourceError(f"{where}: {operation} failed: {reason}") from exc
+
+
+class _BlobReader(io.RawIOBase):
+    """The downloader's chunks, one at a time (the SDK retries a chunk cut short)."""
+
+    def __init__(
+        self, source: AzureSource, obj: SourceObject, downloader: StorageStreamDownloader[bytes]
+    ) -> None:
+        self._source = source
+        self._obj = obj
+        self._chunks = downloader.chunks()
+        self._chunk = memoryview(b"")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._chunk:
+            try:
+                chunk = next(self._chunks, None)
+            except AzureError as exc:
+                self._source._raise(self._source.location(self._obj), "read", exc)
+            if chunk is None:
+                if self._pos != self._obj.size:
+                    raise SourceError(
+                        f"{self._source.location(self._obj)}: ended at byte {self._pos}"
+                        f" of {self._obj.size}"
+                    )
+                return 0
+            self._chunk = memoryview(chunk)
+        count = min(len(view), len(self._chunk))
+        view[:count] = self._chunk[:count]
+        self._chunk = self._chunk[count:]
+        self._pos += count
+        return count
+
+    def close(self) -> None:
+        self._chunk = memoryview(b"")
+        super().close()
+
+
+def _key_credential(account_url: str, credential: Any | None) -> Any | None:
+    """An account key or SAS token as a string becomes the SDK's credential for it."""
+    if not isinstance(credential, str):
+        return credential
+    if "sig=" in credential:
+        return AzureSasCredential(credential)
+    return AzureNamedKeyCredential(_account_name(account_url), credential)
+
+
+def _account_name(account_url: str) -> str:
+    """<account>.blob.core... names the account in the host; emulators in the first path part."""
+    parts = urlsplit(account_url)
+    host = parts.hostname or ""
+    if host.replace(".", "").isdigit() or host in {"localhost", "::1"} or ":" in host:
+        return parts.path.strip("/").split("/")[0]
+    return host.split(".")[0]

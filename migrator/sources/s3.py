@@ -1,0 +1,206 @@
+"""An S3 bucket of the old platform as a source: keys under a prefix, versioned by their ETag.
+
+Every read sends If-Match with the ETag seen in the listing, so S3 itself refuses (412) to serve
+an object that was overwritten since; botocore retries failed requests, and a body cut short
+after its headers is asked for again from where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from migrator.errors import SourceError, StoreError
+from migrator.sources.base import SourceObject
+from migrator.stores.s3_config import S3ClientSettings, build_s3_client
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
+
+LIST_PAGE_SIZE = 1000  # ListObjectsV2's maximum
+BODY_ATTEMPTS = 3  # a body cut short is requested again from where it stopped, this often
+READ_BUFFER_SIZE = 256 * 1024
+_BODY_ERRORS = (BotoCoreError, Urllib3Error, OSError)
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412", "InvalidRange", "416"})
+_GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class S3Source:
+    """Keys under `prefix` ('/'-joined, as in the plan); names are relative to it."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        client: Any | None = None,
+        max_pool_connections: int = 16,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
+        if not 1 <= page_size <= LIST_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{LIST_PAGE_SIZE}, not {page_size}")
+        self.bucket = bucket
+        stripped = prefix.strip("/")
+        self.prefix = stripped + "/" if stripped else ""
+        self.page_size = page_size
+        if client is None:
+            settings = S3ClientSettings(
+                region=region,
+                endpoint_url=endpoint_url,
+                retry_mode="standard",
+                max_pool_connections=max_pool_connections,
+            )
+            try:
+                client = build_s3_client(settings)
+            except StoreError as exc:
+                raise SourceError(f"{self.describe()}: {exc}") from exc
+        self._client: S3Client = client
+
+    def __repr__(self) -> str:
+        return f"S3Source({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def location(self, obj: SourceObject) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{obj.name}"
+
+    def list(self) -> Iterator[SourceObject]:
+        """ListObjectsV2 pages: keys in UTF-8 byte order, which is the names' code point order."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
+        )
+        skip = len(self.prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key.endswith("/"):  # a "folder" placeholder from the console
+                        continue
+                    yield SourceObject(key[skip:], item["Size"], item["ETag"].strip('"'))
+        except (ClientError, BotoCoreError) as exc:
+            self._raise(self.describe(), "list", exc)
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        # Requested at once, so an object changed since the listing is refused here.
+        body = self.get_body(obj, 0)
+        return io.BufferedReader(_ObjectReader(self, obj, body), READ_BUFFER_SIZE)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        if offset < 0 or length < 0 or offset + length > obj.size:
+            raise SourceError(
+                f"{self.location(obj)}: range {offset}+{length} is outside its {obj.size} bytes"
+            )
+        parts: list[bytes] = []
+        done = 0
+        for _ in range(BODY_ATTEMPTS):
+            body = self.get_body(obj, offset + done, length - done)
+            try:
+                while done < length:
+                    piece = body.read(length - done)
+                    if not piece:
+                        break
+                    parts.append(piece)
+                    done += len(piece)
+            except _BODY_ERRORS:
+                pass  # asked for again below, from where it stopped
+            finally:
+                body.close()
+            if done == length:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+        raise SourceError(
+            f"{self.location(obj)}: the connection kept ending early at byte {offset + done}"
+            f" ({BODY_ATTEMPTS} attempts)"
+        )
+
+    def get_body(self, obj: SourceObject, start: int, length: int | None = None) -> Any:
+        """The streaming body of bytes `start`.. (to the end, or `length` of them), as listed."""
+        key = self.prefix + obj.name
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "IfMatch": f'"{obj.version}"'}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            request["Range"] = f"bytes={start}-{end}"
+        try:
+            response: GetObjectOutputTypeDef = self._client.get_object(**request)
+        except (ClientError, BotoCoreError) as exc:
+            self._raise(self.location(obj), "read", exc)
+        expected = (obj.size - start) if length is None else length
+        if response["ContentLength"] != expected:
+            response["Body"].close()
+            raise SourceError(
+                f"{self.location(obj)}: changed since it was listed (S3 sent"
+                f" {response['ContentLength']} bytes, not {expected}); run again to pick it up"
+            )
+        return response["Body"]
+
+    def _raise(self, where: str, operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
+        # Only the error code and message: the full response can carry signing details.
+        if not isinstance(exc, ClientError):
+            raise SourceError(f"{where}: {operation} failed: {type(exc).__name__}: {exc}") from exc
+        code = _error_code(exc)
+        if code in _CHANGED_CODES:
+            raise SourceError(
+                f"{where}: changed since it was listed ({code}); run again to pick it up"
+            ) from exc
+        if code == "NoSuchBucket":
+            raise SourceError(f"s3://{self.bucket}: bucket does not exist ({code})") from exc
+        if code in _GONE_CODES:
+            raise SourceError(f"{where}: deleted since it was listed ({code}); run again") from exc
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise SourceError(f"{where}: {operation} failed: {code}: {message}") from exc
+
+
+class _ObjectReader(io.RawIOBase):
+    """One GetObject streamed; a body cut short is requested again from where it stopped."""
+
+    def __init__(self, source: S3Source, obj: SourceObject, body: Any) -> None:
+        self._source = source
+        self._obj = obj
+        self._pos = 0
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._obj.size - self._pos)
+        if want <= 0:
+            return 0
+        for attempt in range(BODY_ATTEMPTS):
+            if attempt:
+                self._body.close()
+                self._body = self._source.get_body(self._obj, self._pos)
+            try:
+                count = int(self._body.readinto(view[:want]))
+            except _BODY_ERRORS:
+                count = 0
+            if count:
+                self._pos += count
+                return count
+        raise SourceError(
+            f"{self._source.location(self._obj)}: the connection kept ending early at byte"
+            f" {self._pos} ({BODY_ATTEMPTS} attempts)"
+        )
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+def _error_code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code") or status or "Unknown")
