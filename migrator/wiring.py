@@ -1,6 +1,12 @@
-"""Builds the adapters a plan names: its store, key provider and state store."""
+"""Builds the adapters a plan names: its store, key provider and state store.
+
+Cloud SDKs are imported only when a plan uses them, so a local run starts quickly.
+"""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 from migrator.errors import UsageError
 from migrator.keys.local import LocalKeyProvider
@@ -9,18 +15,58 @@ from migrator.plan.model import Plan
 from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
+from migrator.stores.wrappers import ThrottledStore, TokenBucket
 
 STATE_FILE = "state.sqlite"
 
 
-def open_store(plan: Plan) -> ObjectStore:
+def _env(plan: Plan, field: str, name: str) -> str:
+    """A secret named by the plan: its value never appears in messages."""
+    value = os.environ.get(name)
+    if not value:
+        raise UsageError(f"{plan.plan_path}: {field}: environment variable {name} is not set")
+    return value
+
+
+def azure_credentials(
+    plan: Plan, section: str, connection_string_env: str | None, account_key_env: str | None
+) -> dict[str, Any]:
+    """Keyword arguments for an Azure client: a connection string, an account key, or (with
+    neither) azure-identity's default credential, at Azure Government's authority there."""
+    if connection_string_env:
+        field = f"{section}.connection_string_env"
+        return {"connection_string": _env(plan, field, connection_string_env)}
+    if account_key_env:
+        return {"credential": _env(plan, f"{section}.account_key_env", account_key_env)}
+    from migrator.stores.azure import government_credential
+
+    return {"credential": government_credential()}
+
+
+def open_store(
+    plan: Plan, *, bandwidth_limit: int | None = None, bucket: TokenBucket | None = None
+) -> ObjectStore:
+    """The destination, behind the plan's (or the caller's) bandwidth limit if one is set."""
+    store = _open_destination(plan)
+    rate = bandwidth_limit or plan.bandwidth_limit
+    if bucket is None and rate:
+        bucket = TokenBucket(rate)
+    return ThrottledStore(store, bucket) if bucket is not None else store
+
+
+def _open_destination(plan: Plan) -> ObjectStore:
     dest = plan.destination
     if dest.kind == "local":
         assert dest.path is not None  # enforced by the plan model
         prefix = (dest.prefix or "").strip("/")
         return LocalStore(dest.path / prefix if prefix else dest.path)
+    sizes: dict[str, Any] = {}
+    if dest.multipart_threshold:
+        sizes["multipart_threshold"] = dest.multipart_threshold
+    if dest.upload_part_size:
+        sizes["part_size"] = dest.upload_part_size
     if dest.kind == "s3":
-        from migrator.stores.s3 import S3Store  # boto3 costs ~0.1 s to import: only when needed
+        from migrator.stores.s3 import S3Store
 
         assert dest.bucket is not None
         return S3Store(
@@ -28,11 +74,21 @@ def open_store(plan: Plan) -> ObjectStore:
             dest.prefix or "",
             region=dest.region,
             endpoint_url=dest.endpoint_url,
+            use_fips=dest.use_fips,
+            sse_kms_key_id=dest.sse_kms_key_id,
             max_pool_connections=max(10, plan.upload_concurrency * 2),
+            **sizes,
         )
-    raise UsageError(
-        f"{plan.plan_path}: destination.kind: {dest.kind!r} destinations are not supported by"
-        " this build yet (use local or s3)"
+    from migrator.stores.azure import AzureBlobStore
+
+    assert dest.bucket is not None and dest.account_url is not None
+    return AzureBlobStore(
+        dest.bucket,
+        dest.prefix or "",
+        account_url=dest.account_url,
+        max_concurrency=plan.upload_concurrency,
+        **azure_credentials(plan, "destination", dest.connection_string_env, dest.account_key_env),
+        **sizes,
     )
 
 
@@ -41,10 +97,15 @@ def open_key_provider(plan: Plan) -> KeyProvider:
     if keys.provider == "local":
         assert keys.kek_file is not None
         return LocalKeyProvider(keys.kek_file)
-    raise UsageError(
-        f"{plan.plan_path}: keys.provider: {keys.provider!r} is not supported by this build yet"
-        " (use local)"
-    )
+    if keys.provider == "aws-kms":
+        from migrator.keys.aws_kms import AwsKmsKeyProvider
+
+        assert keys.key_id is not None
+        return AwsKmsKeyProvider(keys.key_id, region=keys.region, endpoint_url=keys.endpoint_url)
+    from migrator.keys.azure_keyvault import AzureKeyVaultKeyProvider
+
+    assert keys.vault_url is not None and keys.key_name is not None
+    return AzureKeyVaultKeyProvider(keys.vault_url, keys.key_name)
 
 
 def open_state(plan: Plan) -> SqliteStateStore:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkIdentity
+from migrator.engine.upload import ChunkUploader, UploadJournal
 from migrator.errors import MigratorError, StoreError
 from migrator.keys.datakey import DataKey
 from migrator.state.model import CommittedChunk
@@ -60,8 +61,10 @@ class ChunkPipeline:
         budget: int,
         metadata: dict[str, str] | None = None,
         on_stored: Callable[[CommittedChunk], None] | None = None,
+        journal: UploadJournal | None = None,
     ) -> None:
         self._store = store
+        self._uploader = ChunkUploader(store, journal)
         self._key = key
         self._level = level
         self._budget = budget
@@ -106,15 +109,15 @@ class ChunkPipeline:
             plaintext = job.load() if job.load is not None else job.plaintext
             job.plaintext = b""
             encoder, out = self._encoder()
-            encoded = encoder.encode(plaintext, job.identity, key, out=out)
-            if isinstance(encoded.data, memoryview) and encoded.data.obj is not out:
-                self._local.out = encoded.data.obj  # the encoder grew the buffer
-            del plaintext  # let the plaintext go before the upload
             meta = dict(self._metadata)
             meta["migrator-format"] = "1"
             meta["migrator-key-id"] = key.key_id.hex()
-            meta["migrator-stored-xxh3"] = encoded.stored_xxh3.hex()
-            self._store.put(job.object_key, encoded.data, meta)
+            encoded = self._uploader.seal_and_store(
+                encoder, plaintext, job.identity, key, job.object_key, meta, out
+            )
+            if isinstance(encoded.data, memoryview) and encoded.data.obj is not out:
+                self._local.out = encoded.data.obj  # the encoder grew the buffer
+            del plaintext
             done = CommittedChunk(
                 dataset=job.identity.dataset,
                 generation=job.identity.generation,

@@ -24,6 +24,7 @@ from migrator.codec.manifest import (
 )
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, route_records, spool_path
+from migrator.engine.upload import abort_orphaned_uploads
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import load_or_create_data_key
 from migrator.keys.provider import KeyProvider
@@ -61,6 +62,7 @@ class DatasetReport:
     bytes_in: int = 0
     bytes_stored: int = 0
     seconds: float = 0.0
+    orphaned_uploads: int = 0  # unfinished multipart uploads found and aborted
 
     @property
     def compression_ratio(self) -> float:
@@ -73,6 +75,7 @@ class RunReport:
     destination: str
     datasets: list[DatasetReport] = field(default_factory=list)
     seconds: float = 0.0
+    bandwidth_limit: int | None = None  # bytes a second, when uploads were limited
 
     @property
     def bytes_in(self) -> int:
@@ -171,6 +174,7 @@ class MigrationRun:
             t0 = time.monotonic()
             key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
             dr = DatasetReport(ds.name, ds.kind, ds.shards)
+            dr.orphaned_uploads = abort_orphaned_uploads(self.store, self.state, f"{ds.name}/")
             if ds.kind == "records":
                 self._run_records(ds, key, dr)
             else:
@@ -188,6 +192,7 @@ class MigrationRun:
             workers=self.workers + self.plan.upload_concurrency,
             budget=self.plan.memory_budget // 2,
             metadata={"migrator-plan": self.plan.name},
+            journal=self.state,
         )
 
     def _all_complete(self, ds: DatasetPlan) -> bool:

@@ -68,3 +68,15 @@ class RouteCheckpoint:
     spool_sizes: tuple[int, ...]
     csv_header: bytes | None
     complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UploadEntry:
+    """A multipart upload in flight: enough to re-seal the same bytes and resume it."""
+
+    object_key: str
+    upload_id: str
+    salt: bytes  # the chunk's HKDF salt at the first attempt
+    plain_xxh3: bytes  # the plaintext it sealed: a resume must seal the same plaintext
+    stored_xxh3: bytes  # and must reproduce the same stored bytes, or the parts are stale
+    stored_size: int

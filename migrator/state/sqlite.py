@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from migrator.errors import StateError
 from migrator.state.model import (
@@ -17,6 +19,7 @@ from migrator.state.model import (
     RouteCheckpoint,
     ShardProgress,
     ShardStatus,
+    UploadEntry,
     check_shard_move,
 )
 
@@ -41,7 +44,22 @@ CREATE TABLE IF NOT EXISTS chunks (
   source_end INTEGER NOT NULL, source_version TEXT NOT NULL, committed_at REAL NOT NULL,
   PRIMARY KEY (dataset, generation, object_key));
 CREATE INDEX IF NOT EXISTS chunks_by_shard ON chunks (dataset, generation, shard, sequence);
+CREATE TABLE IF NOT EXISTS uploads (
+  object_key TEXT PRIMARY KEY, upload_id TEXT NOT NULL, salt BLOB NOT NULL,
+  plain_xxh3 BLOB NOT NULL, stored_xxh3 BLOB NOT NULL, stored_size INTEGER NOT NULL,
+  started_at REAL NOT NULL);
 """
+
+
+class _Rows(list[Any]):
+    """Fetched rows, with the cursor methods callers use."""
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
 
 _CHUNK_COLUMNS = (
     "dataset, generation, shard, object_key, sequence, name, records, plain_size, stored_size,"
@@ -50,10 +68,11 @@ _CHUNK_COLUMNS = (
 
 
 class SqliteStateStore:
-    """One connection, used from the engine's coordinating thread only."""
+    """One connection; a lock serialises it, since upload workers journal multipart uploads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -81,9 +100,11 @@ class SqliteStateStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self, sql: str, args: tuple[object, ...] | dict[str, object] = ()) -> sqlite3.Cursor:
+    def _run(self, sql: str, args: tuple[object, ...] | dict[str, object] = ()) -> _Rows:
+        """Execute and fetch under the lock: a cursor must not outlive it across threads."""
         try:
-            return self._db.execute(sql, args)
+            with self._lock:
+                return _Rows(self._db.execute(sql, args).fetchall())
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: {exc}") from None
 
@@ -200,7 +221,7 @@ class SqliteStateStore:
         if not rows:
             return
         try:
-            with self._db:
+            with self._lock, self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
@@ -233,3 +254,39 @@ class SqliteStateStore:
         )
         for row in cur:
             yield CommittedChunk(*row)
+
+    # --- multipart upload journal ------------------------------------------------------
+
+    def journaled_upload(self, object_key: str) -> UploadEntry | None:
+        with self._lock:
+            row = self._run(
+                "SELECT object_key, upload_id, salt, plain_xxh3, stored_xxh3, stored_size"
+                " FROM uploads WHERE object_key=?",
+                (object_key,),
+            ).fetchone()
+        return None if row is None else UploadEntry(*row)
+
+    def journal_upload(self, entry: UploadEntry) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.object_key,
+                entry.upload_id,
+                entry.salt,
+                entry.plain_xxh3,
+                entry.stored_xxh3,
+                entry.stored_size,
+                time.time(),
+            ),
+        )
+
+    def forget_upload(self, object_key: str) -> None:
+        self._run("DELETE FROM uploads WHERE object_key=?", (object_key,))
+
+    def journaled_uploads(self) -> list[UploadEntry]:
+        with self._lock:
+            rows = self._run(
+                "SELECT object_key, upload_id, salt, plain_xxh3, stored_xxh3, stored_size"
+                " FROM uploads ORDER BY object_key"
+            ).fetchall()
+        return [UploadEntry(*r) for r in rows]
