@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (set up, then the demo migration) and `make test` (set up, then
-# lint, type-check and the whole suite). Everything installs into .venv from the package index.
+# lint, type-check and the whole suite). Python packages go into .venv, Azurite into node_modules.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error   # Azurite, the Azure Blob emulator for tests
 	touch $(STAMP)
 
 setup: $(STAMP)

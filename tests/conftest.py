@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from migrator.demo.azurite import Azurite, start_azurite
 from migrator.demo.motoserver import MotoServer, s3_client, start_moto_server
+from tests.faultproxy import FaultProxy
 
 # Dummy values so boto3 clients built without explicit credentials never look for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -26,3 +28,47 @@ def s3_bucket(moto_server: MotoServer) -> tuple[str, str]:
     bucket = f"test-{uuid.uuid4().hex}"
     s3_client(moto_server.endpoint_url).create_bucket(Bucket=bucket)
     return moto_server.endpoint_url, bucket
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with start_azurite() as server:
+        yield server
+
+
+@pytest.fixture
+def azure_container(azurite: Azurite) -> tuple[str, str, str]:
+    """A fresh, empty container on the session's Azurite: (connection_string, name, blob_url)."""
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import ContainerClient
+
+    name = f"test-{uuid.uuid4().hex}"
+    # use_env_settings=False: a proxy from the environment must never see local test traffic.
+    transport = RequestsTransport(use_env_settings=False)
+    with ContainerClient.from_connection_string(
+        azurite.connection_string, name, transport=transport
+    ) as client:
+        client.create_container()
+    return azurite.connection_string, name, azurite.blob_url
+
+
+@pytest.fixture
+def s3_proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injection proxy in front of the session's moto server: use `proxy.url`."""
+    with FaultProxy.for_url(moto_server.endpoint_url) as proxy:
+        yield proxy
+    assert proxy.errors == [], "the fault proxy itself failed"
+
+
+@pytest.fixture
+def small_s3_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Lets moto complete uploads whose parts are under S3's 5 MiB floor; returns the new floor.
+
+    moto reads S3_UPLOAD_PART_MIN_SIZE from the environment once, at import; its server runs in
+    this process, so the value it checks is patched instead.
+    """
+    import moto.s3.models
+
+    floor = 1024
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", floor)
+    return floor

@@ -6,6 +6,7 @@ Azurite is the npm package pinned in the repository's package.json; `npm ci` (ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 # The emulator's fixed development account: the name and key are published in Azurite's docs.
 ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = (  # noqa: S105 - public, well-known emulator key
+ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
@@ -34,7 +35,7 @@ class Azurite:
 
     def __init__(self, process: subprocess.Popen[bytes], workdir: Path, host: str, port: int):
         self._process = process
-        self._workdir = workdir
+        self.workdir = workdir  # Azurite's data and logs; removed by stop()
         self.host = host
         self.port = port
         url_host = f"[{host}]" if ":" in host else host
@@ -58,7 +59,7 @@ class Azurite:
             except subprocess.TimeoutExpired:
                 _signal_group(self._process.pid, signal.SIGKILL)
                 self._process.wait(STOP_TIMEOUT_SECONDS)
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Azurite:
         return self
@@ -173,7 +174,5 @@ def _wait_until_accepting(host: str, port: int, *, deadline: float) -> None:
 
 
 def _signal_group(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)  # the group id is Azurite's pid: it leads its own session
-    except ProcessLookupError:
-        pass
