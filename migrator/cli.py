@@ -21,7 +21,7 @@ from rich.table import Table
 
 from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, EXIT_VERIFY_FAILED, MigratorError
 from migrator.plan.model import Plan, load_plan
-from migrator.sizes import format_size, parse_size
+from migrator.sizes import format_size, parse_rate, parse_size
 
 _debug = False
 
@@ -49,11 +49,19 @@ def cli(debug: bool) -> None:
 @cli.command("plan")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plan_cmd(plan_file: str, as_json: bool) -> None:
+@click.option(
+    "--allow-loopback",
+    is_flag=True,
+    help="Let a residency policy accept loopback endpoints (tests and rehearsals).",
+)
+def plan_cmd(plan_file: str, as_json: bool, allow_loopback: bool) -> None:
     """Validate PLAN and estimate its chunks and bytes (reads only file sizes)."""
+    from migrator.display import residency_table
     from migrator.engine.estimate import estimate_plan
+    from migrator.residency import enforce_residency
 
     plan = _load(plan_file)
+    checks = enforce_residency(plan, allow_loopback=allow_loopback)
     est = estimate_plan(plan)
     if as_json:
         click.echo(orjson.dumps([asdict(e) for e in est], option=orjson.OPT_INDENT_2).decode())
@@ -75,25 +83,92 @@ def plan_cmd(plan_file: str, as_json: bool) -> None:
         f"destination {plan.destination.kind}; chunk size {format_size(plan.chunk_size)};"
         f" zstd level {plan.compression_level}; memory budget {format_size(plan.memory_budget)}"
     )
-    _console().print(t)
+    console = _console()
+    console.print(t)
+    if checks:
+        console.print(residency_table(checks))
 
 
 @cli.command("run")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
-def run_cmd(plan_file: str, datasets: Sequence[str]) -> None:
+@click.option("--bwlimit", help="Upload rate cap for this run, e.g. 200MiB/s (overrides the plan).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Rehearse against moto/Azurite on 127.0.0.1; report and forecast.",
+)
+@click.option(
+    "--synthetic",
+    default="32MiB",
+    show_default=True,
+    help="Dry run: sample per dataset whose source is out of reach from here.",
+)
+@click.option(
+    "--allow-loopback",
+    is_flag=True,
+    help="Let a residency policy accept loopback endpoints (tests and rehearsals).",
+)
+def run_cmd(
+    plan_file: str,
+    datasets: Sequence[str],
+    bwlimit: str | None,
+    dry_run: bool,
+    synthetic: str,
+    allow_loopback: bool,
+) -> None:
     """Migrate every dataset of PLAN; rerun to resume after an interruption."""
     from migrator.display import RichProgress, run_table
     from migrator.engine.run import MigrationRun
+    from migrator.residency import enforce_residency
     from migrator.wiring import open_key_provider, open_state, open_store
 
+    limit = _rate(bwlimit, "--bwlimit")
+    if dry_run:
+        _dry_run(plan_file, synthetic, allow_loopback)
+        return
     plan = _load(plan_file)
     _check_dataset_names(plan, datasets)
-    store = open_store(plan)
+    enforce_residency(plan, allow_loopback=allow_loopback)
+    limit = limit or plan.bandwidth_limit
+    store = open_store(plan, bandwidth_limit=limit)
     provider = open_key_provider(plan)
-    with open_state(plan) as state, RichProgress(_console(stderr=True)) as progress:
+    with (
+        open_state(plan) as state,
+        RichProgress(_console(stderr=True), limit=limit) as progress,
+    ):
         report = MigrationRun(plan, store, provider, state, progress).run(set(datasets) or None)
+    report.bandwidth_limit = limit
     _console().print(run_table(report))
+
+
+def _rate(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _dry_run(plan_file: str, synthetic: str, allow_loopback: bool) -> None:
+    from migrator.display import RichProgress, dry_run_tables
+    from migrator.rehearsal import Rehearsal
+
+    try:
+        size = parse_size(synthetic)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--synthetic") from None
+    plan = _load(plan_file, check_sources=False)
+    with RichProgress(_console(stderr=True)) as progress:
+        report = Rehearsal(
+            plan, synthetic_size=size, allow_loopback=allow_loopback, progress=progress
+        ).run()
+    console = _console()
+    for item in dry_run_tables(report):
+        console.print(item)
+    if report.verify is not None and not report.verify.ok:
+        raise SystemExit(EXIT_VERIFY_FAILED)
 
 
 @cli.command("status")

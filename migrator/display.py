@@ -18,6 +18,9 @@ from rich.table import Table
 
 from migrator.engine.run import ProgressSink, RunReport
 from migrator.engine.verify import VerifyReport
+from migrator.forecast import Forecast
+from migrator.rehearsal import DryRunReport
+from migrator.residency import ResidencyCheck
 from migrator.sizes import format_size
 from migrator.state.model import ShardProgress, ShardStatus
 
@@ -25,7 +28,8 @@ from migrator.state.model import ShardProgress, ShardStatus
 class RichProgress(ProgressSink):
     """Bytes, MB/s and ETA per dataset phase, on stderr so stdout stays for results."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, limit: int | None = None) -> None:
+        self._limit = f" [limit {format_size(limit)}/s]" if limit else ""
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -47,7 +51,8 @@ class RichProgress(ProgressSink):
     def start(self, dataset: str, phase: str, total_bytes: int) -> None:
         if self._task is not None:
             self._progress.update(self._task, completed=self._progress.tasks[-1].total)
-        self._task = self._progress.add_task(f"{dataset}: {phase}", total=max(total_bytes, 1))
+        label = f"{dataset}: {phase}" + (self._limit if phase == "encoding" else "")
+        self._task = self._progress.add_task(label, total=max(total_bytes, 1))
 
     def advance(self, nbytes: int) -> None:
         if self._task is not None:
@@ -88,6 +93,8 @@ def run_table(report: RunReport) -> Table:
         f"{format_size(report.bytes_in)} in {report.seconds:.1f} s ({rate:.1f} MB/s);"
         f" {report.chunks_written} chunks written, {report.chunks_skipped} already done"
     )
+    if report.bandwidth_limit:
+        t.caption += f"; bandwidth limit {format_size(report.bandwidth_limit)}/s"
     return t
 
 
@@ -154,4 +161,80 @@ def status_table(dataset: str, shards: int, progress: list[ShardProgress]) -> Ta
             format_size(p.plain_bytes),
             format_size(p.stored_bytes),
         )
+    return t
+
+
+def residency_table(checks: list[ResidencyCheck]) -> Table:
+    t = Table(title="residency checks (before any byte moves)", title_justify="left")
+    for col in ("field", "value", "lies in", "verdict", "why"):
+        t.add_column(col)
+    for c in checks:
+        verdict = "[green]allowed[/]" if c.allowed else "[red]REFUSED[/]"
+        t.add_row(c.field, c.value, c.place, verdict, c.reason)
+    return t
+
+
+def dry_run_tables(report: DryRunReport) -> list[Table | str]:
+    out: list[Table | str] = [f"dry run of plan {report.plan}: nothing sent to the real clouds"]
+    out += [f"  {s}" for s in report.substitutions]
+    out += [f"  note: {n}" for n in report.notes]
+    if report.residency:
+        out.append(residency_table(report.residency))
+    else:
+        out.append("residency: the plan sets no policy; no checks made")
+    if report.run is not None:
+        out.append(run_table(report.run))
+    if report.verify is not None:
+        out.append(verify_summary(report.verify))
+        if report.verify.problems:
+            out.append(verify_table(report.verify))
+    req = Table(
+        title="requests by type (the migration itself, not its verification)", title_justify="left"
+    )
+    req.add_column("request")
+    req.add_column("count", justify="right")
+    for op, n in sorted(report.requests.items()):
+        req.add_row(op, f"{n:,}")
+    req.caption = f"{format_size(report.bytes_sent)} sent"
+    out.append(req)
+    if report.forecast is not None:
+        out.append(forecast_table(report.forecast, report.bandwidth_limit))
+    return out
+
+
+def forecast_table(f: Forecast, limit: int | None) -> Table:
+    t = Table(title="forecast of the real run", title_justify="left")
+    t.add_column("dataset")
+    t.add_column("source", justify="right")
+    t.add_column("compression", justify="right")
+    t.add_column("chunks", justify="right")
+    t.add_column("hot loop, one machine", justify="right")
+    for d in f.datasets:
+        t.add_row(
+            d.name,
+            format_size(d.source_bytes),
+            f"{d.compression:.2f}x",
+            f"{d.chunks:,}",
+            f"{d.encode_rate / 1e6:,.0f} MB/s",
+        )
+    link = f"{format_size(f.bandwidth)}/s" + (" (bandwidth_limit)" if limit else "")
+    rows = [
+        ("stored at the destination", format_size(f.stored_bytes)),
+        ("link to the destination", link),
+        ("time over the link", f"{f.link_hours:,.1f} h"),
+        ("time on one machine (hot loop)", f"{f.machine_hours:,.1f} h"),
+        ("machines to keep the link full", f"{f.machines_to_fill_link():,}"),
+        ("expected time, one machine", f"{f.hours:,.1f} h"),
+        ("PUT-class requests", f"{f.put_requests:,} (${f.request_usd:,.2f})"),
+        ("a full verify's GET requests", f"{f.verify_get_requests:,} (${f.verify_usd:,.2f})"),
+        ("storage a month", f"${f.storage_usd_month:,.2f}"),
+    ]
+    t.add_section()
+    for name, value in rows:
+        t.add_row(name, value, "", "", "")
+    storage, put, get = f.prices
+    t.caption = (
+        f"prices: ${storage}/GB-month, ${put} per 1,000 PUT, ${get} per 1,000 GET"
+        " (assumed list prices unless the plan's forecast section sets them)"
+    )
     return t

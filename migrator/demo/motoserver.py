@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -101,6 +101,16 @@ def s3_client(endpoint_url: str, region: str = "us-east-1") -> S3Client:
         endpoint_url=endpoint_url,
         config=Config(proxies={}, s3={"addressing_style": "path"}),
     )
+
+
+def kms_client(endpoint_url: str, region: str = "us-east-1") -> Any:
+    """A boto3 KMS client for the local moto server, with dummy credentials and no proxy."""
+    session = boto3.session.Session(
+        aws_access_key_id=TEST_ACCESS_KEY_ID,
+        aws_secret_access_key=TEST_SECRET_ACCESS_KEY,
+        region_name=region,
+    )
+    return session.client("kms", endpoint_url=endpoint_url, config=Config(proxies={}))
 
 
 def _address_family(host: str) -> socket.AddressFamily:

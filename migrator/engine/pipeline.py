@@ -75,6 +75,7 @@ class ChunkPipeline:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._done: deque[CommittedChunk] = deque()
+        self._then: deque[Callable[[], None]] = deque()
         self._error: BaseException | None = None
 
     def set_key(self, key: DataKey) -> None:
@@ -154,11 +155,41 @@ class ChunkPipeline:
             raise err
         raise StoreError(f"chunk pipeline failed: {type(err).__name__}: {err}") from err
 
+    def submit_task(self, task: Callable[[], None], then: Callable[[], None]) -> None:
+        """Run a small store request (a manifest put) on the pool; `then` runs later on the
+        coordinating thread, from finished() or drain(), once the request succeeded. Keeps a
+        slow store's round trips off the thread that feeds the pool."""
+        with self._cond:
+            self._raise_if_failed()
+            self._in_flight += 1
+
+        def run() -> None:
+            try:
+                if self._error is None:
+                    task()
+                    with self._cond:
+                        self._then.append(then)
+            except BaseException as exc:
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+
+        self._pool.submit(run)
+
     def finished(self) -> list[CommittedChunk]:
-        """Chunks the store has confirmed since the last call (ready to commit)."""
+        """Chunks the store has confirmed since the last call (ready to commit); first runs the
+        `then` of every finished task."""
         with self._cond:
             out = list(self._done)
             self._done.clear()
+            thens = list(self._then)
+            self._then.clear()
+        for then in thens:
+            then()
         return out
 
     def drain(self) -> list[CommittedChunk]:
@@ -170,6 +201,11 @@ class ChunkPipeline:
             while self._in_flight:
                 self._cond.wait()
         return self.finished()
+
+    def idle(self) -> bool:
+        """Nothing in flight and nothing finished but not yet handed back."""
+        with self._cond:
+            return not (self._in_flight or self._done or self._then)
 
     def check(self) -> None:
         with self._cond:

@@ -239,7 +239,7 @@ class MigrationRun:
         committer = _Committer(
             self.state,
             dr,
-            lambda shard: self._write_manifest(ds, shard, key, encoder, "records", extra),
+            lambda shard: self._write_manifest(ds, shard, key, encoder, "records", extra, pipeline),
         )
         try:
             for shard in range(ds.shards):
@@ -254,8 +254,7 @@ class MigrationRun:
                     )
                 self._encode_spool(ds, shard, spool_path(spool_dir, shard), pipeline, committer, dr)
                 committer.shard_read(shard)
-            committer.take(pipeline.drain(), force=True)
-            pipeline.check()
+            _settle_all(pipeline, committer)
         finally:
             committer.take(pipeline.drain(), force=True)
             pipeline.close()
@@ -331,7 +330,7 @@ class MigrationRun:
         committer = _Committer(
             self.state,
             dr,
-            lambda shard: self._write_manifest(ds, shard, key, encoder, "objects", {}),
+            lambda shard: self._write_manifest(ds, shard, key, encoder, "objects", {}, pipeline),
         )
         try:
             for src in source.list():
@@ -359,13 +358,13 @@ class MigrationRun:
                     self.progress.advance(length)
                     committer.take(pipeline.finished())
                 dr.bytes_in += src.size
-            committer.take(pipeline.drain(), force=True)
-            pipeline.check()
+            _settle_all(pipeline, committer)
             # Objects arrive in listing order, spread over all shards: all finish together.
             for shard in range(ds.shards):
                 status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
                 if status is not ShardStatus.COMPLETE:
                     committer.shard_read(shard)
+            _settle_all(pipeline, committer)
         finally:
             committer.take(pipeline.drain(), force=True)
             pipeline.close()
@@ -402,7 +401,10 @@ class MigrationRun:
         encoder: ChunkEncoder,
         kind: str,
         extra: dict[str, str],
+        pipeline: ChunkPipeline,
     ) -> None:
+        """Seal the shard's manifest from its committed chunks and store it on the pool; the
+        shard is complete once the store confirmed the manifest."""
         tag = object_tagger(key)
         chunks = list(self.state.shard_chunks(ds.name, BULK_GENERATION, shard))
         refs = tuple(
@@ -433,8 +435,13 @@ class MigrationRun:
             extra=dict(extra),
         )
         mkey = manifest_key(ds.name, BULK_GENERATION, shard)
-        self.store.put(mkey, seal_manifest(manifest, key, encoder), {"migrator-kind": "manifest"})
-        self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.COMPLETE, mkey)
+        sealed = seal_manifest(manifest, key, encoder)
+        pipeline.submit_task(
+            lambda: self.store.put(mkey, sealed, {"migrator-kind": "manifest"}),
+            lambda: self.state.set_shard_status(
+                ds.name, BULK_GENERATION, shard, ShardStatus.COMPLETE, mkey
+            ),
+        )
 
     def _skip_complete(self, ds: DatasetPlan, dr: DatasetReport) -> None:
         for shard in range(ds.shards):
@@ -502,6 +509,16 @@ def _count_csv_records(data: bytes, end: int) -> int:
         if quotes % 2 == 0:
             count += 1
         pos = nl + 1
+
+
+def _settle_all(pipeline: ChunkPipeline, committer: _Committer) -> None:
+    """Drain, commit and raise the first failure, until committing starts no more work (a
+    shard's last commit submits its manifest)."""
+    while True:
+        committer.take(pipeline.drain(), force=True)
+        pipeline.check()
+        if pipeline.idle():
+            return
 
 
 def _every_part(part: int) -> bool:

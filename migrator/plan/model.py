@@ -433,6 +433,10 @@ class DatasetPlan(_PlanModel):
         default=None,
         description="Glob patterns, relative to source.path, of files to read; null: all.",
     )
+    expected_size: SizeBytes | None = Field(
+        default=None,
+        description="The source's size, for forecasts made where it cannot be listed.",
+    )
 
     _kind_field = "kind"
     _kinds = {
@@ -449,6 +453,17 @@ class DatasetPlan(_PlanModel):
             message = "must be one character other than a quote or newline"
             return [(("csv_delimiter",), f"{message} (got {self.csv_delimiter!r})")]
         return []
+
+
+class ForecastPlan(_PlanModel):
+    """Assumptions of the dry run's forecast; prices in USD (null: assumed list prices)."""
+
+    bandwidth: RateBytes = Field(
+        default=125_000_000, description="The link to the destination (default 1 Gbit/s)."
+    )
+    storage_usd_per_gb_month: float | None = Field(default=None, ge=0)
+    put_usd_per_1000: float | None = Field(default=None, ge=0)
+    get_usd_per_1000: float | None = Field(default=None, ge=0)
 
 
 AWS_PARTITIONS = ("aws", "aws-us-gov", "aws-cn", "aws-iso", "aws-iso-b")
@@ -504,6 +519,9 @@ class Plan(_PlanModel):
     residency: ResidencyPlan | None = Field(
         default=None,
         description="Allowed clouds for the destination and keys; null: no residency policy.",
+    )
+    forecast: ForecastPlan = Field(
+        default_factory=ForecastPlan, description="Assumptions of the dry run's forecast."
     )
     keys: KeysPlan
     destination: DestinationPlan

@@ -1,0 +1,107 @@
+"""What a real run will cost and how long it will take, from the plan and what the rehearsal
+measured (compression, and the hot loop's rate on this machine).
+
+Request counts follow from the plan's layout (shards, chunk and part sizes, multipart
+settings), not from scaling the rehearsal: a small sample spread over thousands of shards makes
+tiny chunks that a real run would not. Prices are assumed list prices for the sovereign regions
+(USD); set `forecast:` in the plan to your agreement's. Pure arithmetic: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# (storage per GB-month, PUT-class per 1,000 requests, GET-class per 1,000): assumed list prices.
+ASSUMED_PRICES = {
+    "s3": (0.039, 0.0055, 0.00044),  # S3 Standard, us-gov-west-1
+    "azure": (0.025, 0.0065, 0.0005),  # Blob Hot LRS, US Gov
+    "local": (0.0, 0.0, 0.0),
+}
+GB = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVolume:
+    """One dataset as the real run will see it."""
+
+    name: str
+    kind: str  # records | objects
+    source_bytes: int
+    shards: int
+    chunks: int  # stored chunks the real run will write
+    compression: float  # source bytes / stored bytes, measured in the rehearsal
+    encode_rate: float  # source bytes a second through the hot loop on this machine
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    datasets: tuple[DatasetVolume, ...]
+    source_bytes: int
+    stored_bytes: int
+    chunks: int
+    put_requests: int
+    verify_get_requests: int  # a full verify: every chunk, manifest and wrapped key read back
+    bandwidth: int  # bytes a second of the link to the destination
+    link_hours: float  # stored bytes over the link
+    machine_hours: float  # source bytes through one machine's hot loop
+    request_usd: float
+    verify_usd: float
+    storage_usd_month: float
+    prices: tuple[float, float, float]
+
+    @property
+    def hours(self) -> float:
+        """The slower bound: more machines shorten one, only a wider link the other."""
+        return max(self.link_hours, self.machine_hours)
+
+    def machines_to_fill_link(self) -> int:
+        return max(1, -(-int(self.machine_hours * 1000) // max(1, int(self.link_hours * 1000))))
+
+
+def records_chunks(source_bytes: int, shards: int, chunk_size: int) -> int:
+    """Every shard ends in a part-full chunk, so small shards cost a chunk each."""
+    per_shard = -(-source_bytes // shards) if source_bytes else 0
+    return shards * max(1, -(-per_shard // chunk_size))
+
+
+def puts_per_chunk(stored_chunk: float, multipart_threshold: int | None, part_size: int) -> int:
+    if multipart_threshold is None or stored_chunk <= multipart_threshold:
+        return 1
+    return 2 + -(-int(stored_chunk) // part_size)  # begin, the parts, complete
+
+
+def forecast(
+    datasets: list[DatasetVolume],
+    *,
+    kind: str,
+    bandwidth: int,
+    multipart_threshold: int | None,
+    part_size: int,
+    prices: tuple[float, float, float] | None = None,
+) -> Forecast:
+    storage_price, put_price, get_price = prices or ASSUMED_PRICES.get(kind, (0.0, 0.0, 0.0))
+    stored = chunks = puts = gets = 0
+    machine_s = 0.0
+    for d in datasets:
+        d_stored = int(d.source_bytes / d.compression) if d.compression else d.source_bytes
+        stored += d_stored
+        chunks += d.chunks
+        per_chunk = puts_per_chunk(d_stored / max(1, d.chunks), multipart_threshold, part_size)
+        puts += d.chunks * per_chunk + d.shards + 1  # chunks, manifests, the wrapped key
+        gets += d.chunks + d.shards + 1
+        machine_s += d.source_bytes / d.encode_rate if d.encode_rate else 0.0
+    return Forecast(
+        datasets=tuple(datasets),
+        source_bytes=sum(d.source_bytes for d in datasets),
+        stored_bytes=stored,
+        chunks=chunks,
+        put_requests=puts,
+        verify_get_requests=gets,
+        bandwidth=bandwidth,
+        link_hours=stored / bandwidth / 3600 if bandwidth else 0.0,
+        machine_hours=machine_s / 3600,
+        request_usd=puts / 1000 * put_price,
+        verify_usd=gets / 1000 * get_price,
+        storage_usd_month=stored / GB * storage_price,
+        prices=(storage_price, put_price, get_price),
+    )
