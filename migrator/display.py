@@ -217,12 +217,12 @@ def forecast_table(f: Forecast, limit: int | None) -> Table:
             f"{d.chunks:,}",
             f"{d.encode_rate / 1e6:,.0f} MB/s",
         )
-    link = f"{format_size(f.bandwidth)}/s" + (" (bandwidth_limit)" if limit else "")
+    one = "hot loop" + (f", uploads capped at {format_size(limit)}/s" if limit else "")
     rows = [
         ("stored at the destination", format_size(f.stored_bytes)),
-        ("link to the destination", link),
+        ("link to the destination", f"{format_size(f.bandwidth)}/s"),
         ("time over the link", f"{f.link_hours:,.1f} h"),
-        ("time on one machine (hot loop)", f"{f.machine_hours:,.1f} h"),
+        (f"time on one machine ({one})", f"{f.machine_hours:,.1f} h"),
         ("machines to keep the link full", f"{f.machines_to_fill_link():,}"),
         ("expected time, one machine", f"{f.hours:,.1f} h"),
         ("PUT-class requests", f"{f.put_requests:,} (${f.request_usd:,.2f})"),

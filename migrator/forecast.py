@@ -43,7 +43,7 @@ class Forecast:
     verify_get_requests: int  # a full verify: every chunk, manifest and wrapped key read back
     bandwidth: int  # bytes a second of the link to the destination
     link_hours: float  # stored bytes over the link
-    machine_hours: float  # source bytes through one machine's hot loop
+    machine_hours: float  # one machine: its hot loop, or its upload cap if that is slower
     request_usd: float
     verify_usd: float
     storage_usd_month: float
@@ -78,7 +78,9 @@ def forecast(
     multipart_threshold: int | None,
     part_size: int,
     prices: tuple[float, float, float] | None = None,
+    machine_limit: int | None = None,
 ) -> Forecast:
+    """`bandwidth` is the link's; `machine_limit` a machine's upload cap (bandwidth_limit)."""
     storage_price, put_price, get_price = prices or ASSUMED_PRICES.get(kind, (0.0, 0.0, 0.0))
     stored = chunks = puts = gets = 0
     machine_s = 0.0
@@ -89,7 +91,9 @@ def forecast(
         per_chunk = puts_per_chunk(d_stored / max(1, d.chunks), multipart_threshold, part_size)
         puts += d.chunks * per_chunk + d.shards + 1  # chunks, manifests, the wrapped key
         gets += d.chunks + d.shards + 1
-        machine_s += d.source_bytes / d.encode_rate if d.encode_rate else 0.0
+        hot_loop_s = d.source_bytes / d.encode_rate if d.encode_rate else 0.0
+        capped_s = d_stored / machine_limit if machine_limit else 0.0
+        machine_s += max(hot_loop_s, capped_s)
     return Forecast(
         datasets=tuple(datasets),
         source_bytes=sum(d.source_bytes for d in datasets),

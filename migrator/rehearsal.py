@@ -150,7 +150,8 @@ class Rehearsal:
         report.forecast = forecast(
             volumes,
             kind=dest.kind,
-            bandwidth=self.plan.bandwidth_limit or f.bandwidth,
+            bandwidth=f.bandwidth,
+            machine_limit=self.plan.bandwidth_limit,
             multipart_threshold=(dest.multipart_threshold or 64 * MiB)
             if dest.kind != "local"
             else None,

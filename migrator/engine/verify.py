@@ -6,12 +6,14 @@ manifest lists fewer chunks than were once committed (truncation).
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
-from migrator.engine.readback import read_chunk
+from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import (
     FormatError,
     MigratorError,
@@ -24,7 +26,7 @@ from migrator.keys.keyring import data_key_object, load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
 from migrator.state.sqlite import SqliteStateStore
-from migrator.stores.base import ObjectStore
+from migrator.stores.base import ObjectInfo, ObjectStore
 
 GENERATION = 1
 
@@ -90,18 +92,39 @@ class Verifier:
                 except MigratorError as exc:
                     report.problems.append(_problem(ds.name, None, exc, data_key_object(ds.name)))
                     continue
-                for shard in range(ds.shards):
-                    self._verify_shard(ds.name, shard, key, pool, report)
+                # One listing of the whole generation, walked alongside the shards: keys come in
+                # order, so each shard's objects are one run of it (no list call per shard).
+                listing = _ShardRuns(self.store.list(f"{ds.name}/g{GENERATION:06d}/"))
+                fetch = functools.partial(self._fetch_manifest, ds.name)
+                fetched = ordered_map(pool, fetch, range(ds.shards), 16)
+                for shard, manifest_bytes in enumerate(fetched):
+                    present = listing.take(shard)
+                    self._verify_shard(ds.name, shard, key, manifest_bytes, present, pool, report)
         return report
 
+    def _fetch_manifest(self, dataset: str, shard: int) -> bytes | None:
+        try:
+            return self.store.get(manifest_key(dataset, GENERATION, shard))
+        except MissingObjectError:
+            return None
+
     def _verify_shard(
-        self, dataset: str, shard: int, key: DataKey, pool: ThreadPoolExecutor, report: VerifyReport
+        self,
+        dataset: str,
+        shard: int,
+        key: DataKey,
+        manifest_bytes: bytes | None,
+        listed_here: set[str],
+        pool: ThreadPoolExecutor,
+        report: VerifyReport,
     ) -> None:
         report.shards += 1
         mkey = manifest_key(dataset, GENERATION, shard)
         try:
+            if manifest_bytes is None:
+                raise MissingObjectError("absent", object_key=mkey)
             manifest = open_manifest(
-                self.store.get(mkey),
+                manifest_bytes,
                 plan=self.plan.name,
                 dataset=dataset,
                 generation=GENERATION,
@@ -122,17 +145,12 @@ class Verifier:
         report.records += manifest.record_count
         self._check_against_state(manifest, mkey, report)
         listed = {ref.object_key for ref in manifest.chunks}
-        present: set[str] = set()
-        prefix = mkey.rsplit("/", 1)[0] + "/"
-        for info in self.store.list(prefix):
-            if info.key == mkey:
-                continue
-            present.add(info.key)
-            if info.key not in listed:
-                exc2 = UnexpectedObjectError(
-                    "object under the shard's prefix is not in its manifest", object_key=info.key
-                )
-                report.problems.append(_problem(dataset, shard, exc2, info.key))
+        present = listed_here - {mkey}
+        for key_seen in sorted(present - listed):
+            exc2 = UnexpectedObjectError(
+                "object under the shard's prefix is not in its manifest", object_key=key_seen
+            )
+            report.problems.append(_problem(dataset, shard, exc2, key_seen))
         to_check: list[ChunkRef] = []
         for ref in manifest.chunks:
             if ref.object_key not in present:
@@ -177,3 +195,33 @@ class Verifier:
                 object_key=mkey,
             )
             report.problems.append(_problem(manifest.dataset, manifest.shard, exc, mkey))
+
+
+class _ShardRuns:
+    """Splits one key-ordered listing of a generation into each shard's set of keys."""
+
+    def __init__(self, listing: Iterator[ObjectInfo]) -> None:
+        self._it = listing
+        self._next: ObjectInfo | None = next(self._it, None)
+
+    def take(self, shard: int) -> set[str]:
+        marker = f"/s{shard:05d}/"
+        out: set[str] = set()
+        while self._next is not None:
+            key = self._next.key
+            shard_of_key = _shard_in(key)
+            if shard_of_key is None or shard_of_key < shard:
+                self._next = next(self._it, None)  # not a shard's object: skip it
+                continue
+            if marker not in key:
+                break
+            out.add(key)
+            self._next = next(self._it, None)
+        return out
+
+
+def _shard_in(key: str) -> int | None:
+    parts = key.split("/")
+    if len(parts) > 2 and parts[2].startswith("s") and parts[2][1:].isdigit():
+        return int(parts[2][1:])
+    return None

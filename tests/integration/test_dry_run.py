@@ -46,7 +46,7 @@ def test_dry_run_of_a_govcloud_plan(tmp_path: Path) -> None:
     assert "verify OK" in out
     assert "requests by type" in out and "put" in out
     assert "forecast of the real run" in out and "time over the link" in out
-    assert "100.0 MiB/s (bandwidth_limit)" in out
+    assert "uploads capped at 100.0 MiB/s" in out
     # The rehearsal's state is apart from the real run's, and nothing real was created.
     assert (tmp_path / "state" / "dry-run").is_dir()
     assert not (tmp_path / "state" / "state.sqlite").exists()
