@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import shutil
@@ -25,6 +27,7 @@ from migrator.codec.manifest import (
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, route_records, spool_path
 from migrator.engine.upload import abort_orphaned_uploads
+from migrator.errors import UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import load_or_create_data_key
 from migrator.keys.provider import KeyProvider
@@ -165,20 +168,29 @@ class MigrationRun:
         self.workers = plan.workers or os.cpu_count() or 1
         self.open_source: Callable[[DatasetPlan], Source] = open_source
 
-    def run(self, only: set[str] | None = None) -> RunReport:
+    def run(self, only: set[str] | None = None, shards: set[int] | None = None) -> RunReport:
+        """Every dataset (or `only` these), every shard (or only `shards`: one Dagster
+        partition, one worker's share). Shard runs of one plan may run in parallel processes."""
         started = time.monotonic()
         report = RunReport(self.plan.name, self.store.describe())
         for ds in self.plan.datasets:
             if only and ds.name not in only:
                 continue
+            if shards is not None and (bad := [s for s in shards if not 0 <= s < ds.shards]):
+                raise UsageError(f"dataset {ds.name} has shards 0..{ds.shards - 1}, not {bad}")
             t0 = time.monotonic()
-            key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
+            # Shard runs in parallel processes must agree on one data key: create it under a lock.
+            with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.lock"):
+                key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
             dr = DatasetReport(ds.name, ds.kind, ds.shards)
-            dr.orphaned_uploads = abort_orphaned_uploads(self.store, self.state, f"{ds.name}/")
+            gen = f"{ds.name}/g{BULK_GENERATION:06d}/"
+            prefixes = [gen] if shards is None else [f"{gen}s{s:05d}/" for s in sorted(shards)]
+            for prefix in prefixes:
+                dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, prefix)
             if ds.kind == "records":
-                self._run_records(ds, key, dr)
+                self._run_records(ds, key, dr, shards)
             else:
-                self._run_objects(ds, key, dr)
+                self._run_objects(ds, key, dr, shards)
             dr.seconds = time.monotonic() - t0
             report.datasets.append(dr)
         report.seconds = time.monotonic() - started
@@ -205,9 +217,11 @@ class MigrationRun:
 
     # --- records -----------------------------------------------------------------------
 
-    def _run_records(self, ds: DatasetPlan, key: DataKey, dr: DatasetReport) -> None:
+    def _run_records(
+        self, ds: DatasetPlan, key: DataKey, dr: DatasetReport, only: set[int] | None
+    ) -> None:
         spool_dir = self.plan.state_dir / "spool" / ds.name / f"g{BULK_GENERATION:06d}"
-        if self._all_complete(ds):
+        if only is None and self._all_complete(ds):
             self._skip_complete(ds, dr)
             return
         assert ds.format is not None and ds.key is not None  # enforced by the plan model
@@ -220,16 +234,21 @@ class MigrationRun:
             source=self.open_source(ds),
             csv_delimiter=ds.csv_delimiter,
         )
-        total = sum(f.size for f in spec.source.list())
-        self.progress.start(ds.name, "routing", total)
-        cp = route_records(
-            spec,
-            self.state,
-            spool_dir,
-            buffer_budget=self.plan.memory_budget // 4,
-            on_bytes=self.progress.advance,
-        )
-        dr.bytes_in = sum(cp.spool_sizes)
+        # One router at a time: shard runs in parallel processes wait for it, then share it.
+        with _file_lock(self.plan.state_dir / "spool" / f"{ds.name}.lock"):
+            cp = self.state.route_checkpoint(spec.dataset, spec.generation)
+            if cp is None or not cp.complete:
+                total = sum(f.size for f in spec.source.list())
+                self.progress.start(ds.name, "routing", total)
+            cp = route_records(
+                spec,
+                self.state,
+                spool_dir,
+                buffer_budget=self.plan.memory_budget // 4,
+                on_bytes=self.progress.advance,
+            )
+        selected = range(ds.shards) if only is None else sorted(only)
+        dr.bytes_in = sum(cp.spool_sizes[s] for s in selected)
         extra = {}
         if cp.csv_header is not None:
             extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
@@ -242,7 +261,7 @@ class MigrationRun:
             lambda shard: self._write_manifest(ds, shard, key, encoder, "records", extra, pipeline),
         )
         try:
-            for shard in range(ds.shards):
+            for shard in selected:
                 status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
                 if status is ShardStatus.COMPLETE:
                     self._count_skipped(ds, shard, dr)
@@ -258,7 +277,8 @@ class MigrationRun:
         finally:
             committer.take(pipeline.drain(), force=True)
             pipeline.close()
-        shutil.rmtree(spool_dir, ignore_errors=True)
+        if self._all_complete(ds):
+            shutil.rmtree(spool_dir, ignore_errors=True)
 
     def _encode_spool(
         self,
@@ -311,14 +331,22 @@ class MigrationRun:
 
     # --- objects -----------------------------------------------------------------------
 
-    def _run_objects(self, ds: DatasetPlan, key: DataKey, dr: DatasetReport) -> None:
-        if self._all_complete(ds):
+    def _run_objects(
+        self, ds: DatasetPlan, key: DataKey, dr: DatasetReport, only: set[int] | None
+    ) -> None:
+        if only is None and self._all_complete(ds):
             self._skip_complete(ds, dr)
             return
         source = self.open_source(ds)
-        total = sum(f.size for f in source.list())
+
+        def wanted(name: str) -> int | None:
+            shard = shard_of(name.encode(), ds.shards)
+            return shard if only is None or shard in only else None
+
+        total = sum(f.size for f in source.list() if wanted(f.name) is not None)
         self.progress.start(ds.name, "encoding", total)
-        for shard in range(ds.shards):
+        selected = range(ds.shards) if only is None else sorted(only)
+        for shard in selected:
             if self.state.shard_status(ds.name, BULK_GENERATION, shard) is ShardStatus.PENDING:
                 self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING)
         tag = object_tagger(key)
@@ -334,8 +362,11 @@ class MigrationRun:
         )
         try:
             for src in source.list():
+                picked = wanted(src.name)
+                if picked is None:
+                    continue
+                shard = picked
                 name_tag = tag(src.name)
-                shard = shard_of(src.name.encode(), ds.shards)
                 need: Callable[[int], bool] = _every_part
                 if not fresh:
                     need = self._needed(ds, shard, name_tag, src.version, dr)
@@ -360,7 +391,7 @@ class MigrationRun:
                 dr.bytes_in += src.size
             _settle_all(pipeline, committer)
             # Objects arrive in listing order, spread over all shards: all finish together.
-            for shard in range(ds.shards):
+            for shard in selected:
                 status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
                 if status is not ShardStatus.COMPLETE:
                     committer.shard_read(shard)
@@ -509,6 +540,18 @@ def _count_csv_records(data: bytes, end: int) -> int:
         if quotes % 2 == 0:
             count += 1
         pos = nl + 1
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on one machine (flock), released on exit or death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _settle_all(pipeline: ChunkPipeline, committer: _Committer) -> None:

@@ -75,7 +75,10 @@ class SqliteStateStore:
         self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # timeout: shard runs in other processes may hold the write lock for a moment.
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=60.0
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power loss may drop the last commits, never corrupt; the
             # destination still has those chunks and a rerun redoes them under the same keys.
