@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
-from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -24,7 +23,7 @@ from azure.storage.blob import ContainerClient, StorageStreamDownloader
 
 from migrator.errors import SourceError
 from migrator.sources.base import SourceObject
-from migrator.stores.azure import BlobRetry
+from migrator.stores.azure import BlobRetry, key_credential
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -72,7 +71,7 @@ class AzureSource:
                     connection_string, container, **options
                 )
             else:
-                key = _key_credential(account_url, credential)
+                key = key_credential(account_url, credential)
                 client = ContainerClient(account_url, container, credential=key, **options)
         self._client = client
         # Host and path only: a SAS in the client's URL must never reach a message.
@@ -204,21 +203,3 @@ class _BlobReader(io.RawIOBase):
     def close(self) -> None:
         self._chunk = memoryview(b"")
         super().close()
-
-
-def _key_credential(account_url: str, credential: Any | None) -> Any | None:
-    """An account key or SAS token as a string becomes the SDK's credential for it."""
-    if not isinstance(credential, str):
-        return credential
-    if "sig=" in credential:
-        return AzureSasCredential(credential)
-    return AzureNamedKeyCredential(_account_name(account_url), credential)
-
-
-def _account_name(account_url: str) -> str:
-    """<account>.blob.core... names the account in the host; emulators in the first path part."""
-    parts = urlsplit(account_url)
-    host = parts.hostname or ""
-    if host.replace(".", "").isdigit() or host in {"localhost", "::1"} or ":" in host:
-        return parts.path.strip("/").split("/")[0]
-    return host.split(".")[0]

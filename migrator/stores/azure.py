@@ -103,7 +103,7 @@ class AzureBlobStore:
                 client = ContainerClient(
                     account_url,
                     container,
-                    credential=_credential(account_url, credential),
+                    credential=key_credential(account_url, credential),
                     **options,
                 )
             else:
@@ -378,15 +378,16 @@ def _container_missing(exc: ResourceNotFoundError) -> bool:
     return str(getattr(error_code, "value", error_code)) == "ContainerNotFound"
 
 
-def _credential(account_url: str, credential: Any | None) -> Any | None:
+def key_credential(account_url: str, credential: Any | None) -> Any | None:
+    """An account key or SAS token given as a string becomes the SDK's credential for it."""
     if not isinstance(credential, str):
         return credential
     if "sig=" in credential:
         return AzureSasCredential(credential)
-    return AzureNamedKeyCredential(_account_name(account_url), credential)
+    return AzureNamedKeyCredential(account_name(account_url), credential)
 
 
-def _account_name(account_url: str) -> str:
+def account_name(account_url: str) -> str:
     """<account>.blob.core... names the account in the host; emulators in the first path part."""
     parts = urlsplit(account_url)
     host = parts.hostname or ""
