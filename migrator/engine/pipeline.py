@@ -6,6 +6,7 @@ chunks between processes. In-flight bytes are capped by the budget, whatever the
 
 from __future__ import annotations
 
+import functools
 import mmap
 import threading
 from collections import deque
@@ -60,7 +61,6 @@ class ChunkPipeline:
         workers: int,
         budget: int,
         metadata: dict[str, str] | None = None,
-        on_stored: Callable[[CommittedChunk], None] | None = None,
         journal: UploadJournal | None = None,
     ) -> None:
         self._store = store
@@ -69,7 +69,6 @@ class ChunkPipeline:
         self._level = level
         self._budget = budget
         self._metadata = metadata or {}
-        self._on_stored = on_stored
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
         self._local = threading.local()
         self._cond = threading.Condition()
@@ -90,7 +89,7 @@ class ChunkPipeline:
                 self._cond.wait()
             self._raise_if_failed()
             self._in_flight += cost
-        self._pool.submit(self._work, job, self._key, cost)
+        self._pool.submit(self._guarded, functools.partial(self._work, job, self._key), cost)
 
     def _encoder(self) -> tuple[ChunkEncoder, bytearray | mmap.mmap]:
         """This thread's encoder and output buffer: a chunk is stored before the next is sealed,
@@ -103,41 +102,12 @@ class ChunkPipeline:
         out: bytearray | mmap.mmap = self._local.out
         return enc, out
 
-    def _work(self, job: ChunkJob, key: DataKey, cost: int) -> None:
+    def _guarded(self, work: Callable[[], None], cost: int) -> None:
+        """Runs one job on a worker: the first failure stops the rest and reaches the
+        coordinating thread; the budget is given back whatever happens."""
         try:
-            if self._error is not None:
-                return
-            plaintext = job.load() if job.load is not None else job.plaintext
-            job.plaintext = b""
-            encoder, out = self._encoder()
-            meta = dict(self._metadata)
-            meta["migrator-format"] = "1"
-            meta["migrator-key-id"] = key.key_id.hex()
-            encoded = self._uploader.seal_and_store(
-                encoder, plaintext, job.identity, key, job.object_key, meta, out
-            )
-            if isinstance(encoded.data, memoryview) and encoded.data.obj is not out:
-                self._local.out = encoded.data.obj  # the encoder grew the buffer
-            del plaintext
-            done = CommittedChunk(
-                dataset=job.identity.dataset,
-                generation=job.identity.generation,
-                shard=job.identity.shard,
-                object_key=job.object_key,
-                sequence=job.identity.sequence,
-                name=job.name,
-                records=job.records,
-                plain_size=encoded.plain_size,
-                stored_size=encoded.stored_size,
-                plain_xxh3=encoded.plain_xxh3.hex(),
-                stored_xxh3=encoded.stored_xxh3.hex(),
-                source_end=job.source_end,
-                source_version=job.source_version,
-            )
-            if self._on_stored is not None:
-                self._on_stored(done)
-            with self._cond:
-                self._done.append(done)
+            if self._error is None:
+                work()
         except BaseException as exc:
             with self._cond:
                 if self._error is None:
@@ -146,6 +116,37 @@ class ChunkPipeline:
             with self._cond:
                 self._in_flight -= cost
                 self._cond.notify_all()
+
+    def _work(self, job: ChunkJob, key: DataKey) -> None:
+        plaintext = job.load() if job.load is not None else job.plaintext
+        job.plaintext = b""
+        encoder, out = self._encoder()
+        meta = dict(self._metadata)
+        meta["migrator-format"] = "1"
+        meta["migrator-key-id"] = key.key_id.hex()
+        encoded = self._uploader.seal_and_store(
+            encoder, plaintext, job.identity, key, job.object_key, meta, out
+        )
+        if isinstance(encoded.data, memoryview) and encoded.data.obj is not out:
+            self._local.out = encoded.data.obj  # the encoder grew the buffer
+        del plaintext
+        done = CommittedChunk(
+            dataset=job.identity.dataset,
+            generation=job.identity.generation,
+            shard=job.identity.shard,
+            object_key=job.object_key,
+            sequence=job.identity.sequence,
+            name=job.name,
+            records=job.records,
+            plain_size=encoded.plain_size,
+            stored_size=encoded.stored_size,
+            plain_xxh3=encoded.plain_xxh3.hex(),
+            stored_xxh3=encoded.stored_xxh3.hex(),
+            source_end=job.source_end,
+            source_version=job.source_version,
+        )
+        with self._cond:
+            self._done.append(done)
 
     def _raise_if_failed(self) -> None:
         err = self._error
@@ -164,21 +165,11 @@ class ChunkPipeline:
             self._in_flight += 1
 
         def run() -> None:
-            try:
-                if self._error is None:
-                    task()
-                    with self._cond:
-                        self._then.append(then)
-            except BaseException as exc:
-                with self._cond:
-                    if self._error is None:
-                        self._error = exc
-            finally:
-                with self._cond:
-                    self._in_flight -= 1
-                    self._cond.notify_all()
+            task()
+            with self._cond:
+                self._then.append(then)
 
-        self._pool.submit(run)
+        self._pool.submit(self._guarded, run, 1)
 
     def finished(self) -> list[CommittedChunk]:
         """Chunks the store has confirmed since the last call (ready to commit); first runs the
