@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,13 @@ def small_s3_parts(monkeypatch: pytest.MonkeyPatch) -> int:
     floor = 1024
     monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", floor)
     return floor
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`generate_demo_data` at 12 MiB, made once: its largest video is over 6 MiB."""
+    from migrator.demo.synth import generate_demo_data
+
+    data = tmp_path_factory.mktemp("demo") / "data"
+    generate_demo_data(data, 12 * 1024 * 1024)
+    return data

@@ -175,3 +175,99 @@ def flip_bit(path: Path, offset: int, bit: int = 0) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 1 << bit
     path.write_bytes(bytes(data))
+
+
+# --- cloud destinations and the demo data ------------------------------------------------
+
+# Dummy AWS credentials and no credential files: nothing but moto ever sees these requests.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "no-such-aws-config",  # relative to the test's own folder
+    "AWS_SHARED_CREDENTIALS_FILE": "no-such-aws-credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+AZURE_CONNECTION_ENV = "AZ_CONN"  # the variable an Azure destination's plan names
+
+
+def s3_destination(endpoint_url: str, bucket: str, *, sizes: str = "") -> str:
+    """An S3 destination on a moto server (or a proxy in front of it); sizes: extra fields."""
+    extra = f", {sizes}" if sizes else ""
+    return (
+        f"{{kind: s3, bucket: {bucket}, prefix: t/, region: us-east-1,"
+        f" endpoint_url: {endpoint_url}{extra}}}"
+    )
+
+
+def azure_destination(account_url: str, container: str, *, sizes: str = "") -> str:
+    """An Azure destination whose connection string is in AZURE_CONNECTION_ENV."""
+    extra = f", {sizes}" if sizes else ""
+    return (
+        f"{{kind: azure, bucket: {container}, prefix: t/, account_url: {account_url},"
+        f" connection_string_env: {AZURE_CONNECTION_ENV}{extra}}}"
+    )
+
+
+def azurite_env(blob_url: str) -> dict[str, str]:
+    """run_cli's env for an Azure destination reached at blob_url (Azurite, or a proxy)."""
+    from migrator.demo.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+
+    connection_string = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={blob_url};"
+    )
+    return {AZURE_CONNECTION_ENV: connection_string}
+
+
+def demo_datasets(part_size: str) -> str:
+    """The three datasets of `generate_demo_data`, read from data/ beside the plan."""
+    return f"""\
+  - {{name: user_profiles, kind: records, format: jsonl,
+     source: {{kind: local, path: data/user_profiles}}, key: user_id, shards: 4}}
+  - {{name: video_metadata, kind: records, format: csv,
+     source: {{kind: local, path: data/video_metadata}}, key: video_id, shards: 3}}
+  - {{name: videos, kind: objects, source: {{kind: local, path: data/videos}}, shards: 3,
+     part_size: {part_size}}}
+"""
+
+
+DEMO_DATASET_NAMES = ("user_profiles", "video_metadata", "videos")
+
+
+def check_demo_restores(root: Path, env: dict[str, str] | None = None) -> None:
+    """Restore every demo dataset of root/plan.yaml and compare it with root/data."""
+    from migrator.demo.synth import METADATA_HEADER
+
+    header = ",".join(METADATA_HEADER).encode()
+    out = root / "restored"
+    for name in DEMO_DATASET_NAMES:
+        done = run_cli(
+            "restore", "plan.yaml", "--dataset", name, "--out", out / name, cwd=root, env=env
+        )
+        assert done.returncode == 0, done.stderr
+    data = root / "data"
+    profiles = restored_records(data / "user_profiles")
+    assert sum(profiles.values()) > 0
+    assert restored_records(out / "user_profiles") == profiles
+    rows = restored_records(data / "video_metadata", csv_header=header)
+    assert sum(rows.values()) > 0
+    assert restored_records(out / "video_metadata", csv_header=header) == rows
+    assert files_below(out / "videos") == files_below(data / "videos")
+
+
+def write_demo_site(root: Path, demo_data: Path, destination: str, *, part_size: str) -> Path:
+    """root/data: a copy of the demo data; root/plan.yaml: its datasets into destination."""
+    import shutil
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(demo_data, root / "data")
+    write_plan(
+        root,
+        datasets=demo_datasets(part_size),
+        destination=destination,
+        chunk_size="1MiB",
+        memory_budget="64MiB",
+        extra="upload_concurrency: 4",
+    )
+    return root
