@@ -233,9 +233,19 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
 )
 @click.option("--seed", type=int, default=None, help="Seed for the sample, to repeat it.")
 @click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="HEAD each object (presence, size, recorded digest) instead of reading it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify_cmd(
-    plan_file: str, sample: float, seed: int | None, datasets: Sequence[str], as_json: bool
+    plan_file: str,
+    sample: float,
+    seed: int | None,
+    datasets: Sequence[str],
+    quick: bool,
+    as_json: bool,
 ) -> None:
     """Read the destination back and check every tag and digest against the manifests."""
     from migrator.display import verify_json, verify_summary, verify_table
@@ -250,7 +260,7 @@ def verify_cmd(
     try:
         workers = max(4, (os.cpu_count() or 1) * 2)
         report = Verifier(
-            plan, store, provider, state, sample=sample, seed=seed, workers=workers
+            plan, store, provider, state, sample=sample, seed=seed, workers=workers, quick=quick
         ).verify(set(datasets) or None)
     finally:
         if state is not None:

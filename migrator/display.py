@@ -120,7 +120,8 @@ def verify_summary(report: VerifyReport) -> str:
     verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
     return (
         f"verify {verdict}: {report.datasets} datasets, {report.shards} shards,"
-        f" {report.chunks_checked}/{report.chunks_listed} chunks read back"
+        f" {report.chunks_checked}/{report.chunks_listed} chunks"
+        f" {'checked by HEAD' if report.quick else 'read back'}"
         f" ({format_size(report.bytes_checked)}), {report.records:,} records"
     )
 

@@ -18,8 +18,10 @@ from migrator.errors import (
     FormatError,
     MigratorError,
     MissingObjectError,
+    TamperedError,
     TruncatedError,
     UnexpectedObjectError,
+    WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import data_key_object, load_data_key
@@ -49,6 +51,7 @@ class VerifyReport:
     bytes_checked: int = 0
     records: int = 0
     problems: list[Problem] = field(default_factory=list)
+    quick: bool = False  # objects were checked by HEAD, not read back
 
     @property
     def ok(self) -> bool:
@@ -71,7 +74,11 @@ class Verifier:
         sample: float = 1.0,
         seed: int | None = None,
         workers: int = 4,
+        quick: bool = False,
     ) -> None:
+        """quick: HEAD each object instead of reading it back (presence, size, and the digest
+        and key id recorded in its metadata); manifests are still read and authenticated."""
+        self.quick = quick
         self.plan = plan
         self.store = store
         self.provider = provider
@@ -81,7 +88,7 @@ class Verifier:
         self.workers = workers
 
     def verify(self, only: set[str] | None = None) -> VerifyReport:
-        report = VerifyReport()
+        report = VerifyReport(quick=self.quick)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify") as pool:
             for ds in self.plan.datasets:
                 if only and ds.name not in only:
@@ -176,6 +183,8 @@ class Verifier:
         self, manifest: ShardManifest, ref: ChunkRef, key: DataKey
     ) -> MigratorError | None:
         try:
+            if self.quick:
+                return _head_check(self.store, ref, key)
             read_chunk(self.store, manifest, ref, key)
         except MigratorError as exc:
             return exc
@@ -224,4 +233,30 @@ def _shard_in(key: str) -> int | None:
     parts = key.split("/")
     if len(parts) > 2 and parts[2].startswith("s") and parts[2][1:].isdigit():
         return int(parts[2][1:])
+    return None
+
+
+def _head_check(store: ObjectStore, ref: ChunkRef, key: DataKey) -> MigratorError | None:
+    info = store.head(ref.object_key)
+    if info is None:
+        return MissingObjectError("listed in the manifest but absent", object_key=ref.object_key)
+    if info.size < ref.stored_size:
+        return TruncatedError(
+            f"stored object is {info.size} bytes, manifest says {ref.stored_size}",
+            object_key=ref.object_key,
+        )
+    recorded = info.metadata.get("migrator-stored-xxh3")
+    if recorded is None:
+        return TamperedError(
+            "object lacks the metadata it was stored with (rewritten by something else?)",
+            object_key=ref.object_key,
+        )
+    if info.size > ref.stored_size or recorded != ref.stored_xxh3:
+        return TamperedError(
+            "stored object's size or recorded digest differs from its manifest",
+            object_key=ref.object_key,
+        )
+    key_id = info.metadata.get("migrator-key-id")
+    if key_id is not None and key_id != key.key_id.hex():
+        return WrongKeyError("object's metadata names another data key", object_key=ref.object_key)
     return None

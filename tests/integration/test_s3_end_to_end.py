@@ -113,3 +113,37 @@ def test_run_verify_restore_and_detect_a_flipped_bit(
     assert (gone.removeprefix("t/"), "MissingObjectError") in [
         (p["object_key"], p["error"]) for p in doc["problems"]
     ]
+
+
+def test_quick_verify_checks_with_head_only(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
+    endpoint, bucket = s3_bucket
+    write_profiles(tmp_path / "data/profiles", 400)
+    write_objects(tmp_path / "data/videos", [70_000, 5000])
+    destination = (
+        f"{{kind: s3, bucket: {bucket}, prefix: t/, region: us-east-1, endpoint_url: {endpoint}}}"
+    )
+    write_plan(tmp_path, datasets=PROFILES + VIDEOS, destination=destination)
+    assert run_cli("run", "plan.yaml", cwd=tmp_path, env=ENV).returncode == 0
+
+    quick = run_cli("verify", "plan.yaml", "--quick", "--json", cwd=tmp_path, env=ENV)
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+    report = json.loads(quick.stdout)
+    assert report["chunks_checked"] == report["chunks_listed"] > 0
+
+    client = s3_client(endpoint)
+    chunks = sorted(
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=bucket, Prefix="t/videos/")["Contents"]
+        if "/o/" in o["Key"]
+    )
+    # Rewritten by something else: same size, but without the metadata it was stored with.
+    body = client.get_object(Bucket=bucket, Key=chunks[0])["Body"].read()
+    client.put_object(Bucket=bucket, Key=chunks[0], Body=bytes(len(body)))
+    client.delete_object(Bucket=bucket, Key=chunks[1])
+    quick = run_cli("verify", "plan.yaml", "--quick", "--json", cwd=tmp_path, env=ENV)
+    assert quick.returncode == 1
+    problems = {p["object_key"]: p["error"] for p in json.loads(quick.stdout)["problems"]}
+    assert problems == {
+        chunks[0].removeprefix("t/"): "TamperedError",
+        chunks[1].removeprefix("t/"): "MissingObjectError",
+    }
