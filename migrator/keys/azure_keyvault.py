@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import os
 import re
 import threading
@@ -58,12 +59,11 @@ def _import_crypto() -> ModuleType:
 
 def _import_identity() -> ModuleType:
     try:
-        import azure.identity as identity
+        return importlib.import_module("azure.identity")
     except ImportError:
         raise KeyProviderError(
             f"azure-keyvault: azure-identity is not installed ({INSTALL_HINT})"
         ) from None
-    return identity
 
 
 def _import_errors() -> ModuleType:

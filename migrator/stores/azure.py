@@ -13,7 +13,7 @@ import random
 import re
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -354,7 +354,8 @@ def government_credential(**options: Any) -> TokenCredential:
             "Azure Government sign-in needs the optional azure-identity package: "
             "pip install 'migrator[azure-identity]' (or pass an account key or connection string)"
         ) from exc
-    return DefaultAzureCredential(authority=AzureAuthorityHosts.AZURE_GOVERNMENT, **options)
+    credential = DefaultAzureCredential(authority=AzureAuthorityHosts.AZURE_GOVERNMENT, **options)
+    return cast("TokenCredential", credential)
 
 
 def block_name(upload_id: str, number: int) -> str:
