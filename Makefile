@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench ui clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ lint: $(STAMP)
 	$(BIN)/python -m migrator.plan.schema --check
 
 test: lint
+	bash scripts/ensure-chromium.sh   # headless Chromium for the Dagster UI test (Debian package)
 	$(BIN)/python -m pytest -q
+
+# The Dagster UI on http://127.0.0.1:3000 with the demo plan's assets (data generated once).
+ui: $(STAMP)
+	$(BIN)/python -m migrator.demo.prepare manifests/demo.yaml
+	MIGRATOR_PLAN=manifests/demo.yaml $(BIN)/dagster dev -m pipelines -h 127.0.0.1 -p 3000
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

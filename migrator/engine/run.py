@@ -338,9 +338,20 @@ class MigrationRun:
             self._skip_complete(ds, dr)
             return
         source = self.open_source(ds)
+        # A complete shard is left as its manifest describes it: changes to its objects are for
+        # an incremental sync's new generation, never rewritten under the sealed manifest.
+        done = {
+            p.shard
+            for p in self.state.shard_progress(ds.name, BULK_GENERATION)
+            if p.status is ShardStatus.COMPLETE
+        }
+        for shard in done if only is None else done & only:
+            self._count_skipped(ds, shard, dr, count_input=True)
 
         def wanted(name: str) -> int | None:
             shard = shard_of(name.encode(), ds.shards)
+            if shard in done:
+                return None
             return shard if only is None or shard in only else None
 
         total = sum(f.size for f in source.list() if wanted(f.name) is not None)

@@ -87,7 +87,8 @@ class Verifier:
         self.rng = random.Random(seed)  # sampling, not security: any spread will do
         self.workers = workers
 
-    def verify(self, only: set[str] | None = None) -> VerifyReport:
+    def verify(self, only: set[str] | None = None, shards: set[int] | None = None) -> VerifyReport:
+        """Every dataset (or `only` these), every shard (or only `shards`: one partition's)."""
         report = VerifyReport(quick=self.quick)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify") as pool:
             for ds in self.plan.datasets:
@@ -99,13 +100,18 @@ class Verifier:
                 except MigratorError as exc:
                     report.problems.append(_problem(ds.name, None, exc, data_key_object(ds.name)))
                     continue
-                # One listing of the whole generation, walked alongside the shards: keys come in
-                # order, so each shard's objects are one run of it (no list call per shard).
-                listing = _ShardRuns(self.store.list(f"{ds.name}/g{GENERATION:06d}/"))
+                gen = f"{ds.name}/g{GENERATION:06d}/"
+                selected = [s for s in range(ds.shards) if shards is None or s in shards]
                 fetch = functools.partial(self._fetch_manifest, ds.name)
-                fetched = ordered_map(pool, fetch, range(ds.shards), 16)
-                for shard, manifest_bytes in enumerate(fetched):
-                    present = listing.take(shard)
+                fetched = ordered_map(pool, fetch, selected, 16)
+                # All shards: one listing of the generation walked alongside them (keys come in
+                # order, each shard's a run of it); a few shards: one listing each.
+                listing = _ShardRuns(self.store.list(gen)) if shards is None else None
+                for shard, manifest_bytes in zip(selected, fetched, strict=True):
+                    if listing is not None:
+                        present = listing.take(shard)
+                    else:
+                        present = {o.key for o in self.store.list(f"{gen}s{shard:05d}/")}
                     self._verify_shard(ds.name, shard, key, manifest_bytes, present, pool, report)
         return report
 

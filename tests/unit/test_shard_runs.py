@@ -76,3 +76,17 @@ def test_parallel_processes_share_routing_and_finish_every_shard(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     status = run_cli("status", "plan.yaml", "--json", cwd=tmp_path)
     assert '"shards_complete": 4' in status.stdout
+
+
+def test_a_complete_shard_is_not_rewritten_under_its_manifest(tmp_path: Path) -> None:
+    """A changed source object belongs to a later sync; the bulk generation stays as sealed."""
+    plan = load_plan(make(tmp_path))
+    with open_state(plan) as state:
+        run = MigrationRun(plan, open_store(plan), open_key_provider(plan), state)
+        run.run({"videos"})
+        video = next((tmp_path / "data/videos").rglob("*.mp4"))
+        video.write_bytes(b"changed" * 1000)
+        again = run.run({"videos"}, {0, 1, 2})
+    assert again.chunks_written == 0
+    result = run_cli("verify", "plan.yaml", "--dataset", "videos", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,149 @@
+"""The integrity gate: blocking checks per dataset and shard, and `migration_complete` behind them.
+
+One Verifier pass yields both checks: the shard manifests (authentic, every listed chunk
+present, nothing unlisted, not fewer chunks than were committed) and a sampled read-back that
+decrypts chunks and compares their digests. A failure stops the assets downstream in the run.
+"""
+
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSpec,
+    AssetKey,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    asset,
+    multi_asset_check,
+)
+from pydantic import Field
+
+from migrator.codec.manifest import manifest_key
+from migrator.engine.run import BULK_GENERATION
+from migrator.engine.verify import Problem, Verifier
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.state.model import ShardStatus
+from pipelines.assets import MigrationConfig, dataset_key, python_name, shard_partitions
+from pipelines.resources import PlanResource, TargetResource
+
+MANIFEST_CHECK = "manifests_authentic_and_complete"
+READBACK_CHECK = "sampled_readback_decrypts"
+LISTING_ERRORS = frozenset({"MissingObjectError", "UnexpectedObjectError"})
+SHOWN_PROBLEMS = 20  # the metadata names this many bad objects; the count is always exact
+
+
+class ReadbackConfig(Config):
+    sample: float = Field(0.02, ge=0, le=1, description="Chunks read back; at least one a shard")
+    seed: int | None = Field(None, description="Seed of the sample, to repeat one")
+
+
+def _on_manifest(problem: Problem, dataset: str) -> bool:
+    """The data key (no shard) or the shard's manifest itself: nothing of it can be trusted."""
+    shard = problem.shard
+    return shard is None or problem.object_key == manifest_key(dataset, BULK_GENERATION, shard)
+
+
+def _result(key: AssetKey, name: str, problems: list[Problem], shards: int) -> AssetCheckResult:
+    shown = [asdict(problem) for problem in problems[:SHOWN_PROBLEMS]]
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=name,
+        passed=not problems,
+        metadata={"shards": shards, "problem_count": len(problems), "problems": shown},
+    )
+
+
+def _written_by_dry_run(context: AssetCheckExecutionContext, key: AssetKey) -> bool:
+    """Check where the materializations say they wrote: their `dry_run` metadata."""
+    seen: set[bool] = set()
+    for partition in context.partition_keys:
+        found = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        event = found[0].asset_materialization if found else None
+        flag = event.metadata.get("dry_run") if event is not None else None
+        seen.add(flag is not None and flag.value is True)
+    if len(seen) > 1:
+        raise Failure("these shards were written by dry and real runs: check them apart")
+    return seen == {True}
+
+
+def dataset_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
+    key = dataset_key(spec, ds)
+    partitions = shard_partitions(ds)
+    about = {
+        MANIFEST_CHECK: "The shard's sealed manifest opens under the data key, lists every stored"
+        " chunk and no other, and not fewer chunks than were committed.",
+        READBACK_CHECK: "A sample of the shard's chunks reads back, decrypts, and matches the"
+        " manifest's digests.",
+    }
+    specs = [
+        AssetCheckSpec(name, asset=key, blocking=True, partitions_def=partitions, description=text)
+        for name, text in about.items()
+    ]
+
+    @multi_asset_check(specs=specs, name=f"{key.to_python_identifier()}_integrity")
+    def integrity(
+        context: AssetCheckExecutionContext,
+        config: ReadbackConfig,
+        plan: PlanResource,
+        target: TargetResource,
+        dry_run_target: TargetResource,
+    ) -> Iterator[AssetCheckResult]:
+        shards = {int(partition) for partition in context.partition_keys}
+        chosen = dry_run_target if _written_by_dry_run(context, key) else target
+        with chosen.open(plan.load()) as io:
+            verifier = Verifier(
+                io.plan, io.store, io.provider, io.state, sample=config.sample, seed=config.seed
+            )
+            report = verifier.verify({ds.name}, shards)
+        mine = report.problems
+        listing = [p for p in mine if _on_manifest(p, ds.name) or p.error in LISTING_ERRORS]
+        reading = [p for p in mine if _on_manifest(p, ds.name) or p.error not in LISTING_ERRORS]
+        yield _result(key, MANIFEST_CHECK, listing, len(shards))
+        yield _result(key, READBACK_CHECK, reading, len(shards))
+
+    return integrity
+
+
+def completion_asset(spec: Plan) -> AssetsDefinition:
+    @asset(
+        key=AssetKey([spec.name, "migration_complete"]),
+        deps=[dataset_key(spec, ds) for ds in spec.datasets],
+        group_name=python_name(spec.name),
+        description="Every shard of every dataset committed, with its sealed manifest.",
+    )
+    def migration_complete(
+        config: MigrationConfig,
+        plan: PlanResource,
+        target: TargetResource,
+        dry_run_target: TargetResource,
+    ) -> MaterializeResult[None]:
+        with (dry_run_target if config.dry_run else target).open(plan.load()) as io:
+            shards = [
+                p
+                for ds in spec.datasets
+                for p in io.state.shard_progress(ds.name, BULK_GENERATION)
+                if p.status is ShardStatus.COMPLETE
+            ]
+            where: dict[str, str | bool] = {
+                "destination": io.store.describe(),
+                "dry_run": io.dry_run,
+            }
+        done = {ds.name: sum(p.dataset == ds.name for p in shards) for ds in spec.datasets}
+        if any(done[ds.name] < ds.shards for ds in spec.datasets):
+            short = "; ".join(f"{ds.name}: {done[ds.name]} of {ds.shards}" for ds in spec.datasets)
+            raise Failure(f"shards complete: {short}", allow_retries=False)
+        sums = ("records", "chunks", "plain_bytes", "stored_bytes")
+        totals = {name: sum(getattr(p, name) for p in shards) for name in sums}
+        return MaterializeResult(
+            metadata={"datasets": len(done), "shards": len(shards), **totals, **where}
+        )
+
+    return migration_complete

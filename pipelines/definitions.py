@@ -1,0 +1,108 @@
+"""The project's Definitions, for `dagster dev -m pipelines`.
+
+Which plan: MIGRATOR_PLAN if set, else manifests/demo.yaml only. One plan per code location,
+because a plan is one destination with its own resources, key service and concurrency pool;
+to show several plans, run one code location per plan, each with its own MIGRATOR_PLAN.
+Sources are not checked at load: a plan whose exports are mounted only on the workers (like
+manifests/govcloud.yaml) still loads as assets.
+
+Environment:
+  MIGRATOR_DEPLOYMENT        dry-run (default): every run writes to stand-ins; production:
+                             runs write to the plan's clouds unless configured dry_run: true
+  MIGRATOR_SYNC_CRON         the incremental-sync schedule (default "0 * * * *", UTC)
+  MIGRATOR_SHARDS_PER_RUN    shard partitions per backfill run (default 1: a run per shard,
+                             with per-shard numbers and check verdicts; see pipelines/assets.py)
+  MIGRATOR_BANDWIDTH_LIMIT   upload cap of each production run process, e.g. "200MiB/s"
+  MIGRATOR_DRY_RUN_S3_ENDPOINT, MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING
+                             moto or Azurite for dry runs of S3 or Azure plans; else a folder
+
+The shard assets of a plan share the concurrency pool "migrator-dest-<plan name>": bound how
+many shards write to the destination at once with, e.g.,
+`dagster instance concurrency set migrator-dest-demo 8` (or `concurrency:` in dagster.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dagster import BetaWarning, ConfigurableResource, Definitions, EnvVar, PreviewWarning
+
+from migrator.plan.model import load_plan
+from pipelines.assets import dataset_asset
+from pipelines.checks import completion_asset, dataset_checks
+from pipelines.resources import CloudTarget, PlanResource, StandInTarget
+from pipelines.schedules import (
+    DEFAULT_SYNC_CRON,
+    full_migration_job,
+    source_sensor,
+    sync_job,
+    sync_schedule,
+)
+
+DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "manifests" / "demo.yaml"
+DEPLOYMENTS = ("dry-run", "production")
+
+
+def _env(name: str) -> str | EnvVar:
+    """An EnvVar (read where the run executes, never shown in the UI) when set, else ""."""
+    return EnvVar(name) if os.environ.get(name) else ""
+
+
+def resources_for(deployment: str, plan_path: str) -> dict[str, ConfigurableResource[Any]]:
+    """One resource set per deployment, as in Dagster's project_fully_featured: `target` is what
+    the deployment writes to, `dry_run_target` what a run configured dry_run: true writes to.
+    A dry-run deployment has no way to reach the real clouds at all."""
+    if deployment not in DEPLOYMENTS:
+        raise ValueError(f"MIGRATOR_DEPLOYMENT must be one of {DEPLOYMENTS}, not {deployment!r}")
+    stand_in = StandInTarget(
+        s3_endpoint_url=_env("MIGRATOR_DRY_RUN_S3_ENDPOINT"),
+        azure_connection_string=_env("MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING"),
+    )
+    real = CloudTarget(bandwidth_limit=_env("MIGRATOR_BANDWIDTH_LIMIT"))
+    return {
+        "plan": PlanResource(path=plan_path),
+        "target": real if deployment == "production" else stand_in,
+        "dry_run_target": stand_in,
+    }
+
+
+def build_definitions(
+    plan_path: str | Path,
+    deployment: str = "dry-run",
+    *,
+    sync_cron: str = DEFAULT_SYNC_CRON,
+    shards_per_run: int = 1,
+) -> Definitions:
+    """Assets, checks, jobs, schedules, sensors and resources for one plan file."""
+    path = Path(plan_path).resolve()
+    spec = load_plan(path, check_sources=False)
+    full = [full_migration_job(spec, ds) for ds in spec.datasets]
+    sync = [sync_job(spec, ds) for ds in spec.datasets]
+    with warnings.catch_warnings():
+        # Per-shard check verdicts need partitioned asset checks (a preview in Dagster 1.13);
+        # backfill_policy is beta. Both are what the UI shows; neither changes a result.
+        warnings.simplefilter("ignore", PreviewWarning)
+        warnings.simplefilter("ignore", BetaWarning)
+        assets = [dataset_asset(spec, ds, shards_per_run) for ds in spec.datasets]
+        checks = [dataset_checks(spec, ds) for ds in spec.datasets]
+    return Definitions(
+        assets=[*assets, completion_asset(spec)],
+        asset_checks=checks,
+        jobs=[*full, *sync],
+        schedules=[
+            sync_schedule(ds, job, sync_cron) for ds, job in zip(spec.datasets, sync, strict=True)
+        ],
+        sensors=[source_sensor(ds, job) for ds, job in zip(spec.datasets, sync, strict=True)],
+        resources=resources_for(deployment, str(path)),
+    )
+
+
+defs = build_definitions(
+    os.environ.get("MIGRATOR_PLAN") or DEFAULT_PLAN,
+    os.environ.get("MIGRATOR_DEPLOYMENT") or "dry-run",
+    sync_cron=os.environ.get("MIGRATOR_SYNC_CRON") or DEFAULT_SYNC_CRON,
+    shards_per_run=int(os.environ.get("MIGRATOR_SHARDS_PER_RUN") or 1),
+)
