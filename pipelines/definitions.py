@@ -9,7 +9,7 @@ manifests/govcloud.yaml) still loads as assets.
 Environment:
   MIGRATOR_DEPLOYMENT        dry-run (default): every run writes to stand-ins; production:
                              runs write to the plan's clouds unless configured dry_run: true
-  MIGRATOR_SYNC_CRON         the incremental-sync schedule (default "0 * * * *", UTC)
+  MIGRATOR_SYNC_CRON         overrides the plan's sync_cron (default "0 * * * *", UTC)
   MIGRATOR_SHARDS_PER_RUN    shard partitions per backfill run (default 1: a run per shard,
                              with per-shard numbers and check verdicts; see pipelines/assets.py)
   MIGRATOR_BANDWIDTH_LIMIT   upload cap of each production run process, e.g. "200MiB/s"
@@ -73,12 +73,14 @@ def build_definitions(
     plan_path: str | Path,
     deployment: str = "dry-run",
     *,
-    sync_cron: str = DEFAULT_SYNC_CRON,
+    sync_cron: str | None = None,
     shards_per_run: int = 1,
 ) -> Definitions:
-    """Assets, checks, jobs, schedules, sensors and resources for one plan file."""
+    """Assets, checks, jobs, schedules, sensors and resources for one plan file. The sync cron:
+    the argument (MIGRATOR_SYNC_CRON), else the plan's `sync_cron`, else hourly."""
     path = Path(plan_path).resolve()
     spec = load_plan(path, check_sources=False)
+    sync_cron = sync_cron or spec.sync_cron or DEFAULT_SYNC_CRON
     full = [full_migration_job(spec, ds) for ds in spec.datasets]
     sync = [sync_job(spec, ds) for ds in spec.datasets]
     with warnings.catch_warnings():
@@ -103,6 +105,6 @@ def build_definitions(
 defs = build_definitions(
     os.environ.get("MIGRATOR_PLAN") or DEFAULT_PLAN,
     os.environ.get("MIGRATOR_DEPLOYMENT") or "dry-run",
-    sync_cron=os.environ.get("MIGRATOR_SYNC_CRON") or DEFAULT_SYNC_CRON,
+    sync_cron=os.environ.get("MIGRATOR_SYNC_CRON") or None,
     shards_per_run=int(os.environ.get("MIGRATOR_SHARDS_PER_RUN") or 1),
 )

@@ -68,6 +68,7 @@ S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 AZURE_CONTAINER_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+CRON_PATTERN = r"^\S+( \S+){4}$"  # five fields; Dagster validates the rest
 AZURE_KEY_NAME_PATTERN = r"^[0-9A-Za-z-]{1,127}$"
 
 DEFAULT_CHUNK_SIZE = 16 * MiB
@@ -519,6 +520,10 @@ class Plan(_PlanModel):
     residency: ResidencyPlan | None = Field(
         default=None,
         description="Allowed clouds for the destination and keys; null: no residency policy.",
+    )
+    sync_cron: Annotated[str, StringConstraints(strict=True, pattern=CRON_PATTERN)] | None = Field(
+        default=None,
+        description="When incremental syncs run (cron, UTC), e.g. '0 * * * *'; null: hourly.",
     )
     forecast: ForecastPlan = Field(
         default_factory=ForecastPlan, description="Assumptions of the dry run's forecast."

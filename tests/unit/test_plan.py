@@ -113,9 +113,11 @@ def test_shipped_manifests_hold_no_secrets(name: str) -> None:
         assert marker not in text
 
 
-def test_check_sources_reports_every_missing_source() -> None:
+def test_check_sources_reports_every_missing_source(tmp_path: Path) -> None:
+    # A copy: `make ui` generates the demo's data beside the shipped plan.
+    (tmp_path / "demo.yaml").write_text((MANIFESTS / "demo.yaml").read_text(encoding="utf-8"))
     with pytest.raises(PlanError) as caught:
-        load_plan(MANIFESTS / "demo.yaml")
+        load_plan(tmp_path / "demo.yaml")
     lines = str(caught.value).splitlines()
     assert caught.value.field == "datasets[0].source.path"
     assert "demo.yaml: datasets[0].source.path: " in lines[0]
