@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkIdentity, ChunkKind
@@ -37,6 +36,7 @@ from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import CountingStore
+from migrator.wiring import multipart_sizes
 
 DEFAULT_SAMPLE = 32 * 1024 * 1024
 
@@ -223,11 +223,7 @@ class Rehearsal:
 
     def _store(self, stack: ExitStack, report: DryRunReport) -> ObjectStore:
         dest = self.plan.destination
-        sizes: dict[str, Any] = {}
-        if dest.multipart_threshold:
-            sizes["multipart_threshold"] = dest.multipart_threshold
-        if dest.upload_part_size:
-            sizes["part_size"] = dest.upload_part_size
+        sizes = multipart_sizes(self.plan)
         if dest.kind == "s3":
             from migrator.demo.motoserver import s3_client
             from migrator.stores.s3 import S3Store

@@ -43,6 +43,17 @@ def azure_credentials(
     return {"credential": government_credential()}
 
 
+def multipart_sizes(plan: Plan) -> dict[str, Any]:
+    """The store arguments for the plan's multipart settings; the stores' defaults otherwise."""
+    dest = plan.destination
+    sizes: dict[str, Any] = {}
+    if dest.multipart_threshold:
+        sizes["multipart_threshold"] = dest.multipart_threshold
+    if dest.upload_part_size:
+        sizes["part_size"] = dest.upload_part_size
+    return sizes
+
+
 def open_store(
     plan: Plan, *, bandwidth_limit: int | None = None, bucket: TokenBucket | None = None
 ) -> ObjectStore:
@@ -60,11 +71,7 @@ def _open_destination(plan: Plan) -> ObjectStore:
         assert dest.path is not None  # enforced by the plan model
         prefix = (dest.prefix or "").strip("/")
         return LocalStore(dest.path / prefix if prefix else dest.path)
-    sizes: dict[str, Any] = {}
-    if dest.multipart_threshold:
-        sizes["multipart_threshold"] = dest.multipart_threshold
-    if dest.upload_part_size:
-        sizes["part_size"] = dest.upload_part_size
+    sizes = multipart_sizes(plan)
     if dest.kind == "s3":
         from migrator.stores.s3 import S3Store
 

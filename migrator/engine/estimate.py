@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrator.forecast import records_chunks
 from migrator.plan.model import Plan
 from migrator.sources.factory import open_source
 
@@ -34,8 +35,7 @@ def estimate_plan(plan: Plan) -> list[DatasetEstimate]:
             if ds.kind == "objects":
                 chunks += max(1, -(-f.size // part))
         if ds.kind == "records":
-            per_shard = -(-total // ds.shards) if total else 0
-            chunks = ds.shards * max(0, -(-per_shard // plan.chunk_size))
+            chunks = records_chunks(total, ds.shards, plan.chunk_size) if total else 0
             stored = int(total / RECORDS_RATIO)
         else:
             stored = int(total / OBJECTS_RATIO)

@@ -305,8 +305,7 @@ class MigrationRun:
                     self.progress.advance(prior.source_end - offset)
                     offset, seq = prior.source_end, seq + 1
                     continue
-                buf, cut = _read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
-                records = _count_csv_records(buf, cut) if is_csv else buf.count(b"\n", 0, cut)
+                buf, cut, records = _read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
                 # A view, not a slice: the chunk reaches the encoder without another copy.
                 data = memoryview(buf)[:cut] if cut < len(buf) else buf
                 end = offset + cut
@@ -500,55 +499,45 @@ class MigrationRun:
                 dr.bytes_in += c.plain_size
 
 
-def _read_records_chunk(fh: BinaryIO, offset: int, target: int, is_csv: bool) -> tuple[bytes, int]:
-    """(buffer, cut): the chunk is buffer[:cut], from offset to the last record end within
-    `target` bytes, or one whole record when a single record is larger than the target.
+def _read_records_chunk(
+    fh: BinaryIO, offset: int, target: int, is_csv: bool
+) -> tuple[bytes, int, int]:
+    """(buffer, cut, records): the chunk is buffer[:cut], from offset to the last record end
+    within `target` bytes, or one whole record when a single record is larger than the target.
 
     The spool holds records each ending in a line feed; a CSV record may hold quoted line feeds,
     so there the cut is the last line feed at which the quote count is even.
     """
     fh.seek(offset)
     data = fh.read(target)
-    cut = _last_record_end(data, is_csv)
+    cut, records = _record_ends(data, is_csv)
     if cut > 0 or not data:
-        return data, cut
+        return data, cut, records
     more = bytearray(data)
     while True:
         block = fh.read(target)
         if not block:
-            return bytes(more), len(more)
+            whole = bytes(more)
+            return whole, len(whole), _record_ends(whole, is_csv)[1]
         more += block
-        cut = _last_record_end(bytes(more), is_csv)
+        cut, records = _record_ends(bytes(more), is_csv)
         if cut > 0:
-            return bytes(more), cut
+            return bytes(more), cut, records
 
 
-def _last_record_end(data: bytes, is_csv: bool) -> int:
+def _record_ends(data: bytes, is_csv: bool) -> tuple[int, int]:
+    """(end of the last whole record, records before it), in one pass over the data."""
     if not is_csv:
-        return data.rfind(b"\n") + 1
-    end = 0
-    quotes = 0
-    pos = 0
+        cut = data.rfind(b"\n") + 1
+        return cut, data.count(b"\n", 0, cut)
+    end = count = quotes = pos = 0
     while True:
         nl = data.find(b"\n", pos)
         if nl < 0:
-            return end
+            return end, count
         quotes += data.count(b'"', pos, nl)
         if quotes % 2 == 0:
             end = nl + 1
-        pos = nl + 1
-
-
-def _count_csv_records(data: bytes, end: int) -> int:
-    count = 0
-    quotes = 0
-    pos = 0
-    while True:
-        nl = data.find(b"\n", pos, end)
-        if nl < 0:
-            return count
-        quotes += data.count(b'"', pos, nl)
-        if quotes % 2 == 0:
             count += 1
         pos = nl + 1
 

@@ -201,9 +201,7 @@ class Verifier:
     ) -> None:
         if self.state is None:
             return
-        committed = sum(
-            1 for _ in self.state.shard_chunks(manifest.dataset, GENERATION, manifest.shard)
-        )
+        committed = self.state.chunk_count(manifest.dataset, GENERATION, manifest.shard)
         if committed > manifest.chunk_count:
             exc = TruncatedError(
                 f"manifest lists {manifest.chunk_count} chunks but {committed} were committed",

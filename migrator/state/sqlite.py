@@ -238,6 +238,13 @@ class SqliteStateStore:
         ).fetchone()
         return row is not None
 
+    def chunk_count(self, dataset: str, generation: int, shard: int) -> int:
+        row = self._run(
+            "SELECT COUNT(*) FROM chunks WHERE dataset=? AND generation=? AND shard=?",
+            (dataset, generation, shard),
+        ).fetchone()
+        return int(row[0])
+
     def committed_chunk(
         self, dataset: str, generation: int, object_key: str
     ) -> CommittedChunk | None:
