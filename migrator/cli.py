@@ -286,18 +286,25 @@ def verify_cmd(
     type=click.Path(file_okay=False),
     help="Folder to write into.",
 )
-def restore_cmd(plan_file: str, dataset: str, out_dir: str) -> None:
-    """Rebuild a dataset from the destination: records as JSONL/CSV, objects at their paths."""
+@click.option(
+    "--generation",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Restore as of this generation (default: the latest committed one).",
+)
+def restore_cmd(plan_file: str, dataset: str, out_dir: str, generation: int | None) -> None:
+    """Rebuild a dataset from the destination: records as JSONL/CSV, objects at their paths,
+    as of its latest sync (or --generation): base, then every delta in order."""
     from migrator.engine.restore import Restorer
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
     report = Restorer(
         plan, open_store(plan), open_key_provider(plan), workers=max(4, (os.cpu_count() or 1) * 2)
-    ).restore(dataset, Path(out_dir))
+    ).restore(dataset, Path(out_dir), generation)
     click.echo(
         f"restored {report.dataset}: {report.files} files, {report.records:,} records,"
-        f" {format_size(report.bytes)} into {out_dir}"
+        f" {format_size(report.bytes)} into {out_dir} (generation {report.generation})"
     )
 
 

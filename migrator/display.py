@@ -64,7 +64,9 @@ def run_table(report: RunReport) -> Table:
     for col in (
         "dataset",
         "kind",
-        "shards",
+        "generation",
+        "shards changed",
+        "removed",
         "records",
         "in",
         "stored",
@@ -73,13 +75,15 @@ def run_table(report: RunReport) -> Table:
         "chunks skipped",
         "MB/s",
     ):
-        t.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+        t.add_column(col, justify="left" if col in ("dataset", "kind", "generation") else "right")
     for d in report.datasets:
         rate = d.bytes_in / d.seconds / 1e6 if d.seconds else 0.0
         t.add_row(
             d.name,
             d.kind,
-            str(d.shards),
+            f"{d.generation} {d.generation_kind}" + ("" if d.committed else " (open)"),
+            f"{d.shards_changed}/{d.shards}",
+            f"{d.removed:,}",
             f"{d.records:,}" if d.kind == "records" else "-",
             format_size(d.bytes_in),
             format_size(d.bytes_stored),

@@ -24,7 +24,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from migrator.codec.manifest import manifest_key
 from migrator.engine.run import BULK_GENERATION
 from migrator.engine.verify import Problem, Verifier
 from migrator.plan.model import DatasetPlan, Plan
@@ -46,7 +45,8 @@ class ReadbackConfig(Config):
 def _on_manifest(problem: Problem, dataset: str) -> bool:
     """The data key (no shard) or the shard's manifest itself: nothing of it can be trusted."""
     shard = problem.shard
-    return shard is None or problem.object_key == manifest_key(dataset, BULK_GENERATION, shard)
+    key = problem.object_key or ""
+    return shard is None or key.endswith("/manifest.mgc") or f"{dataset}/_generations/" in key
 
 
 def _result(key: AssetKey, name: str, problems: list[Problem], shards: int) -> AssetCheckResult:

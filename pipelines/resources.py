@@ -43,7 +43,8 @@ class Adapters:
     dry_run: bool
 
     def manifest_uri(self, dataset: str, shard: int) -> str:
-        key = manifest_key(dataset, BULK_GENERATION, shard)
+        heads = self.state.shard_heads(dataset, shard)
+        key = heads[-1].manifest_key if heads else manifest_key(dataset, BULK_GENERATION, shard)
         return f"{self.store.describe().rstrip('/')}/{key}"
 
 

@@ -11,6 +11,7 @@ class ChunkKind(enum.IntEnum):
     RECORDS = 1  # a packed run of records from one shard
     OBJECT_PART = 2  # one fixed-size part of one source object
     MANIFEST = 3  # a shard manifest, sealed with the same container
+    GENERATION = 4  # a dataset's generation record: the commit point of a run, sync or compaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tagger
+from migrator.codec.digests import ZERO_DIGEST
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.errors import FormatError, TamperedError, TruncatedError, UnknownVersionError
 from migrator.keys.datakey import DataKey
@@ -52,6 +53,7 @@ _CHUNK_FIELDS = frozenset(
         "stored_xxh3",
         "name",
         "name_tag",
+        "version",
     )
 )
 _BODY_FIELDS = frozenset(
@@ -70,6 +72,13 @@ _BODY_FIELDS = frozenset(
         "created_at",
         "extra",
         "chunks",
+        "previous",
+        "previous_xxh3",
+        "removed",
+        "removed_records",
+        "added_digest",
+        "removed_digest",
+        "digest",
     )
 )
 
@@ -87,6 +96,7 @@ class ChunkRef:
     stored_xxh3: str  # hex
     name: str | None = None  # object parts: the source object's relative name
     name_tag: str | None = None  # object parts: hex of object_tag
+    version: str | None = None  # object parts: the source object's version when it was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,20 @@ class ShardManifest:
     stored_bytes: int
     created_at: str  # ISO-8601 UTC
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-safe values
+    # Generations: 0 makes this a base; else the generation of the shard manifest it follows,
+    # whose stored bytes hash to previous_xxh3. A delta first removes `removed` (records: hex
+    # key hashes, objects: names) and every key or name it rewrites, then adds its chunks.
+    previous: int = 0
+    previous_xxh3: str | None = None
+    removed: tuple[str, ...] = ()
+    removed_records: int = 0
+    added_digest: str = ZERO_DIGEST  # order-independent digest of what the chunks hold
+    removed_digest: str = ZERO_DIGEST  # ... of the entries this generation removed or replaced
+    digest: str = ZERO_DIGEST  # ... of the shard after this generation: previous + added - removed
+
+    @property
+    def is_base(self) -> bool:
+        return self.previous == 0
 
     @property
     def chunk_count(self) -> int:
@@ -120,6 +144,11 @@ class ShardManifest:
 
 def _shard_prefix(dataset: str, generation: int, shard: int) -> str:
     return f"{dataset}/g{generation:06d}/s{shard:05d}"
+
+
+def shard_prefix(dataset: str, generation: int, shard: int) -> str:
+    """Everything one shard of one generation wrote lies under this prefix."""
+    return _shard_prefix(dataset, generation, shard) + "/"
 
 
 def manifest_key(prefix_free_dataset: str, generation: int, shard: int) -> str:
@@ -148,6 +177,7 @@ def _chunk_body(ref: ChunkRef) -> dict[str, Any]:
         "stored_xxh3": ref.stored_xxh3,
         "name": ref.name,
         "name_tag": ref.name_tag,
+        "version": ref.version,
     }
 
 
@@ -168,6 +198,13 @@ def _body(manifest: ShardManifest) -> bytes:
             "created_at": manifest.created_at,
             "extra": manifest.extra,
             "chunks": [_chunk_body(ref) for ref in manifest.chunks],
+            "previous": manifest.previous,
+            "previous_xxh3": manifest.previous_xxh3,
+            "removed": list(manifest.removed),
+            "removed_records": manifest.removed_records,
+            "added_digest": manifest.added_digest,
+            "removed_digest": manifest.removed_digest,
+            "digest": manifest.digest,
         },
         option=orjson.OPT_SORT_KEYS,
     )
@@ -243,6 +280,12 @@ class _BodyReader:
     def opt_str(self, obj: Mapping[str, Any], name: str, where: str) -> str | None:
         return None if obj[name] is None else self.str_(obj, name, where)
 
+    def strings(self, obj: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+        value = obj[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.bad(f"{where}.{name} is not a list of strings")
+        return tuple(value)
+
     def hex128(self, obj: Mapping[str, Any], name: str, where: str) -> str:
         value = self.str_(obj, name, where)
         if not _HEX128.fullmatch(value):
@@ -263,6 +306,7 @@ class _BodyReader:
             stored_xxh3=self.hex128(f, "stored_xxh3", where),
             name=self.opt_str(f, "name", where),
             name_tag=name_tag,
+            version=self.opt_str(f, "version", where),
         )
 
     def manifest(self, body: bytes) -> tuple[ShardManifest, int]:
@@ -310,6 +354,15 @@ class _BodyReader:
             stored_bytes=self.int_(f, "stored_bytes", "manifest"),
             created_at=created_at,
             extra=extra,
+            previous=self.int_(f, "previous", "manifest", _U32),
+            previous_xxh3=None
+            if f["previous_xxh3"] is None
+            else self.hex128(f, "previous_xxh3", "manifest"),
+            removed=self.strings(f, "removed", "manifest"),
+            removed_records=self.int_(f, "removed_records", "manifest"),
+            added_digest=self.hex128(f, "added_digest", "manifest"),
+            removed_digest=self.hex128(f, "removed_digest", "manifest"),
+            digest=self.hex128(f, "digest", "manifest"),
         )
         return manifest, self.int_(f, "chunk_count", "manifest")
 
@@ -341,6 +394,8 @@ def _check(
     else:
         raise tampered(f"kind {manifest.kind!r} is neither {KIND_RECORDS!r} nor {KIND_OBJECTS!r}")
 
+    _check_chain(manifest, tampered)
+
     if len({ref.object_key for ref in manifest.chunks}) != listed:
         raise tampered("two chunks share one object key")
     for total, declared in (
@@ -353,6 +408,28 @@ def _check(
             raise truncated(f"chunks add up to {total} {summed}, manifest says {declared}")
         if summed > declared:
             raise tampered(f"chunks add up to {total} {summed}, manifest says {declared}")
+
+
+def _check_chain(manifest: ShardManifest, tampered: Callable[[str], TamperedError]) -> None:
+    """A base removes nothing and follows nothing; a delta follows an earlier generation."""
+    if manifest.previous == 0:
+        if manifest.previous_xxh3 is not None or manifest.removed or manifest.removed_records:
+            raise tampered("a base manifest names a previous generation or removals")
+        if manifest.removed_digest != ZERO_DIGEST:
+            raise tampered("a base manifest has a removed digest")
+    else:
+        if manifest.previous >= manifest.generation:
+            raise tampered(
+                f"generation {manifest.generation} follows generation {manifest.previous}"
+            )
+        if manifest.previous_xxh3 is None:
+            raise tampered("a delta manifest lacks its previous manifest's digest")
+    if len(set(manifest.removed)) != len(manifest.removed):
+        raise tampered("a removal is listed twice")
+    if manifest.kind == KIND_RECORDS:
+        for value in manifest.removed:
+            if not _HEX128.fullmatch(value):
+                raise tampered("a removed record key hash is not 32 lowercase hex digits")
 
 
 _SUMMED = {"record_count": "records", "plain_bytes": "plain_size", "stored_bytes": "stored_size"}
@@ -379,7 +456,7 @@ def _check_records(
     truncated: Callable[[str], TruncatedError],
 ) -> None:
     for ref in chunks:
-        if ref.name is not None or ref.name_tag is not None:
+        if ref.name is not None or ref.name_tag is not None or ref.version is not None:
             raise tampered(f"records chunk {ref.object_key} carries an object name")
     _check_sequences([ref.sequence for ref in chunks], "records chunks", tampered, truncated)
 
@@ -396,6 +473,8 @@ def _check_objects(
             raise tampered(f"object part {ref.object_key} has no name or name tag")
         if ref.records != 0:
             raise tampered(f"object part {ref.object_key} claims {ref.records} records")
+        if ref.version is None:
+            raise tampered(f"object part {ref.object_key} has no source version")
         parts.setdefault(ref.name, []).append(ref)
     names_by_tag: dict[str, str] = {}
     for name, refs in parts.items():
@@ -405,6 +484,8 @@ def _check_objects(
         for ref in refs:
             if ref.name_tag != name_tag:
                 raise tampered(f"name tag of {ref.object_key} does not match its name")
+            if ref.version != refs[0].version:
+                raise tampered(f"parts of object {name_tag} come from different versions")
         # name the object by its tag: names stay out of logs
         what = f"parts of object {name_tag}"
         _check_sequences([ref.sequence for ref in refs], what, tampered, truncated)

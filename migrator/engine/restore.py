@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
+from migrator.codec.manifest import ChunkRef, ShardManifest
+from migrator.engine.chain import (
+    RecordKeys,
+    latest_record,
+    live_parts,
+    load_chain,
+    split_records,
+    superseded,
+)
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import TamperedError, UsageError
 from migrator.keys.datakey import DataKey
@@ -18,8 +26,6 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.stores.base import ObjectStore
 
-GENERATION = 1
-
 
 @dataclass
 class RestoreReport:
@@ -27,6 +33,7 @@ class RestoreReport:
     files: int = 0
     records: int = 0
     bytes: int = 0
+    generation: int = 0  # the generation record restored: the source as of that run or sync
 
 
 class Restorer:
@@ -38,34 +45,45 @@ class Restorer:
         self.provider = provider
         self.workers = workers
 
-    def restore(self, dataset: str, out: Path) -> RestoreReport:
+    def restore(self, dataset: str, out: Path, generation: int | None = None) -> RestoreReport:
+        """The dataset as of its latest committed generation (or `generation`, or the last one
+        before it): each shard's base, then its deltas in order."""
         ds = next((d for d in self.plan.datasets if d.name == dataset), None)
         if ds is None:
             names = ", ".join(d.name for d in self.plan.datasets)
             raise UsageError(f"no dataset {dataset!r} in the plan (it has: {names})")
         key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        record = latest_record(self.store, self.plan.name, ds.name, key, generation)
+        if record is None:
+            when = "" if generation is None else f" at or before generation {generation}"
+            raise UsageError(
+                f"dataset {ds.name} has no committed generation at the destination{when}"
+                " (its first run has not finished every shard)"
+            )
+        if len(record.shards) != ds.shards:
+            raise UsageError(
+                f"dataset {ds.name}: generation {record.generation} has {len(record.shards)}"
+                f" shards, the plan says {ds.shards}"
+            )
         out.mkdir(parents=True, exist_ok=True)
-        report = RestoreReport(ds.name)
+        report = RestoreReport(ds.name, generation=record.generation)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
-            for shard in range(ds.shards):
-                manifest = self._manifest(ds, shard, key)
+            for head in record.shards:
+                chain = load_chain(
+                    self.store,
+                    self.plan.name,
+                    ds.name,
+                    head.shard,
+                    head.chain,
+                    key,
+                    head.head_xxh3,
+                )
+                manifests = [link.manifest for link in chain]
                 if ds.kind == "records":
-                    self._restore_records(ds, manifest, key, out, pool, report)
+                    self._restore_records(ds, manifests, key, out, pool, report)
                 else:
-                    self._restore_objects(manifest, key, out, pool, report)
+                    self._restore_objects(manifests, key, out, pool, report)
         return report
-
-    def _manifest(self, ds: DatasetPlan, shard: int, key: DataKey) -> ShardManifest:
-        mkey = manifest_key(ds.name, GENERATION, shard)
-        return open_manifest(
-            self.store.get(mkey),
-            plan=self.plan.name,
-            dataset=ds.name,
-            generation=GENERATION,
-            shard=shard,
-            key=key,
-            object_key=mkey,
-        )
 
     def _chunks(
         self, manifest: ShardManifest, refs: list[ChunkRef], key: DataKey, pool: ThreadPoolExecutor
@@ -77,34 +95,59 @@ class Restorer:
     def _restore_records(
         self,
         ds: DatasetPlan,
-        manifest: ShardManifest,
+        chain: list[ShardManifest],
         key: DataKey,
         out: Path,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
     ) -> None:
         ext = "csv" if ds.format == "csv" else "jsonl"
-        target = out / f"shard-{manifest.shard:05d}.{ext}"
-        refs = sorted(manifest.chunks, key=lambda r: r.sequence)
+        target = out / f"shard-{chain[-1].shard:05d}.{ext}"
+        dead = superseded(chain)
+        header = next((h for m in chain if isinstance(h := m.extra.get("csv_header"), str)), None)
+        keys = RecordKeys(ds, header) if any(dead) else None
         with _AtomicFile(target) as fh:
-            header = manifest.extra.get("csv_header")
-            if isinstance(header, str):
+            if header is not None:
                 fh.write(header.encode("utf-8", "surrogateescape") + b"\n")
-            for data in self._chunks(manifest, refs, key, pool):
-                fh.write(data)
-                report.bytes += len(data)
+            for manifest, gone in zip(chain, dead, strict=True):
+                refs = sorted(manifest.chunks, key=lambda r: r.sequence)
+                for data in self._chunks(manifest, refs, key, pool):
+                    if gone and keys is not None:
+                        # a later generation removed or rewrote some keys: keep the rest
+                        kept = b"".join(
+                            record + b"\n"
+                            for record in split_records(data, keys.is_csv)
+                            if keys.hash_hex(record) not in gone
+                        )
+                        fh.write(kept)
+                        report.bytes += len(kept)
+                    else:
+                        fh.write(data)
+                        report.bytes += len(data)
         report.files += 1
-        report.records += manifest.record_count
+        report.records += live_records_of(chain)
 
     def _restore_objects(
         self,
-        manifest: ShardManifest,
+        chain: list[ShardManifest],
         key: DataKey,
         out: Path,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
     ) -> None:
-        refs = sorted(manifest.chunks, key=lambda r: (r.name or "", r.sequence))
+        for manifest, gone in zip(chain, superseded(chain), strict=True):
+            refs = sorted(live_parts(manifest, gone), key=lambda r: (r.name or "", r.sequence))
+            self._write_objects(manifest, refs, key, out, pool, report)
+
+    def _write_objects(
+        self,
+        manifest: ShardManifest,
+        refs: list[ChunkRef],
+        key: DataKey,
+        out: Path,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
         current: _AtomicFile | None = None
         current_name: str | None = None
         try:
@@ -126,6 +169,10 @@ class Restorer:
         finally:
             if current is not None:
                 current.discard()
+
+
+def live_records_of(chain: list[ShardManifest]) -> int:
+    return sum(m.record_count - m.removed_records for m in chain)
 
 
 def _safe_relative(ref: ChunkRef) -> Path:

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import xxhash
 
+from migrator.codec.digests import DIGEST_ENTRY, key_hash
 from migrator.errors import SourceError, StateError
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
@@ -40,51 +41,89 @@ def spool_path(spool_dir: Path, shard: int) -> Path:
     return spool_dir / f"s{shard:05d}.spool"
 
 
-class ShardSpools:
-    """Per-shard append buffers, bounded in total, flushed to one spool file per shard."""
+def digests_path(spool_dir: Path, shard: int) -> Path:
+    """Beside each spool: one DIGEST_ENTRY per record (key hash, record digest, length)."""
+    return spool_dir / f"s{shard:05d}.digests"
 
-    def __init__(self, folder: Path, shards: int, budget: int) -> None:
+
+class ShardSpools:
+    """Per-shard append buffers, bounded in total, flushed to one spool file per shard, and a
+    digest spool per shard that the incremental sync diffs against the last inventory.
+
+    With keep_records False only the digests are kept (the cutover gate's scan of a source)."""
+
+    def __init__(self, folder: Path, shards: int, budget: int, *, keep_records: bool = True):
         self.folder = folder
+        self.keep_records = keep_records
         self.buffers = [bytearray() for _ in range(shards)]
+        self.dbuffers = [bytearray() for _ in range(shards)]
         self.sizes = [0] * shards
         self.per_shard = max(64 * 1024, budget // max(shards, 1))
         self._dirty: set[int] = set()
 
     def restore(self, sizes: tuple[int, ...]) -> None:
-        """Cut each spool back to its last durable size: bytes past it came from a crashed run."""
+        """Cut each spool back to its last durable size: bytes past it came from a crashed run;
+        its digest spool is cut where its entries' lengths add up to the same size."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for shard, size in enumerate(sizes):
-            path = spool_path(self.folder, shard)
-            with path.open("ab") as fh:
+            with spool_path(self.folder, shard).open("ab") as fh:
                 fh.truncate(size)
+            dpath = digests_path(self.folder, shard)
+            with dpath.open("ab") as fh:
+                pass
+            data = dpath.read_bytes()
+            covered = cut = 0
+            while covered < size:
+                if cut + DIGEST_ENTRY.size > len(data):
+                    raise StateError(f"{dpath}: digest spool is shorter than its spool")
+                covered += DIGEST_ENTRY.unpack_from(data, cut)[2]
+                cut += DIGEST_ENTRY.size
+            if covered != size:
+                raise StateError(f"{dpath}: digest spool does not end on a record of its spool")
+            with dpath.open("ab") as fh:
+                fh.truncate(cut)
             self.sizes[shard] = size
 
-    def append(self, shard: int, record: bytes) -> None:
-        buf = self.buffers[shard]
-        buf += record
-        buf += b"\n"
-        if len(buf) >= self.per_shard:
+    def append(self, shard: int, record: bytes, key: bytes) -> None:
+        length = len(record) + 1
+        dbuf = self.dbuffers[shard]
+        dbuf += DIGEST_ENTRY.pack(key_hash(key), xxhash.xxh3_128_digest(record), length)
+        if self.keep_records:
+            buf = self.buffers[shard]
+            buf += record
+            buf += b"\n"
+        else:
+            self.sizes[shard] += length
+        if len(dbuf) * 8 >= self.per_shard or len(self.buffers[shard]) >= self.per_shard:
             self._flush(shard)
 
     def _flush(self, shard: int) -> None:
-        buf = self.buffers[shard]
-        if not buf:
+        buf, dbuf = self.buffers[shard], self.dbuffers[shard]
+        if not buf and not dbuf:
             return
-        with spool_path(self.folder, shard).open("ab") as fh:
-            fh.write(buf)
-        self.sizes[shard] += len(buf)
-        buf.clear()
+        if buf:
+            with spool_path(self.folder, shard).open("ab") as fh:
+                fh.write(buf)
+            self.sizes[shard] += len(buf)
+            buf.clear()
+        with digests_path(self.folder, shard).open("ab") as fh:
+            fh.write(dbuf)
+        dbuf.clear()
         self._dirty.add(shard)
 
     def make_durable(self) -> tuple[int, ...]:
         for shard in range(len(self.buffers)):
             self._flush(shard)
         for shard in sorted(self._dirty):
-            fd = os.open(spool_path(self.folder, shard), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            paths = [digests_path(self.folder, shard)]
+            if self.keep_records:
+                paths.append(spool_path(self.folder, shard))
+            for path in paths:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         self._dirty.clear()
         return tuple(self.sizes)
 
@@ -142,6 +181,19 @@ def route_records(
     return cp
 
 
+def scan_digests(spec: RecordsSpec, folder: Path, *, buffer_budget: int) -> tuple[int, ...]:
+    """Route only the digests of every source record into per-shard digest spools (no record
+    bytes, no checkpoints): what the cutover gate compares with the destination."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(spec.shards):
+        digests_path(folder, shard).write_bytes(b"")
+    spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
+    csv_header: bytes | None = None
+    for src in spec.source.list():
+        csv_header = _route_file(spec, src, spools, csv_header)
+    return spools.make_durable()
+
+
 def _route_file(
     spec: RecordsSpec, src: SourceObject, spools: ShardSpools, csv_header: bytes | None
 ) -> bytes | None:
@@ -177,5 +229,5 @@ def _route_stream(
                 reader = CsvKeyReader(spec.key_field, csv_header, spec.csv_delimiter, where)
                 continue
             key = reader.key(record, path, first_line)
-            append(shard_of(key, shards), record)
+            append(shard_of(key, shards), record, key)
     return csv_header

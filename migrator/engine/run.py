@@ -8,13 +8,30 @@ import functools
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+import xxhash
+
 from migrator.codec.chunk import ChunkEncoder, object_tagger
+from migrator.codec.digests import (
+    ObjectEntry,
+    ObjectsMap,
+    add,
+    iter_spool_entries,
+    objects_digest,
+    pack_objects_map,
+    pack_records_map,
+    records_digest,
+    records_map_from_spool,
+    to_hex,
+    unpack_objects_map,
+    unpack_records_map,
+)
+from migrator.codec.generation import GenerationRecord, ShardHead, generation_key, seal_record
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.codec.manifest import (
     ChunkRef,
@@ -25,21 +42,21 @@ from migrator.codec.manifest import (
     seal_manifest,
 )
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
-from migrator.engine.route import RecordsSpec, route_records, spool_path
+from migrator.engine.route import RecordsSpec, digests_path, route_records, spool_path
 from migrator.engine.upload import abort_orphaned_uploads
-from migrator.errors import UsageError
+from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import load_or_create_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
-from migrator.sources.base import Source
+from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.model import CommittedChunk, ShardStatus
+from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
 from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
 
-BULK_GENERATION = 1
+BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
 COMMIT_BATCH = 256
 COMMIT_SECONDS = 0.5
 
@@ -66,6 +83,11 @@ class DatasetReport:
     bytes_stored: int = 0
     seconds: float = 0.0
     orphaned_uploads: int = 0  # unfinished multipart uploads found and aborted
+    generation: int = 0
+    generation_kind: str = ""  # bulk | sync
+    shards_changed: int = 0  # shards this generation wrote a manifest for
+    removed: int = 0  # records or objects removed or replaced (tombstones)
+    committed: bool = False  # the generation record is stored: restore sees this generation
 
     @property
     def compression_ratio(self) -> float:
@@ -149,8 +171,37 @@ class _Committer:
         self.take([], force=True)
 
 
+@dataclass
+class _ShardDelta:
+    """What a shard's manifest in this generation states beyond its chunks."""
+
+    previous: int  # 0: a base
+    previous_xxh3: str | None
+    removed: tuple[str, ...]  # records: hex key hashes; objects: names
+    removed_records: int
+    removed_digest: int
+    added_digest: int
+    digest: int
+    live_records: int
+    inventory: bytes | Path  # packed inventory, or the file that holds it
+    keep: Callable[[CommittedChunk], bool] | None = None  # objects: parts still current
+
+    @property
+    def base(self) -> bool:
+        return self.previous == 0
+
+    def inventory_bytes(self) -> bytes:
+        return self.inventory.read_bytes() if isinstance(self.inventory, Path) else self.inventory
+
+
 class MigrationRun:
-    """One plan's run against one store, key provider and state store (all injected)."""
+    """One plan's run against one store, key provider and state store (all injected).
+
+    The first run of a dataset is its bulk copy (generation 1); each later run is an
+    incremental sync: a new generation holding, per changed shard, the records and objects that
+    changed and tombstones for those removed. A generation becomes visible to restore when its
+    generation record is stored, after every shard of it is complete.
+    """
 
     def __init__(
         self,
@@ -182,19 +233,41 @@ class MigrationRun:
             # Shard runs in parallel processes must agree on one data key: create it under a lock.
             with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.lock"):
                 key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
-            dr = DatasetReport(ds.name, ds.kind, ds.shards)
-            gen = f"{ds.name}/g{BULK_GENERATION:06d}/"
-            prefixes = [gen] if shards is None else [f"{gen}s{s:05d}/" for s in sorted(shards)]
-            for prefix in prefixes:
-                dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, prefix)
+            row = self._generation(ds)
+            gen = row.generation
+            dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
+            dr.generation_kind = row.kind
+            prefix = f"{ds.name}/g{gen:06d}/"
+            prefixes = (
+                [prefix] if shards is None else [f"{prefix}s{s:05d}/" for s in sorted(shards)]
+            )
+            for p in prefixes:
+                dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, p)
             if ds.kind == "records":
-                self._run_records(ds, key, dr, shards)
+                self._run_records(ds, gen, key, dr, shards)
             else:
-                self._run_objects(ds, key, dr, shards)
+                self._run_objects(ds, gen, key, dr, shards)
+            dr.committed = self._commit_generation(ds, gen, key)
             dr.seconds = time.monotonic() - t0
             report.datasets.append(dr)
         report.seconds = time.monotonic() - started
         return report
+
+    def _generation(self, ds: DatasetPlan) -> GenerationRow:
+        """The open generation to work in: the bulk at first, later a new sync each time the
+        last one is committed. Parallel shard runs join the same open generation."""
+        with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.generation.lock"):
+            latest = self.state.latest_generation(ds.name)
+            if latest is None:
+                return self.state.open_generation(ds.name, BULK_GENERATION, "bulk")
+            if latest.committed:
+                return self.state.open_generation(ds.name, latest.generation + 1, "sync")
+            if latest.kind == "compact":
+                raise UsageError(
+                    f"dataset {ds.name}: compaction into generation {latest.generation} was"
+                    " interrupted; run `migrator compact` to finish it before syncing"
+                )
+            return latest
 
     def _pipeline(self, key: DataKey) -> ChunkPipeline:
         return ChunkPipeline(
@@ -207,27 +280,34 @@ class MigrationRun:
             journal=self.state,
         )
 
-    def _all_complete(self, ds: DatasetPlan) -> bool:
-        done = {
+    def _complete_shards(self, ds: DatasetPlan, gen: int) -> set[int]:
+        return {
             p.shard
-            for p in self.state.shard_progress(ds.name, BULK_GENERATION)
+            for p in self.state.shard_progress(ds.name, gen)
             if p.status is ShardStatus.COMPLETE
         }
-        return len(done) == ds.shards
+
+    def _previous_head(self, ds: DatasetPlan, gen: int, shard: int) -> tuple[int, str | None]:
+        """(generation, stored xxh3) of the shard's last manifest before `gen`; (0, None) if
+        there is none, and this generation writes the shard's base."""
+        heads = [h for h in self.state.shard_heads(ds.name, shard) if h.generation < gen]
+        return (heads[-1].generation, heads[-1].manifest_xxh3) if heads else (0, None)
 
     # --- records -----------------------------------------------------------------------
 
     def _run_records(
-        self, ds: DatasetPlan, key: DataKey, dr: DatasetReport, only: set[int] | None
+        self, ds: DatasetPlan, gen: int, key: DataKey, dr: DatasetReport, only: set[int] | None
     ) -> None:
-        spool_dir = self.plan.state_dir / "spool" / ds.name / f"g{BULK_GENERATION:06d}"
-        if only is None and self._all_complete(ds):
-            self._skip_complete(ds, dr)
+        spool_dir = self.plan.state_dir / "spool" / ds.name / f"g{gen:06d}"
+        done = self._complete_shards(ds, gen)
+        selected = range(ds.shards) if only is None else sorted(only)
+        if all(s in done for s in selected):
+            self._count_skipped(ds, gen, selected, dr)
             return
         assert ds.format is not None and ds.key is not None  # enforced by the plan model
         spec = RecordsSpec(
             dataset=ds.name,
-            generation=BULK_GENERATION,
+            generation=gen,
             fmt=ds.format,
             key_field=ds.key,
             shards=ds.shards,
@@ -247,49 +327,111 @@ class MigrationRun:
                 buffer_budget=self.plan.memory_budget // 4,
                 on_bytes=self.progress.advance,
             )
-        selected = range(ds.shards) if only is None else sorted(only)
-        dr.bytes_in = sum(cp.spool_sizes[s] for s in selected)
         extra = {}
         if cp.csv_header is not None:
             extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
-        self.progress.start(ds.name, "encoding", dr.bytes_in)
+        self._count_skipped(ds, gen, [s for s in selected if s in done], dr)
+        todo: list[tuple[int, Path]] = []
+        deltas: dict[int, _ShardDelta] = {}
+        for shard in selected:
+            if shard in done:
+                continue
+            delta, path = self._records_delta(ds, gen, shard, spool_dir)
+            if delta is None:  # nothing changed in the shard since its last generation
+                self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+                continue
+            deltas[shard] = delta
+            todo.append((shard, path))
+        sizes = {shard: path.stat().st_size if path.exists() else 0 for shard, path in todo}
+        dr.bytes_in += sum(sizes.values())
+        self.progress.start(ds.name, "encoding", sum(sizes.values()))
         pipeline = self._pipeline(key)
         encoder = ChunkEncoder(self.plan.compression_level)
         committer = _Committer(
             self.state,
             dr,
-            lambda shard: self._write_manifest(ds, shard, key, encoder, "records", extra, pipeline),
+            lambda shard: self._write_manifest(
+                ds, gen, shard, key, encoder, "records", extra, pipeline, deltas.pop(shard)
+            ),
         )
         try:
-            for shard in selected:
-                status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
-                if status is ShardStatus.COMPLETE:
-                    self._count_skipped(ds, shard, dr)
-                    self.progress.advance(cp.spool_sizes[shard])
-                    continue
-                if status is ShardStatus.PENDING:
-                    self.state.set_shard_status(
-                        ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING
-                    )
-                self._encode_spool(ds, shard, spool_path(spool_dir, shard), pipeline, committer, dr)
+            for shard, path in todo:
+                dr.shards_changed += 1
+                dr.removed += len(deltas[shard].removed)
+                if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
+                    self.state.set_shard_status(ds.name, gen, shard, ShardStatus.RUNNING)
+                self._encode_spool(ds, gen, shard, path, pipeline, committer, dr)
                 committer.shard_read(shard)
             _settle_all(pipeline, committer)
         finally:
             committer.take(pipeline.drain(), force=True)
             pipeline.close()
-        if self._all_complete(ds):
-            shutil.rmtree(spool_dir, ignore_errors=True)
+
+    def _records_delta(
+        self, ds: DatasetPlan, gen: int, shard: int, spool_dir: Path
+    ) -> tuple[_ShardDelta | None, Path]:
+        """Diff the shard's routed records against its inventory as of the last generation:
+        (None, _) when nothing changed, else the delta and the spool of records to write."""
+        spool = spool_path(spool_dir, shard)
+        dpath = digests_path(spool_dir, shard)
+        entries = dpath.read_bytes() if dpath.exists() else b""
+        current = records_map_from_spool(entries)
+        inventory_path = spool_dir / f"s{shard:05d}.inventory"
+        if not inventory_path.exists():
+            _write_atomic(inventory_path, pack_records_map(current))
+        digest = records_digest(current.values())
+        live = sum(e.records for e in current.values())
+        previous, previous_xxh3 = self._previous_head(ds, gen, shard)
+        if previous == 0:
+            return _ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory_path), spool
+        blob = self.state.shard_inventory(ds.name, shard, gen)
+        if blob is None:
+            raise StateError(
+                f"dataset {ds.name} shard {shard}: the state store has no inventory of"
+                f" generation {previous}; rebuild the state before syncing"
+            )
+        before = unpack_records_map(blob)
+        changed = {
+            kh
+            for kh, e in current.items()
+            if (p := before.get(kh)) is None or p.digest != e.digest or p.records != e.records
+        }
+        gone = before.keys() - current.keys()
+        if not changed and not gone:
+            return None, spool
+        dropped = gone | (changed & before.keys())
+        removed_digest = added_digest = 0
+        for kh in dropped:
+            removed_digest = add(removed_digest, before[kh].digest)
+        for kh in changed:
+            added_digest = add(added_digest, current[kh].digest)
+        delta_path = spool_dir / f"s{shard:05d}.delta"
+        if not delta_path.exists():  # a resumed run finds the very same delta spool
+            _write_delta_spool(spool, entries, changed, delta_path)
+        delta = _ShardDelta(
+            previous,
+            previous_xxh3,
+            tuple(sorted(kh.hex() for kh in dropped)),
+            sum(before[kh].records for kh in dropped),
+            removed_digest,
+            added_digest,
+            digest,
+            live,
+            inventory_path,
+        )
+        return delta, delta_path
 
     def _encode_spool(
         self,
         ds: DatasetPlan,
+        gen: int,
         shard: int,
         path: Path,
         pipeline: ChunkPipeline,
         committer: _Committer,
         dr: DatasetReport,
     ) -> None:
-        done = {c.sequence: c for c in self.state.shard_chunks(ds.name, BULK_GENERATION, shard)}
+        done = {c.sequence: c for c in self.state.shard_chunks(ds.name, gen, shard)}
         size = path.stat().st_size if path.exists() else 0
         if size == 0:
             return
@@ -309,17 +451,9 @@ class MigrationRun:
                 # A view, not a slice: the chunk reaches the encoder without another copy.
                 data = memoryview(buf)[:cut] if cut < len(buf) else buf
                 end = offset + cut
-                ident = ChunkIdentity(
-                    ChunkKind.RECORDS, self.plan.name, ds.name, BULK_GENERATION, shard, seq
-                )
+                ident = ChunkIdentity(ChunkKind.RECORDS, self.plan.name, ds.name, gen, shard, seq)
                 job = ChunkJob(
-                    ident,
-                    records_chunk_key(ds.name, BULK_GENERATION, shard, seq),
-                    data,
-                    records,
-                    None,
-                    end,
-                    "",
+                    ident, records_chunk_key(ds.name, gen, shard, seq), data, records, None, end, ""
                 )
                 pipeline.submit(job)
                 committer.submitted(shard)
@@ -331,66 +465,79 @@ class MigrationRun:
     # --- objects -----------------------------------------------------------------------
 
     def _run_objects(
-        self, ds: DatasetPlan, key: DataKey, dr: DatasetReport, only: set[int] | None
+        self, ds: DatasetPlan, gen: int, key: DataKey, dr: DatasetReport, only: set[int] | None
     ) -> None:
-        if only is None and self._all_complete(ds):
-            self._skip_complete(ds, dr)
+        done = self._complete_shards(ds, gen)
+        selected = range(ds.shards) if only is None else sorted(only)
+        self._count_skipped(ds, gen, [s for s in selected if s in done], dr, count_input=True)
+        if all(s in done for s in selected):
             return
         source = self.open_source(ds)
-        # A complete shard is left as its manifest describes it: changes to its objects are for
-        # an incremental sync's new generation, never rewritten under the sealed manifest.
-        done = {
-            p.shard
-            for p in self.state.shard_progress(ds.name, BULK_GENERATION)
-            if p.status is ShardStatus.COMPLETE
-        }
-        for shard in done if only is None else done & only:
-            self._count_skipped(ds, shard, dr, count_input=True)
-
-        def wanted(name: str) -> int | None:
-            shard = shard_of(name.encode(), ds.shards)
-            if shard in done:
-                return None
-            return shard if only is None or shard in only else None
-
-        total = sum(f.size for f in source.list() if wanted(f.name) is not None)
-        self.progress.start(ds.name, "encoding", total)
-        selected = range(ds.shards) if only is None else sorted(only)
-        for shard in selected:
-            if self.state.shard_status(ds.name, BULK_GENERATION, shard) is ShardStatus.PENDING:
-                self.state.set_shard_status(ds.name, BULK_GENERATION, shard, ShardStatus.RUNNING)
-        tag = object_tagger(key)
         part_size = ds.part_size or self.plan.chunk_size
+        before: dict[int, ObjectsMap | None] = {}
+        for shard in selected:
+            if shard in done:
+                continue
+            previous, _ = self._previous_head(ds, gen, shard)
+            blob = self.state.shard_inventory(ds.name, shard, gen) if previous else None
+            if previous and blob is None:
+                raise StateError(
+                    f"dataset {ds.name} shard {shard}: the state store has no inventory of"
+                    f" generation {previous}; rebuild the state before syncing"
+                )
+            before[shard] = unpack_objects_map(blob) if blob is not None else None
+        current: dict[int, ObjectsMap] = {shard: {} for shard in before}
+        sent: dict[int, set[str]] = {shard: set() for shard in before}
+
+        def changed(src: SourceObject) -> int | None:
+            """The shard of an object this generation must send, else None."""
+            shard = shard_of(src.name.encode(), ds.shards)
+            if shard not in current:
+                return None
+            entry = ObjectEntry(src.version, src.size)
+            current[shard][src.name] = entry
+            prior = before[shard]
+            if prior is not None and prior.get(src.name) == entry:
+                return None
+            sent[shard].add(src.name)
+            return shard
+
+        # The progress bar's total (an upper bound on a sync); the listing below does the work.
+        total = sum(
+            src.size for src in source.list() if shard_of(src.name.encode(), ds.shards) in current
+        )
+        self.progress.start(ds.name, "encoding", total)
+        for shard in current:
+            if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
+                self.state.set_shard_status(ds.name, gen, shard, ShardStatus.RUNNING)
+        tag = object_tagger(key)
         # A first run has nothing to skip: no state look-up per part.
-        fresh = not self.state.has_chunks(ds.name, BULK_GENERATION)
+        fresh = not self.state.has_chunks(ds.name, gen)
         pipeline = self._pipeline(key)
         encoder = ChunkEncoder(self.plan.compression_level)
+        deltas: dict[int, _ShardDelta] = {}
         committer = _Committer(
             self.state,
             dr,
-            lambda shard: self._write_manifest(ds, shard, key, encoder, "objects", {}, pipeline),
+            lambda shard: self._write_manifest(
+                ds, gen, shard, key, encoder, "objects", {}, pipeline, deltas.pop(shard)
+            ),
         )
         try:
             for src in source.list():
-                picked = wanted(src.name)
+                picked = changed(src)
                 if picked is None:
                     continue
                 shard = picked
                 name_tag = tag(src.name)
                 need: Callable[[int], bool] = _every_part
                 if not fresh:
-                    need = self._needed(ds, shard, name_tag, src.version, dr)
+                    need = self._needed(ds, gen, shard, name_tag, src.version, dr)
                 for part, offset, length in _parts_needed(src.size, part_size, need):
                     ident = ChunkIdentity(
-                        ChunkKind.OBJECT_PART,
-                        self.plan.name,
-                        ds.name,
-                        BULK_GENERATION,
-                        shard,
-                        part,
-                        name_tag,
+                        ChunkKind.OBJECT_PART, self.plan.name, ds.name, gen, shard, part, name_tag
                     )
-                    okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
+                    okey = object_part_key(ds.name, gen, shard, name_tag, part)
                     job = ChunkJob(ident, okey, b"", 0, src.name, 0, src.version)
                     job.load = functools.partial(source.read_range, src, offset, length)
                     job.size = length
@@ -401,10 +548,21 @@ class MigrationRun:
                 dr.bytes_in += src.size
             _settle_all(pipeline, committer)
             # Objects arrive in listing order, spread over all shards: all finish together.
-            for shard in selected:
-                status = self.state.shard_status(ds.name, BULK_GENERATION, shard)
-                if status is not ShardStatus.COMPLETE:
-                    committer.shard_read(shard)
+            for shard in sorted(current):
+                delta = _objects_delta(
+                    before[shard],
+                    current[shard],
+                    sent[shard],
+                    part_size,
+                    *self._previous_head(ds, gen, shard),
+                )
+                if delta is None:
+                    self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+                    continue
+                dr.shards_changed += 1
+                dr.removed += len(delta.removed)
+                deltas[shard] = delta
+                committer.shard_read(shard)
             _settle_all(pipeline, committer)
         finally:
             committer.take(pipeline.drain(), force=True)
@@ -413,6 +571,7 @@ class MigrationRun:
     def _needed(
         self,
         ds: DatasetPlan,
+        gen: int,
         shard: int,
         name_tag: bytes,
         version: str,
@@ -421,8 +580,8 @@ class MigrationRun:
         """Which parts of an object still need sending: not committed for this file version."""
 
         def need(part: int) -> bool:
-            okey = object_part_key(ds.name, BULK_GENERATION, shard, name_tag, part)
-            prior = self.state.committed_chunk(ds.name, BULK_GENERATION, okey)
+            okey = object_part_key(ds.name, gen, shard, name_tag, part)
+            prior = self.state.committed_chunk(ds.name, gen, okey)
             if prior is not None and prior.source_version == version:
                 dr.chunks_skipped += 1
                 dr.bytes_stored += prior.stored_size
@@ -437,17 +596,25 @@ class MigrationRun:
     def _write_manifest(
         self,
         ds: DatasetPlan,
+        gen: int,
         shard: int,
         key: DataKey,
         encoder: ChunkEncoder,
         kind: str,
         extra: dict[str, str],
         pipeline: ChunkPipeline,
+        delta: _ShardDelta,
     ) -> None:
         """Seal the shard's manifest from its committed chunks and store it on the pool; the
         shard is complete once the store confirmed the manifest."""
         tag = object_tagger(key)
-        chunks = list(self.state.shard_chunks(ds.name, BULK_GENERATION, shard))
+        chunks = list(self.state.shard_chunks(ds.name, gen, shard))
+        if delta.keep is not None:
+            stale = [c for c in chunks if not delta.keep(c)]
+            for c in stale:  # parts of an object that changed or vanished before the shard closed
+                self.store.delete(c.object_key)
+            self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale])
+            chunks = [c for c in chunks if delta.keep(c)]
         refs = tuple(
             ChunkRef(
                 sequence=c.sequence,
@@ -459,13 +626,14 @@ class MigrationRun:
                 stored_xxh3=c.stored_xxh3,
                 name=c.name,
                 name_tag=tag(c.name).hex() if c.name is not None else None,
+                version=c.source_version if c.name is not None else None,
             )
             for c in chunks
         )
         manifest = ShardManifest(
             plan=self.plan.name,
             dataset=ds.name,
-            generation=BULK_GENERATION,
+            generation=gen,
             shard=shard,
             kind=kind,
             chunks=refs,
@@ -474,29 +642,198 @@ class MigrationRun:
             stored_bytes=sum(c.stored_size for c in chunks),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             extra=dict(extra),
+            previous=delta.previous,
+            previous_xxh3=delta.previous_xxh3,
+            removed=delta.removed,
+            removed_records=delta.removed_records,
+            added_digest=to_hex(delta.added_digest),
+            removed_digest=to_hex(delta.removed_digest),
+            digest=to_hex(delta.digest),
         )
-        mkey = manifest_key(ds.name, BULK_GENERATION, shard)
+        mkey = manifest_key(ds.name, gen, shard)
         sealed = seal_manifest(manifest, key, encoder)
+        stored_xxh3 = xxhash.xxh3_128_hexdigest(sealed)
         pipeline.submit_task(
             lambda: self.store.put(mkey, sealed, {"migrator-kind": "manifest"}),
-            lambda: self.state.set_shard_status(
-                ds.name, BULK_GENERATION, shard, ShardStatus.COMPLETE, mkey
+            lambda: self.state.complete_shard(
+                ds.name,
+                gen,
+                shard,
+                manifest_key=mkey,
+                manifest_xxh3=stored_xxh3,
+                base=delta.base,
+                inventory=delta.inventory_bytes(),
+                live_records=delta.live_records,
+                digest=to_hex(delta.digest),
+                removed_records=delta.removed_records,
             ),
         )
 
-    def _skip_complete(self, ds: DatasetPlan, dr: DatasetReport) -> None:
-        for shard in range(ds.shards):
-            self._count_skipped(ds, shard, dr, count_input=True)
+    def _commit_generation(self, ds: DatasetPlan, gen: int, key: DataKey) -> bool:
+        """Store the generation record once every shard of the generation is complete: from
+        then on restore sees it. True when it is (now or before) committed."""
+        with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.generation.lock"):
+            return commit_generation(self.plan, ds, gen, self.store, self.state, key)
 
     def _count_skipped(
-        self, ds: DatasetPlan, shard: int, dr: DatasetReport, *, count_input: bool = False
+        self,
+        ds: DatasetPlan,
+        gen: int,
+        shards: Iterable[int],
+        dr: DatasetReport,
+        *,
+        count_input: bool = False,
     ) -> None:
-        for c in self.state.shard_chunks(ds.name, BULK_GENERATION, shard):
-            dr.chunks_skipped += 1
-            dr.records += c.records
-            dr.bytes_stored += c.stored_size
-            if count_input:
-                dr.bytes_in += c.plain_size
+        for shard in shards:
+            for c in self.state.shard_chunks(ds.name, gen, shard):
+                dr.chunks_skipped += 1
+                dr.records += c.records
+                dr.bytes_stored += c.stored_size
+                if count_input or ds.kind == "records":
+                    dr.bytes_in += c.plain_size
+
+
+def commit_generation(
+    plan: Plan, ds: DatasetPlan, gen: int, store: ObjectStore, state: SqliteStateStore, key: DataKey
+) -> bool:
+    """The generation record from the state store's shard heads (callers hold the lock)."""
+    rows = {g.generation: g for g in state.generations(ds.name)}
+    row = rows.get(gen)
+    if row is None:
+        return False
+    if row.committed:
+        return True
+    progress = {p.shard: p for p in state.shard_progress(ds.name, gen)}
+    if any(
+        (p := progress.get(s)) is None or p.status is not ShardStatus.COMPLETE
+        for s in range(ds.shards)
+    ):
+        return False
+    heads: list[ShardHead] = []
+    changed_records = changed_bytes = 0
+    for shard in range(ds.shards):
+        stored = [h for h in state.shard_heads(ds.name, shard) if h.generation <= gen]
+        if not stored:
+            raise StateError(f"dataset {ds.name} shard {shard}: complete without any manifest")
+        base = max(i for i, h in enumerate(stored) if h.base)
+        chain = stored[base:]
+        last = chain[-1]
+        heads.append(
+            ShardHead(
+                shard,
+                tuple(h.generation for h in chain),
+                last.manifest_xxh3,
+                last.live_records if ds.kind == "records" else 0,
+                last.digest,
+            )
+        )
+        if last.generation == gen:
+            changed_records += progress[shard].records + last.removed_records
+            changed_bytes += progress[shard].plain_bytes
+    earlier = [g for g in rows.values() if g.committed and g.generation < gen]
+    previous = earlier[-1] if earlier else None
+    finished = time.time()
+    record = GenerationRecord(
+        plan=plan.name,
+        dataset=ds.name,
+        generation=gen,
+        kind=row.kind,
+        started_at=_iso(row.started_at),
+        finished_at=_iso(finished),
+        seconds=round(finished - row.started_at, 3),
+        previous=previous.generation if previous else 0,
+        previous_xxh3=previous.record_xxh3 if previous else None,
+        changed_records=changed_records,
+        changed_bytes=changed_bytes,
+        shards=tuple(heads),
+    )
+    sealed = seal_record(record, key, ChunkEncoder(plan.compression_level))
+    store.put(generation_key(ds.name, gen), sealed, {"migrator-kind": "generation"})
+    state.commit_generation(
+        ds.name,
+        gen,
+        changed_records=changed_records,
+        changed_bytes=changed_bytes,
+        record_xxh3=xxhash.xxh3_128_hexdigest(sealed),
+        finished_at=finished,
+    )
+    for shard in range(ds.shards):
+        state.prune_inventories(ds.name, shard, gen + 1)
+    shutil.rmtree(plan.state_dir / "spool" / ds.name / f"g{gen:06d}", ignore_errors=True)
+    return True
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _objects_delta(
+    before: ObjectsMap | None,
+    current: ObjectsMap,
+    sent: set[str],
+    part_size: int,
+    previous: int,
+    previous_xxh3: str | None,
+) -> _ShardDelta | None:
+    """A shard's objects delta from its inventory before and its listing now; None if equal."""
+
+    def keep(c: CommittedChunk) -> bool:
+        entry = current.get(c.name or "")
+        return (
+            c.name in sent
+            and entry is not None
+            and entry.version == c.source_version
+            and c.sequence < max(1, -(-entry.size // part_size))
+        )
+
+    digest = objects_digest(current)
+    inventory = pack_objects_map(current)
+    added = 0
+    for name in sent:
+        added = add(added, current[name].digest(name))
+    if before is None or previous == 0:
+        return _ShardDelta(0, None, (), 0, 0, added, digest, 0, inventory, keep)
+    gone = before.keys() - current.keys()
+    if not sent and not gone:
+        return None
+    dropped = gone | (sent & before.keys())
+    removed_digest = 0
+    for name in dropped:
+        removed_digest = add(removed_digest, before[name].digest(name))
+    return _ShardDelta(
+        previous,
+        previous_xxh3,
+        tuple(sorted(dropped)),
+        0,
+        removed_digest,
+        added,
+        digest,
+        0,
+        inventory,
+        keep,
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_delta_spool(spool: Path, entries: bytes, changed: set[bytes], target: Path) -> None:
+    """The records of changed keys, in spool order: what a sync writes for the shard."""
+    tmp = target.with_name(target.name + ".tmp")
+    with spool.open("rb", buffering=8 * 1024 * 1024) as src, tmp.open("wb") as out:
+        for kh, length in iter_spool_entries(entries):
+            record = src.read(length)
+            if kh in changed:
+                out.write(record)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, target)
 
 
 def _read_records_chunk(

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
+from migrator.codec.generation import GenerationRecord, generation_key
+from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, shard_prefix
+from migrator.engine.chain import (
+    StoredManifest,
+    follow_chain,
+    live_records,
+    load_chain,
+    load_record,
+    record_generations,
+)
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import (
     FormatError,
@@ -28,9 +36,7 @@ from migrator.keys.keyring import data_key_object, load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
 from migrator.state.sqlite import SqliteStateStore
-from migrator.stores.base import ObjectInfo, ObjectStore
-
-GENERATION = 1
+from migrator.stores.base import ObjectStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,11 @@ class Verifier:
         self.workers = workers
 
     def verify(self, only: set[str] | None = None, shards: set[int] | None = None) -> VerifyReport:
-        """Every dataset (or `only` these), every shard (or only `shards`: one partition's)."""
+        """Every dataset (or `only` these), every shard (or only `shards`: one partition's).
+
+        A shard's chain comes from the latest generation record; a shard the state store knows
+        a newer manifest of (a sync still open) is followed from that manifest back to its base.
+        """
         report = VerifyReport(quick=self.quick)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify") as pool:
             for ds in self.plan.datasets:
@@ -100,62 +110,117 @@ class Verifier:
                 except MigratorError as exc:
                     report.problems.append(_problem(ds.name, None, exc, data_key_object(ds.name)))
                     continue
-                gen = f"{ds.name}/g{GENERATION:06d}/"
+                record = self._record(ds.name, key, report)
                 selected = [s for s in range(ds.shards) if shards is None or s in shards]
-                fetch = functools.partial(self._fetch_manifest, ds.name)
-                fetched = ordered_map(pool, fetch, selected, 16)
-                # All shards: one listing of the generation walked alongside them (keys come in
-                # order, each shard's a run of it); a few shards: one listing each.
-                listing = _ShardRuns(self.store.list(gen)) if shards is None else None
-                for shard, manifest_bytes in zip(selected, fetched, strict=True):
-                    if listing is not None:
-                        present = listing.take(shard)
-                    else:
-                        present = {o.key for o in self.store.list(f"{gen}s{shard:05d}/")}
-                    self._verify_shard(ds.name, shard, key, manifest_bytes, present, pool, report)
+                load = functools.partial(self._chain, ds.name, key, record)
+                for shard, chain in zip(
+                    selected, ordered_map(pool, load, selected, 16), strict=True
+                ):
+                    report.shards += 1
+                    if isinstance(chain, Problem):
+                        report.problems.append(chain)
+                        continue
+                    self._check_head(ds.name, shard, record, chain, report)
+                    self._check_record(ds.kind, ds.name, shard, record, chain, report)
+                    for link in chain:
+                        present = {
+                            o.key
+                            for o in self.store.list(
+                                shard_prefix(ds.name, link.manifest.generation, shard)
+                            )
+                        }
+                        self._verify_manifest(ds.name, shard, key, link, present, pool, report)
         return report
 
-    def _fetch_manifest(self, dataset: str, shard: int) -> bytes | None:
+    def _check_head(
+        self,
+        dataset: str,
+        shard: int,
+        record: GenerationRecord | None,
+        chain: list[StoredManifest],
+        report: VerifyReport,
+    ) -> None:
+        """The head manifest is the very one the generation record names."""
+        if record is None or shard >= len(record.shards):
+            return
+        head, last = record.shards[shard], chain[-1]
+        if head.head == last.manifest.generation and head.head_xxh3 != last.stored_xxh3:
+            problem = TamperedError(
+                f"manifest is not the one generation record {record.generation} names",
+                object_key=last.object_key,
+            )
+            report.problems.append(_problem(dataset, shard, problem, last.object_key))
+
+    def _check_record(
+        self,
+        kind: str,
+        dataset: str,
+        shard: int,
+        record: GenerationRecord | None,
+        chain: list[StoredManifest],
+        report: VerifyReport,
+    ) -> None:
+        """The record's count of live records agrees with the chain it names."""
+        if record is None or shard >= len(record.shards) or kind != "records":
+            return
+        head, last = record.shards[shard], chain[-1]
+        if head.head != last.manifest.generation or head.head_xxh3 != last.stored_xxh3:
+            return  # another head than the record names: reported as such
+        if head.records != live_records(chain):
+            problem = TamperedError(
+                f"generation record says {head.records} live records, the chain holds"
+                f" {live_records(chain)}",
+                object_key=generation_key(dataset, record.generation),
+            )
+            report.problems.append(_problem(dataset, shard, problem, None))
+
+    def _record(self, dataset: str, key: DataKey, report: VerifyReport) -> GenerationRecord | None:
+        gens = record_generations(self.store, dataset)
+        if not gens:
+            return None
         try:
-            return self.store.get(manifest_key(dataset, GENERATION, shard))
-        except MissingObjectError:
+            return load_record(self.store, self.plan.name, dataset, gens[-1], key)[0]
+        except FormatError as exc:
+            report.problems.append(_problem(dataset, None, exc, generation_key(dataset, gens[-1])))
             return None
 
-    def _verify_shard(
+    def _chain(
+        self, dataset: str, key: DataKey, record: GenerationRecord | None, shard: int
+    ) -> list[StoredManifest] | Problem:
+        """The shard's authenticated chain of manifests, or the problem that stops it."""
+        head = record.shards[shard] if record is not None and shard < len(record.shards) else None
+        newer = 0
+        if self.state is not None:
+            stored = self.state.shard_heads(dataset, shard)
+            if stored and (head is None or stored[-1].generation > head.head):
+                newer = stored[-1].generation
+        mkey = manifest_key(dataset, newer or (head.head if head else 1), shard)
+        try:
+            if newer or head is None:
+                return follow_chain(self.store, self.plan.name, dataset, shard, newer or 1, key)
+            # the head's digest is checked apart, so a replaced head still has its chunks checked
+            return load_chain(self.store, self.plan.name, dataset, shard, head.chain, key)
+        except MissingObjectError as exc:
+            missing = exc.object_key or mkey
+            what = "shard not migrated" if head is None and not newer else "chain is broken"
+            exc2 = MissingObjectError(f"shard manifest is missing: {what}", object_key=missing)
+            return _problem(dataset, shard, exc2, missing)
+        except FormatError as exc:
+            return _problem(dataset, shard, exc, mkey)
+
+    def _verify_manifest(
         self,
         dataset: str,
         shard: int,
         key: DataKey,
-        manifest_bytes: bytes | None,
+        link: StoredManifest,
         listed_here: set[str],
         pool: ThreadPoolExecutor,
         report: VerifyReport,
     ) -> None:
-        report.shards += 1
-        mkey = manifest_key(dataset, GENERATION, shard)
-        try:
-            if manifest_bytes is None:
-                raise MissingObjectError("absent", object_key=mkey)
-            manifest = open_manifest(
-                manifest_bytes,
-                plan=self.plan.name,
-                dataset=dataset,
-                generation=GENERATION,
-                shard=shard,
-                key=key,
-                object_key=mkey,
-            )
-        except MissingObjectError:
-            exc = MissingObjectError(
-                "shard manifest is missing: shard not migrated", object_key=mkey
-            )
-            report.problems.append(_problem(dataset, shard, exc, mkey))
-            return
-        except FormatError as exc:
-            report.problems.append(_problem(dataset, shard, exc, mkey))
-            return
+        manifest, mkey = link.manifest, link.object_key
         report.chunks_listed += manifest.chunk_count
-        report.records += manifest.record_count
+        report.records += manifest.record_count - manifest.removed_records
         self._check_against_state(manifest, mkey, report)
         listed = {ref.object_key for ref in manifest.chunks}
         present = listed_here - {mkey}
@@ -201,43 +266,13 @@ class Verifier:
     ) -> None:
         if self.state is None:
             return
-        committed = self.state.chunk_count(manifest.dataset, GENERATION, manifest.shard)
+        committed = self.state.chunk_count(manifest.dataset, manifest.generation, manifest.shard)
         if committed > manifest.chunk_count:
             exc = TruncatedError(
                 f"manifest lists {manifest.chunk_count} chunks but {committed} were committed",
                 object_key=mkey,
             )
             report.problems.append(_problem(manifest.dataset, manifest.shard, exc, mkey))
-
-
-class _ShardRuns:
-    """Splits one key-ordered listing of a generation into each shard's set of keys."""
-
-    def __init__(self, listing: Iterator[ObjectInfo]) -> None:
-        self._it = listing
-        self._next: ObjectInfo | None = next(self._it, None)
-
-    def take(self, shard: int) -> set[str]:
-        marker = f"/s{shard:05d}/"
-        out: set[str] = set()
-        while self._next is not None:
-            key = self._next.key
-            shard_of_key = _shard_in(key)
-            if shard_of_key is None or shard_of_key < shard:
-                self._next = next(self._it, None)  # not a shard's object: skip it
-                continue
-            if marker not in key:
-                break
-            out.add(key)
-            self._next = next(self._it, None)
-        return out
-
-
-def _shard_in(key: str) -> int | None:
-    parts = key.split("/")
-    if len(parts) > 2 and parts[2].startswith("s") and parts[2][1:].isdigit():
-        return int(parts[2][1:])
-    return None
 
 
 def _head_check(store: ObjectStore, ref: ChunkRef, key: DataKey) -> MigratorError | None:

@@ -16,7 +16,8 @@ class ShardStatus(enum.StrEnum):
 
 # The only moves a shard may make; a rerun of a complete shard is a no-op, not a move.
 ALLOWED_SHARD_MOVES: dict[ShardStatus, frozenset[ShardStatus]] = {
-    ShardStatus.PENDING: frozenset({ShardStatus.RUNNING}),
+    # pending -> complete: a sync found nothing changed in the shard
+    ShardStatus.PENDING: frozenset({ShardStatus.RUNNING, ShardStatus.COMPLETE}),
     ShardStatus.RUNNING: frozenset({ShardStatus.RUNNING, ShardStatus.COMPLETE}),
     ShardStatus.COMPLETE: frozenset(),
 }
@@ -80,3 +81,40 @@ class UploadEntry:
     plain_xxh3: bytes  # the plaintext it sealed: a resume must seal the same plaintext
     stored_xxh3: bytes  # and must reproduce the same stored bytes, or the parts are stale
     stored_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    """One bulk run, sync or compaction of a dataset, as the state store tracks it."""
+
+    dataset: str
+    generation: int
+    kind: str  # bulk | sync | compact
+    status: str  # open | committed
+    started_at: float
+    finished_at: float | None
+    changed_records: int
+    changed_bytes: int
+    record_xxh3: str | None  # xxh3-128 of the stored generation record, once committed
+
+    @property
+    def committed(self) -> bool:
+        return self.status == "committed"
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at or self.started_at) - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHeadRow:
+    """A stored shard manifest of some generation."""
+
+    generation: int
+    manifest_key: str
+    manifest_xxh3: str
+    base: bool
+    live_records: int  # records the shard holds after this generation
+    digest: str  # the shard's order-independent digest after this generation (hex)
+    removed_records: int  # records this generation removed or replaced
+    updated_at: float

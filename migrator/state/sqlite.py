@@ -16,14 +16,16 @@ from typing import Any
 from migrator.errors import StateError
 from migrator.state.model import (
     CommittedChunk,
+    GenerationRow,
     RouteCheckpoint,
+    ShardHeadRow,
     ShardProgress,
     ShardStatus,
     UploadEntry,
     check_shard_move,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +37,17 @@ CREATE TABLE IF NOT EXISTS routes (
 CREATE TABLE IF NOT EXISTS shards (
   dataset TEXT NOT NULL, generation INTEGER NOT NULL, shard INTEGER NOT NULL,
   status TEXT NOT NULL, manifest_key TEXT, updated_at REAL NOT NULL,
+  manifest_xxh3 TEXT, base INTEGER NOT NULL DEFAULT 0,
+  live_records INTEGER NOT NULL DEFAULT 0, digest TEXT, removed_records INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (dataset, generation, shard));
+CREATE TABLE IF NOT EXISTS generations (
+  dataset TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+  started_at REAL NOT NULL, finished_at REAL, changed_records INTEGER NOT NULL DEFAULT 0,
+  changed_bytes INTEGER NOT NULL DEFAULT 0, record_xxh3 TEXT,
+  PRIMARY KEY (dataset, generation));
+CREATE TABLE IF NOT EXISTS shard_maps (
+  dataset TEXT NOT NULL, shard INTEGER NOT NULL, generation INTEGER NOT NULL, blob BLOB NOT NULL,
+  PRIMARY KEY (dataset, shard, generation));
 CREATE TABLE IF NOT EXISTS chunks (
   dataset TEXT NOT NULL, generation INTEGER NOT NULL, object_key TEXT NOT NULL,
   shard INTEGER NOT NULL, sequence INTEGER NOT NULL, name TEXT,
@@ -90,7 +102,10 @@ class SqliteStateStore:
                     "INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
             elif int(row[0]) != SCHEMA_VERSION:
-                raise StateError(f"{path}: state schema {row[0]} is not {SCHEMA_VERSION}")
+                raise StateError(
+                    f"{path}: state schema {row[0]} is not {SCHEMA_VERSION}; this state was"
+                    " written by an older release: move it aside and start the plan afresh"
+                )
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot open state store ({exc})") from None
 
@@ -169,8 +184,135 @@ class SqliteStateStore:
         old = self.shard_status(dataset, generation, shard)
         check_shard_move(dataset, shard, old, status)
         self._run(
-            "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO shards (dataset, generation, shard, status, manifest_key,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             (dataset, generation, shard, str(status), manifest_key, time.time()),
+        )
+
+    def complete_shard(
+        self,
+        dataset: str,
+        generation: int,
+        shard: int,
+        *,
+        manifest_key: str | None,
+        manifest_xxh3: str | None = None,
+        base: bool = False,
+        inventory: bytes | None = None,
+        live_records: int = 0,
+        digest: str | None = None,
+        removed_records: int = 0,
+    ) -> None:
+        """The shard's manifest is stored (or the generation left it untouched: no manifest),
+        and its inventory is what the next sync diffs against: both in one transaction."""
+        old = self.shard_status(dataset, generation, shard)
+        check_shard_move(dataset, shard, old, ShardStatus.COMPLETE)
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        dataset,
+                        generation,
+                        shard,
+                        str(ShardStatus.COMPLETE),
+                        manifest_key,
+                        time.time(),
+                        manifest_xxh3,
+                        int(base),
+                        live_records,
+                        digest,
+                        removed_records,
+                    ),
+                )
+                if inventory is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO shard_maps VALUES (?, ?, ?, ?)",
+                        (dataset, shard, generation, inventory),
+                    )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot complete shard {shard} ({exc})") from None
+
+    def shard_heads(self, dataset: str, shard: int) -> list[ShardHeadRow]:
+        """Every stored manifest of the shard, oldest first."""
+        rows = self._run(
+            "SELECT generation, manifest_key, manifest_xxh3, base, live_records, digest,"
+            " removed_records, updated_at FROM shards"
+            " WHERE dataset=? AND shard=? AND status='complete' AND manifest_key IS NOT NULL"
+            " ORDER BY generation",
+            (dataset, shard),
+        )
+        return [
+            ShardHeadRow(r[0], r[1], r[2] or "", bool(r[3]), r[4], r[5] or "", r[6], r[7])
+            for r in rows
+        ]
+
+    def forget_chunks(self, dataset: str, generation: int, object_keys: Iterable[str]) -> None:
+        """Chunks committed for an object that changed or vanished before its shard closed."""
+        with self._lock:
+            for okey in object_keys:
+                self._run(
+                    "DELETE FROM chunks WHERE dataset=? AND generation=? AND object_key=?",
+                    (dataset, generation, okey),
+                )
+
+    def shard_inventory(self, dataset: str, shard: int, before: int) -> bytes | None:
+        """The shard's inventory as of the last generation before `before` that changed it."""
+        row = self._run(
+            "SELECT blob FROM shard_maps WHERE dataset=? AND shard=? AND generation<?"
+            " ORDER BY generation DESC LIMIT 1",
+            (dataset, shard, before),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def prune_inventories(self, dataset: str, shard: int, keep_from: int) -> None:
+        """Drop inventories older than the newest one before `keep_from`: no sync needs them."""
+        self._run(
+            "DELETE FROM shard_maps WHERE dataset=? AND shard=? AND generation < ("
+            " SELECT COALESCE(MAX(generation), 0) FROM shard_maps"
+            " WHERE dataset=? AND shard=? AND generation<?)",
+            (dataset, shard, dataset, shard, keep_from),
+        )
+
+    # --- generations -------------------------------------------------------------------
+
+    def generations(self, dataset: str) -> list[GenerationRow]:
+        rows = self._run(
+            "SELECT dataset, generation, kind, status, started_at, finished_at, changed_records,"
+            " changed_bytes, record_xxh3 FROM generations WHERE dataset=? ORDER BY generation",
+            (dataset,),
+        )
+        return [GenerationRow(*r) for r in rows]
+
+    def latest_generation(self, dataset: str) -> GenerationRow | None:
+        rows = self.generations(dataset)
+        return rows[-1] if rows else None
+
+    def open_generation(self, dataset: str, generation: int, kind: str) -> GenerationRow:
+        """Start `generation` unless it exists (a shard run of another process opened it)."""
+        self._run(
+            "INSERT OR IGNORE INTO generations (dataset, generation, kind, status, started_at)"
+            " VALUES (?, ?, ?, 'open', ?)",
+            (dataset, generation, kind, time.time()),
+        )
+        row = next(g for g in self.generations(dataset) if g.generation == generation)
+        return row
+
+    def commit_generation(
+        self,
+        dataset: str,
+        generation: int,
+        *,
+        changed_records: int,
+        changed_bytes: int,
+        record_xxh3: str,
+        finished_at: float,
+    ) -> None:
+        self._run(
+            "UPDATE generations SET status='committed', finished_at=?, changed_records=?,"
+            " changed_bytes=?, record_xxh3=? WHERE dataset=? AND generation=?",
+            (finished_at, changed_records, changed_bytes, record_xxh3, dataset, generation),
         )
 
     def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:

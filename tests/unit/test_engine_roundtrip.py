@@ -152,21 +152,32 @@ def test_roundtrip_records_and_objects(tmp_path: Path, store_kind: str) -> None:
     ]
 
 
-def test_second_run_writes_nothing_and_skips_everything(tmp_path: Path) -> None:
+def test_a_sync_of_an_unchanged_source_writes_only_its_generation_records(
+    tmp_path: Path,
+) -> None:
     write_source(tmp_path, profiles=600, rows=2000)
     plan = load_plan(write_plan(tmp_path, datasets=PROFILES + METADATA + VIDEOS))
     store = MemoryStore()
     first = migrate(plan, store)
     puts = store.requests["put"]
+    keys = {o.key for o in store.list()}
 
     second = migrate(plan, store)
     assert second.chunks_written == 0
-    assert second.chunks_skipped == first.chunks_written
-    assert store.requests["put"] == puts  # not even a manifest or a key is rewritten
+    # one sealed generation record per dataset: when the source was last compared
+    assert store.requests["put"] == puts + len(plan.datasets)
+    assert {o.key for o in store.list() if o.key not in keys} == {
+        f"{ds.name}/_generations/g000002.mgc" for ds in plan.datasets
+    }
     for a, b in zip(first.datasets, second.datasets, strict=True):
-        assert (b.name, b.chunks_written, b.chunks_skipped) == (a.name, 0, a.chunks_written)
-        assert b.records == a.records
-        assert b.bytes_stored == a.bytes_stored
+        assert (a.generation, a.generation_kind, b.generation, b.generation_kind) == (
+            1,
+            "bulk",
+            2,
+            "sync",
+        )
+        assert (b.name, b.chunks_written, b.shards_changed, b.removed) == (a.name, 0, 0, 0)
+        assert b.committed
     assert verify(plan, store).problems == []
 
 
@@ -199,7 +210,12 @@ def test_failed_put_then_rerun_completes(tmp_path: Path, when: float) -> None:
     with pytest.raises(StoreError, match="injected failure"):
         migrate(plan, store)
     second = migrate(plan, store)
-    assert second.chunks_written + second.chunks_skipped == chunks
+    # datasets the failed run had committed get an (empty) sync; the others resume their bulk
+    resumed = [d for d in second.datasets if d.generation == 1]
+    assert all(d.chunks_written == 0 for d in second.datasets if d.generation > 1)
+    assert sum(d.chunks_written + d.chunks_skipped for d in resumed) <= chunks
+    stored = [o.key for o in store.list() if "/r/" in o.key or "/o/" in o.key]
+    assert len(stored) == chunks
     assert verify(plan, store).problems == []
     out = tmp_path / "restored"
     for name in ("profiles", "metadata", "videos"):
@@ -343,6 +359,10 @@ def test_roundtrip_through_the_cli(tmp_path: Path) -> None:
     before = files_below(tmp_path / "dest")
     again = run_cli("run", "plan.yaml", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert f"0 chunks written, {written} already done" in again.stdout
-    assert files_below(tmp_path / "dest") == before
+    assert "0 chunks written, 0 already done" in again.stdout  # a sync: nothing changed
+    assert "2 sync" in again.stdout
+    after = files_below(tmp_path / "dest")
+    assert {k: v for k, v in after.items() if "_generations" not in k} == {
+        k: v for k, v in before.items() if "_generations" not in k
+    }
     assert list((tmp_path / "state").rglob("*.spool")) == []  # spools go once a dataset is done

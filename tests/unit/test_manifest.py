@@ -89,6 +89,7 @@ def objects_manifest(parts: dict[str, int] | None = None) -> ShardManifest:
                     stored_xxh3=xxhash.xxh3_128_hexdigest(f"stored {name}#{part}".encode()),
                     name=name,
                     name_tag=tag.hex(),
+                    version="2048:1714564800",
                 )
             )
     return ShardManifest(

@@ -78,7 +78,7 @@ def test_parallel_processes_share_routing_and_finish_every_shard(tmp_path: Path)
     assert '"shards_complete": 4' in status.stdout
 
 
-def test_a_complete_shard_is_not_rewritten_under_its_manifest(tmp_path: Path) -> None:
+def test_a_changed_object_goes_to_a_sync_generation(tmp_path: Path) -> None:
     """A changed source object belongs to a later sync; the bulk generation stays as sealed."""
     plan = load_plan(make(tmp_path))
     with open_state(plan) as state:
@@ -87,6 +87,8 @@ def test_a_complete_shard_is_not_rewritten_under_its_manifest(tmp_path: Path) ->
         video = next((tmp_path / "data/videos").rglob("*.mp4"))
         video.write_bytes(b"changed" * 1000)
         again = run.run({"videos"}, {0, 1, 2})
-    assert again.chunks_written == 0
+    (ds,) = again.datasets
+    assert (ds.generation, ds.generation_kind, ds.chunks_written) == (2, "sync", 1)
+    assert ds.shards_changed == 1 and ds.removed == 1  # the old version is superseded
     result = run_cli("verify", "plan.yaml", "--dataset", "videos", cwd=tmp_path)
     assert result.returncode == 0, result.stdout

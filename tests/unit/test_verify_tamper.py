@@ -274,15 +274,20 @@ def test_manifest_listing_fewer_chunks_than_committed(site: Path) -> None:
     code, doc = verify(site)
     assert code == 1
     # The state store remembers one chunk more; the chunk itself is still there, unlisted.
+    # The generation record names the manifest that was replaced, too.
     assert problems(doc) == sorted(
-        [(mkey, "TruncatedError"), (dropped.object_key, "UnexpectedObjectError")]
+        [
+            (mkey, "TamperedError"),
+            (mkey, "TruncatedError"),
+            (dropped.object_key, "UnexpectedObjectError"),
+        ]
     )
 
     # The dropped chunk gone too: only the state store can tell the shard is short.
     obj(site, dropped.object_key).unlink()
     code, doc = verify(site)
     assert code == 1
-    assert problems(doc) == [(mkey, "TruncatedError")]
+    assert problems(doc) == [(mkey, "TamperedError"), (mkey, "TruncatedError")]
     assert doc["chunks_checked"] == doc["chunks_listed"]
 
 
@@ -300,7 +305,13 @@ def test_short_manifest_without_state_still_shows_the_unlisted_chunk(site: Path)
         )
     )
     shutil.rmtree(site / "state")
-    assert_only(site, dropped.object_key, "UnexpectedObjectError")
+    code, doc = verify(site)
+    assert code == 1
+    # without state, the generation record still tells the manifest was replaced
+    mkey = manifest_key("profiles", 1, 1)
+    assert problems(doc) == sorted(
+        [(mkey, "TamperedError"), (dropped.object_key, "UnexpectedObjectError")]
+    )
 
 
 def test_extra_object_under_a_shard_prefix(site: Path) -> None:

@@ -1,0 +1,214 @@
+"""A shard's chain of generations at the destination: find it, authenticate it, apply it.
+
+Restore, verify, compaction and the cutover gate all read a dataset the same way: the latest
+generation record (or a chosen one) names each shard's chain, base first; every manifest of the
+chain must link to the one before it by generation and stored digest, and its digest must be
+the previous one plus what it added minus what it removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import xxhash
+
+from migrator.codec.digests import ZERO_DIGEST, add, from_hex, key_hash, sub
+from migrator.codec.generation import (
+    GenerationRecord,
+    generation_key,
+    generation_of_key,
+    generations_prefix,
+    open_record,
+)
+from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
+from migrator.errors import SourceError, TamperedError
+from migrator.keys.datakey import DataKey
+from migrator.plan.model import DatasetPlan
+from migrator.sources.records import CsvKeyReader, JsonKeyReader
+from migrator.stores.base import ObjectStore
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    manifest: ShardManifest
+    object_key: str
+    stored_xxh3: str  # xxh3-128 of the stored bytes: what the next manifest links to
+
+
+def record_generations(store: ObjectStore, dataset: str) -> list[int]:
+    """Generations with a record at the destination, oldest first."""
+    gens = (generation_of_key(o.key) for o in store.list(generations_prefix(dataset)))
+    return sorted(g for g in gens if g is not None)
+
+
+def load_record(
+    store: ObjectStore, plan: str, dataset: str, generation: int, key: DataKey
+) -> tuple[GenerationRecord, str]:
+    """The record and the xxh3-128 of its stored bytes."""
+    okey = generation_key(dataset, generation)
+    data = store.get(okey)
+    record = open_record(
+        data, plan=plan, dataset=dataset, generation=generation, key=key, object_key=okey
+    )
+    return record, xxhash.xxh3_128_hexdigest(data)
+
+
+def latest_record(
+    store: ObjectStore, plan: str, dataset: str, key: DataKey, at_most: int | None = None
+) -> GenerationRecord | None:
+    """The newest record (at or before `at_most`), or None before the first run finished."""
+    gens = [g for g in record_generations(store, dataset) if at_most is None or g <= at_most]
+    if not gens:
+        return None
+    return load_record(store, plan, dataset, gens[-1], key)[0]
+
+
+def load_manifest(
+    store: ObjectStore, plan: str, dataset: str, generation: int, shard: int, key: DataKey
+) -> StoredManifest:
+    mkey = manifest_key(dataset, generation, shard)
+    data = store.get(mkey)
+    manifest = open_manifest(
+        data,
+        plan=plan,
+        dataset=dataset,
+        generation=generation,
+        shard=shard,
+        key=key,
+        object_key=mkey,
+    )
+    return StoredManifest(manifest, mkey, xxhash.xxh3_128_hexdigest(data))
+
+
+def check_links(chain: Sequence[StoredManifest]) -> None:
+    """Base first, each delta naming the one before by generation and stored digest, and each
+    digest following from the one before: a dropped, swapped or replayed manifest fails."""
+    previous: StoredManifest | None = None
+    for link in chain:
+        m = link.manifest
+        if previous is None:
+            if not m.is_base:
+                raise TamperedError(
+                    f"chain of shard {m.shard} starts at a delta (follows generation {m.previous})",
+                    object_key=link.object_key,
+                )
+            expected = from_hex(m.added_digest)
+        else:
+            p = previous.manifest
+            if m.is_base or m.previous != p.generation or m.previous_xxh3 != previous.stored_xxh3:
+                raise TamperedError(
+                    f"manifest does not follow generation {p.generation} of its shard",
+                    object_key=link.object_key,
+                )
+            expected = add(
+                sub(from_hex(p.digest), from_hex(m.removed_digest)), from_hex(m.added_digest)
+            )
+        if from_hex(m.digest) != expected:
+            raise TamperedError(
+                "manifest digest is not its previous digest plus additions minus removals",
+                object_key=link.object_key,
+            )
+        previous = link
+
+
+def load_chain(
+    store: ObjectStore,
+    plan: str,
+    dataset: str,
+    shard: int,
+    generations: Sequence[int],
+    key: DataKey,
+    head_xxh3: str | None = None,
+) -> list[StoredManifest]:
+    chain = [load_manifest(store, plan, dataset, g, shard, key) for g in generations]
+    check_links(chain)
+    if head_xxh3 is not None and chain and chain[-1].stored_xxh3 != head_xxh3:
+        raise TamperedError(
+            "head manifest is not the one the generation record names",
+            object_key=chain[-1].object_key,
+        )
+    return chain
+
+
+def follow_chain(
+    store: ObjectStore, plan: str, dataset: str, shard: int, head: int, key: DataKey
+) -> list[StoredManifest]:
+    """From a head manifest back to its base by the `previous` links (no record needed)."""
+    links = [load_manifest(store, plan, dataset, head, shard, key)]
+    while not links[-1].manifest.is_base:
+        links.append(load_manifest(store, plan, dataset, links[-1].manifest.previous, shard, key))
+    links.reverse()
+    check_links(links)
+    return links
+
+
+def live_records(chain: Sequence[StoredManifest]) -> int:
+    return sum(m.manifest.record_count - m.manifest.removed_records for m in chain)
+
+
+def chain_digest(chain: Sequence[StoredManifest]) -> str:
+    return chain[-1].manifest.digest if chain else ZERO_DIGEST
+
+
+def superseded(chain: Sequence[ShardManifest]) -> list[set[str]]:
+    """For each manifest of the chain, what later ones remove or rewrite: record key hashes
+    (hex) or object names. An entry of manifest i is live unless it is in superseded[i]."""
+    out: list[set[str]] = []
+    later: set[str] = set()
+    for m in reversed(chain):
+        out.append(set(later))
+        later.update(m.removed)
+        if m.kind == "objects":
+            later.update(ref.name for ref in m.chunks if ref.name is not None)
+    out.reverse()
+    return out
+
+
+def live_parts(manifest: ShardManifest, dead: set[str]) -> list[ChunkRef]:
+    return [ref for ref in manifest.chunks if ref.name not in dead]
+
+
+class RecordKeys:
+    """Key hashes of records read back, to drop those a later generation removed."""
+
+    def __init__(self, ds: DatasetPlan, csv_header: str | None) -> None:
+        assert ds.key is not None
+        self.is_csv = ds.format == "csv"
+        self.where = f"dataset {ds.name}"
+        if self.is_csv:
+            if csv_header is None:
+                raise TamperedError(f"{self.where}: CSV manifest without its header")
+            header = csv_header.encode("utf-8", "surrogateescape")
+            self.csv = CsvKeyReader(ds.key, header, ds.csv_delimiter, self.where)
+        else:
+            self.json = JsonKeyReader(ds.key)
+
+    def hash_hex(self, record: bytes) -> str:
+        try:
+            if self.is_csv:
+                key = self.csv.key(record, self.where, 0)
+            else:
+                key = self.json.key(record, self.where, 0)
+        except SourceError as exc:
+            raise TamperedError(f"a restored record has no readable key ({exc})") from None
+        return key_hash(key).hex()
+
+
+def split_records(data: bytes, is_csv: bool) -> Iterator[bytes]:
+    """The records of a records chunk (each ended by a line feed; CSV may quote line feeds)."""
+    pos, start, quotes = 0, 0, 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            if start < len(data):
+                raise TamperedError("records chunk does not end on a record")
+            return
+        if is_csv:
+            quotes += data.count(b'"', pos, nl)
+            if quotes % 2:
+                pos = nl + 1
+                continue
+            quotes = 0
+        yield data[start:nl]
+        start = pos = nl + 1
