@@ -4,10 +4,10 @@ Dagster runs one partitions definition per job, and every dataset has its own sh
 each dataset gets its own jobs. "Materialize all" on the asset graph launches one backfill that
 spans every dataset, with `migration_complete` last.
 
-Incremental sync is, for now, one run over every shard partition: committed chunks are
-skipped. It is no real sync yet: records are routed once, and an object changed at the source
-is re-sent into a shard whose sealed manifest stays as it was, which the read-back check then
-reports. Real incremental sync (new generations with deltas and tombstones) comes later.
+Incremental sync is one run over every shard partition: after the bulk generation is
+committed, each run is a new generation that writes only what changed (new and changed records
+and objects, tombstones for removed ones) into the shards it touched, and commits a generation
+record. An interrupted sync is resumed by the next run.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def sync_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
         f"incremental_sync_{python_name(ds.name)}",
         selection=AssetSelection.assets(dataset_key(spec, ds)),
         tags={"migrator/mode": "sync"},
-        description=f"{ds.name}: rerun every shard partition; committed chunks are skipped"
-        " (a stand-in for incremental sync until generations of deltas exist).",
+        description=f"{ds.name}: one incremental sync over every shard partition: a new"
+        " generation of what changed since the last one.",
     )
 
 

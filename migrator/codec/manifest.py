@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "migrator/shard-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: generation chains (previous, removed, digests) and part versions
 KIND_RECORDS = "records"
 KIND_OBJECTS = "objects"
 

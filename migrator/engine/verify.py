@@ -176,6 +176,15 @@ class Verifier:
 
     def _record(self, dataset: str, key: DataKey, report: VerifyReport) -> GenerationRecord | None:
         gens = record_generations(self.store, dataset)
+        if self.state is not None:
+            # the state store knows which generations were committed: their records must be there
+            committed = [g.generation for g in self.state.generations(dataset) if g.committed]
+            for gen in sorted(set(committed) - set(gens)):
+                if gens and gen < gens[0]:
+                    continue  # removed by a compaction after it
+                gkey = generation_key(dataset, gen)
+                exc = MissingObjectError("committed generation record is absent", object_key=gkey)
+                report.problems.append(_problem(dataset, None, exc, gkey))
         if not gens:
             return None
         try:

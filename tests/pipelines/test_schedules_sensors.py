@@ -35,7 +35,7 @@ def instance() -> Iterator[DagsterInstance]:
         yield inst
 
 
-def test_schedule_requests_one_sync_run_over_every_shard_and_the_run_skips_committed_chunks(
+def test_schedule_requests_one_sync_run_over_every_shard_and_the_sync_writes_no_chunk_unchanged(
     tmp_path: Path, instance: DagsterInstance
 ) -> None:
     defs = build_definitions(write_demo_shaped_plan(tmp_path), "production")
@@ -67,8 +67,11 @@ def test_schedule_requests_one_sync_run_over_every_shard_and_the_run_skips_commi
     assert again.metadata["shards"].value == "0-2"
     written = first.metadata["chunks_written"].value
     assert isinstance(written, int) and written > 0
+    # The source did not change: the sync is a new generation that writes no chunk.
     assert again.metadata["chunks_written"].value == 0
-    assert again.metadata["chunks_skipped"].value == written
+    assert again.metadata["generation"].value == 2
+    assert again.metadata["generation_kind"].value == "sync"
+    assert again.metadata["shards_changed"].value == 0
     assert all(c.passed for c in sync.get_asset_check_evaluations())
 
 

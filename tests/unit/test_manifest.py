@@ -161,7 +161,7 @@ def test_body_is_canonical_json() -> None:
     body = body_of(records_manifest())
     assert list(body) == sorted(body)
     assert body["format"] == "migrator/shard-manifest"
-    assert body["version"] == 1
+    assert body["version"] == 2
     assert body["chunk_count"] == 3
     assert body["chunks"][0]["name"] is None
 
@@ -317,7 +317,7 @@ def swap_first_two(body: dict[str, Any]) -> dict[str, Any]:
         set_field(("chunks", 0, "surprise"), 1),
         set_field(("surprise",), 1),
         set_field(("chunks", 0), "not an object"),
-        set_field(("version",), "1"),
+        set_field(("version",), "2"),
         set_field(("version",), True),
         set_field(("version",), None),
         delete_field("version"),
@@ -357,8 +357,8 @@ def test_malformed_body_is_tampering(body: bytes) -> None:
 
 
 def test_unknown_manifest_version() -> None:
-    body = set_field(("version",), 2)(body_of(records_manifest()))
-    with pytest.raises(UnknownVersionError, match="version 2"):
+    body = set_field(("version",), 3)(body_of(records_manifest()))
+    with pytest.raises(UnknownVersionError, match="version 3"):
         open_(reseal(body))
 
 
