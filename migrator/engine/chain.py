@@ -8,7 +8,7 @@ the previous one plus what it added minus what it removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -212,3 +212,31 @@ def split_records(data: bytes, is_csv: bool) -> Iterator[bytes]:
             quotes = 0
         yield data[start:nl]
         start = pos = nl + 1
+
+
+def live_record_blocks(
+    chain: Sequence[ShardManifest],
+    read: Callable[[ShardManifest, list[ChunkRef]], Iterable[bytes]],
+    keys: RecordKeys | None,
+) -> Iterator[bytes]:
+    """The shard's live records, base first, each ended by a line feed: whole chunks where no
+    later generation removed anything, else the records whose key hash survives.
+
+    `read(manifest, refs)` yields the plaintext of those chunks in order."""
+    for manifest, gone in zip(chain, superseded(chain), strict=True):
+        refs = sorted(manifest.chunks, key=lambda r: r.sequence)
+        for data in read(manifest, refs):
+            if not gone:
+                yield data
+                continue
+            if keys is None:
+                raise ValueError("a chain with removals needs the dataset's record keys")
+            yield b"".join(
+                record + b"\n"
+                for record in split_records(data, keys.is_csv)
+                if keys.hash_hex(record) not in gone
+            )
+
+
+def csv_header_of(chain: Sequence[ShardManifest]) -> str | None:
+    return next((h for m in chain if isinstance(h := m.extra.get("csv_header"), str)), None)

@@ -12,10 +12,11 @@ from typing import BinaryIO
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
+    csv_header_of,
     latest_record,
     live_parts,
+    live_record_blocks,
     load_chain,
-    split_records,
     superseded,
 )
 from migrator.engine.readback import ordered_map, read_chunk
@@ -103,27 +104,16 @@ class Restorer:
     ) -> None:
         ext = "csv" if ds.format == "csv" else "jsonl"
         target = out / f"shard-{chain[-1].shard:05d}.{ext}"
-        dead = superseded(chain)
-        header = next((h for m in chain if isinstance(h := m.extra.get("csv_header"), str)), None)
-        keys = RecordKeys(ds, header) if any(dead) else None
+        header = csv_header_of(chain)
+        keys = RecordKeys(ds, header) if any(superseded(chain)) else None
         with _AtomicFile(target) as fh:
             if header is not None:
                 fh.write(header.encode("utf-8", "surrogateescape") + b"\n")
-            for manifest, gone in zip(chain, dead, strict=True):
-                refs = sorted(manifest.chunks, key=lambda r: r.sequence)
-                for data in self._chunks(manifest, refs, key, pool):
-                    if gone and keys is not None:
-                        # a later generation removed or rewrote some keys: keep the rest
-                        kept = b"".join(
-                            record + b"\n"
-                            for record in split_records(data, keys.is_csv)
-                            if keys.hash_hex(record) not in gone
-                        )
-                        fh.write(kept)
-                        report.bytes += len(kept)
-                    else:
-                        fh.write(data)
-                        report.bytes += len(data)
+            for block in live_record_blocks(
+                chain, lambda m, refs: self._chunks(m, refs, key, pool), keys
+            ):
+                fh.write(block)
+                report.bytes += len(block)
         report.files += 1
         report.records += live_records_of(chain)
 

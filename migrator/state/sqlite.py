@@ -248,6 +248,19 @@ class SqliteStateStore:
             for r in rows
         ]
 
+    def forget_shard_generation(self, dataset: str, generation: int, shard: int) -> None:
+        """A shard's generation a compaction replaced and deleted at the destination."""
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN")
+                for table in ("chunks", "shards"):
+                    self._db.execute(
+                        f"DELETE FROM {table} WHERE dataset=? AND generation=? AND shard=?",
+                        (dataset, generation, shard),
+                    )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot forget shard {shard} ({exc})") from None
+
     def forget_chunks(self, dataset: str, generation: int, object_keys: Iterable[str]) -> None:
         """Chunks committed for an object that changed or vanished before its shard closed."""
         with self._lock:
