@@ -176,8 +176,7 @@ def _dry_run(plan_file: str, synthetic: str, allow_loopback: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(plan_file: str, as_json: bool) -> None:
     """Per-dataset and per-shard progress, from the state store."""
-    from migrator.display import status_table
-    from migrator.engine.run import BULK_GENERATION
+    from migrator.display import generations_table, status_table
     from migrator.wiring import STATE_FILE, open_state
 
     plan = _load(plan_file, check_sources=False)
@@ -188,13 +187,29 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
             click.echo(f"plan {plan.name}: not started (no state in {plan.state_dir})")
         return
     with open_state(plan) as state:
-        per_ds = [(ds, state.shard_progress(ds.name, BULK_GENERATION)) for ds in plan.datasets]
+        gens = {ds.name: state.generations(ds.name) for ds in plan.datasets}
+        latest = {name: rows[-1].generation if rows else 1 for name, rows in gens.items()}
+        per_ds = [(ds, state.shard_progress(ds.name, latest[ds.name])) for ds in plan.datasets]
     if as_json:
         doc: dict[str, Any] = {"plan": plan.name, "started": True, "datasets": []}
         for ds, shards in per_ds:
             doc["datasets"].append(
                 {
                     "name": ds.name,
+                    "generation": latest[ds.name],
+                    "generations": [
+                        {
+                            "generation": g.generation,
+                            "kind": g.kind,
+                            "status": g.status,
+                            "started_at": g.started_at,
+                            "finished_at": g.finished_at,
+                            "seconds": round(g.seconds, 3),
+                            "changed_records": g.changed_records,
+                            "changed_bytes": g.changed_bytes,
+                        }
+                        for g in gens[ds.name]
+                    ],
                     "kind": ds.kind,
                     "shards": ds.shards,
                     "shards_complete": sum(1 for s in shards if s.status.value == "complete"),
@@ -219,7 +234,8 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
         return
     console = _console()
     for ds, shards in per_ds:
-        console.print(status_table(ds.name, ds.shards, shards))
+        console.print(generations_table(ds.name, gens[ds.name]))
+        console.print(status_table(ds.name, ds.shards, shards, latest[ds.name]))
 
 
 @cli.command("verify")

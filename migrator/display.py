@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +24,7 @@ from migrator.forecast import Forecast
 from migrator.rehearsal import DryRunReport
 from migrator.residency import ResidencyCheck
 from migrator.sizes import format_size
-from migrator.state.model import ShardProgress, ShardStatus
+from migrator.state.model import GenerationRow, ShardProgress, ShardStatus
 
 
 class RichProgress(ProgressSink):
@@ -153,9 +154,38 @@ def verify_json(report: VerifyReport) -> dict[str, Any]:
     }
 
 
-def status_table(dataset: str, shards: int, progress: list[ShardProgress]) -> Table:
+def generations_table(dataset: str, rows: list[GenerationRow]) -> Table:
+    t = Table(title=f"{dataset}: generations", title_justify="left")
+    for col in ("generation", "kind", "status", "finished", "seconds", "changed", "bytes"):
+        t.add_column(col, justify="left" if col in ("kind", "status", "finished") else "right")
+    for g in rows[-10:]:
+        finished = (
+            datetime.fromtimestamp(g.finished_at, UTC).isoformat(timespec="seconds")
+            if g.finished_at
+            else "-"
+        )
+        t.add_row(
+            str(g.generation),
+            g.kind,
+            g.status,
+            finished,
+            f"{g.seconds:.1f}" if g.finished_at else "-",
+            f"{g.changed_records:,}",
+            format_size(g.changed_bytes),
+        )
+    if len(rows) > 10:
+        t.caption = f"{len(rows) - 10} earlier generations not shown"
+    return t
+
+
+def status_table(
+    dataset: str, shards: int, progress: list[ShardProgress], generation: int = 1
+) -> Table:
     done = sum(1 for p in progress if p.status is ShardStatus.COMPLETE)
-    t = Table(title=f"{dataset}: {done}/{shards} shards complete", title_justify="left")
+    t = Table(
+        title=f"{dataset} generation {generation}: {done}/{shards} shards complete",
+        title_justify="left",
+    )
     for col in ("shard", "status", "chunks", "records", "plain", "stored"):
         t.add_column(col, justify="right" if col not in ("status",) else "left")
     for p in progress:

@@ -241,8 +241,21 @@ def test_status_before_and_after_a_run(site: Path) -> None:
 
     table = run_cli("status", "plan.yaml", cwd=site)
     assert table.returncode == 0
-    assert "profiles: 4/4 shards complete" in table.stdout
-    assert "videos: 3/3 shards complete" in table.stdout
+    assert "profiles generation 1: 4/4 shards complete" in table.stdout
+    assert "videos generation 1: 3/3 shards complete" in table.stdout
+    assert table.stdout.count("committed") == 3  # each dataset's bulk generation
+    for ds in doc["datasets"]:
+        assert ds["generation"] == 1
+        ((g,),) = [ds["generations"]]
+        assert (g["generation"], g["kind"], g["status"]) == (1, "bulk", "committed")
+
+    # A second run is a sync: status shows the new generation.
+    assert run_cli("run", "plan.yaml", cwd=site).returncode == 0
+    doc = json.loads(run_cli("status", "plan.yaml", "--json", cwd=site).stdout)
+    for ds in doc["datasets"]:
+        assert ds["generation"] == 2
+        assert [g["kind"] for g in ds["generations"]] == ["bulk", "sync"]
+        assert ds["generations"][1]["changed_records"] == 0
 
 
 def test_run_unknown_dataset_is_a_usage_error(site: Path) -> None:
