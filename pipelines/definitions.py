@@ -33,6 +33,7 @@ from dagster import BetaWarning, ConfigurableResource, Definitions, EnvVar, Prev
 from migrator.plan.model import load_plan
 from pipelines.assets import dataset_asset
 from pipelines.checks import completion_asset, dataset_checks
+from pipelines.cutover import cutover_asset
 from pipelines.resources import CloudTarget, PlanResource, StandInTarget
 from pipelines.schedules import (
     DEFAULT_SYNC_CRON,
@@ -91,7 +92,7 @@ def build_definitions(
         assets = [dataset_asset(spec, ds, shards_per_run) for ds in spec.datasets]
         checks = [dataset_checks(spec, ds) for ds in spec.datasets]
     return Definitions(
-        assets=[*assets, completion_asset(spec)],
+        assets=[*assets, completion_asset(spec), cutover_asset(spec)],
         asset_checks=checks,
         jobs=[*full, *sync],
         schedules=[

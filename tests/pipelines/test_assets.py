@@ -282,4 +282,9 @@ def test_the_default_definitions_are_the_demo_plan(monkeypatch: pytest.MonkeyPat
     defs = importlib.reload(pipelines.definitions).defs
 
     keys = {tuple(key.path) for key in defs.resolve_all_asset_keys()}
-    assert keys == {("demo", "user_profiles"), ("demo", "videos"), ("demo", "migration_complete")}
+    assert keys == {
+        ("demo", "user_profiles"),
+        ("demo", "videos"),
+        ("demo", "migration_complete"),
+        ("demo", "cutover_readiness"),
+    }

@@ -1,0 +1,293 @@
+"""Incremental sync benchmark: time and upload of a sync on N and on 4N records, in one run.
+
+    python bench/sync.py [--records N] [--change 0.01] [--workdir DIR] [--json OUT]
+                         [--quick] [--keep]
+
+For each size: generate N JSONL profiles (~600 B), bulk-run them, change --change of them
+(half updates, a quarter deletes, a quarter inserts), sync, then sync again with no change.
+The machines are noisy, so only ratios measured here, in the same run, mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from migrator.engine.run import DatasetReport, MigrationRun
+from migrator.keys.local import LocalKeyProvider, init_kek_file
+from migrator.plan.model import Plan, load_plan
+from migrator.sizes import MiB, format_size
+from migrator.state.sqlite import SqliteStateStore
+from migrator.stores.local import LocalStore
+from migrator.stores.wrappers import CountingStore
+
+FILES = 8
+SHARDS = 64
+SEED = 7
+BIO_WORDS = (60, 140)  # ~600-byte records on average
+_TEXT = (
+    "the a of and to in is for on with my our this that love life day night time today music"
+    " dance travel food coffee recipe garden city beach mountain road trip friends family dog"
+    " cat photo film camera studio live stream game team season fan art design style fitness"
+    " yoga bike ocean river forest sunset story share follow creator vlog tutorial review tech"
+    " code build craft paint book song guitar piano band concert festival café naïve crème"
+)
+WORDS = tuple(_TEXT.split())
+CUM_WEIGHTS = tuple(itertools.accumulate(1 / rank for rank in range(1, len(WORDS) + 1)))
+COUNTRIES = ("US", "DE", "BR", "JP", "IN", "FR", "MX", "KR", "NG", "ES")
+UID_DIGITS = slice(13, 22)  # b'{"user_id":"u' then 9 digits: orjson keeps the key order
+
+
+def profile(index: int, rev: int) -> bytes:
+    """Profile `index` at revision `rev`: the same bytes every time, other bytes per revision."""
+    rng = random.Random(index * 16 + rev)
+    handle = f"user{index}.{rng.randrange(10_000)}"
+    return orjson.dumps(
+        {
+            "user_id": f"u{index:09d}",
+            "handle": handle,
+            "email": f"{handle}@example.com",
+            "country": rng.choice(COUNTRIES),
+            "created_at": f"20{rng.randrange(12, 25)}-0{rng.randrange(1, 10)}-1{rng.randrange(10)}",
+            "followers": int(rng.paretovariate(1.2) * 10),
+            "bio": " ".join(
+                rng.choices(WORDS, cum_weights=CUM_WEIGHTS, k=rng.randrange(*BIO_WORDS))
+            ),
+            "rev": rev,
+        }
+    )
+
+
+def _write_part(path: Path, indices: range) -> int:
+    with path.open("wb") as out:
+        out.writelines(profile(i, 0) + b"\n" for i in indices)
+    return path.stat().st_size
+
+
+def generate(data: Path, records: int) -> int:
+    """FILES JSONL files of contiguous profile ranges, written in parallel; returns bytes."""
+    data.mkdir(parents=True)
+    bounds = [records * f // FILES for f in range(FILES + 1)]
+    paths = [data / f"profiles-{f:02d}.jsonl" for f in range(FILES)]
+    ranges = [range(a, b) for a, b in itertools.pairwise(bounds)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return sum(pool.map(_write_part, paths, ranges))
+
+
+def mutate(data: Path, records: int, change: float) -> dict[str, int]:
+    """Rewrite the source with updates, deletes and inserts (new inodes, as an app's save)."""
+    total = max(4, round(records * change))
+    updates, deletes = total // 2, total // 4
+    inserts = total - updates - deletes
+    picked = random.Random(SEED).sample(range(records), updates + deletes)
+    updated, deleted = set(picked[:updates]), set(picked[updates:])
+    for f, path in enumerate(sorted(data.glob("*.jsonl"))):
+        tmp = path.with_name(path.name + ".new")
+        with path.open("rb") as src, tmp.open("wb") as out:
+            for line in src:
+                index = int(line[UID_DIGITS])
+                if index in updated:
+                    out.write(profile(index, 1) + b"\n")
+                elif index not in deleted:
+                    out.write(line)
+            out.writelines(
+                profile(i, 0) + b"\n" for i in range(records + f, records + inserts, FILES)
+            )
+        tmp.replace(path)
+    return {"changed": total, "updates": updates, "deletes": deletes, "inserts": inserts}
+
+
+def write_plan(site: Path) -> Plan:
+    """A one-dataset plan in YAML, as users write it (and the tests do), with a fresh KEK."""
+    init_kek_file(site / "kek.key")
+    (site / "plan.yaml").write_text(
+        "version: 1\nname: syncbench\nstate_dir: state\n"
+        "keys: {provider: local, kek_file: kek.key}\n"
+        "destination: {kind: local, path: dest}\n"
+        "datasets:\n"
+        "  - {name: profiles, kind: records, format: jsonl, source: {kind: local, path: data},"
+        f" key: user_id, shards: {SHARDS}}}\n",
+        encoding="utf-8",
+    )
+    return load_plan(site / "plan.yaml")
+
+
+@dataclass
+class Run:
+    seconds: float
+    uploaded: int  # bytes sent to the store, counted by CountingStore
+    puts: int
+    records: int  # records written (a sync: updates + inserts)
+    removed: int  # tombstones
+    shards_changed: int
+    kind: str
+    peak_mib: float  # this process, sampled during the run
+    ru_maxrss_mib: float  # cumulative over the whole benchmark, so far
+
+
+def migrate(plan: Plan) -> Run:
+    """One MigrationRun with fresh store wrappers, timed wall-clock, RSS sampled meanwhile."""
+    assert plan.destination.path is not None and plan.keys.kek_file is not None
+    store = CountingStore(LocalStore(plan.destination.path))
+    me, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], me.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with SqliteStateStore(plan.state_dir / "state.sqlite") as state:
+        started = time.perf_counter()
+        report = MigrationRun(plan, store, LocalKeyProvider(plan.keys.kek_file), state).run()
+        seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    ds: DatasetReport = report.datasets[0]
+    if not ds.committed:
+        raise RuntimeError(f"generation {ds.generation} was not committed")
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    puts = store.requests["put"] + store.requests["upload_part"]
+    counts = (ds.records, ds.removed, ds.shards_changed, ds.generation_kind)
+    return Run(seconds, store.bytes_sent, puts, *counts, peak[0] / MiB, maxrss)
+
+
+@dataclass
+class Size:
+    records: int
+    source_bytes: int
+    bulk: Run
+    sync: Run
+    idle: Run  # a sync with nothing changed: the fixed cost, the routing scan of the source
+    changes: dict[str, int]
+
+    @property
+    def upload_ratio(self) -> float:
+        return self.sync.uploaded / self.bulk.uploaded
+
+
+def bench_size(workdir: Path, records: int, change: float, console: Console) -> Size:
+    site = workdir / f"n{records}"
+    shutil.rmtree(site, ignore_errors=True)
+    site.mkdir(parents=True)
+    source_bytes = generate(site / "data", records)
+    plan = write_plan(site)
+    bulk = migrate(plan)
+    changes = mutate(site / "data", records, change)
+    sync, idle = migrate(plan), migrate(plan)
+    console.print(
+        f"{records:,} records ({format_size(source_bytes)}): bulk {bulk.seconds:.2f} s,"
+        f" sync after a {change:.2%} change {sync.seconds:.2f} s, no change {idle.seconds:.2f} s"
+    )
+    expected = changes["updates"] + changes["inserts"], changes["updates"] + changes["deletes"]
+    if (sync.kind, sync.records, sync.removed) != ("sync", *expected) or idle.shards_changed:
+        console.print(f"warning: unexpected sync report {sync} / {idle}", style="yellow")
+    return Size(records, source_bytes, bulk, sync, idle, changes)
+
+
+def ratios(sizes: list[Size]) -> dict[str, float]:
+    """What survives a noisy machine: ratios of figures measured in this run, on this disk."""
+    small, big = sizes
+    out = {
+        "sync time 4N/N": big.sync.seconds / small.sync.seconds,
+        "no-change sync time 4N/N": big.idle.seconds / small.idle.seconds,
+    }
+    for s in sizes:
+        out[f"sync/bulk time, N={s.records:,}"] = s.sync.seconds / s.bulk.seconds
+        out[f"no-change/sync time, N={s.records:,}"] = s.idle.seconds / s.sync.seconds
+        out[f"upload sync/bulk, N={s.records:,}"] = s.upload_ratio
+    return out
+
+
+def print_report(console: Console, sizes: list[Size], machine: dict[str, object]) -> None:
+    table = Table(title="incremental sync", title_justify="left")
+    cells: dict[str, Callable[[Size], str]] = {
+        "records": lambda s: f"{s.records:,}",
+        "source": lambda s: format_size(s.source_bytes),
+        "bulk s": lambda s: f"{s.bulk.seconds:.2f}",
+        "sync s": lambda s: f"{s.sync.seconds:.2f}",
+        "no-change s": lambda s: f"{s.idle.seconds:.2f}",
+        "written/tombstones": lambda s: f"{s.sync.records:,}/{s.sync.removed:,}",
+        "bulk upload": lambda s: format_size(s.bulk.uploaded),
+        "sync upload": lambda s: format_size(s.sync.uploaded),
+        "upload ratio": lambda s: f"{s.upload_ratio:.2%}",
+        "peak RSS MiB bulk/sync": lambda s: f"{s.bulk.peak_mib:,.0f}/{s.sync.peak_mib:,.0f}",
+    }
+    for column in cells:
+        table.add_column(column, justify="right")
+    for size in sizes:
+        table.add_row(*(cell(size) for cell in cells.values()))
+    console.print(table)
+    for label, value in ratios(sizes).items():
+        shown = f"{value:.2%}" if label.startswith("upload") else f"{value:.3f}"
+        console.print(f"  {label:<36} {shown:>8}")
+    s = sizes[0]
+    rewritten = (s.changes["updates"] + s.changes["inserts"]) / s.records
+    console.print(f"4N/N is 4.0 if linear; the change writes {rewritten:.2%} of the records again")
+    console.print(
+        f"machine: {machine['cpu_count']} CPUs, Python {machine['python']},"
+        f" load {machine['load_average_1m']:.2f}; source read from the page cache"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--records", type=int, default=250_000, help="N (the larger size is 4N)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: --records 20000")
+    parser.add_argument("--change", type=float, default=0.01, help="share of records changed")
+    parser.add_argument("--workdir", type=Path, help="where data and results go (default: temp)")
+    parser.add_argument("--json", type=Path, help="results file (default: WORKDIR/sync-bench.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and stores")
+    args = parser.parse_args(argv)
+    records = 20_000 if args.quick else args.records
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="migrator-sync-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = args.json or workdir / "sync-bench.json"
+    # The load average: other work on the machine skews the seconds, less so the ratios.
+    machine: dict[str, object] = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": os.getloadavg()[0],
+    }
+    try:
+        sizes = [bench_size(workdir, n, args.change, console) for n in (records, 4 * records)]
+    finally:
+        if not args.keep:
+            for n in (records, 4 * records):
+                shutil.rmtree(workdir / f"n{n}", ignore_errors=True)
+    print_report(console, sizes, machine)
+    result = {
+        "machine": machine,
+        "shards": SHARDS,
+        "change": args.change,
+        "sizes": [{**asdict(s), "upload_ratio": s.upload_ratio} for s in sizes],
+        "ratios": ratios(sizes),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    console.print(f"results written to {out}" + (f"; data kept in {workdir}" if args.keep else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
