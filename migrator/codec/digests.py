@@ -24,8 +24,6 @@ ZERO_DIGEST = "0" * 32
 
 # One routed record in a digest spool: key hash, record digest, bytes in the spool (incl. "\n").
 DIGEST_ENTRY = struct.Struct(">16s16sQ")
-# One key of a records inventory: key hash, digest sum, records, bytes.
-_MAP_ENTRY = struct.Struct(">16s16sIQ")
 
 
 def key_hash(key: bytes) -> bytes:
@@ -117,20 +115,22 @@ def objects_digest(inventory: Mapping[str, ObjectEntry]) -> int:
     return total % MOD
 
 
-def pack_records_map(inventory: RecordsMap) -> bytes:
-    body = b"".join(
-        _MAP_ENTRY.pack(kh, e.digest.to_bytes(16), e.records, e.nbytes)
-        for kh, e in sorted(inventory.items())
-    )
-    return zstandard.ZstdCompressor(level=3).compress(body)
+def spool_digest(data: bytes | memoryview) -> tuple[int, int]:
+    """(digest, records) of a digest spool, without building its per-key map."""
+    total = 0
+    for _kh, dg, _length in DIGEST_ENTRY.iter_unpack(data):
+        total += int.from_bytes(dg)
+    return total % MOD, len(data) // DIGEST_ENTRY.size
+
+
+def pack_records_inventory(spool: bytes | memoryview) -> bytes:
+    """A shard's records inventory is its digest spool, compressed: the per-key map is built
+    only when the next sync diffs against it (a bulk never needs it)."""
+    return zstandard.ZstdCompressor(level=1).compress(spool)
 
 
 def unpack_records_map(blob: bytes) -> RecordsMap:
-    body = zstandard.ZstdDecompressor().decompress(blob)
-    return {
-        kh: KeyEntry(int.from_bytes(dg), records, nbytes)
-        for kh, dg, records, nbytes in _MAP_ENTRY.iter_unpack(body)
-    }
+    return records_map_from_spool(zstandard.ZstdDecompressor().decompress(blob))
 
 
 def pack_objects_map(inventory: ObjectsMap) -> bytes:

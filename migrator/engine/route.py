@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import xxhash
 
-from migrator.codec.digests import DIGEST_ENTRY, key_hash
+from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import SourceError, StateError
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
@@ -35,6 +35,10 @@ class RecordsSpec:
     shards: int
     source: Source
     csv_delimiter: str = ","
+
+
+_pack_entry = DIGEST_ENTRY.pack
+_hash128 = xxhash.xxh3_128_digest  # key_hash and record_digest, bound once for the hot loop
 
 
 def spool_path(spool_dir: Path, shard: int) -> Path:
@@ -87,7 +91,7 @@ class ShardSpools:
     def append(self, shard: int, record: bytes, key: bytes) -> None:
         length = len(record) + 1
         dbuf = self.dbuffers[shard]
-        dbuf += DIGEST_ENTRY.pack(key_hash(key), xxhash.xxh3_128_digest(record), length)
+        dbuf += _pack_entry(_hash128(key), _hash128(record), length)
         if self.keep_records:
             buf = self.buffers[shard]
             buf += record

@@ -24,9 +24,9 @@ from migrator.codec.digests import (
     iter_spool_entries,
     objects_digest,
     pack_objects_map,
-    pack_records_map,
-    records_digest,
+    pack_records_inventory,
     records_map_from_spool,
+    spool_digest,
     to_hex,
     unpack_objects_map,
     unpack_records_map,
@@ -375,15 +375,14 @@ class MigrationRun:
         spool = spool_path(spool_dir, shard)
         dpath = digests_path(spool_dir, shard)
         entries = dpath.read_bytes() if dpath.exists() else b""
-        current = records_map_from_spool(entries)
         inventory_path = spool_dir / f"s{shard:05d}.inventory"
         if not inventory_path.exists():
-            _write_atomic(inventory_path, pack_records_map(current))
-        digest = records_digest(current.values())
-        live = sum(e.records for e in current.values())
+            _write_atomic(inventory_path, pack_records_inventory(entries))
+        digest, live = spool_digest(entries)
         previous, previous_xxh3 = self._previous_head(ds, gen, shard)
         if previous == 0:
             return _ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory_path), spool
+        current = records_map_from_spool(entries)
         blob = self.state.shard_inventory(ds.name, shard, gen)
         if blob is None:
             raise StateError(
