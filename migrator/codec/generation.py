@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from migrator.codec.body import U32 as _U32
+from migrator.codec.body import BodyReader
 from migrator.codec.chunk import ChunkEncoder, decode_chunk
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.errors import TamperedError, UnknownVersionError
@@ -28,9 +30,6 @@ RECORD_VERSION = 1
 KINDS = ("bulk", "sync", "compact")
 GENERATIONS_FOLDER = "_generations"
 
-_U32 = 2**32 - 1
-_U64 = 2**64 - 1
-_HEX128 = re.compile(r"[0-9a-f]{32}")
 _KEY = re.compile(r"g(\d{6,})\.mgc")
 _SHARD_FIELDS = frozenset(("shard", "chain", "head_xxh3", "records", "digest"))
 _BODY_FIELDS = frozenset(
@@ -185,35 +184,8 @@ def _check(record: GenerationRecord, object_key: str | None) -> None:
             raise bad(f"shard {index}: chain reaches past generation {record.generation}")
 
 
-class _Reader:
-    def __init__(self, object_key: str | None) -> None:
-        self.object_key = object_key
-
-    def bad(self, message: str) -> TamperedError:
-        return TamperedError(f"malformed generation record: {message}", object_key=self.object_key)
-
-    def fields(self, obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
-        if not isinstance(obj, dict) or obj.keys() != allowed:
-            raise self.bad(f"{where} does not have exactly the fields {sorted(allowed)}")
-        return obj
-
-    def int_(self, obj: Mapping[str, Any], name: str, where: str, limit: int = _U64) -> int:
-        value = obj[name]
-        if type(value) is not int or not 0 <= value <= limit:
-            raise self.bad(f"{where}.{name} is not an integer in 0..{limit}")
-        return value
-
-    def str_(self, obj: Mapping[str, Any], name: str, where: str) -> str:
-        value = obj[name]
-        if not isinstance(value, str):
-            raise self.bad(f"{where}.{name} is not a string")
-        return value
-
-    def hex128(self, obj: Mapping[str, Any], name: str, where: str) -> str:
-        value = self.str_(obj, name, where)
-        if not _HEX128.fullmatch(value):
-            raise self.bad(f"{where}.{name} is not 32 lowercase hex digits")
-        return value
+class _Reader(BodyReader):
+    what = "generation record"
 
     def time(self, obj: Mapping[str, Any], name: str) -> str:
         value = self.str_(obj, name, "record")
@@ -268,9 +240,7 @@ class _Reader:
             finished_at=self.time(f, "finished_at"),
             seconds=float(seconds),
             previous=self.int_(f, "previous", "record", _U32),
-            previous_xxh3=None
-            if f["previous_xxh3"] is None
-            else self.hex128(f, "previous_xxh3", "record"),
+            previous_xxh3=self.opt_hex128(f, "previous_xxh3", "record"),
             changed_records=self.int_(f, "changed_records", "record"),
             changed_bytes=self.int_(f, "changed_bytes", "record"),
             shards=tuple(self.head(obj, i) for i, obj in enumerate(shards)),

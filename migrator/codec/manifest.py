@@ -7,8 +7,7 @@ to another shard, or a chunk dropped from it, is detected on open.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -16,6 +15,9 @@ from typing import Any
 
 import orjson
 
+from migrator.codec.body import HEX128 as _HEX128
+from migrator.codec.body import U32 as _U32
+from migrator.codec.body import BodyReader
 from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tagger
 from migrator.codec.digests import ZERO_DIGEST
 from migrator.codec.identity import ChunkIdentity, ChunkKind
@@ -39,9 +41,6 @@ MANIFEST_VERSION = 2  # 2: generation chains (previous, removed, digests) and pa
 KIND_RECORDS = "records"
 KIND_OBJECTS = "objects"
 
-_U32 = 2**32 - 1
-_U64 = 2**64 - 1
-_HEX128 = re.compile(r"[0-9a-f]{32}")
 _CHUNK_FIELDS = frozenset(
     (
         "sequence",
@@ -246,51 +245,8 @@ def open_manifest(
 # --- validation ----------------------------------------------------------------------------
 
 
-class _BodyReader:
-    """Turns decoded JSON into typed values; anything off is a TamperedError naming the field."""
-
-    def __init__(self, object_key: str | None) -> None:
-        self.object_key = object_key
-
-    def bad(self, message: str) -> TamperedError:
-        return TamperedError(f"malformed manifest: {message}", object_key=self.object_key)
-
-    def fields(self, obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
-        if not isinstance(obj, dict):
-            raise self.bad(f"{where} is not an object")
-        if obj.keys() != allowed:
-            missing = sorted(allowed - obj.keys())
-            unknown = sorted(obj.keys() - allowed)
-            raise self.bad(f"{where}: missing fields {missing}, unknown fields {unknown}")
-        return obj
-
-    def int_(self, obj: Mapping[str, Any], name: str, where: str, limit: int = _U64) -> int:
-        value = obj[name]
-        # bool is an int subclass; a JSON true is not a count
-        if type(value) is not int or not 0 <= value <= limit:
-            raise self.bad(f"{where}.{name} is not an integer in 0..{limit}")
-        return value
-
-    def str_(self, obj: Mapping[str, Any], name: str, where: str) -> str:
-        value = obj[name]
-        if not isinstance(value, str):
-            raise self.bad(f"{where}.{name} is not a string")
-        return value
-
-    def opt_str(self, obj: Mapping[str, Any], name: str, where: str) -> str | None:
-        return None if obj[name] is None else self.str_(obj, name, where)
-
-    def strings(self, obj: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
-        value = obj[name]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.bad(f"{where}.{name} is not a list of strings")
-        return tuple(value)
-
-    def hex128(self, obj: Mapping[str, Any], name: str, where: str) -> str:
-        value = self.str_(obj, name, where)
-        if not _HEX128.fullmatch(value):
-            raise self.bad(f"{where}.{name} is not 32 lowercase hex digits")
-        return value
+class _BodyReader(BodyReader):
+    what = "manifest"
 
     def chunk(self, obj: object, index: int) -> ChunkRef:
         where = f"chunks[{index}]"
@@ -355,9 +311,7 @@ class _BodyReader:
             created_at=created_at,
             extra=extra,
             previous=self.int_(f, "previous", "manifest", _U32),
-            previous_xxh3=None
-            if f["previous_xxh3"] is None
-            else self.hex128(f, "previous_xxh3", "manifest"),
+            previous_xxh3=self.opt_hex128(f, "previous_xxh3", "manifest"),
             removed=self.strings(f, "removed", "manifest"),
             removed_records=self.int_(f, "removed_records", "manifest"),
             added_digest=self.hex128(f, "added_digest", "manifest"),
