@@ -126,24 +126,44 @@ def completion_asset(spec: Plan) -> AssetsDefinition:
         dry_run_target: TargetResource,
     ) -> MaterializeResult[None]:
         with (dry_run_target if config.dry_run else target).open(plan.load()) as io:
-            shards = [
-                p
+            # Complete once the bulk generation is committed; later syncs and compactions keep
+            # it so (a compaction forgets the bulk's per-shard rows, not the commitment).
+            committed = {
+                ds.name: [g for g in io.state.generations(ds.name) if g.committed]
                 for ds in spec.datasets
-                for p in io.state.shard_progress(ds.name, BULK_GENERATION)
-                if p.status is ShardStatus.COMPLETE
+            }
+            bulk = {
+                ds.name: sum(
+                    p.status is ShardStatus.COMPLETE
+                    for p in io.state.shard_progress(ds.name, BULK_GENERATION)
+                )
+                for ds in spec.datasets
+            }
+            heads = [
+                h[-1]
+                for ds in spec.datasets
+                for shard in range(ds.shards)
+                if (h := io.state.shard_heads(ds.name, shard))
             ]
             where: dict[str, str | bool] = {
                 "destination": io.store.describe(),
                 "dry_run": io.dry_run,
             }
-        done = {ds.name: sum(p.dataset == ds.name for p in shards) for ds in spec.datasets}
-        if any(done[ds.name] < ds.shards for ds in spec.datasets):
-            short = "; ".join(f"{ds.name}: {done[ds.name]} of {ds.shards}" for ds in spec.datasets)
+        if any(not committed[ds.name] for ds in spec.datasets):
+            short = "; ".join(
+                f"{ds.name}: {bulk[ds.name]} of {ds.shards}"
+                for ds in spec.datasets
+                if not committed[ds.name]
+            )
             raise Failure(f"shards complete: {short}", allow_retries=False)
-        sums = ("records", "chunks", "plain_bytes", "stored_bytes")
-        totals = {name: sum(getattr(p, name) for p in shards) for name in sums}
         return MaterializeResult(
-            metadata={"datasets": len(done), "shards": len(shards), **totals, **where}
+            metadata={
+                "datasets": len(spec.datasets),
+                "shards": sum(ds.shards for ds in spec.datasets),
+                "records": sum(h.live_records for h in heads),
+                "generations": {ds.name: committed[ds.name][-1].generation for ds in spec.datasets},
+                **where,
+            }
         )
 
     return migration_complete

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import (
     ObjectEntry,
     ObjectsMap,
@@ -41,6 +42,9 @@ RECENT_SYNCS = 5  # the freeze estimate fits this many of the latest syncs
 
 @dataclass
 class ShardGate:
+    """Digests are shown as keyed tags of the digests (equal exactly when the digests are):
+    a bare xxh3 sum of a one-record shard would be that record's plaintext hash."""
+
     shard: int
     source_digest: str
     destination_digest: str | None  # None: the shard's chain could not be read
@@ -53,7 +57,11 @@ class ShardGate:
 
     @property
     def match(self) -> bool:
-        return self.problem is None and self.source_digest == self.destination_digest
+        return (
+            self.problem is None
+            and self.source_digest == self.destination_digest
+            and self.source_entries == self.destination_entries
+        )
 
 
 @dataclass
@@ -173,13 +181,18 @@ class CutoverGate:
             gate.problem = f"the destination has {len(record.shards)} shards, the plan {ds.shards}"
             return gate
         gate.generation, gate.last_sync = record.generation, record.finished_at
+        tag = object_tagger(key)
+
+        def shown(digest: str) -> str:
+            return tag(f"migrator/cutover/digest:{digest}").hex()
+
         started = time.monotonic()
         source = self._scan(ds)
         gate.scan_seconds = time.monotonic() - started
         for head in record.shards:
             src_digest, src_entries, current = source[head.shard]
             shard = ShardGate(
-                head.shard, to_hex(src_digest), None, src_entries, 0, None, None, None
+                head.shard, shown(to_hex(src_digest)), None, src_entries, 0, None, None, None
             )
             try:
                 chain = load_chain(
@@ -196,7 +209,7 @@ class CutoverGate:
             except MigratorError as exc:
                 shard.problem = str(exc)
             else:
-                shard.destination_digest = chain[-1].manifest.digest
+                shard.destination_digest = shown(chain[-1].manifest.digest)
                 if ds.kind == "records":
                     shard.destination_entries = live_records(chain)
                 else:

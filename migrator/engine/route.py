@@ -35,6 +35,9 @@ class RecordsSpec:
     shards: int
     source: Source
     csv_delimiter: str = ","
+    # The header earlier generations were routed with: a sync refuses another one, since its
+    # deltas are applied to records the old header describes.
+    csv_header: bytes | None = None
 
 
 _pack_entry = DIGEST_ENTRY.pack
@@ -147,7 +150,7 @@ def route_records(
     spools = ShardSpools(spool_dir, spec.shards, buffer_budget)
     start = cp.next_file if cp else 0
     spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
-    csv_header = cp.csv_header if cp else None
+    csv_header = cp.csv_header if cp else spec.csv_header
     inventory = xxhash.xxh3_128()
     since_checkpoint = 0
     index = -1
@@ -228,7 +231,12 @@ def _route_stream(
             if reader is None:  # the CSV header row of this file
                 where = f"{path}:{first_line}"
                 if csv_header is not None and record.removesuffix(b"\r") != csv_header:
-                    raise SourceError(f"{where}: CSV header differs from the first file's header")
+                    before = "earlier generations'" if spec.csv_header else "the first file's"
+                    raise SourceError(
+                        f"{where}: CSV header differs from {before} header"
+                        f" ({csv_header.decode('utf-8', 'replace')!r}); a changed schema needs"
+                        " a new dataset, not a sync"
+                    )
                 csv_header = record.removesuffix(b"\r")
                 reader = CsvKeyReader(spec.key_field, csv_header, spec.csv_delimiter, where)
                 continue

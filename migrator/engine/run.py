@@ -233,21 +233,25 @@ class MigrationRun:
             # Shard runs in parallel processes must agree on one data key: create it under a lock.
             with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.lock"):
                 key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
-            row = self._generation(ds)
-            gen = row.generation
-            dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-            dr.generation_kind = row.kind
-            prefix = f"{ds.name}/g{gen:06d}/"
-            prefixes = (
-                [prefix] if shards is None else [f"{prefix}s{s:05d}/" for s in sorted(shards)]
-            )
-            for p in prefixes:
-                dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, p)
-            if ds.kind == "records":
-                self._run_records(ds, gen, key, dr, shards)
-            else:
-                self._run_objects(ds, gen, key, dr, shards)
-            dr.committed = self._commit_generation(ds, gen, key)
+            # Two runs never work one shard at once (an hourly sync overrunning into the next,
+            # a sensor's run beside the schedule's): the later one waits, then syncs anew.
+            lock = self.plan.state_dir / "keys" / f"{ds.name}.shards.lock"
+            with shard_locks(lock, ds.shards, shards):
+                row = self._generation(ds)
+                gen = row.generation
+                dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
+                dr.generation_kind = row.kind
+                prefix = f"{ds.name}/g{gen:06d}/"
+                prefixes = (
+                    [prefix] if shards is None else [f"{prefix}s{s:05d}/" for s in sorted(shards)]
+                )
+                for p in prefixes:
+                    dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, p)
+                if ds.kind == "records":
+                    self._run_records(ds, gen, key, dr, shards)
+                else:
+                    self._run_objects(ds, gen, key, dr, shards)
+                dr.committed = self._commit_generation(ds, gen, key)
             dr.seconds = time.monotonic() - t0
             report.datasets.append(dr)
         report.seconds = time.monotonic() - started
@@ -313,6 +317,7 @@ class MigrationRun:
             shards=ds.shards,
             source=self.open_source(ds),
             csv_delimiter=ds.csv_delimiter,
+            csv_header=self.state.last_csv_header(ds.name, gen),
         )
         # One router at a time: shard runs in parallel processes wait for it, then share it.
         with _file_lock(self.plan.state_dir / "spool" / f"{ds.name}.lock"):
@@ -338,7 +343,7 @@ class MigrationRun:
                 continue
             delta, path = self._records_delta(ds, gen, shard, spool_dir)
             if delta is None:  # nothing changed in the shard since its last generation
-                self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+                self._complete_untouched(ds, gen, shard)
                 continue
             deltas[shard] = delta
             todo.append((shard, path))
@@ -556,7 +561,7 @@ class MigrationRun:
                     *self._previous_head(ds, gen, shard),
                 )
                 if delta is None:
-                    self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+                    self._complete_untouched(ds, gen, shard)
                     continue
                 dr.shards_changed += 1
                 dr.removed += len(delta.removed)
@@ -668,6 +673,15 @@ class MigrationRun:
             ),
         )
 
+    def _complete_untouched(self, ds: DatasetPlan, gen: int, shard: int) -> None:
+        """No manifest for the shard in this generation; parts an interrupted attempt sent
+        for an object gone since are removed first, so nothing unlisted stays behind."""
+        stale = list(self.state.shard_chunks(ds.name, gen, shard))
+        for c in stale:
+            self.store.delete(c.object_key)
+        self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale])
+        self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+
     def _commit_generation(self, ds: DatasetPlan, gen: int, key: DataKey) -> bool:
         """Store the generation record once every shard of the generation is complete: from
         then on restore sees it. True when it is (now or before) committed."""
@@ -700,7 +714,9 @@ def commit_generation(
     row = rows.get(gen)
     if row is None:
         return False
+    spool = plan.state_dir / "spool" / ds.name / f"g{gen:06d}"
     if row.committed:
+        shutil.rmtree(spool, ignore_errors=True)  # a crash may have come between the two
         return True
     progress = {p.shard: p for p in state.shard_progress(ds.name, gen)}
     if any(
@@ -758,7 +774,7 @@ def commit_generation(
     )
     for shard in range(ds.shards):
         state.prune_inventories(ds.name, shard, gen + 1)
-    shutil.rmtree(plan.state_dir / "spool" / ds.name / f"g{gen:06d}", ignore_errors=True)
+    shutil.rmtree(spool, ignore_errors=True)
     return True
 
 
@@ -888,6 +904,28 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def shard_locks(path: Path, total: int, shards: set[int] | None) -> Iterator[None]:
+    """Exclusive POSIX record locks on byte `shard` of one lock file, for every shard a run
+    works (the whole range for a run over all of them); released on exit or death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wanted = sorted(range(total) if shards is None else shards)
+    runs: list[tuple[int, int]] = []  # (start, length) of consecutive shards
+    for shard in wanted:
+        if runs and runs[-1][0] + runs[-1][1] == shard:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((shard, 1))
+    with path.open("a") as fh:
+        try:
+            for start, length in runs:
+                fcntl.lockf(fh.fileno(), fcntl.LOCK_EX, length, start, os.SEEK_SET)
+            yield
+        finally:
+            for start, length in runs:
+                fcntl.lockf(fh.fileno(), fcntl.LOCK_UN, length, start, os.SEEK_SET)
 
 
 def _settle_all(pipeline: ChunkPipeline, committer: _Committer) -> None:

@@ -11,6 +11,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from migrator.codec.digests import MOD, add, object_digest, record_digest, to_hex
 from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, shard_prefix
 from migrator.engine.chain import (
@@ -20,6 +21,7 @@ from migrator.engine.chain import (
     load_chain,
     load_record,
     record_generations,
+    split_records,
 )
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import (
@@ -129,7 +131,9 @@ class Verifier:
                                 shard_prefix(ds.name, link.manifest.generation, shard)
                             )
                         }
-                        self._verify_manifest(ds.name, shard, key, link, present, pool, report)
+                        self._verify_manifest(
+                            ds.name, shard, key, link, present, pool, report, ds.format == "csv"
+                        )
         return report
 
     def _check_head(
@@ -226,6 +230,7 @@ class Verifier:
         listed_here: set[str],
         pool: ThreadPoolExecutor,
         report: VerifyReport,
+        is_csv: bool = False,
     ) -> None:
         manifest, mkey = link.manifest, link.object_key
         report.chunks_listed += manifest.chunk_count
@@ -251,24 +256,47 @@ class Verifier:
             candidates = [r for r in manifest.chunks if r.object_key in present]
             if candidates:
                 to_check.append(self.rng.choice(candidates))
-        futures = [(ref, pool.submit(self._check_chunk, manifest, ref, key)) for ref in to_check]
+        # Every chunk read back: what the records hold must add up to the manifest's claim.
+        whole = manifest.kind == "records" and not self.quick and len(to_check) == len(listed)
+        check = functools.partial(
+            self._check_chunk, manifest, key=key, is_csv=is_csv if whole else None
+        )
+        futures = [(ref, pool.submit(check, ref)) for ref in to_check]
+        added, clean = 0, True
         for ref, fut in futures:
-            err = fut.result()
+            err, digest = fut.result()
             report.chunks_checked += 1
             report.bytes_checked += ref.stored_size
             if err is not None:
+                clean = False
                 report.problems.append(_problem(dataset, shard, err, ref.object_key))
+            added = add(added, digest)
+        if manifest.kind == "objects":
+            added, whole = _objects_added(manifest), True
+        if whole and clean and to_hex(added) != manifest.added_digest:
+            exc4 = TamperedError(
+                "what the manifest's chunks hold does not add up to its added digest",
+                object_key=mkey,
+            )
+            report.problems.append(_problem(dataset, shard, exc4, mkey))
 
     def _check_chunk(
-        self, manifest: ShardManifest, ref: ChunkRef, key: DataKey
-    ) -> MigratorError | None:
+        self, manifest: ShardManifest, ref: ChunkRef, *, key: DataKey, is_csv: bool | None
+    ) -> tuple[MigratorError | None, int]:
+        """(the problem, or None; the order-independent digest of the chunk's records when
+        is_csv says how to split them)."""
         try:
             if self.quick:
-                return _head_check(self.store, ref, key)
-            read_chunk(self.store, manifest, ref, key)
+                return _head_check(self.store, ref, key), 0
+            plain = read_chunk(self.store, manifest, ref, key)
+            if is_csv is None:
+                return None, 0
+            total = 0
+            for record in split_records(plain, is_csv):
+                total += int.from_bytes(record_digest(record))
+            return None, total % MOD
         except MigratorError as exc:
-            return exc
-        return None
+            return exc, 0
 
     def _check_against_state(
         self, manifest: ShardManifest, mkey: str, report: VerifyReport
@@ -282,6 +310,20 @@ class Verifier:
                 object_key=mkey,
             )
             report.problems.append(_problem(manifest.dataset, manifest.shard, exc, mkey))
+
+
+def _objects_added(manifest: ShardManifest) -> int:
+    """The digest of the objects a manifest lists, from their names, sizes and versions."""
+    sizes: dict[str, int] = {}
+    versions: dict[str, str] = {}
+    for ref in manifest.chunks:
+        name = ref.name or ""
+        sizes[name] = sizes.get(name, 0) + ref.plain_size
+        versions[name] = ref.version or ""
+    total = 0
+    for name, size in sizes.items():
+        total = add(total, object_digest(name, size, versions[name]))
+    return total
 
 
 def _head_check(store: ObjectStore, ref: ChunkRef, key: DataKey) -> MigratorError | None:

@@ -149,6 +149,15 @@ class SqliteStateStore:
         sizes = struct.unpack(f">{len(blob) // 8}Q", blob)
         return RouteCheckpoint(row[0], row[1], sizes, row[3], bool(row[4]))
 
+    def last_csv_header(self, dataset: str, before: int) -> bytes | None:
+        """The CSV header the last completed routing before generation `before` saw."""
+        row = self._run(
+            "SELECT csv_header FROM routes WHERE dataset=? AND generation<? AND complete=1"
+            " ORDER BY generation DESC LIMIT 1",
+            (dataset, before),
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
     def save_route_checkpoint(self, dataset: str, generation: int, cp: RouteCheckpoint) -> None:
         blob = struct.pack(f">{len(cp.spool_sizes)}Q", *cp.spool_sizes)
         self._run(
@@ -205,11 +214,16 @@ class SqliteStateStore:
     ) -> None:
         """The shard's manifest is stored (or the generation left it untouched: no manifest),
         and its inventory is what the next sync diffs against: both in one transaction."""
-        old = self.shard_status(dataset, generation, shard)
-        check_shard_move(dataset, shard, old, ShardStatus.COMPLETE)
         try:
             with self._lock, self._db:
-                self._db.execute("BEGIN")
+                # IMMEDIATE: the status read and the write are one step for every process
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute(
+                    "SELECT status FROM shards WHERE dataset=? AND generation=? AND shard=?",
+                    (dataset, generation, shard),
+                ).fetchone()
+                old = ShardStatus.PENDING if row is None else ShardStatus(row[0])
+                check_shard_move(dataset, shard, old, ShardStatus.COMPLETE)
                 self._db.execute(
                     "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (

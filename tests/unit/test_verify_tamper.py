@@ -274,9 +274,11 @@ def test_manifest_listing_fewer_chunks_than_committed(site: Path) -> None:
     code, doc = verify(site)
     assert code == 1
     # The state store remembers one chunk more; the chunk itself is still there, unlisted.
-    # The generation record names the manifest that was replaced, too.
+    # The generation record names the manifest that was replaced, too, and the records its
+    # chunks hold no longer add up to its digest.
     assert problems(doc) == sorted(
         [
+            (mkey, "TamperedError"),
             (mkey, "TamperedError"),
             (mkey, "TruncatedError"),
             (dropped.object_key, "UnexpectedObjectError"),
@@ -287,7 +289,11 @@ def test_manifest_listing_fewer_chunks_than_committed(site: Path) -> None:
     obj(site, dropped.object_key).unlink()
     code, doc = verify(site)
     assert code == 1
-    assert problems(doc) == [(mkey, "TamperedError"), (mkey, "TruncatedError")]
+    assert problems(doc) == [
+        (mkey, "TamperedError"),
+        (mkey, "TamperedError"),
+        (mkey, "TruncatedError"),
+    ]
     assert doc["chunks_checked"] == doc["chunks_listed"]
 
 
@@ -310,7 +316,11 @@ def test_short_manifest_without_state_still_shows_the_unlisted_chunk(site: Path)
     # without state, the generation record still tells the manifest was replaced
     mkey = manifest_key("profiles", 1, 1)
     assert problems(doc) == sorted(
-        [(mkey, "TamperedError"), (dropped.object_key, "UnexpectedObjectError")]
+        [
+            (mkey, "TamperedError"),
+            (mkey, "TamperedError"),
+            (dropped.object_key, "UnexpectedObjectError"),
+        ]
     )
 
 
