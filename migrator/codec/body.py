@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from migrator.errors import TamperedError
+import orjson
+
+from migrator.errors import TamperedError, UnknownVersionError
 
 U32 = 2**32 - 1
 U64 = 2**64 - 1
@@ -27,6 +29,22 @@ class BodyReader:
 
     def bad(self, message: str) -> TamperedError:
         return TamperedError(f"malformed {self.what}: {message}", object_key=self.object_key)
+
+    def document(self, body: bytes, fmt: str, version: int) -> object:
+        """The parsed body; a well-formed version this build does not know is named as such
+        before the schema is checked (a newer writer's fields would look like tampering)."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise self.bad(f"not JSON: {exc}") from None
+        if isinstance(doc, dict) and doc.get("format") == fmt:
+            found = doc.get("version")
+            if type(found) is int and found != version:
+                raise UnknownVersionError(
+                    f"{self.what} version {found} is not supported (this build reads {version})",
+                    object_key=self.object_key,
+                )
+        return doc
 
     def fields(self, obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
         if not isinstance(obj, dict):

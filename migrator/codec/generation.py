@@ -22,7 +22,7 @@ from migrator.codec.body import U32 as _U32
 from migrator.codec.body import BodyReader
 from migrator.codec.chunk import ChunkEncoder, decode_chunk
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.errors import TamperedError, UnknownVersionError
+from migrator.errors import TamperedError
 from migrator.keys.datakey import DataKey
 
 RECORD_FORMAT = "migrator/generation"
@@ -210,18 +210,7 @@ class _Reader(BodyReader):
         )
 
     def record(self, body: bytes) -> GenerationRecord:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise self.bad(f"not JSON: {exc}") from None
-        if isinstance(doc, dict) and doc.get("format") == RECORD_FORMAT:
-            version = doc.get("version")
-            if type(version) is int and version != RECORD_VERSION:
-                raise UnknownVersionError(
-                    f"generation record version {version} is not supported"
-                    f" (this build reads {RECORD_VERSION})",
-                    object_key=self.object_key,
-                )
+        doc = self.document(body, RECORD_FORMAT, RECORD_VERSION)
         f = self.fields(doc, _BODY_FIELDS, "record")
         if f["format"] != RECORD_FORMAT or f["version"] != RECORD_VERSION:
             raise self.bad("format or version is not a generation record's")

@@ -21,7 +21,7 @@ from migrator.codec.body import BodyReader
 from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tagger
 from migrator.codec.digests import ZERO_DIGEST
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.errors import FormatError, TamperedError, TruncatedError, UnknownVersionError
+from migrator.errors import FormatError, TamperedError, TruncatedError
 from migrator.keys.datakey import DataKey
 
 __all__ = [
@@ -266,19 +266,7 @@ class _BodyReader(BodyReader):
         )
 
     def manifest(self, body: bytes) -> tuple[ShardManifest, int]:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise self.bad(f"not JSON: {exc}") from None
-        if isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT:
-            version = doc.get("version")
-            # a well-formed version this build does not know, checked before the v1 schema
-            if type(version) is int and version != MANIFEST_VERSION:
-                raise UnknownVersionError(
-                    f"manifest version {version} is not supported "
-                    f"(this build reads {MANIFEST_VERSION})",
-                    object_key=self.object_key,
-                )
+        doc = self.document(body, MANIFEST_FORMAT, MANIFEST_VERSION)
         f = self.fields(doc, _BODY_FIELDS, "manifest")
         if f["format"] != MANIFEST_FORMAT:
             raise self.bad(f"format is {f['format']!r}, not {MANIFEST_FORMAT!r}")
