@@ -8,6 +8,7 @@ state store's inventories; the write freeze is estimated from the durations of r
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,11 +29,13 @@ from migrator.codec.digests import (
 )
 from migrator.engine.chain import latest_record, live_records, load_chain, superseded
 from migrator.engine.route import RecordsSpec, digests_path, scan_digests
+from migrator.engine.run import PARALLEL_ROUTING_BYTES
 from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
+from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.state.sqlite import SqliteStateStore
 from migrator.stores.base import ObjectStore
@@ -245,7 +248,12 @@ class CutoverGate:
             ds.name, 0, ds.format, ds.key, ds.shards, source, csv_delimiter=ds.csv_delimiter
         )
         try:
-            scan_digests(spec, folder, buffer_budget=self.plan.memory_budget // 4)
+            scan_digests(
+                spec,
+                folder,
+                buffer_budget=self.plan.memory_budget // 4,
+                processes=self._processes(source),
+            )
             for shard in range(ds.shards):
                 records = records_map_from_spool(digests_path(folder, shard).read_bytes())
                 count = sum(e.records for e in records.values())
@@ -253,6 +261,11 @@ class CutoverGate:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return out
+
+    def _processes(self, source: Source) -> int:
+        """Worker processes for the scan: several once the source is worth their start-up."""
+        total = sum(obj.size for obj in source.list())
+        return (self.plan.workers or os.cpu_count() or 1) if total >= PARALLEL_ROUTING_BYTES else 1
 
     def _lag(
         self, ds: DatasetPlan, generation: int, shard: ShardGate, current: RecordsMap | ObjectsMap

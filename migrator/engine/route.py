@@ -6,8 +6,11 @@ makes chunk boundaries depend only on the spool, so a resumed run cuts the very 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -15,10 +18,15 @@ from typing import BinaryIO
 import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
+from migrator.engine.route_blocks import (
+    BlockResult,
+    BlockTask,
+    first_record_end,
+    record_cut,
+    route_block,
+)
 from migrator.errors import SourceError, StateError
-from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
-from migrator.sources.records import CsvKeyReader, JsonKeyReader, iter_records
 from migrator.state.model import RouteCheckpoint
 from migrator.state.sqlite import SqliteStateStore
 
@@ -40,8 +48,7 @@ class RecordsSpec:
     csv_header: bytes | None = None
 
 
-_pack_entry = DIGEST_ENTRY.pack
-_hash128 = xxhash.xxh3_128_digest  # key_hash and record_digest, bound once for the hot loop
+BLOCK_BYTES = 8 * 1024 * 1024  # records handed to a routing worker at a time
 
 
 def spool_path(spool_dir: Path, shard: int) -> Path:
@@ -91,16 +98,15 @@ class ShardSpools:
                 fh.truncate(cut)
             self.sizes[shard] = size
 
-    def append(self, shard: int, record: bytes, key: bytes) -> None:
-        length = len(record) + 1
+    def append_block(self, shard: int, records: bytes, digests: bytes, nbytes: int) -> None:
+        """A run of the shard's records (each with its line feed) and their digest entries."""
         dbuf = self.dbuffers[shard]
-        dbuf += _pack_entry(_hash128(key), _hash128(record), length)
+        dbuf += digests
         if self.keep_records:
             buf = self.buffers[shard]
-            buf += record
-            buf += b"\n"
+            buf += records
         else:
-            self.sizes[shard] += length
+            self.sizes[shard] += nbytes
         if len(dbuf) * 8 >= self.per_shard or len(self.buffers[shard]) >= self.per_shard:
             self._flush(shard)
 
@@ -142,8 +148,22 @@ def route_records(
     *,
     buffer_budget: int,
     on_bytes: Callable[[int], None] = lambda n: None,
+    processes: int = 1,
 ) -> RouteCheckpoint:
-    """Route every source record into its shard's spool; resumes from the last checkpoint."""
+    """Route every source record into its shard's spool; resumes from the last checkpoint.
+    `processes` > 1 parses keys in that many worker processes (same spools, faster)."""
+    with BlockRunner(processes) as runner:
+        return _route_records(spec, state, spool_dir, buffer_budget, on_bytes, runner)
+
+
+def _route_records(
+    spec: RecordsSpec,
+    state: SqliteStateStore,
+    spool_dir: Path,
+    buffer_budget: int,
+    on_bytes: Callable[[int], None],
+    runner: BlockRunner,
+) -> RouteCheckpoint:
     cp = state.route_checkpoint(spec.dataset, spec.generation)
     if cp is not None and cp.complete:
         return cp
@@ -169,7 +189,7 @@ def route_records(
                 )
             on_bytes(src.size)
             continue
-        csv_header = _route_file(spec, src, spools, csv_header)
+        csv_header = _route_file(spec, src, spools, csv_header, runner)
         on_bytes(src.size)
         since_checkpoint += src.size
         if since_checkpoint >= CHECKPOINT_BYTES:
@@ -188,7 +208,9 @@ def route_records(
     return cp
 
 
-def scan_digests(spec: RecordsSpec, folder: Path, *, buffer_budget: int) -> tuple[int, ...]:
+def scan_digests(
+    spec: RecordsSpec, folder: Path, *, buffer_budget: int, processes: int = 1
+) -> tuple[int, ...]:
     """Route only the digests of every source record into per-shard digest spools (no record
     bytes, no checkpoints): what the cutover gate compares with the destination."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,50 +218,134 @@ def scan_digests(spec: RecordsSpec, folder: Path, *, buffer_budget: int) -> tupl
         digests_path(folder, shard).write_bytes(b"")
     spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
     csv_header: bytes | None = None
-    for src in spec.source.list():
-        csv_header = _route_file(spec, src, spools, csv_header)
+    with BlockRunner(processes) as runner:
+        for src in spec.source.list():
+            csv_header = _route_file(spec, src, spools, csv_header, runner)
     return spools.make_durable()
 
 
+class BlockRunner:
+    """Routes blocks in order, in worker processes when there are several (see
+    route_blocks), else in this one; at most two blocks a worker are in flight."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        if processes > 1:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["migrator.engine.route_blocks"])
+            self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+
+    def map(self, tasks: Iterator[BlockTask]) -> Iterator[BlockResult]:
+        if self._pool is None:
+            yield from map(route_block, tasks)
+            return
+        pending: deque[Future[BlockResult]] = deque()
+        for task in tasks:
+            pending.append(self._pool.submit(route_block, task))
+            if len(pending) >= 2 * self.processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlockRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _route_file(
-    spec: RecordsSpec, src: SourceObject, spools: ShardSpools, csv_header: bytes | None
+    spec: RecordsSpec,
+    src: SourceObject,
+    spools: ShardSpools,
+    csv_header: bytes | None,
+    runner: BlockRunner,
 ) -> bytes | None:
     path = spec.source.location(src)
-    with spec.source.open(src) as fh:
-        csv_header = _route_stream(spec, fh, path, spools, csv_header)
-    return csv_header
-
-
-def _route_stream(
-    spec: RecordsSpec, fh: BinaryIO, path: str, spools: ShardSpools, csv_header: bytes | None
-) -> bytes | None:
-    reader: JsonKeyReader | CsvKeyReader | None = (
-        JsonKeyReader(spec.key_field) if spec.fmt == "jsonl" else None
-    )
-    shards = spec.shards
-    append = spools.append
-    line = 0
     is_csv = spec.fmt == "csv"
-    for batch in iter_records(fh, spec.fmt):
-        for record in batch:
-            line += 1
-            first_line = line
-            if is_csv:
-                line += record.count(b"\n")
-            if not record.strip():
-                continue
-            if reader is None:  # the CSV header row of this file
-                where = f"{path}:{first_line}"
-                if csv_header is not None and record.removesuffix(b"\r") != csv_header:
-                    before = "earlier generations'" if spec.csv_header else "the first file's"
-                    raise SourceError(
-                        f"{where}: CSV header differs from {before} header"
-                        f" ({csv_header.decode('utf-8', 'replace')!r}); a changed schema needs"
-                        " a new dataset, not a sync"
-                    )
-                csv_header = record.removesuffix(b"\r")
-                reader = CsvKeyReader(spec.key_field, csv_header, spec.csv_delimiter, where)
-                continue
-            key = reader.key(record, path, first_line)
-            append(shard_of(key, shards), record, key)
+    with spec.source.open(src) as fh:
+        reader = _Blocks(fh)
+        if is_csv:
+            header = reader.first_record(is_csv)
+            if header is None:  # no record at all: nothing to route
+                return csv_header
+            record, line = header
+            if csv_header is not None and record.removesuffix(b"\r") != csv_header:
+                before = "earlier generations'" if spec.csv_header else "the first file's"
+                raise SourceError(
+                    f"{path}:{line}: CSV header differs from {before} header"
+                    f" ({csv_header.decode('utf-8', 'replace')!r}); a changed schema needs"
+                    " a new dataset, not a sync"
+                )
+            csv_header = record.removesuffix(b"\r")
+        tasks = (
+            BlockTask(
+                data,
+                spec.fmt,
+                spec.key_field,
+                csv_header,
+                spec.csv_delimiter,
+                spec.shards,
+                path,
+                lines_before,
+                spools.keep_records,
+            )
+            for data, lines_before in reader.blocks(is_csv)
+        )
+        for result in runner.map(tasks):
+            for shard, records, digests, nbytes in result:
+                spools.append_block(shard, records, digests, nbytes)
     return csv_header
+
+
+class _Blocks:
+    """A file cut into blocks of whole records, with the count of lines before each."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.data = b""
+        self.eof = False
+        self.lines = 0
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        more = self.fh.read(BLOCK_BYTES)
+        if not more:
+            self.eof = True
+            return False
+        self.data += more
+        return True
+
+    def first_record(self, is_csv: bool) -> tuple[bytes, int] | None:
+        """The first non-blank record (the CSV header) and its line number."""
+        while True:
+            end = first_record_end(self.data, is_csv)
+            if end == 0 and self._more():
+                continue
+            if end == 0 and not self.data:
+                return None
+            record = self.data[: end - 1] if end else self.data
+            self.data = self.data[end:] if end else b""
+            line = self.lines + 1
+            self.lines += record.count(b"\n") + 1
+            if record.strip():
+                return record, line
+
+    def blocks(self, is_csv: bool) -> Iterator[tuple[bytes, int]]:
+        while True:
+            grew = self._more()
+            cut = len(self.data) if self.eof else record_cut(self.data, is_csv)
+            if cut == 0 and grew:
+                continue  # a record longer than a block: read on
+            block, self.data = self.data[:cut], self.data[cut:]
+            if block:
+                yield block, self.lines
+                self.lines += block.count(b"\n")
+            if self.eof and not self.data:
+                return

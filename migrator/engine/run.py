@@ -58,6 +58,7 @@ from migrator.stores.base import ObjectStore
 
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
 COMMIT_BATCH = 256
+PARALLEL_ROUTING_BYTES = 32 * 1024 * 1024
 COMMIT_SECONDS = 0.5
 
 
@@ -322,15 +323,19 @@ class MigrationRun:
         # One router at a time: shard runs in parallel processes wait for it, then share it.
         with _file_lock(self.plan.state_dir / "spool" / f"{ds.name}.lock"):
             cp = self.state.route_checkpoint(spec.dataset, spec.generation)
+            processes = 1
             if cp is None or not cp.complete:
                 total = sum(f.size for f in spec.source.list())
                 self.progress.start(ds.name, "routing", total)
+                # Worker processes pay off once there is more than a few blocks to parse.
+                processes = self.workers if total >= PARALLEL_ROUTING_BYTES else 1
             cp = route_records(
                 spec,
                 self.state,
                 spool_dir,
                 buffer_budget=self.plan.memory_budget // 4,
                 on_bytes=self.progress.advance,
+                processes=processes,
             )
         extra = {}
         if cp.csv_header is not None:

@@ -1,0 +1,107 @@
+"""Routing one block of records: the per-record work, run in worker processes.
+
+Finding a record's key (a full JSON parse, or a CSV field) and hashing it hold the GIL, so one
+process routes at most one core's worth. The reader cuts each source file into blocks that end
+on a record boundary and hands them to a process pool; each block comes back as per-shard runs
+of records and digest entries, appended in block order, so the spools are byte for byte what
+routing in one process writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import xxhash
+
+from migrator.codec.digests import DIGEST_ENTRY
+from migrator.sharding import shard_of
+from migrator.sources.records import CsvKeyReader, JsonKeyReader, iter_csv_records
+
+_pack_entry = DIGEST_ENTRY.pack
+_hash128 = xxhash.xxh3_128_digest
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTask:
+    data: bytes  # whole records, each ended by a line feed (the file's last may lack it)
+    fmt: str  # jsonl | csv
+    key_field: str
+    csv_header: bytes | None
+    delimiter: str
+    shards: int
+    path: str  # for messages
+    lines_before: int  # lines of the file before this block
+    keep_records: bool = True
+
+
+# (shard, its records with their line feeds, their digest entries, their bytes in the spool)
+BlockResult = list[tuple[int, bytes, bytes, int]]
+
+
+def route_block(task: BlockTask) -> BlockResult:
+    reader: JsonKeyReader | CsvKeyReader
+    is_csv = task.fmt == "csv"
+    if is_csv:
+        assert task.csv_header is not None
+        where = f"{task.path}:1"
+        reader = CsvKeyReader(task.key_field, task.csv_header, task.delimiter, where)
+    else:
+        reader = JsonKeyReader(task.key_field)
+    lines = task.data.split(b"\n")
+    if task.data.endswith(b"\n"):
+        lines.pop()
+    records = [r for batch in iter_csv_records(iter([lines])) for r in batch] if is_csv else lines
+    recs: dict[int, bytearray] = {}
+    digs: dict[int, bytearray] = {}
+    sizes: dict[int, int] = {}
+    shards, keep, key_of, path = task.shards, task.keep_records, reader.key, task.path
+    line = task.lines_before
+    for record in records:
+        line += 1
+        first = line
+        if is_csv:
+            line += record.count(b"\n")
+        if not record.strip():
+            continue
+        key = key_of(record, path, first)
+        shard = shard_of(key, shards)
+        length = len(record) + 1
+        dig = digs.get(shard)
+        if dig is None:
+            dig = digs[shard] = bytearray()
+            recs[shard] = bytearray()
+            sizes[shard] = 0
+        dig += _pack_entry(_hash128(key), _hash128(record), length)
+        sizes[shard] += length
+        if keep:
+            buf = recs[shard]
+            buf += record
+            buf += b"\n"
+    return [(s, bytes(recs[s]), bytes(digs[s]), sizes[s]) for s in sorted(digs)]
+
+
+def record_cut(data: bytes, is_csv: bool) -> int:
+    """Where the last whole record of `data` ends (just past its line feed), 0 if none does;
+    a CSV record ends only at a line feed outside quotes (data starts on a record)."""
+    nl = data.rfind(b"\n")
+    if not is_csv:
+        return nl + 1
+    while nl >= 0 and data.count(b'"', 0, nl) % 2:
+        nl = data.rfind(b"\n", 0, nl)
+    return nl + 1
+
+
+def first_record_end(data: bytes, is_csv: bool) -> int:
+    """Just past the first record's line feed, 0 if `data` holds no whole record."""
+    pos = 0
+    quotes = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return 0
+        if is_csv:
+            quotes += data.count(b'"', pos, nl)
+            if quotes % 2:
+                pos = nl + 1
+                continue
+        return nl + 1
