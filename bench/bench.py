@@ -1,11 +1,14 @@
 """Throughput benchmark: the hot loop's ceiling, then `migrator run` end to end, on the same data.
 
     python bench/bench.py [--size 512MiB] [--level 3] [--json out.json] [--workdir DIR]
-                          [--quick] [--ceiling-only] [--keep]
+                          [--quick] [--ceiling-only] [--no-peers] [--keep]
 
 Records (JSONL profiles) and objects (incompressible videos) each get --size of data. The
 ceiling is ChunkEncoder over 16 MiB in-memory chunks on every core; each end-to-end run is a
-fresh `migrator run` of a one-dataset plan, timed wall-clock, with its peak RSS.
+fresh `migrator run` of a one-dataset plan, timed wall-clock, with its peak RSS. Then the peers
+on the same data (see peers.py): `restic backup`, `rclone copy` to a crypt remote, and
+`migrator run` into S3 on a local moto server next to `aws s3 cp --recursive` of the same
+encrypted bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import orjson
+import peers
 import psutil
 import xxhash
 import zstandard
@@ -254,7 +259,10 @@ def primitives(kind: str, chunks: Sequence[bytes], level: int) -> dict[str, floa
 # --- end to end -------------------------------------------------------------------------
 
 
-def plan_yaml(kind: str, level: int) -> str:
+LOCAL_DESTINATION = "{kind: local, path: dest, prefix: bench/}"
+
+
+def plan_yaml(kind: str, level: int, destination: str = LOCAL_DESTINATION) -> str:
     if kind == "records":
         dataset = (
             "{name: profiles, kind: records, format: jsonl,"
@@ -273,7 +281,7 @@ def plan_yaml(kind: str, level: int) -> str:
         f"chunk_size: {CHUNK_SIZE // MiB}MiB\n"
         "memory_budget: 512MiB\n"
         "keys: {provider: local, kek_file: kek.key}\n"
-        "destination: {kind: local, path: dest, prefix: bench/}\n"
+        f"destination: {destination}\n"
         "datasets:\n"
         f"  - {dataset}\n"
     )
@@ -293,17 +301,9 @@ def run_migration(workdir: Path, kind: str, level: int) -> Run:
         )
         exit_code, peak, wall, other = keys.returncode, 0, 0.0, 0.0
         if exit_code == 0:
-            log.flush()
-            ours_before = _own_cpu_seconds(with_children=True)
-            busy_before = _busy_cpu_seconds()
-            started = time.perf_counter()
-            child = subprocess.Popen(
-                [*migrator, "run", "plan.yaml"], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT
-            )
-            exit_code, peak = _wait_with_peak_rss(child)
-            wall = time.perf_counter() - started
-            ours = _own_cpu_seconds(with_children=True) - ours_before
-            other = max(0.0, _busy_cpu_seconds() - busy_before - ours) / wall
+            timed = timed_child([*migrator, "run", "plan.yaml"], cwd=run_dir, log=log)
+            exit_code, peak = timed.exit_code, timed.peak_rss_bytes
+            wall, other = timed.wall_s, timed.other_load_cpus
     return Run(
         ok=exit_code == 0,
         exit_code=exit_code,
@@ -316,18 +316,63 @@ def run_migration(workdir: Path, kind: str, level: int) -> Run:
     )
 
 
-def _wait_with_peak_rss(child: subprocess.Popen[bytes]) -> tuple[int, int]:
+def timed_child(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    log: IO[bytes],
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> peers.Timed:
+    """Run argv (output to log): wall-clock time, peak RSS of its tree, and the other load.
+
+    The other load is the machine's busy CPU time that is neither this process's nor its
+    waited-for children's (the child and whatever it waited for), per wall second.
+    """
+    log.flush()
+    ours_before = _own_cpu_seconds(with_children=True)
+    busy_before = _busy_cpu_seconds()
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    exit_code, peak = _wait_with_peak_rss(child, timeout)
+    wall = time.perf_counter() - started
+    ours = _own_cpu_seconds(with_children=True) - ours_before
+    other = max(0.0, _busy_cpu_seconds() - busy_before - ours) / wall
+    return peers.Timed(exit_code, wall, peak, other)
+
+
+def _wait_with_peak_rss(
+    child: subprocess.Popen[bytes], timeout: float | None = None
+) -> tuple[int, int]:
     """Poll the child's process tree (summed RSS) until it exits: the run's own peak.
 
     Not ru_maxrss: on Linux a child's maxrss starts from the parent's RSS at fork/exec time, so
     it would report this benchmark's memory (the in-memory chunks) instead of the run's.
+    After `timeout` seconds the child and its descendants are killed.
     """
     parent = psutil.Process(child.pid)
+    deadline = time.monotonic() + timeout if timeout is not None else None
     peak = 0
     while child.poll() is None:
         peak = max(peak, _tree_rss(parent))
+        if deadline is not None and time.monotonic() > deadline:
+            _kill_tree(parent)
+            child.wait()
+            break
         time.sleep(RSS_POLL_S)
     return child.returncode, peak
+
+
+def _kill_tree(parent: psutil.Process) -> None:
+    try:
+        processes = [*parent.children(recursive=True), parent]
+    except psutil.Error:
+        processes = [parent]
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
 
 
 def _tree_rss(parent: psutil.Process) -> int:
@@ -342,6 +387,105 @@ def _tree_rss(parent: psutil.Process) -> int:
         except psutil.Error:
             continue  # exited between listing and sampling
     return total
+
+
+# --- peers ------------------------------------------------------------------------------
+
+PEERS_NOTE = (
+    "peer rows: restic and rclone MB/s count source bytes; the s3 rows count stored (encrypted)"
+    " bytes, each upload into a fresh moto server on 127.0.0.1, aws s3 cp uploading run(kind)'s"
+    " local output. migrator × = migrator's MB/s / the row's (run(kind) for restic and rclone,"
+    " s3 migrator(kind) for aws s3 cp): above 1.00 migrator is faster"
+)
+
+
+@dataclass
+class Peers:
+    tools: dict[str, peers.Tool]
+    runs: list[peers.PeerRun]
+    messages: list[str]  # rows that could not be measured, and why
+
+
+def run_peers(workdir: Path, level: int, runs: dict[str, Run], console: Console) -> Peers:
+    """restic, rclone crypt, then migrator into S3 on moto and `aws s3 cp` of the same bytes."""
+    logs = workdir / "runs" / "peers"
+    logs.mkdir(parents=True, exist_ok=True)
+    work = workdir / "peers"
+    work.mkdir(exist_ok=True)
+    data = workdir / "data"
+    console.print("finding restic, rclone and the AWS CLI (installing them if missing) ...")
+    with (logs / "install.log").open("wb") as log:
+        tools = peers.find_apt_tools(log)
+        tools["aws"] = peers.find_awscli(log)
+    for tool in tools.values():
+        console.print(tool.describe(), markup=False)
+    result = Peers(tools, [], [])
+    restic, rclone, aws = tools["restic"], tools["rclone"], tools["aws"]
+    for kind in KINDS:
+        if restic.path is not None:
+            console.print(f"restic backup of {kind} ...")
+            result.runs.append(peers.run_restic(restic, timed_child, data, kind, work, logs))
+        if rclone.path is not None:
+            console.print(f"rclone copy of {kind} to a crypt remote ...")
+            result.runs.append(peers.run_rclone(rclone, timed_child, data, kind, work, logs))
+    migrator = [sys.executable, "-m", "migrator"]
+    for kind in KINDS:
+        console.print(f"running migrator on {kind} into S3 on moto ...")
+        try:
+            result.runs.append(
+                peers.run_migrator_s3(
+                    timed_child,
+                    migrator,
+                    lambda destination, k=kind: plan_yaml(k, level, destination),
+                    kind,
+                    workdir,
+                    logs,
+                )
+            )
+        except Exception as exc:  # moto or its client: the row is skipped, not the report
+            result.messages.append(f"s3 migrator({kind}) skipped: {exc}")
+        local = runs.get(kind)
+        if aws.path is None:
+            continue
+        if local is None or not local.ok:
+            result.messages.append(
+                f"s3 aws s3 cp({kind}) skipped: run({kind}) failed, so there are no encrypted"
+                " bytes to upload"
+            )
+            continue
+        console.print(f"aws s3 cp of run({kind})'s output into S3 on moto ...")
+        encrypted = workdir / "runs" / kind / "dest"
+        try:
+            result.runs.append(
+                peers.run_aws_cp(aws, timed_child, encrypted, local.source_bytes, kind, work, logs)
+            )
+        except Exception as exc:
+            result.messages.append(f"s3 aws s3 cp({kind}) skipped: {exc}")
+    return result
+
+
+def migrator_multiple(
+    peer: peers.PeerRun, runs: dict[str, Run], others: Sequence[peers.PeerRun]
+) -> float | None:
+    """Migrator's MB/s over the peer's on the same data and the same counted bytes, or None."""
+    if not peer.ok or not peer.mb_s:
+        return None
+    if peer.target == "local":
+        run = runs.get(peer.kind)
+        return run.mb_s / peer.mb_s if run is not None and run.ok else None
+    if peer.tool == "aws s3 cp":
+        for other in others:
+            if (other.tool, other.target, other.kind) == ("migrator", "s3", peer.kind) and other.ok:
+                return other.mb_s / peer.mb_s
+    return None
+
+
+def s3_vs_local(peer: peers.PeerRun, runs: dict[str, Run]) -> float | None:
+    """migrator into S3 over migrator local to local, both in source MB/s."""
+    run = runs.get(peer.kind)
+    if peer.tool != "migrator" or not peer.ok or run is None or not run.ok or not run.mb_s:
+        return None
+    return peer.source_bytes / peer.wall_s / 1e6 / run.mb_s
 
 
 # --- report -----------------------------------------------------------------------------
@@ -406,14 +550,21 @@ def print_report(
     prims: dict[str, float],
     runs: dict[str, Run],
     disk_mb_s: float | None = None,
+    peer_result: Peers | None = None,
 ) -> None:
     warnings: list[str] = []
     table = Table(title="migrator throughput", title_justify="left")
-    for column in ("row", "MB/s", "ratio", "target", "compression", "peak RSS MiB"):
+    columns = ["row", "MB/s", "ratio", "target", "compression", "peak RSS MiB"]
+    if peer_result is not None:
+        columns.append("migrator ×")
+    for column in columns:
         table.add_column(column, justify="left" if column == "row" else "right")
+    blank = [""] if peer_result is not None else []
     for kind in KINDS:
         c = ceilings[kind]
-        table.add_row(f"ceiling({kind})", f"{c.mb_s:,.0f}", "1.00", "", f"{c.compression:.2f}x", "")
+        table.add_row(
+            f"ceiling({kind})", f"{c.mb_s:,.0f}", "1.00", "", f"{c.compression:.2f}x", "", *blank
+        )
         if c.contended:
             warnings.append(
                 f"other processes kept {c.other_load_cpus:.2f} CPUs busy during ceiling({kind}):"
@@ -426,7 +577,7 @@ def print_report(
                 " its figures are unreliable"
             )
         if not run.ok:
-            table.add_row(f"run({kind})", "FAILED", f"exit {run.exit_code}", "", "", "")
+            table.add_row(f"run({kind})", "FAILED", f"exit {run.exit_code}", "", "", "", *blank)
             continue
         ratio = run.mb_s / ceilings[kind].mb_s
         table.add_row(
@@ -436,6 +587,26 @@ def print_report(
             f">={TARGETS[kind]:.2f} (product {PRODUCT_TARGETS[kind]:.2f})",
             f"{run.compression:.2f}x",
             f"{run.peak_rss_bytes / MiB:,.0f}",
+            *blank,
+        )
+    for peer in peer_result.runs if peer_result is not None else []:
+        if peer.other_load_cpus > OTHER_LOAD_WARN_CPUS:
+            warnings.append(
+                f"other processes kept {peer.other_load_cpus:.2f} CPUs busy during {peer.label}:"
+                " its figures are unreliable"
+            )
+        if not peer.ok:
+            table.add_row(peer.label, "FAILED", f"exit {peer.exit_code}", "", "", "", "")
+            continue
+        multiple = migrator_multiple(peer, runs, peer_result.runs)
+        table.add_row(
+            peer.label,
+            f"{peer.mb_s:,.0f}",
+            "",
+            "",
+            f"{peer.compression:.2f}x",
+            f"{peer.peak_rss_bytes / MiB:,.0f}",
+            f"{multiple:.2f}" if multiple is not None else "",
         )
     console.print(table)
     if disk_mb_s:
@@ -452,6 +623,21 @@ def print_report(
         f"{CHUNK_SIZE // MiB} MiB chunks; MB = 10**6 bytes"
     )
     console.print(f"note: {WARM_NOTE}")
+    if peer_result is not None:
+        console.print(f"note: {PEERS_NOTE}")
+        for peer in peer_result.runs:
+            factor = s3_vs_local(peer, runs)
+            if factor is not None:
+                console.print(
+                    f"{peer.label} ran at {factor:.2f} of run({peer.kind})'s source MB/s"
+                    " (local to local)"
+                )
+        for tool in peer_result.tools.values():
+            console.print(tool.describe(), markup=False)
+            for note in tool.notes:
+                console.print(f"{tool.name}: {note}", markup=False)
+        for message in peer_result.messages:
+            console.print(message, markup=False, style="yellow")
     for warning in warnings:
         console.print(f"warning: {warning}", style="yellow")
 
@@ -470,6 +656,25 @@ def _run_record(kind: str, run: Run, ceiling: Ceiling) -> dict[str, object]:
     }
 
 
+def _peers_record(result: Peers, runs: dict[str, Run]) -> dict[str, object]:
+    return {
+        "tools": {name: asdict(tool) for name, tool in result.tools.items()},
+        "runs": [
+            {
+                **asdict(peer),
+                "label": peer.label,
+                "mb_s": peer.mb_s,
+                "compression": peer.compression,
+                "peak_rss_mib": peer.peak_rss_bytes / MiB,
+                "migrator_multiple": migrator_multiple(peer, runs, result.runs),
+                "s3_vs_local": s3_vs_local(peer, runs),
+            }
+            for peer in result.runs
+        ],
+        "messages": result.messages,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size", default="1GiB", help="data per type (records, objects)")
@@ -479,6 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep data here and reuse it (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
     parser.add_argument("--ceiling-only", action="store_true", help="skip the end-to-end runs")
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip restic, rclone, and migrator into S3 vs aws s3 cp",
+    )
     args = parser.parse_args(argv)
     size = parse_size("64MiB" if args.quick else args.size)
     # Wide enough for the table when the output goes to a file or a CI log.
@@ -508,8 +718,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind in KINDS:
                 console.print(f"running migrator on {kind} ...")
                 runs[kind] = run_migration(workdir, kind, args.level)
+        peer_result: Peers | None = None
+        if not args.ceiling_only and not args.no_peers:
+            peer_result = run_peers(workdir, args.level, runs, console)
 
-        print_report(console, machine, ceilings, prims, runs, disk_mb_s)
+        print_report(console, machine, ceilings, prims, runs, disk_mb_s, peer_result)
         result = {
             "size_per_type_bytes": size,
             "chunk_size": CHUNK_SIZE,
@@ -520,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "single_thread_mb_s": prims,
             "destination_disk_write_mb_s": disk_mb_s,
             "runs": {k: _run_record(k, r, ceilings[k]) for k, r in runs.items()},
-            "notes": [WARM_NOTE],
+            "peers": _peers_record(peer_result, runs) if peer_result is not None else None,
+            "notes": [WARM_NOTE] + ([PEERS_NOTE] if peer_result is not None else []),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
@@ -530,8 +744,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_tail = (workdir / "runs" / runs[kind].log).read_text(errors="replace")
             console.print(f"run({kind}) failed; last lines of its log:", style="red")
             console.print("\n".join(log_tail.splitlines()[-20:]), markup=False)
-        # Missed targets are reported, not fatal; a failed run is.
-        return 1 if failed else 0
+        for peer in peer_result.runs if peer_result is not None else []:
+            if not peer.ok:
+                log_tail = (workdir / "runs" / "peers" / peer.log).read_text(errors="replace")
+                why = f" ({peer.note})" if peer.note else ""
+                console.print(f"{peer.label} failed{why}; last lines of its log:", style="red")
+                console.print("\n".join(log_tail.splitlines()[-20:]), markup=False)
+        # Missed targets and failed peer tools are reported, not fatal; a failed migrator run is.
+        failed_s3 = [
+            p
+            for p in (peer_result.runs if peer_result else [])
+            if p.tool == "migrator" and not p.ok
+        ]
+        return 1 if failed or failed_s3 else 0
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
