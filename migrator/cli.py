@@ -54,14 +54,56 @@ def cli(debug: bool) -> None:
     is_flag=True,
     help="Let a residency policy accept loopback endpoints (tests and rehearsals).",
 )
-def plan_cmd(plan_file: str, as_json: bool, allow_loopback: bool) -> None:
-    """Validate PLAN and estimate its chunks and bytes (reads only file sizes)."""
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Forecast partitions, requests, time and cost from expected_size; lists only local"
+    " sources without one.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="--estimate: migrator processes running shards at once (Dagster runs in the pool).",
+)
+@click.option(
+    "--rate",
+    help="--estimate: one worker's end-to-end rate, e.g. 120MB/s; default: measured now"
+    " (a few seconds).",
+)
+def plan_cmd(
+    plan_file: str,
+    as_json: bool,
+    allow_loopback: bool,
+    estimate: bool,
+    workers: int,
+    rate: str | None,
+) -> None:
+    """Validate PLAN and estimate its chunks and bytes (reads only file sizes).
+
+    With --estimate: also Dagster partitions, requests, time at N workers and cost, from each
+    dataset's expected_size (only local sources without one are listed).
+    """
     from migrator.display import residency_table
     from migrator.engine.estimate import estimate_plan
     from migrator.residency import enforce_residency
 
-    plan = _load(plan_file)
+    if not estimate:
+        from click.core import ParameterSource
+
+        given = click.get_current_context().get_parameter_source("workers")
+        if rate is not None or given is not ParameterSource.DEFAULT:
+            option = "--rate" if rate is not None else "--workers"
+            raise click.UsageError(f"{option} is an option of --estimate")
+    per_worker = _rate(rate, "--rate")
+    plan = _load(plan_file, check_sources=not estimate)
     checks = enforce_residency(plan, allow_loopback=allow_loopback)
+    if estimate:
+        _plan_estimate(plan, workers, per_worker, as_json)
+        if checks and not as_json:
+            _console().print(residency_table(checks))
+        return
     est = estimate_plan(plan)
     if as_json:
         click.echo(orjson.dumps([asdict(e) for e in est], option=orjson.OPT_INDENT_2).decode())
@@ -87,6 +129,90 @@ def plan_cmd(plan_file: str, as_json: bool, allow_loopback: bool) -> None:
     console.print(t)
     if checks:
         console.print(residency_table(checks))
+
+
+def _plan_estimate(plan: Plan, workers: int, rate: int | None, as_json: bool) -> None:
+    """`plan --estimate`: sizes first, so a plan that cannot be sized fails before measuring."""
+    from migrator.engine.estimate import (
+        MEASURE_BYTES,
+        OBJECTS_RATIO,
+        RECORDS_RATIO,
+        estimate_run,
+        given_rates,
+        measure_worker_rates,
+        size_plan,
+    )
+
+    sizes = size_plan(plan)
+    if rate is not None:
+        rates = given_rates(rate)
+    else:
+        _console(stderr=True).print(
+            f"measuring one worker on this machine: {format_size(MEASURE_BYTES)} each of"
+            " synthetic records and videos, local to local ..."
+        )
+        rates = measure_worker_rates(plan)
+    est = estimate_run(plan, sizes, workers, rates)
+    if as_json:
+        click.echo(orjson.dumps(est.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    console = _console()
+    if rates.measured_seconds is not None:
+        sample = format_size(rates.sample_bytes)
+        records_s, objects_s = (rates.sample_bytes / r for r in (rates.records, rates.objects))
+        console.print(
+            f"per-worker rate measured just now on this machine ({rates.cpus} CPUs) by"
+            f" `migrator run` local to local on {sample} of each kind, a"
+            f" {rates.measured_seconds:.1f} s measurement: records"
+            f" {rates.records / 1e6:,.0f} MB/s ({records_s:.1f} s),"
+            f" objects {rates.objects / 1e6:,.0f} MB/s ({objects_s:.1f} s)",
+            soft_wrap=True,
+        )
+        if rates.contended:
+            console.print(
+                f"[yellow]note: this machine was busy (1-minute load {rates.load:.1f} on"
+                f" {rates.cpus} CPUs), so these rates are likely low; measure when it is idle,"
+                " or give --rate[/]",
+                soft_wrap=True,
+            )
+    else:
+        console.print(f"per-worker rate given: {rates.records / 1e6:,.0f} MB/s (--rate)")
+    t = Table(title=f"plan {plan.name}: estimate", title_justify="left")
+    for col in (
+        "dataset",
+        "kind",
+        "size from",
+        "source",
+        "shards = Dagster partitions",
+        "chunks",
+        "est. stored",
+        "PUT requests",
+    ):
+        t.add_column(col, justify="left" if col in ("dataset", "kind", "size from") else "right")
+    for d in est.datasets:
+        t.add_row(
+            d.dataset,
+            d.kind,
+            "expected_size" if d.files is None else f"listed, {d.files:,} files",
+            format_size(d.bytes),
+            f"{d.shards:,}",
+            f"{d.chunks:,}",
+            format_size(d.stored_bytes),
+            f"{est.puts(d):,}",
+        )
+    t.caption = (
+        f"chunk size {format_size(plan.chunk_size)}; stored assumes zstd {RECORDS_RATIO:g}x on"
+        f" records, {OBJECTS_RATIO:g}x on objects; objects sized by expected_size count full"
+        " parts only (each file adds at most one more)"
+    )
+    console.print(t)
+    totals = Table(title=f"whole plan at {est.workers} workers", title_justify="left")
+    totals.add_column("")
+    totals.add_column("", justify="right")
+    for name, value in est.summary_rows():
+        totals.add_row(name, value)
+    totals.caption = est.caption()
+    console.print(totals)
 
 
 @cli.command("run")
