@@ -29,7 +29,7 @@ from migrator.codec.digests import (
 )
 from migrator.engine.chain import latest_record, live_records, load_chain, superseded
 from migrator.engine.route import RecordsSpec, digests_path, scan_digests
-from migrator.engine.run import PARALLEL_ROUTING_BYTES
+from migrator.engine.run import routing_processes
 from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_data_key
 from migrator.keys.provider import KeyProvider
@@ -265,7 +265,7 @@ class CutoverGate:
     def _processes(self, source: Source) -> int:
         """Worker processes for the scan: several once the source is worth their start-up."""
         total = sum(obj.size for obj in source.list())
-        return (self.plan.workers or os.cpu_count() or 1) if total >= PARALLEL_ROUTING_BYTES else 1
+        return routing_processes(total, self.plan.workers or os.cpu_count() or 1)
 
     def _lag(
         self, ds: DatasetPlan, generation: int, shard: ShardGate, current: RecordsMap | ObjectsMap

@@ -59,6 +59,7 @@ from migrator.stores.base import ObjectStore
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
 COMMIT_BATCH = 256
 PARALLEL_ROUTING_BYTES = 32 * 1024 * 1024
+PARALLEL_ROUTING_MIN_CORES = 4
 COMMIT_SECONDS = 0.5
 
 
@@ -327,8 +328,7 @@ class MigrationRun:
             if cp is None or not cp.complete:
                 total = sum(f.size for f in spec.source.list())
                 self.progress.start(ds.name, "routing", total)
-                # Worker processes pay off once there is more than a few blocks to parse.
-                processes = self.workers if total >= PARALLEL_ROUTING_BYTES else 1
+                processes = routing_processes(total, self.workers)
             cp = route_records(
                 spec,
                 self.state,
@@ -781,6 +781,16 @@ def commit_generation(
         state.prune_inventories(ds.name, shard, gen + 1)
     shutil.rmtree(spool, ignore_errors=True)
     return True
+
+
+def routing_processes(source_bytes: int, workers: int) -> int:
+    """Worker processes for routing: only for more than a few blocks, and only with cores to
+    spare beside the reading process (on 2 cores it measured no faster than one process:
+    the reader's copies and writes take the other core; docs/PERFORMANCE.md)."""
+    cores = os.cpu_count() or 1
+    if source_bytes < PARALLEL_ROUTING_BYTES or cores < PARALLEL_ROUTING_MIN_CORES:
+        return 1
+    return min(workers, cores - 1)
 
 
 def _iso(ts: float) -> str:
