@@ -19,7 +19,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, EXIT_VERIFY_FAILED, MigratorError
+from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, EXIT_VERIFY_FAILED, MigratorError, UsageError
 from migrator.plan.model import Plan, load_plan
 from migrator.sizes import format_size, parse_rate, parse_size
 
@@ -535,6 +535,40 @@ def demo_cmd(size: str, workdir: str) -> None:
     ok = run_demo(Path(workdir), nbytes, _console(), _console(stderr=True))
     if not ok:
         raise SystemExit(EXIT_VERIFY_FAILED)
+
+
+@cli.group("state")
+def state_group() -> None:
+    """The local state store (an index of the destination)."""
+
+
+@state_group.command("rebuild")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+def state_rebuild_cmd(plan_file: str) -> None:
+    """Rebuild a lost state store from the destination: generations, shard chains, chunks,
+    and the inventories the next sync diffs against (records chunks are read back)."""
+    from migrator.engine.rebuild import StateRebuilder
+    from migrator.wiring import STATE_FILE, open_key_provider, open_state, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    if (plan.state_dir / STATE_FILE).exists():
+        raise UsageError(
+            f"{plan.state_dir / STATE_FILE} exists; move it aside to rebuild the state store"
+        )
+    with open_state(plan) as state:
+        reports = StateRebuilder(
+            plan,
+            open_store(plan),
+            open_key_provider(plan),
+            state,
+            workers=max(4, (os.cpu_count() or 1) * 2),
+        ).rebuild()
+    for r in reports:
+        gens = f"generations {r.generations[0]}..{r.generations[-1]}" if r.generations else "none"
+        click.echo(
+            f"rebuilt {r.dataset}: {gens}, {r.shards} shards, {r.chunks:,} chunks,"
+            f" {r.records_read:,} live records read back for its inventories"
+        )
 
 
 @cli.group("keys")

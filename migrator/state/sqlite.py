@@ -337,6 +337,32 @@ class SqliteStateStore:
         row = next(g for g in self.generations(dataset) if g.generation == generation)
         return row
 
+    def restore_generation(
+        self,
+        dataset: str,
+        generation: int,
+        *,
+        started_at: float,
+        finished_at: float,
+        changed_records: int,
+        changed_bytes: int,
+        record_xxh3: str,
+    ) -> None:
+        """A committed generation as its record at the destination tells it (state rebuild)."""
+        self._run(
+            "UPDATE generations SET status='committed', started_at=?, finished_at=?,"
+            " changed_records=?, changed_bytes=?, record_xxh3=? WHERE dataset=? AND generation=?",
+            (
+                started_at,
+                finished_at,
+                changed_records,
+                changed_bytes,
+                record_xxh3,
+                dataset,
+                generation,
+            ),
+        )
+
     def commit_generation(
         self,
         dataset: str,

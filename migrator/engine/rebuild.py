@@ -1,0 +1,228 @@
+"""`migrator state rebuild`: a lost state store rebuilt from the destination alone.
+
+The state store is an index of the destination, never the only truth: generation records,
+manifest chains and the chunks themselves hold everything a next sync needs. Objects'
+inventories come from manifests; records' inventories (key hash and digest of every live
+record) need the records themselves, so every live records chunk is read back once.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import xxhash
+
+from migrator.codec.digests import (
+    DIGEST_ENTRY,
+    ObjectEntry,
+    ObjectsMap,
+    pack_objects_map,
+    pack_records_inventory,
+)
+from migrator.codec.manifest import ChunkRef, ShardManifest
+from migrator.engine.chain import (
+    RecordKeys,
+    csv_header_of,
+    live_parts,
+    load_chain,
+    load_record,
+    record_generations,
+    split_records,
+    superseded,
+)
+from migrator.engine.readback import ordered_map, read_chunk
+from migrator.errors import StateError
+from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import load_data_key
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.state.model import CommittedChunk, RouteCheckpoint
+from migrator.state.sqlite import SqliteStateStore
+from migrator.stores.base import ObjectStore
+
+
+@dataclass
+class RebuildReport:
+    dataset: str
+    generations: list[int] = field(default_factory=list)
+    shards: int = 0
+    chunks: int = 0
+    records_read: int = 0  # live records read back for the records inventories
+
+
+class StateRebuilder:
+    def __init__(
+        self,
+        plan: Plan,
+        store: ObjectStore,
+        provider: KeyProvider,
+        state: SqliteStateStore,
+        *,
+        workers: int = 4,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.provider = provider
+        self.state = state
+        self.workers = workers
+
+    def rebuild(self) -> list[RebuildReport]:
+        reports = []
+        for ds in self.plan.datasets:
+            if self.state.generations(ds.name):
+                raise StateError(
+                    f"{self.state.path}: the state store already knows dataset {ds.name};"
+                    " rebuild into an empty state directory"
+                )
+            reports.append(self._dataset(ds))
+        return reports
+
+    def _dataset(self, ds: DatasetPlan) -> RebuildReport:
+        report = RebuildReport(ds.name)
+        gens = record_generations(self.store, ds.name)
+        if not gens:
+            return report  # nothing committed: the next run starts the bulk afresh
+        key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        records = [load_record(self.store, self.plan.name, ds.name, g, key) for g in gens]
+        latest, _ = records[-1]
+        for record, record_xxh3 in records:
+            self.state.open_generation(ds.name, record.generation, record.kind)
+            report.generations.append(record.generation)
+            self.state.restore_generation(
+                ds.name,
+                record.generation,
+                started_at=datetime.fromisoformat(record.started_at).timestamp(),
+                finished_at=datetime.fromisoformat(record.finished_at).timestamp(),
+                changed_records=record.changed_records,
+                changed_bytes=record.changed_bytes,
+                record_xxh3=record_xxh3,
+            )
+        header: str | None = None
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="rebuild") as pool:
+            for head in latest.shards:
+                links = load_chain(
+                    self.store,
+                    self.plan.name,
+                    ds.name,
+                    head.shard,
+                    head.chain,
+                    key,
+                    head.head_xxh3,
+                )
+                chain = [link.manifest for link in links]
+                header = header or csv_header_of(chain)
+                for link in links:
+                    self._chunks(link.manifest, report)
+                inventory = (
+                    self._records_inventory(ds, chain, key, pool, report)
+                    if ds.kind == "records"
+                    else _objects_inventory(chain)
+                )
+                for link in links:
+                    m = link.manifest
+                    self.state.complete_shard(
+                        ds.name,
+                        m.generation,
+                        m.shard,
+                        manifest_key=link.object_key,
+                        manifest_xxh3=link.stored_xxh3,
+                        base=m.is_base,
+                        inventory=inventory if link is links[-1] else None,
+                        live_records=_live_until(chain, m.generation),
+                        digest=m.digest,
+                        removed_records=m.removed_records,
+                    )
+                # Every later generation left this shard untouched.
+                for gen in report.generations:
+                    if gen not in head.chain and gen > head.chain[0]:
+                        self.state.complete_shard(ds.name, gen, head.shard, manifest_key=None)
+                report.shards += 1
+        # The CSV header the next sync must keep (see RecordsSpec.csv_header).
+        if header is not None:
+            self.state.save_route_checkpoint(
+                ds.name,
+                latest.generation,
+                RouteCheckpoint(
+                    0, "", (0,) * ds.shards, header.encode("utf-8", "surrogateescape"), True
+                ),
+            )
+        return report
+
+    def _chunks(self, manifest: ShardManifest, report: RebuildReport) -> None:
+        ends = itertools.accumulate(ref.plain_size for ref in manifest.chunks)
+        rows = [
+            CommittedChunk(
+                manifest.dataset,
+                manifest.generation,
+                manifest.shard,
+                ref.object_key,
+                ref.sequence,
+                ref.name,
+                ref.records,
+                ref.plain_size,
+                ref.stored_size,
+                ref.plain_xxh3,
+                ref.stored_xxh3,
+                end if ref.name is None else 0,
+                ref.version or "",
+            )
+            for ref, end in zip(manifest.chunks, ends, strict=True)
+        ]
+        self.state.commit_chunks(rows)
+        report.chunks += len(rows)
+
+    def _records_inventory(
+        self,
+        ds: DatasetPlan,
+        chain: list[ShardManifest],
+        key: DataKey,
+        pool: ThreadPoolExecutor,
+        report: RebuildReport,
+    ) -> bytes:
+        """The digest spool of the shard's live records, as routing would have written it."""
+        keys = RecordKeys(ds, csv_header_of(chain))
+        entries = bytearray()
+        for manifest, gone in zip(chain, superseded(chain), strict=True):
+            refs = sorted(manifest.chunks, key=lambda r: r.sequence)
+            read = functools.partial(_read, self.store, manifest, key=key)
+            for data in ordered_map(pool, read, refs, self.workers):
+                for record in split_records(data, keys.is_csv):
+                    if not record.strip():
+                        continue
+                    kh = keys.hash_hex(record)
+                    if kh in gone:
+                        continue
+                    entries += DIGEST_ENTRY.pack(
+                        bytes.fromhex(kh), xxhash.xxh3_128_digest(record), len(record) + 1
+                    )
+                    report.records_read += 1
+        return pack_records_inventory(bytes(entries))
+
+
+def _read(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, *, key: DataKey) -> bytes:
+    return read_chunk(store, manifest, ref, key)
+
+
+def _objects_inventory(chain: list[ShardManifest]) -> bytes:
+    live: ObjectsMap = {}
+    for manifest, gone in zip(chain, superseded(chain), strict=True):
+        sizes: dict[str, int] = {}
+        versions: dict[str, str] = {}
+        for ref in live_parts(manifest, gone):
+            name = ref.name or ""
+            sizes[name] = sizes.get(name, 0) + ref.plain_size
+            versions[name] = ref.version or ""
+        for name in list(live):
+            if name in manifest.removed:
+                del live[name]
+        for name, size in sizes.items():
+            live[name] = ObjectEntry(versions[name], size)
+    return pack_objects_map(live)
+
+
+def _live_until(chain: list[ShardManifest], generation: int) -> int:
+    return sum(m.record_count - m.removed_records for m in chain if m.generation <= generation)
