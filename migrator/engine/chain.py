@@ -16,6 +16,7 @@ import xxhash
 from migrator.codec.digests import ZERO_DIGEST, add, from_hex, key_hash, sub
 from migrator.codec.generation import (
     GenerationRecord,
+    ShardHead,
     generation_key,
     generation_of_key,
     generations_prefix,
@@ -129,6 +130,13 @@ def load_chain(
             object_key=chain[-1].object_key,
         )
     return chain
+
+
+def head_chain(
+    store: ObjectStore, plan: str, dataset: str, head: ShardHead, key: DataKey
+) -> list[StoredManifest]:
+    """The chain a generation record names for one shard, bound to its head manifest."""
+    return load_chain(store, plan, dataset, head.shard, head.chain, key, head.head_xxh3)
 
 
 def follow_chain(

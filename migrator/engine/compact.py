@@ -25,10 +25,10 @@ from migrator.codec.manifest import ChunkRef, ShardManifest, object_part_key, sh
 from migrator.engine.chain import (
     RecordKeys,
     csv_header_of,
+    head_chain,
     latest_record,
     live_parts,
     live_record_blocks,
-    load_chain,
     record_generations,
     superseded,
 )
@@ -168,15 +168,7 @@ class Compactor:
                     head = record.shards[shard]
                     chain = [
                         link.manifest
-                        for link in load_chain(
-                            self.store,
-                            self.plan.name,
-                            ds.name,
-                            shard,
-                            head.chain,
-                            key,
-                            head.head_xxh3,
-                        )
+                        for link in head_chain(self.store, self.plan.name, ds.name, head, key)
                     ]
                     deltas[shard] = self._base_delta(ds, gen, shard, chain)
                     if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:

@@ -27,7 +27,7 @@ from migrator.codec.digests import (
     unpack_objects_map,
     unpack_records_map,
 )
-from migrator.engine.chain import latest_record, live_records, load_chain, superseded
+from migrator.engine.chain import head_chain, latest_record, live_records, superseded
 from migrator.engine.route import RecordsSpec, digests_path, scan_digests
 from migrator.engine.run import routing_processes
 from migrator.errors import FormatError, MigratorError, MissingObjectError
@@ -198,15 +198,7 @@ class CutoverGate:
                 head.shard, shown(to_hex(src_digest)), None, src_entries, 0, None, None, None
             )
             try:
-                chain = load_chain(
-                    self.store,
-                    self.plan.name,
-                    ds.name,
-                    head.shard,
-                    head.chain,
-                    key,
-                    head.head_xxh3,
-                )
+                chain = head_chain(self.store, self.plan.name, ds.name, head, key)
             except FormatError as exc:
                 shard.problem = f"{type(exc).__name__}: {exc}"
             except MigratorError as exc:

@@ -27,8 +27,8 @@ from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
     csv_header_of,
+    head_chain,
     live_parts,
-    load_chain,
     load_record,
     record_generations,
     split_records,
@@ -104,15 +104,7 @@ class StateRebuilder:
         header: str | None = None
         with ThreadPoolExecutor(self.workers, thread_name_prefix="rebuild") as pool:
             for head in latest.shards:
-                links = load_chain(
-                    self.store,
-                    self.plan.name,
-                    ds.name,
-                    head.shard,
-                    head.chain,
-                    key,
-                    head.head_xxh3,
-                )
+                links = head_chain(self.store, self.plan.name, ds.name, head, key)
                 chain = [link.manifest for link in links]
                 header = header or csv_header_of(chain)
                 for link in links:

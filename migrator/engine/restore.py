@@ -13,10 +13,10 @@ from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
     csv_header_of,
+    head_chain,
     latest_record,
     live_parts,
     live_record_blocks,
-    load_chain,
     superseded,
 )
 from migrator.engine.readback import ordered_map, read_chunk
@@ -70,15 +70,7 @@ class Restorer:
         report = RestoreReport(ds.name, generation=record.generation)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
             for head in record.shards:
-                chain = load_chain(
-                    self.store,
-                    self.plan.name,
-                    ds.name,
-                    head.shard,
-                    head.chain,
-                    key,
-                    head.head_xxh3,
-                )
+                chain = head_chain(self.store, self.plan.name, ds.name, head, key)
                 manifests = [link.manifest for link in chain]
                 if ds.kind == "records":
                     self._restore_records(ds, manifests, key, out, pool, report)
