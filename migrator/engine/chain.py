@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from migrator.codec.digests import ZERO_DIGEST, add, from_hex, key_hash, sub
+from migrator.codec.digests import ZERO_DIGEST, ObjectEntry, add, from_hex, key_hash, sub
 from migrator.codec.generation import (
     GenerationRecord,
     ShardHead,
@@ -26,7 +26,7 @@ from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_
 from migrator.errors import SourceError, TamperedError
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import DatasetPlan
-from migrator.sources.records import CsvKeyReader, JsonKeyReader
+from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
 from migrator.stores.base import ObjectStore
 
 
@@ -173,6 +173,17 @@ def superseded(chain: Sequence[ShardManifest]) -> list[set[str]]:
     return out
 
 
+def listed_objects(refs: Iterable[ChunkRef]) -> dict[str, ObjectEntry]:
+    """Each object the parts belong to, with its version and size (the sum of its parts)."""
+    sizes: dict[str, int] = {}
+    versions: dict[str, str] = {}
+    for ref in refs:
+        name = ref.name or ""
+        sizes[name] = sizes.get(name, 0) + ref.plain_size
+        versions[name] = ref.version or ""
+    return {name: ObjectEntry(versions[name], size) for name, size in sizes.items()}
+
+
 def live_parts(manifest: ShardManifest, dead: set[str]) -> list[ChunkRef]:
     return [ref for ref in manifest.chunks if ref.name not in dead]
 
@@ -203,23 +214,12 @@ class RecordKeys:
         return key_hash(key).hex()
 
 
-def split_records(data: bytes, is_csv: bool) -> Iterator[bytes]:
-    """The records of a records chunk (each ended by a line feed; CSV may quote line feeds)."""
-    pos, start, quotes = 0, 0, 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            if start < len(data):
-                raise TamperedError("records chunk does not end on a record")
-            return
-        if is_csv:
-            quotes += data.count(b'"', pos, nl)
-            if quotes % 2:
-                pos = nl + 1
-                continue
-            quotes = 0
-        yield data[start:nl]
-        start = pos = nl + 1
+def split_records(data: bytes, is_csv: bool) -> list[bytes]:
+    """The records of a records chunk, which holds whole records each ended by a line feed
+    (an unbalanced CSV quote means the last one is not whole)."""
+    if (data and not data.endswith(b"\n")) or (is_csv and data.count(b'"') % 2):
+        raise TamperedError("records chunk does not end on a record")
+    return split_block(data, is_csv)
 
 
 def live_record_blocks(

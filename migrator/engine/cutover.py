@@ -29,7 +29,7 @@ from migrator.codec.digests import (
 )
 from migrator.engine.chain import head_chain, latest_record, live_records, superseded
 from migrator.engine.route import RecordsSpec, digests_path, scan_digests
-from migrator.engine.run import routing_processes
+from migrator.engine.run import PARALLEL_ROUTING_MIN_CORES, routing_processes
 from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_data_key
 from migrator.keys.provider import KeyProvider
@@ -255,7 +255,10 @@ class CutoverGate:
         return out
 
     def _processes(self, source: Source) -> int:
-        """Worker processes for the scan: several once the source is worth their start-up."""
+        """Worker processes for the scan: several once the source is worth their start-up (on
+        too few cores there is nothing to decide, and the source is not listed for it)."""
+        if (os.cpu_count() or 1) < PARALLEL_ROUTING_MIN_CORES:
+            return 1
         total = sum(obj.size for obj in source.list())
         return routing_processes(total, self.plan.workers or os.cpu_count() or 1)
 

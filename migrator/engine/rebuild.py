@@ -18,7 +18,6 @@ import xxhash
 
 from migrator.codec.digests import (
     DIGEST_ENTRY,
-    ObjectEntry,
     ObjectsMap,
     pack_objects_map,
     pack_records_inventory,
@@ -28,7 +27,7 @@ from migrator.engine.chain import (
     RecordKeys,
     csv_header_of,
     head_chain,
-    live_parts,
+    listed_objects,
     load_record,
     record_generations,
     split_records,
@@ -201,18 +200,10 @@ def _read(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, *, key: Da
 
 def _objects_inventory(chain: list[ShardManifest]) -> bytes:
     live: ObjectsMap = {}
-    for manifest, gone in zip(chain, superseded(chain), strict=True):
-        sizes: dict[str, int] = {}
-        versions: dict[str, str] = {}
-        for ref in live_parts(manifest, gone):
-            name = ref.name or ""
-            sizes[name] = sizes.get(name, 0) + ref.plain_size
-            versions[name] = ref.version or ""
-        for name in list(live):
-            if name in manifest.removed:
-                del live[name]
-        for name, size in sizes.items():
-            live[name] = ObjectEntry(versions[name], size)
+    for manifest in chain:  # a later generation removes, then (re)writes
+        for name in manifest.removed:
+            live.pop(name, None)
+        live.update(listed_objects(manifest.chunks))
     return pack_objects_map(live)
 
 

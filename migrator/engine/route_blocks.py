@@ -15,7 +15,7 @@ import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
 from migrator.sharding import shard_of
-from migrator.sources.records import CsvKeyReader, JsonKeyReader, iter_csv_records
+from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
 
 _pack_entry = DIGEST_ENTRY.pack
 _hash128 = xxhash.xxh3_128_digest
@@ -47,10 +47,7 @@ def route_block(task: BlockTask) -> BlockResult:
         reader = CsvKeyReader(task.key_field, task.csv_header, task.delimiter, where)
     else:
         reader = JsonKeyReader(task.key_field)
-    lines = task.data.split(b"\n")
-    if task.data.endswith(b"\n"):
-        lines.pop()
-    records = [r for batch in iter_csv_records(iter([lines])) for r in batch] if is_csv else lines
+    records = split_block(task.data, is_csv)
     recs: dict[int, bytearray] = {}
     digs: dict[int, bytearray] = {}
     sizes: dict[int, int] = {}

@@ -11,12 +11,13 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from migrator.codec.digests import MOD, add, object_digest, record_digest, to_hex
+from migrator.codec.digests import MOD, add, record_digest, to_hex
 from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, shard_prefix
 from migrator.engine.chain import (
     StoredManifest,
     follow_chain,
+    listed_objects,
     live_records,
     load_chain,
     load_record,
@@ -314,15 +315,9 @@ class Verifier:
 
 def _objects_added(manifest: ShardManifest) -> int:
     """The digest of the objects a manifest lists, from their names, sizes and versions."""
-    sizes: dict[str, int] = {}
-    versions: dict[str, str] = {}
-    for ref in manifest.chunks:
-        name = ref.name or ""
-        sizes[name] = sizes.get(name, 0) + ref.plain_size
-        versions[name] = ref.version or ""
     total = 0
-    for name, size in sizes.items():
-        total = add(total, object_digest(name, size, versions[name]))
+    for name, entry in listed_objects(manifest.chunks).items():
+        total = add(total, entry.digest(name))
     return total
 
 

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.arn import KmsArn, parse_kms_arn
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
-from migrator.keys.provider import WrappedKey
+from migrator.keys.provider import WrappedKey, check_provider
 
 # "standard" retries throttling and transient errors with jittered backoff; a dataset asks
 # for its key once, so a slow success beats a failed run.
@@ -127,10 +127,7 @@ class AwsKmsKeyProvider:
         return key, wrapped
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
-        if wrapped.provider != self.name:
-            raise WrongKeyError(
-                f"data key was wrapped by provider {wrapped.provider!r}, plan uses {self.name!r}"
-            )
+        check_provider(wrapped, self.name)
         self._check_same_key(wrapped.kek_id)
         try:
             response = self._client.decrypt(

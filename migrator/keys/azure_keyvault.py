@@ -33,7 +33,7 @@ import orjson
 
 from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
-from migrator.keys.provider import WrappedKey
+from migrator.keys.provider import WrappedKey, check_provider
 
 DEFAULT_ALGORITHM = "RSA-OAEP-256"
 WRAP_ALGORITHMS = frozenset({"RSA-OAEP-256", "A256KW"})
@@ -183,10 +183,7 @@ class AzureKeyVaultKeyProvider:
         return key, wrapped
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
-        if wrapped.provider != self.name:
-            raise WrongKeyError(
-                f"data key was wrapped by provider {wrapped.provider!r}, plan uses {self.name!r}"
-            )
+        check_provider(wrapped, self.name)
         reason = self._foreign_key_reason(wrapped.kek_id)
         if reason:
             raise WrongKeyError(

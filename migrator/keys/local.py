@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from migrator.errors import KeyProviderError, UsageError, WrongKeyError
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
-from migrator.keys.provider import WrappedKey
+from migrator.keys.provider import WrappedKey, check_provider
 
 KEK_HEADER = b"migrator-kek-v1 "
 
@@ -103,10 +103,7 @@ class LocalKeyProvider:
         return key, wrapped
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
-        if wrapped.provider != self.name:
-            raise WrongKeyError(
-                f"data key was wrapped by provider {wrapped.provider!r}, plan uses {self.name!r}"
-            )
+        check_provider(wrapped, self.name)
         if wrapped.kek_id != self.kek_id:
             raise WrongKeyError(
                 f"data key was wrapped under KEK id {wrapped.kek_id}, but {self._path} has KEK id"

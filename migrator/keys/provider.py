@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from migrator.errors import TamperedError
+from migrator.errors import TamperedError, WrongKeyError
 from migrator.keys.datakey import DataKey
 
 
@@ -51,6 +51,14 @@ class WrappedKey:
             raise TamperedError(
                 f"wrapped data key is malformed ({exc})", object_key=object_key
             ) from None
+
+
+def check_provider(wrapped: WrappedKey, name: str) -> None:
+    """A data key wrapped by another kind of provider cannot be this one's to unwrap."""
+    if wrapped.provider != name:
+        raise WrongKeyError(
+            f"data key was wrapped by provider {wrapped.provider!r}, plan uses {name!r}"
+        )
 
 
 class KeyProvider(Protocol):

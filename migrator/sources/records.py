@@ -63,6 +63,17 @@ def iter_csv_records(lines: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
         yield [b"\n".join(pending)]
 
 
+def split_block(data: bytes, is_csv: bool) -> list[bytes]:
+    """The records of a block of whole records (blank lines included); the last may lack its
+    line feed."""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    if not is_csv:
+        return lines
+    return [record for batch in iter_csv_records(iter([lines])) for record in batch]
+
+
 def iter_records(fh: BinaryIO, fmt: str) -> Iterator[list[bytes]]:
     """Batches of records of one stream, blank lines included so callers can count lines."""
     lines = iter_lines(fh)
