@@ -187,6 +187,18 @@ def _normalize_prefix(value: str) -> str:
     return "/".join(segments) + "/" if segments else ""
 
 
+def _no_password_in_url(value: str) -> str:
+    """A state URL may name a user, never a password: that comes from PGPASSWORD or a
+    password file, or the whole URL from MIGRATOR_STATE_URL."""
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+        raise ValueError(
+            "must not hold a password: set PGPASSWORD or PGPASSFILE, or put the whole URL in"
+            " the MIGRATOR_STATE_URL environment variable"
+        )
+    return value
+
+
 def _check_include_pattern(value: str) -> str:
     if value.startswith("/") or ".." in value.split("/"):
         raise ValueError(f"must be relative to source.path, without '..' (got {value!r})")
@@ -204,6 +216,11 @@ VaultKeyName = Annotated[str, StringConstraints(strict=True, pattern=AZURE_KEY_N
 NonEmpty = Annotated[str, StringConstraints(strict=True, min_length=1)]
 AnyStr = Annotated[str, StringConstraints(strict=True)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+StateUrl = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^(sqlite|postgresql(\+psycopg2)?)://\S*$"),
+    AfterValidator(lambda v: _no_password_in_url(v)),
+]
 KeyPrefix = Annotated[str, StringConstraints(strict=True), AfterValidator(_normalize_prefix)]
 IncludePattern = Annotated[
     str, StringConstraints(strict=True, min_length=1), AfterValidator(_check_include_pattern)
@@ -503,6 +520,19 @@ class Plan(_PlanModel):
     version: Annotated[Literal[1], BeforeValidator(_version_not_bool)]
     name: Name
     state_dir: PlanPath = Field(description="Checkpoint store and local state.")
+    state_url: StateUrl | None = Field(
+        default=None,
+        description="Shared state store for many workers, e.g. 'postgresql://migrator@db/migr'"
+        " (no password: PGPASSWORD or PGPASSFILE); null: SQLite in state_dir."
+        " MIGRATOR_STATE_URL overrides it.",
+    )
+    lease_seconds: int = Field(
+        default=120,
+        strict=True,
+        ge=1,
+        le=86400,
+        description="A worker's claim on a shard lapses this long after its last renewal.",
+    )
     compression_level: int = Field(default=3, strict=True, ge=1, le=22, description="zstd level.")
     chunk_size: ChunkSize = Field(
         default=DEFAULT_CHUNK_SIZE, description="Plaintext target per chunk, 64KiB to 1GiB."
