@@ -4,12 +4,19 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
 from migrator.demo.azurite import Azurite, start_azurite
 from migrator.demo.motoserver import MotoServer, s3_client, start_moto_server
 from tests.faultproxy import FaultProxy
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from tests.pgserver import PostgresServer
 
 # Dummy values so boto3 clients built without explicit credentials never look for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -83,3 +90,84 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("demo") / "data"
     generate_demo_data(data, 12 * 1024 * 1024)
     return data
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server on 127.0.0.1 for the session (tests/pgserver.py).
+
+    Fails, never skips, when the server cannot be had: in CI its absence is a failure.
+    """
+    try:
+        from tests.pgserver import start_postgres
+
+        server = start_postgres()
+    except Exception as exc:
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:  # failed outside the except block: the message alone, no chained traceback
+        hint = "" if "ensure-postgres.sh" in reason else " (`bash scripts/ensure-postgres.sh`)"
+        pytest.fail(f"PostgreSQL for the tests: {reason}{hint}", pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database, dropped afterwards; its SQLAlchemy URL:
+    postgresql+psycopg2://USER@127.0.0.1:PORT/DBNAME."""
+    name = f"test_{uuid.uuid4().hex}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)  # WITH (FORCE): connections left open do not block it
+
+
+@pytest.fixture
+def dagster_postgres_instance(
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[DagsterInstance]:
+    """A Dagster instance whose run, event-log and schedule storage are dagster_postgres on a
+    fresh database, with its own DAGSTER_HOME (so run and step processes load the same one)."""
+    from dagster import DagsterInstance
+
+    from tests.pgserver import SQLALCHEMY_SCHEME
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    postgres_db = {
+        "hostname": postgres_server.host,
+        "port": postgres_server.port,
+        "username": postgres_server.user,
+        "db_name": postgres_url.rsplit("/", 1)[1],
+        "scheme": SQLALCHEMY_SCHEME,  # dagster_postgres builds its SQLAlchemy URL from it
+    }
+    storage = {"config": {"postgres_db": postgres_db}}
+    config = {
+        "run_storage": {
+            "module": "dagster_postgres.run_storage",
+            "class": "PostgresRunStorage",
+            **storage,
+        },
+        "event_log_storage": {
+            "module": "dagster_postgres.event_log",
+            "class": "PostgresEventLogStorage",
+            **storage,
+        },
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            **storage,
+        },
+        "telemetry": {"enabled": False},
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()
