@@ -235,6 +235,17 @@ def _plan_estimate(plan: Plan, workers: int, rate: int | None, as_json: bool) ->
     is_flag=True,
     help="Let a residency policy accept loopback endpoints (tests and rehearsals).",
 )
+@click.option(
+    "--worker",
+    is_flag=True,
+    help="Share the work with other workers of the plan (a shared state store): claim free"
+    " shards a few at a time, take over those whose worker died, until the generation is done.",
+)
+@click.option(
+    "--claim",
+    type=click.IntRange(min=1),
+    help="With --worker: shards claimed at a time (default: a sixteenth of each dataset's).",
+)
 def run_cmd(
     plan_file: str,
     datasets: Sequence[str],
@@ -242,6 +253,8 @@ def run_cmd(
     dry_run: bool,
     synthetic: str,
     allow_loopback: bool,
+    worker: bool,
+    claim: int | None,
 ) -> None:
     """Migrate every dataset of PLAN; rerun to resume after an interruption."""
     from migrator.display import RichProgress, run_table
@@ -263,7 +276,9 @@ def run_cmd(
         open_state(plan) as state,
         RichProgress(_console(stderr=True), limit=limit) as progress,
     ):
-        report = MigrationRun(plan, store, provider, state, progress).run(set(datasets) or None)
+        report = MigrationRun(plan, store, provider, state, progress).run(
+            set(datasets) or None, worker=worker, claim=claim
+        )
     report.bandwidth_limit = limit
     _console().print(run_table(report))
 
@@ -303,14 +318,14 @@ def _dry_run(plan_file: str, synthetic: str, allow_loopback: bool) -> None:
 def status_cmd(plan_file: str, as_json: bool) -> None:
     """Per-dataset and per-shard progress, from the state store."""
     from migrator.display import generations_table, status_table
-    from migrator.wiring import STATE_FILE, open_state
+    from migrator.wiring import describe_state, open_state, state_exists
 
     plan = _load(plan_file, check_sources=False)
-    if not (plan.state_dir / STATE_FILE).exists():
+    if not state_exists(plan):
         if as_json:
             click.echo(orjson.dumps({"plan": plan.name, "started": False, "datasets": []}).decode())
         else:
-            click.echo(f"plan {plan.name}: not started (no state in {plan.state_dir})")
+            click.echo(f"plan {plan.name}: not started (no state in {describe_state(plan)})")
         return
     with open_state(plan) as state:
         gens = {ds.name: state.generations(ds.name) for ds in plan.datasets}
@@ -392,13 +407,13 @@ def verify_cmd(
     """Read the destination back and check every tag and digest against the manifests."""
     from migrator.display import verify_json, verify_summary, verify_table
     from migrator.engine.verify import Verifier
-    from migrator.wiring import STATE_FILE, open_key_provider, open_state, open_store
+    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
     store = open_store(plan)
     provider = open_key_provider(plan)
-    state = open_state(plan) if (plan.state_dir / STATE_FILE).exists() else None
+    state = open_state(plan) if state_exists(plan) else None
     try:
         workers = max(4, (os.cpu_count() or 1) * 2)
         report = Verifier(
@@ -461,11 +476,11 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
     estimate of the write freeze. Exits 0 only when every shard matches."""
     from migrator.display import cutover_tables
     from migrator.engine.cutover import CutoverGate
-    from migrator.wiring import STATE_FILE, open_key_provider, open_state, open_store
+    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
 
     plan = _load(plan_file)
     _check_dataset_names(plan, datasets)
-    state = open_state(plan) if (plan.state_dir / STATE_FILE).exists() else None
+    state = open_state(plan) if state_exists(plan) else None
     try:
         report = CutoverGate(plan, open_store(plan), open_key_provider(plan), state).check(
             set(datasets) or None
@@ -548,12 +563,19 @@ def state_rebuild_cmd(plan_file: str) -> None:
     """Rebuild a lost state store from the destination: generations, shard chains, chunks,
     and the inventories the next sync diffs against (records chunks are read back)."""
     from migrator.engine.rebuild import StateRebuilder
-    from migrator.wiring import STATE_FILE, open_key_provider, open_state, open_store
+    from migrator.wiring import (
+        describe_state,
+        open_key_provider,
+        open_state,
+        open_store,
+        state_exists,
+    )
 
     plan = _load(plan_file, check_sources=False)
-    if (plan.state_dir / STATE_FILE).exists():
+    if state_exists(plan):
         raise UsageError(
-            f"{plan.state_dir / STATE_FILE} exists; move it aside to rebuild the state store"
+            f"{describe_state(plan)} exists; move it aside (or give the plan an empty database)"
+            " to rebuild the state store"
         )
     with open_state(plan) as state:
         reports = StateRebuilder(

@@ -32,7 +32,7 @@ from migrator.sizes import MiB, format_size
 from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.sources.local import LocalSource
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import CountingStore
@@ -131,7 +131,7 @@ class Rehearsal:
         with ExitStack() as stack:
             store = CountingStore(self._store(stack, report))
             provider = self._keys(stack, report)
-            with SqliteStateStore(self.workdir / "state.sqlite") as state:
+            with StateStore.sqlite_file(self.workdir / "state.sqlite") as state:
                 run = MigrationRun(plan, store, provider, state, self.progress).run()
                 requests = dict(store.requests)
                 bytes_sent = store.bytes_sent

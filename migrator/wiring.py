@@ -6,13 +6,14 @@ Cloud SDKs are imported only when a plan uses them, so a local run starts quickl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from migrator.errors import UsageError
 from migrator.keys.local import LocalKeyProvider
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore, describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import ThrottledStore, TokenBucket
@@ -115,5 +116,42 @@ def open_key_provider(plan: Plan) -> KeyProvider:
     return AzureKeyVaultKeyProvider(keys.vault_url, keys.key_name)
 
 
-def open_state(plan: Plan) -> SqliteStateStore:
-    return SqliteStateStore(plan.state_dir / STATE_FILE)
+def state_url(plan: Plan) -> str:
+    """MIGRATOR_STATE_URL, else the plan's state_url, else SQLite in the plan's state_dir."""
+    return state_url_for(plan.state_dir, plan.state_url, STATE_FILE)
+
+
+def describe_state(plan: Plan) -> str:
+    """The state store as messages name it: its file, or its URL without a password."""
+    url = state_url(plan)
+    return str(plan.state_dir / STATE_FILE) if url == _default_url(plan) else describe_url(url)
+
+
+def _default_url(plan: Plan) -> str:
+    return state_url_for(plan.state_dir, None, STATE_FILE, environ={})
+
+
+def open_state(plan: Plan) -> StateStore:
+    """The plan's state store, migrated to this release's schema and bound to the plan."""
+    state = StateStore(state_url(plan))
+    try:
+        state.claim_for_plan(plan.name)
+    except BaseException:
+        state.close()
+        raise
+    return state
+
+
+def state_exists(plan: Plan) -> bool:
+    """Whether the plan has a state store yet (a run or a rebuild made one)."""
+    url = state_url(plan)
+    if url.startswith("sqlite"):
+        return sqlite_file(url).exists()
+    with StateStore(url) as state:
+        return state.get_meta("plan") is not None
+
+
+def sqlite_file(url: str) -> Path:
+    from sqlalchemy.engine import make_url
+
+    return Path(make_url(url).database or "")

@@ -26,7 +26,7 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan, load_plan
 from migrator.residency import enforce_residency
 from migrator.sizes import parse_rate
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state, open_store
@@ -39,7 +39,7 @@ class Adapters:
     plan: Plan
     store: ObjectStore
     provider: KeyProvider
-    state: SqliteStateStore
+    state: StateStore
     dry_run: bool
 
     def manifest_uri(self, dataset: str, shard: int) -> str:
@@ -103,7 +103,7 @@ class StandInTarget(TargetResource):
         workdir = plan.state_dir / "dagster-dry-run"
         rehearsed = plan.model_copy(update={"state_dir": workdir / "state"})
         provider = LocalKeyProvider(_throwaway_kek(workdir / "dry-run-kek.key"))
-        with SqliteStateStore(workdir / "state.sqlite") as state:
+        with StateStore.sqlite_file(workdir / "state.sqlite") as state:
             yield Adapters(rehearsed, self._store(plan, workdir), provider, state, dry_run=True)
 
     def _store(self, plan: Plan, workdir: Path) -> ObjectStore:

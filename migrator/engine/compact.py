@@ -39,7 +39,6 @@ from migrator.engine.run import (
     MigrationRun,
     ProgressSink,
     _Committer,
-    _file_lock,
     _settle_all,
     _ShardDelta,
     commit_generation,
@@ -51,7 +50,7 @@ from migrator.keys.keyring import load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import ShardStatus
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
 
@@ -77,7 +76,7 @@ class Compactor:
         plan: Plan,
         store: ObjectStore,
         provider: KeyProvider,
-        state: SqliteStateStore,
+        state: StateStore,
         progress: ProgressSink | None = None,
         *,
         workers: int = 4,
@@ -96,7 +95,7 @@ class Compactor:
             if only and ds.name not in only:
                 continue
             started = time.monotonic()
-            with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.generation.lock"):
+            with self.state.lock(f"{ds.name}.generation"):
                 result = self._dataset(ds)
             result.seconds = time.monotonic() - started
             out.append(result)
@@ -158,6 +157,7 @@ class Compactor:
             lambda shard: self.run._write_manifest(
                 ds, gen, shard, key, encoder, ds.kind, extra, pipeline, deltas.pop(shard)
             ),
+            self.run._fence,
         )
         done = self.run._complete_shards(ds, gen)
         try:

@@ -37,7 +37,7 @@ from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source
 from migrator.sources.factory import open_source
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
 RECENT_SYNCS = 5  # the freeze estimate fits this many of the latest syncs
@@ -143,7 +143,7 @@ class CutoverGate:
         plan: Plan,
         store: ObjectStore,
         provider: KeyProvider,
-        state: SqliteStateStore | None,
+        state: StateStore | None,
     ) -> None:
         self.plan = plan
         self.store = store

@@ -171,7 +171,7 @@ def measure_worker_rates(plan: Plan, size: int = MEASURE_BYTES) -> WorkerRates:
 
 def _timed_run(plan: Plan, root: Path, kind: str, provider: KeyProvider) -> float:
     from migrator.engine.run import MigrationRun
-    from migrator.state.sqlite import SqliteStateStore
+    from migrator.state.store import StateStore
     from migrator.stores.local import LocalStore
 
     source = SourcePlan(kind="local", path=root / "src" / kind)
@@ -199,7 +199,7 @@ def _timed_run(plan: Plan, root: Path, kind: str, provider: KeyProvider) -> floa
             "datasets": (ds,),
         }
     )
-    with SqliteStateStore(root / "state" / f"{kind}.sqlite") as state:
+    with StateStore.sqlite_file(root / "state" / f"{kind}.sqlite") as state:
         t0 = time.perf_counter()
         report = MigrationRun(run_plan, LocalStore(dest), provider, state).run()
         seconds = time.perf_counter() - t0

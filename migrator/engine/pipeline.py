@@ -62,7 +62,10 @@ class ChunkPipeline:
         budget: int,
         metadata: dict[str, str] | None = None,
         journal: UploadJournal | None = None,
+        guard: Callable[[ChunkIdentity], None] | None = None,
     ) -> None:
+        """`guard` runs on the worker before a chunk is stored and may refuse it by raising (a
+        worker whose shard lease is in doubt stores nothing more for that shard)."""
         self._store = store
         self._uploader = ChunkUploader(store, journal)
         self._key = key
@@ -76,6 +79,7 @@ class ChunkPipeline:
         self._done: deque[CommittedChunk] = deque()
         self._then: deque[Callable[[], None]] = deque()
         self._error: BaseException | None = None
+        self._guard = guard
 
     def set_key(self, key: DataKey) -> None:
         """Switch datasets between jobs; in-flight jobs keep the key they were submitted with."""
@@ -124,6 +128,8 @@ class ChunkPipeline:
         meta = dict(self._metadata)
         meta["migrator-format"] = "1"
         meta["migrator-key-id"] = key.key_id.hex()
+        if self._guard is not None:
+            self._guard(job.identity)
         encoded = self._uploader.seal_and_store(
             encoder, plaintext, job.identity, key, job.object_key, meta, out
         )

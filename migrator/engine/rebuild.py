@@ -40,7 +40,7 @@ from migrator.keys.keyring import load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import CommittedChunk, RouteCheckpoint
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
 
@@ -59,7 +59,7 @@ class StateRebuilder:
         plan: Plan,
         store: ObjectStore,
         provider: KeyProvider,
-        state: SqliteStateStore,
+        state: StateStore,
         *,
         workers: int = 4,
     ) -> None:

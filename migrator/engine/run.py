@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import os
 import shutil
@@ -52,8 +50,9 @@ from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
+from migrator.state.leases import LeaseKeeper
 from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import Fence, StateStore
 from migrator.stores.base import ObjectStore
 
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
@@ -61,6 +60,7 @@ COMMIT_BATCH = 256
 PARALLEL_ROUTING_BYTES = 32 * 1024 * 1024
 PARALLEL_ROUTING_MIN_CORES = 4
 COMMIT_SECONDS = 0.5
+WORKER_CLAIM_SHARE = 16  # a worker claims ~1/16 of a dataset's shards at a time
 
 
 class ProgressSink:
@@ -126,11 +126,16 @@ class _Committer:
     and confirmed gets its manifest at once, so the pool never drains between shards."""
 
     def __init__(
-        self, state: SqliteStateStore, report: DatasetReport, on_shard_done: Callable[[int], None]
+        self,
+        state: StateStore,
+        report: DatasetReport,
+        on_shard_done: Callable[[int], None],
+        fence: Callable[[], Fence | None],
     ) -> None:
         self.state = state
         self.report = report
         self.on_shard_done = on_shard_done
+        self.fence = fence
         self.batch: list[CommittedChunk] = []
         self.last = time.monotonic()
         self.outstanding: dict[int, int] = {}
@@ -156,7 +161,7 @@ class _Committer:
         self._settle()
 
     def _commit(self) -> None:
-        self.state.commit_chunks(self.batch)
+        self.state.commit_chunks(self.batch, fence=self.fence())
         self.batch = []
         self.last = time.monotonic()
 
@@ -210,7 +215,7 @@ class MigrationRun:
         plan: Plan,
         store: ObjectStore,
         provider: KeyProvider,
-        state: SqliteStateStore,
+        state: StateStore,
         progress: ProgressSink | None = None,
     ) -> None:
         self.plan = plan
@@ -220,53 +225,174 @@ class MigrationRun:
         self.progress = progress or ProgressSink()
         self.workers = plan.workers or os.cpu_count() or 1
         self.open_source: Callable[[DatasetPlan], Source] = open_source
+        self.keeper: LeaseKeeper | None = None
 
-    def run(self, only: set[str] | None = None, shards: set[int] | None = None) -> RunReport:
+    def run(
+        self,
+        only: set[str] | None = None,
+        shards: set[int] | None = None,
+        *,
+        worker: bool = False,
+        claim: int | None = None,
+    ) -> RunReport:
         """Every dataset (or `only` these), every shard (or only `shards`: one Dagster
-        partition, one worker's share). Shard runs of one plan may run in parallel processes."""
+        partition). Shards are leased in the state store: two runs never work one shard at once.
+
+        By default a run leases all its shards, waiting for any another run holds, and then
+        works them: an hourly sync overrunning into the next makes the later one wait, then sync
+        anew. With `worker`, many processes (on many machines, over a shared state store) share
+        one generation: each claims `claim` free shards at a time, works them and claims more;
+        a shard whose worker died is taken over once its lease lapses, from its last committed
+        chunk; whoever completes the last shard commits the generation."""
         started = time.monotonic()
+        started_at = time.time()
         report = RunReport(self.plan.name, self.store.describe())
-        for ds in self.plan.datasets:
-            if only and ds.name not in only:
-                continue
-            if shards is not None and (bad := [s for s in shards if not 0 <= s < ds.shards]):
-                raise UsageError(f"dataset {ds.name} has shards 0..{ds.shards - 1}, not {bad}")
-            t0 = time.monotonic()
-            # Shard runs in parallel processes must agree on one data key: create it under a lock.
-            with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.lock"):
-                key = load_or_create_data_key(self.store, self.provider, self.plan.name, ds.name)
-            # Two runs never work one shard at once (an hourly sync overrunning into the next,
-            # a sensor's run beside the schedule's): the later one waits, then syncs anew.
-            lock = self.plan.state_dir / "keys" / f"{ds.name}.shards.lock"
-            with shard_locks(lock, ds.shards, shards):
-                row = self._generation(ds)
-                gen = row.generation
-                dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-                dr.generation_kind = row.kind
-                prefix = f"{ds.name}/g{gen:06d}/"
-                prefixes = (
-                    [prefix] if shards is None else [f"{prefix}s{s:05d}/" for s in sorted(shards)]
-                )
-                for p in prefixes:
-                    dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, p)
-                if ds.kind == "records":
-                    self._run_records(ds, gen, key, dr, shards)
+        self.keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
+        try:
+            for ds in self.plan.datasets:
+                if only and ds.name not in only:
+                    continue
+                if shards is not None and (bad := [s for s in shards if not 0 <= s < ds.shards]):
+                    raise UsageError(f"dataset {ds.name} has shards 0..{ds.shards - 1}, not {bad}")
+                t0 = time.monotonic()
+                # Every run and worker of the plan must agree on one data key.
+                with self.state.lock(f"{ds.name}.datakey"):
+                    key = load_or_create_data_key(
+                        self.store, self.provider, self.plan.name, ds.name
+                    )
+                selected = sorted(range(ds.shards) if shards is None else shards)
+                if worker:
+                    dr = self._work_as_worker(ds, key, selected, claim, started_at)
                 else:
-                    self._run_objects(ds, gen, key, dr, shards)
-                dr.committed = self._commit_generation(ds, gen, key)
-            dr.seconds = time.monotonic() - t0
-            report.datasets.append(dr)
+                    dr = self._work_exclusively(ds, key, selected, shards)
+                dr.seconds = time.monotonic() - t0
+                report.datasets.append(dr)
+        finally:
+            self.keeper.close()
+            self.keeper.release_all()
         report.seconds = time.monotonic() - started
         return report
 
-    def _generation(self, ds: DatasetPlan) -> GenerationRow:
+    def _work_exclusively(
+        self, ds: DatasetPlan, key: DataKey, selected: list[int], shards: set[int] | None
+    ) -> DatasetReport:
+        """Lease every selected shard (in shard order, so runs never deadlock), then work."""
+        for shard in selected:
+            self._wait_for_lease(ds, shard)
+        row = self._generation(ds)
+        assert row is not None
+        gen = row.generation
+        dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
+        dr.generation_kind = row.kind
+        prefix = f"{ds.name}/g{gen:06d}/"
+        prefixes = [prefix] if shards is None else [f"{prefix}s{s:05d}/" for s in selected]
+        for p in prefixes:
+            dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, p)
+        self._work(ds, gen, key, dr, None if shards is None else set(selected))
+        dr.committed = self._commit_generation(ds, gen, key)
+        self._leases.release(ds.name, selected)
+        return dr
+
+    def _work_as_worker(
+        self,
+        ds: DatasetPlan,
+        key: DataKey,
+        selected: list[int],
+        claim: int | None,
+        started_at: float,
+    ) -> DatasetReport:
+        row = self._generation(ds, cohort_since=started_at)
+        if row is None:  # this worker's cohort already finished the generation it belongs to
+            latest = self.state.latest_generation(ds.name)
+            assert latest is not None
+            dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=latest.generation)
+            dr.generation_kind, dr.committed = latest.kind, True
+            return dr
+        gen = row.generation
+        dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
+        dr.generation_kind = row.kind
+        batch_size = claim or max(1, ds.shards // WORKER_CLAIM_SHARE)
+        # Workers start their search at different shards, so they rarely contend for one.
+        offset = int.from_bytes(xxhash.xxh3_64_digest(self._leases.owner.encode()), "big")
+        order = [selected[(offset + i) % len(selected)] for i in range(len(selected))]
+        while True:
+            done = self._complete_shards(ds, gen)
+            pending = [s for s in order if s not in done]
+            if not pending:
+                break
+            holders = self.state.lease_holders(ds.name)
+            batch: list[int] = []
+            for shard in pending:
+                holder = holders.get(shard)
+                steal = None
+                if holder is not None and holder[0] != self._leases.owner and holder[1] > 0:
+                    if not self._leases.holder_is_dead(holder[0]):
+                        continue  # another live worker has it
+                    steal = holder[0]
+                if not self._leases.claim(ds.name, shard, steal_from=steal):
+                    continue
+                if self.state.shard_status(ds.name, gen, shard) is ShardStatus.COMPLETE:
+                    self._leases.release(ds.name, [shard])
+                    continue
+                batch.append(shard)
+                if len(batch) >= batch_size:
+                    break
+            if not batch:  # the rest is leased to others: wait for them, or for a lapse
+                time.sleep(self._poll_seconds())
+                continue
+            for shard in batch:
+                prefix = f"{ds.name}/g{gen:06d}/s{shard:05d}/"
+                dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, prefix)
+            self._work(ds, gen, key, dr, set(batch))
+            self._leases.release(ds.name, batch)
+        dr.committed = self._commit_generation(ds, gen, key)
+        return dr
+
+    def _work(
+        self, ds: DatasetPlan, gen: int, key: DataKey, dr: DatasetReport, only: set[int] | None
+    ) -> None:
+        if ds.kind == "records":
+            self._run_records(ds, gen, key, dr, only)
+        else:
+            self._run_objects(ds, gen, key, dr, only)
+
+    def _wait_for_lease(self, ds: DatasetPlan, shard: int) -> None:
+        while not self._leases.claim(ds.name, shard):
+            holder = self.state.lease_holders(ds.name).get(shard)
+            dead = holder is not None and self._leases.holder_is_dead(holder[0])
+            if dead and holder and self._leases.claim(ds.name, shard, steal_from=holder[0]):
+                return
+            time.sleep(self._poll_seconds())
+
+    @property
+    def _leases(self) -> LeaseKeeper:
+        assert self.keeper is not None, "leases are held only inside run()"
+        return self.keeper
+
+    def _poll_seconds(self) -> float:
+        return min(1.0, self.plan.lease_seconds / 4)
+
+    def _fence(self) -> Fence | None:
+        return self.keeper.fence() if self.keeper is not None else None
+
+    def _check_lease(self, dataset: str, shard: int) -> None:
+        if self.keeper is not None:
+            self.keeper.check(dataset, shard)
+
+    def _generation(
+        self, ds: DatasetPlan, cohort_since: float | None = None
+    ) -> GenerationRow | None:
         """The open generation to work in: the bulk at first, later a new sync each time the
-        last one is committed. Parallel shard runs join the same open generation."""
-        with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.generation.lock"):
+        last one is committed. Parallel shard runs join the same open generation. A worker
+        (`cohort_since` its start) joins the open one, or finds its cohort's generation
+        committed already (None) and opens no other."""
+        with self.state.lock(f"{ds.name}.generation"):
             latest = self.state.latest_generation(ds.name)
             if latest is None:
                 return self.state.open_generation(ds.name, BULK_GENERATION, "bulk")
             if latest.committed:
+                if cohort_since is not None and latest.started_at >= cohort_since - 1.0:
+                    return None
                 return self.state.open_generation(ds.name, latest.generation + 1, "sync")
             if latest.kind == "compact":
                 raise UsageError(
@@ -284,6 +410,7 @@ class MigrationRun:
             budget=self.plan.memory_budget // 2,
             metadata={"migrator-plan": self.plan.name},
             journal=self.state,
+            guard=lambda ident: self._check_lease(ident.dataset, ident.shard),
         )
 
     def _complete_shards(self, ds: DatasetPlan, gen: int) -> set[int]:
@@ -322,7 +449,7 @@ class MigrationRun:
             csv_header=self.state.last_csv_header(ds.name, gen),
         )
         # One router at a time: shard runs in parallel processes wait for it, then share it.
-        with _file_lock(self.plan.state_dir / "spool" / f"{ds.name}.lock"):
+        with self.state.lock(f"{ds.name}.routing"):
             cp = self.state.route_checkpoint(spec.dataset, spec.generation)
             processes = 1
             if cp is None or not cp.complete:
@@ -363,6 +490,7 @@ class MigrationRun:
             lambda shard: self._write_manifest(
                 ds, gen, shard, key, encoder, "records", extra, pipeline, deltas.pop(shard)
             ),
+            self._fence,
         )
         try:
             for shard, path in todo:
@@ -531,6 +659,7 @@ class MigrationRun:
             lambda shard: self._write_manifest(
                 ds, gen, shard, key, encoder, "objects", {}, pipeline, deltas.pop(shard)
             ),
+            self._fence,
         )
         try:
             for src in source.list():
@@ -622,7 +751,9 @@ class MigrationRun:
             stale = [c for c in chunks if not delta.keep(c)]
             for c in stale:  # parts of an object that changed or vanished before the shard closed
                 self.store.delete(c.object_key)
-            self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale])
+            self.state.forget_chunks(
+                ds.name, gen, [c.object_key for c in stale], fence=self._fence()
+            )
             chunks = [c for c in chunks if delta.keep(c)]
         refs = tuple(
             ChunkRef(
@@ -662,8 +793,13 @@ class MigrationRun:
         mkey = manifest_key(ds.name, gen, shard)
         sealed = seal_manifest(manifest, key, encoder)
         stored_xxh3 = xxhash.xxh3_128_hexdigest(sealed)
+
+        def put_manifest() -> None:
+            self._check_lease(ds.name, shard)
+            self.store.put(mkey, sealed, {"migrator-kind": "manifest"})
+
         pipeline.submit_task(
-            lambda: self.store.put(mkey, sealed, {"migrator-kind": "manifest"}),
+            put_manifest,
             lambda: self.state.complete_shard(
                 ds.name,
                 gen,
@@ -675,6 +811,7 @@ class MigrationRun:
                 live_records=delta.live_records,
                 digest=to_hex(delta.digest),
                 removed_records=delta.removed_records,
+                fence=self._fence(),
             ),
         )
 
@@ -682,15 +819,17 @@ class MigrationRun:
         """No manifest for the shard in this generation; parts an interrupted attempt sent
         for an object gone since are removed first, so nothing unlisted stays behind."""
         stale = list(self.state.shard_chunks(ds.name, gen, shard))
+        self._check_lease(ds.name, shard)
         for c in stale:
             self.store.delete(c.object_key)
-        self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale])
-        self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+        fence = self._fence()
+        self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale], fence=fence)
+        self.state.complete_shard(ds.name, gen, shard, manifest_key=None, fence=fence)
 
     def _commit_generation(self, ds: DatasetPlan, gen: int, key: DataKey) -> bool:
         """Store the generation record once every shard of the generation is complete: from
         then on restore sees it. True when it is (now or before) committed."""
-        with _file_lock(self.plan.state_dir / "keys" / f"{ds.name}.generation.lock"):
+        with self.state.lock(f"{ds.name}.generation"):
             return commit_generation(self.plan, ds, gen, self.store, self.state, key)
 
     def _count_skipped(
@@ -712,7 +851,7 @@ class MigrationRun:
 
 
 def commit_generation(
-    plan: Plan, ds: DatasetPlan, gen: int, store: ObjectStore, state: SqliteStateStore, key: DataKey
+    plan: Plan, ds: DatasetPlan, gen: int, store: ObjectStore, state: StateStore, key: DataKey
 ) -> bool:
     """The generation record from the state store's shard heads (callers hold the lock)."""
     rows = {g.generation: g for g in state.generations(ds.name)}
@@ -907,40 +1046,6 @@ def _record_ends(data: bytes, is_csv: bool) -> tuple[int, int]:
             end = nl + 1
             count += 1
         pos = nl + 1
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on one machine (flock), released on exit or death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def shard_locks(path: Path, total: int, shards: set[int] | None) -> Iterator[None]:
-    """Exclusive POSIX record locks on byte `shard` of one lock file, for every shard a run
-    works (the whole range for a run over all of them); released on exit or death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wanted = sorted(range(total) if shards is None else shards)
-    runs: list[tuple[int, int]] = []  # (start, length) of consecutive shards
-    for shard in wanted:
-        if runs and runs[-1][0] + runs[-1][1] == shard:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((shard, 1))
-    with path.open("a") as fh:
-        try:
-            for start, length in runs:
-                fcntl.lockf(fh.fileno(), fcntl.LOCK_EX, length, start, os.SEEK_SET)
-            yield
-        finally:
-            for start, length in runs:
-                fcntl.lockf(fh.fileno(), fcntl.LOCK_UN, length, start, os.SEEK_SET)
 
 
 def _settle_all(pipeline: ChunkPipeline, committer: _Committer) -> None:

@@ -38,7 +38,7 @@ from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import data_key_object, load_data_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
 
@@ -78,7 +78,7 @@ class Verifier:
         plan: Plan,
         store: ObjectStore,
         provider: KeyProvider,
-        state: SqliteStateStore | None,
+        state: StateStore | None,
         *,
         sample: float = 1.0,
         seed: int | None = None,

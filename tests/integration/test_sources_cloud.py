@@ -25,7 +25,7 @@ from migrator.sources.azure import AzureSource
 from migrator.sources.base import FilteredSource, Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.sources.s3 import S3Source
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.local import LocalStore
 from tests.planfiles import (
     files_below,
@@ -350,7 +350,7 @@ def run_verify_restore(plan: Plan, out: Path) -> None:
     assert plan.keys.kek_file is not None
     store = LocalStore(plan.destination.path or out / "missing")
     provider = LocalKeyProvider(plan.keys.kek_file)
-    with SqliteStateStore(plan.state_dir / "state.sqlite") as state:
+    with StateStore.sqlite_file(plan.state_dir / "state.sqlite") as state:
         report = MigrationRun(plan, store, provider, state).run()
         assert report.chunks_written > 0
         checked = Verifier(plan, store, provider, state).verify()

@@ -20,7 +20,7 @@ from migrator.errors import StoreError
 from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import Plan, load_plan
 from migrator.sharding import shard_of
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.memory import MemoryStore
@@ -77,9 +77,9 @@ def big_csv_row(video_id: str, repeats: int) -> bytes:
     return f'{video_id},"{title}",7'.encode()
 
 
-def open_api(plan: Plan, store: ObjectStore) -> tuple[LocalKeyProvider, SqliteStateStore]:
+def open_api(plan: Plan, store: ObjectStore) -> tuple[LocalKeyProvider, StateStore]:
     assert plan.keys.kek_file is not None
-    return LocalKeyProvider(plan.keys.kek_file), SqliteStateStore(plan.state_dir / "state.sqlite")
+    return LocalKeyProvider(plan.keys.kek_file), StateStore.sqlite_file(plan.state_dir / "state.sqlite")
 
 
 def migrate(plan: Plan, store: ObjectStore) -> RunReport:

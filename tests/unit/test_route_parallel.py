@@ -17,7 +17,7 @@ from migrator.engine.route import RecordsSpec, digests_path, route_records, spoo
 from migrator.errors import SourceError
 from migrator.sharding import shard_of
 from migrator.sources.local import LocalSource
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from tests.planfiles import split_records
 
 SHARDS = 5
@@ -65,7 +65,7 @@ def csv_source(folder: Path) -> dict[bytes, bytes]:
 def route_with(tmp: Path, folder: Path, fmt: str, key: str, processes: int) -> Path:
     spec = RecordsSpec("d", 1, fmt, key, SHARDS, LocalSource(folder))
     out = tmp / f"spool-{processes}"
-    with SqliteStateStore(tmp / f"state-{processes}.sqlite") as state:
+    with StateStore.sqlite_file(tmp / f"state-{processes}.sqlite") as state:
         route_records(spec, state, out, buffer_budget=1 << 20, processes=processes)
     return out
 
@@ -105,7 +105,7 @@ def test_a_bad_record_in_a_worker_names_its_file_and_line(tmp_path: Path) -> Non
     (folder / "a.jsonl").write_bytes(good + b'{"user_id": 1, oops\n' + good)
     spec = RecordsSpec("d", 1, "jsonl", "user_id", SHARDS, LocalSource(folder))
     with (
-        SqliteStateStore(tmp_path / "s.sqlite") as state,
+        StateStore.sqlite_file(tmp_path / "s.sqlite") as state,
         pytest.raises(SourceError, match=r"a\.jsonl:3001: malformed JSON"),
     ):
         route_records(state=state, spec=spec, spool_dir=tmp_path / "o", buffer_budget=1 << 20,

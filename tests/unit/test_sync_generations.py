@@ -26,7 +26,7 @@ from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import DatasetPlan, Plan, load_plan
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.memory import MemoryStore
 from tests.planfiles import files_below, restored_records, write_plan
 
@@ -168,8 +168,8 @@ class Site:
         assert self.plan.keys.kek_file is not None
         self.provider = LocalKeyProvider(self.plan.keys.kek_file)
 
-    def state(self) -> SqliteStateStore:
-        return SqliteStateStore(self.plan.state_dir / "state.sqlite")
+    def state(self) -> StateStore:
+        return StateStore.sqlite_file(self.plan.state_dir / "state.sqlite")
 
     def run(
         self,

@@ -17,7 +17,7 @@ from migrator.engine.upload import ChunkUploader, abort_orphaned_uploads
 from migrator.errors import StoreError
 from migrator.keys.datakey import DataKey
 from migrator.state.model import UploadEntry
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 from migrator.stores.base import Buffer, MultipartStore, PartInfo
 from migrator.stores.memory import MemoryStore
 
@@ -76,8 +76,8 @@ KEY = DataKey(os.urandom(32))
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    with SqliteStateStore(tmp_path / "state.sqlite") as state:
+def journal(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
         yield state
 
 
@@ -85,7 +85,7 @@ def test_store_is_multipart() -> None:
     assert isinstance(FakeMultipartStore(), MultipartStore)
 
 
-def test_small_chunk_is_one_put(journal: SqliteStateStore) -> None:
+def test_small_chunk_is_one_put(journal: StateStore) -> None:
     store = FakeMultipartStore()
     ChunkUploader(store, journal).seal_and_store(
         ChunkEncoder(1), os.urandom(1000), IDENT, KEY, "k", {}
@@ -93,7 +93,7 @@ def test_small_chunk_is_one_put(journal: SqliteStateStore) -> None:
     assert store.requests["put"] == 1 and store.calls["begin"] == 0
 
 
-def test_interrupted_upload_resumes_without_resending_parts(journal: SqliteStateStore) -> None:
+def test_interrupted_upload_resumes_without_resending_parts(journal: StateStore) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(600 * 1024)  # incompressible: ~10 parts of 64 KiB
     store.crash_after_parts = 4
@@ -111,7 +111,7 @@ def test_interrupted_upload_resumes_without_resending_parts(journal: SqliteState
     assert journal.journaled_upload("k") is None
 
 
-def test_changed_plaintext_aborts_and_starts_afresh(journal: SqliteStateStore) -> None:
+def test_changed_plaintext_aborts_and_starts_afresh(journal: StateStore) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(600 * 1024)
     store.crash_after_parts = 3
@@ -127,7 +127,7 @@ def test_changed_plaintext_aborts_and_starts_afresh(journal: SqliteStateStore) -
     assert first is not None and first.salt not in stored  # a fresh salt, not the journaled one
 
 
-def test_vanished_upload_starts_afresh(journal: SqliteStateStore) -> None:
+def test_vanished_upload_starts_afresh(journal: StateStore) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(300 * 1024)
     store.crash_after_parts = 2
@@ -139,7 +139,7 @@ def test_vanished_upload_starts_afresh(journal: SqliteStateStore) -> None:
     assert decode_chunk(store.get("k"), IDENT, KEY) == plain
 
 
-def test_orphaned_uploads_are_aborted(journal: SqliteStateStore) -> None:
+def test_orphaned_uploads_are_aborted(journal: StateStore) -> None:
     store = FakeMultipartStore()
     store.begin_upload("videos/x", {})
     kept = store.begin_upload("videos/y", {})

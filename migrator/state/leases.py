@@ -1,0 +1,175 @@
+"""Shard leases: how many workers share one plan without two ever working one shard at once.
+
+A worker claims a shard for `ttl` seconds on the state server's clock and renews the claim on a
+thread every ttl/3. A worker that dies stops renewing; once its lease lapses another claims the
+shard (a higher token) and resumes it from its last committed chunk. Two fences keep a worker
+that only stalled (a long pause, a partition) from writing over its successor:
+- it stops starting work on a shard two thirds of a ttl after its last successful renewal, so it
+  has stopped well before the lease can lapse on the server;
+- every state write of a shard checks, in its own transaction, that the writer's token is
+  still the shard's token.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from migrator.errors import StateError
+
+if TYPE_CHECKING:
+    from migrator.state.store import StateStore
+
+SAFE_FRACTION = 2 / 3  # of a ttl after the last renewal: past it a worker starts nothing new
+
+
+class LeaseLostError(StateError):
+    """This worker no longer holds a shard it was working on: stop, another has taken over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    dataset: str
+    shard: int
+    owner: str
+    token: int
+
+
+WORKER_ID_ENV = "MIGRATOR_WORKER_ID"
+
+
+def worker_identity() -> str:
+    """Who a worker is, in leases and logs: its name (MIGRATOR_WORKER_ID, e.g. the pod's, else
+    the host's), its process, and a nonce, since pids are reused."""
+    name = os.environ.get(WORKER_ID_ENV) or socket.gethostname()
+    return f"{name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def dead_on_this_host(owner: str) -> bool:
+    """True when `owner` was a process of this very host that no longer runs: its leases need
+    not lapse first (a killed run on one machine resumes at once)."""
+    if os.environ.get(WORKER_ID_ENV):
+        return False  # named workers: only the lease's lapse tells
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LeaseKeeper:
+    """The leases one worker holds, renewed in the background until released."""
+
+    def __init__(self, state: StateStore, ttl: float, owner: str | None = None) -> None:
+        self.state = state
+        self.ttl = float(ttl)
+        self.owner = owner or worker_identity()
+        self.held: dict[tuple[str, int], Lease] = {}
+        self._safe_until: dict[tuple[str, int], float] = {}
+        self._lost: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def claim(self, dataset: str, shard: int, steal_from: str | None = None) -> bool:
+        """Take the shard's lease if it is free, lapsed, ours, or held by `steal_from` (a
+        process of this host that is gone)."""
+        sent = time.monotonic()
+        lease = self.state.claim_shard(dataset, shard, self.owner, self.ttl, steal_from)
+        if lease is None:
+            return False
+        with self._lock:
+            self.held[(dataset, shard)] = lease
+            self._safe_until[(dataset, shard)] = sent + self.ttl * SAFE_FRACTION
+            self._lost.discard((dataset, shard))
+        self._start()
+        return True
+
+    def release(self, dataset: str, shards: Iterable[int]) -> None:
+        with self._lock:
+            gone = [self.held.pop((dataset, s)) for s in shards if (dataset, s) in self.held]
+            for lease in gone:
+                self._safe_until.pop((lease.dataset, lease.shard), None)
+        if gone:
+            self.state.release_leases(gone)
+
+    def release_all(self) -> None:
+        with self._lock:
+            gone = list(self.held.values())
+            self.held.clear()
+            self._safe_until.clear()
+        if gone:
+            self.state.release_leases(gone)
+
+    def holder_is_dead(self, owner: str) -> bool:
+        return dead_on_this_host(owner)
+
+    def holds(self, dataset: str, shard: int) -> bool:
+        with self._lock:
+            return (dataset, shard) in self.held
+
+    def check(self, dataset: str, shard: int) -> None:
+        """Raise LeaseLostError unless this worker may still start work on the shard."""
+        with self._lock:
+            key = (dataset, shard)
+            if key not in self.held or key in self._lost:
+                raise LeaseLostError(
+                    f"dataset {dataset} shard {shard}: this worker's lease was taken over by"
+                    " another worker; it stops here and leaves the shard to it"
+                )
+            if time.monotonic() > self._safe_until[key]:
+                raise LeaseLostError(
+                    f"dataset {dataset} shard {shard}: this worker could not renew its lease"
+                    f" for {self.ttl * SAFE_FRACTION:.0f} s (is the state store reachable?);"
+                    " it stops before another worker may take the shard over"
+                )
+
+    def fence(self) -> dict[tuple[str, int], Lease]:
+        with self._lock:
+            return dict(self.held)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._renew_loop, name="leases", daemon=True)
+            self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with self._lock:
+                held = list(self.held.values())
+            if not held:
+                continue
+            sent = time.monotonic()
+            try:
+                lost = self.state.renew_leases(held, self.ttl)
+            except StateError:
+                continue  # the deadline in check() stops the work if this goes on
+            with self._lock:
+                for lease in held:
+                    key = (lease.dataset, lease.shard)
+                    if lease in lost:
+                        self._lost.add(key)
+                    elif key in self.held:
+                        self._safe_until[key] = sent + self.ttl * SAFE_FRACTION

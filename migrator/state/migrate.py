@@ -1,0 +1,94 @@
+"""Bring a state store to this release's schema: Alembic migrations, applied on open.
+
+Many workers may open one PostgreSQL store at once: the first migrates under an advisory lock,
+the others wait and find it done. A SQLite store of the first releases (no version table, its
+`meta.schema` 2) is taken as the baseline and moved on from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, inspect, text
+
+from migrator.errors import StateError
+
+VERSION_TABLE = "state_schema"
+HEAD = "0002"
+_BASELINE = "0001"
+_LEGACY_SCHEMA = "2"  # what the first releases wrote into meta before migrations existed
+_PG_LOCK_ID = 0x6D696772  # the advisory lock migrations take: any constant, the same everywhere
+
+
+def current_revision(conn: Connection) -> str | None:
+    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return ctx.get_current_revision()
+
+
+def upgrade(engine: Engine, where: str, sqlite_path: Path | None = None) -> None:
+    """Migrate the store at `where` (its file or URL, for messages) to HEAD."""
+    with engine.connect() as conn:
+        if current_revision(conn) == HEAD:
+            return
+    with _migration_lock(engine, sqlite_path), engine.connect() as conn:
+        revision = current_revision(conn)
+        conn.commit()
+        if revision == HEAD:
+            return
+        config = Config()
+        config.set_main_option("script_location", "migrator.state:migrations")
+        config.attributes["connection"] = conn
+        try:
+            if revision is None and _is_legacy(conn, where):
+                command.stamp(config, _BASELINE)
+            command.upgrade(config, "head")
+        except CommandError as exc:
+            raise StateError(
+                f"{where}: state schema {revision} is unknown to this release ({exc}); it was"
+                " written by a newer release: run that release, or move the state aside and"
+                " rebuild it with `migrator state rebuild`"
+            ) from None
+        conn.commit()
+
+
+def _is_legacy(conn: Connection, where: str) -> bool:
+    """A store of the first releases: tables and meta.schema, no version table."""
+    if "meta" not in inspect(conn).get_table_names():
+        return False
+    row = conn.execute(text("SELECT value FROM meta WHERE key='schema'")).fetchone()
+    conn.commit()
+    if row is not None and str(row[0]) != _LEGACY_SCHEMA:
+        raise StateError(
+            f"{where}: state schema {row[0]} is older than this release can migrate; move it"
+            " aside and rebuild it from the destination with `migrator state rebuild`"
+        )
+    return row is not None
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine, sqlite_path: Path | None) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_ID})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_ID})
+                conn.commit()
+        return
+    assert sqlite_path is not None
+    lock = sqlite_path.with_name(sqlite_path.name + ".migrate.lock")
+    with lock.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the state store; applied by `migrator.state.migrate.upgrade`."""

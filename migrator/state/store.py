@@ -1,0 +1,880 @@
+"""The state store: SQLite in the plan's state_dir by default, PostgreSQL where many workers
+share one plan. One schema (schema.py), moved forward by migrations (migrate.py).
+
+It is a fast index of the destination, never the only truth: verify and restore read manifests,
+and `migrator state rebuild` makes it anew from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import xxhash
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from migrator.errors import StateError
+from migrator.state import migrate
+from migrator.state.leases import Lease, LeaseLostError
+from migrator.state.model import (
+    CommittedChunk,
+    GenerationRow,
+    RouteCheckpoint,
+    ShardHeadRow,
+    ShardProgress,
+    ShardStatus,
+    UploadEntry,
+    check_shard_move,
+)
+from migrator.state.schema import (
+    chunks,
+    generations,
+    leases,
+    meta,
+    routes,
+    shard_maps,
+    shards,
+    uploads,
+)
+
+Fence = Mapping[tuple[str, int], Lease]  # the leases a writer holds, by (dataset, shard)
+
+
+class server_now(FunctionElement[float]):
+    """Seconds since the epoch on the state server's clock: one clock for every worker."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(server_now, "postgresql")
+def _pg_now(element: server_now, compiler: Any, **kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
+
+@compiles(server_now, "sqlite")
+def _sqlite_now(element: server_now, compiler: Any, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+_CHUNK_COLUMNS = (
+    chunks.c.dataset,
+    chunks.c.generation,
+    chunks.c.shard,
+    chunks.c.object_key,
+    chunks.c.sequence,
+    chunks.c.name,
+    chunks.c.records,
+    chunks.c.plain_size,
+    chunks.c.stored_size,
+    chunks.c.plain_xxh3,
+    chunks.c.stored_xxh3,
+    chunks.c.source_end,
+    chunks.c.source_version,
+)
+_UPLOAD_COLUMNS = (
+    uploads.c.object_key,
+    uploads.c.upload_id,
+    uploads.c.salt,
+    uploads.c.plain_xxh3,
+    uploads.c.stored_xxh3,
+    uploads.c.stored_size,
+)
+
+
+def describe_url(url: str) -> str:
+    """The URL as messages may show it: never a password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<state URL>"
+
+
+class StateStore:
+    """Thread-safe: each thread works on its own pooled connection (upload workers journal
+    multipart uploads while the coordinating thread commits chunks)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = describe_url(url)  # how messages name the store
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StateError(f"{self.path}: not a database URL") from None
+        if parsed.drivername == "postgresql":
+            # The driver this release ships (the `postgres` extra); SQLAlchemy's own default
+            # for a bare postgresql:// may be another.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+            url = parsed.render_as_string(hide_password=False)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StateError(f"{self.path}: the state store is SQLite or PostgreSQL")
+        self._file: Path | None = None
+        try:
+            if self.dialect == "sqlite":
+                self._file = Path(parsed.database or "")
+                self.path = str(self._file)
+                self._file.parent.mkdir(parents=True, exist_ok=True)
+                self.engine = _sqlite_engine(url)
+            else:
+                self.engine = create_engine(
+                    url, pool_size=2, max_overflow=32, pool_pre_ping=True, pool_recycle=1800
+                )
+            migrate.upgrade(self.engine, self.path, self._file)
+        except SQLAlchemyError as exc:
+            raise StateError(f"{self.path}: cannot open state store ({_reason(exc)})") from None
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    @classmethod
+    def sqlite_file(cls, path: Path) -> StateStore:
+        return cls(f"sqlite:///{path}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.path})"
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StateError(f"{self.path}: {_reason(exc)}") from None
+
+    @contextlib.contextmanager
+    def _write(self, what: str = "") -> Iterator[Connection]:
+        """One transaction; on SQLite it takes the write lock at once (BEGIN IMMEDIATE), so
+        a read inside it and the write that follows are one step for every process."""
+        try:
+            with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            doing = f"cannot {what} " if what else ""
+            raise StateError(f"{self.path}: {doing}({_reason(exc)})") from None
+
+    def _upsert(
+        self, table: Any, rows: list[dict[str, Any]] | dict[str, Any], keys: Sequence[str]
+    ) -> Any:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE: the same statement on both databases."""
+        stmt = self._insert(table)
+        sample = rows[0] if isinstance(rows, list) else rows
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in sample if c not in keys},
+        )
+
+    # --- meta and ownership -------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            row = {"key": key, "value": value}
+            conn.execute(self._upsert(meta, row, ["key"]), row)
+
+    def claim_for_plan(self, plan: str) -> None:
+        """A store serves one plan: datasets of two plans must never mix in one database."""
+        with self._write("record the plan") as conn:
+            conn.execute(
+                self._insert(meta).on_conflict_do_nothing(index_elements=["key"]),
+                {"key": "plan", "value": plan},
+            )
+            owner = conn.execute(select(meta.c.value).where(meta.c.key == "plan")).scalar_one()
+        if owner != plan:
+            raise StateError(
+                f"{self.path}: this state store belongs to plan {owner!r}, not {plan!r}; give"
+                " each plan its own database (state_url) or state_dir"
+            )
+
+    # --- locks between processes ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between every process sharing this store, released on exit or
+        when the holder dies: a file lock beside a SQLite store (one machine), an advisory lock
+        held by a connection on PostgreSQL (any number of machines)."""
+        if self._file is not None:
+            path = self._file.parent / "locks" / f"{name}.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+        key = int.from_bytes(xxhash.xxh3_64_digest(name.encode()), "big", signed=True)
+        with self._read() as conn:
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+            except SQLAlchemyError as exc:
+                raise StateError(f"{self.path}: cannot take lock {name} ({_reason(exc)})") from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+
+    # --- shard leases --------------------------------------------------------------------
+
+    def claim_shard(
+        self, dataset: str, shard: int, owner: str, ttl: float, steal_from: str | None = None
+    ) -> Lease | None:
+        """The shard's lease for `owner` if it is free, lapsed, already its own, or held by
+        `steal_from` (a holder known to be dead); else None."""
+        now = server_now()
+        stmt = self._insert(leases).values(
+            dataset=dataset,
+            shard=shard,
+            owner=owner,
+            token=1,
+            expires_at=now + ttl,
+            claimed_at=now,
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["dataset", "shard"],
+            set_={
+                "owner": stmt.excluded.owner,
+                "token": leases.c.token + 1,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
+            where=(leases.c.expires_at < server_now())
+            | (leases.c.owner == owner)
+            | (leases.c.owner == (steal_from or owner)),
+        ).returning(leases.c.token)
+        with self._write(f"claim shard {shard}") as conn:
+            token = conn.execute(upsert).scalar()
+        return None if token is None else Lease(dataset, shard, owner, int(token))
+
+    def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]:
+        """Extend every lease still held; returns those lost (taken over by another worker)."""
+        lost = []
+        with self._write("renew leases") as conn:
+            for lease in held:
+                done = conn.execute(
+                    update(leases)
+                    .where(
+                        leases.c.dataset == lease.dataset,
+                        leases.c.shard == lease.shard,
+                        leases.c.owner == lease.owner,
+                        leases.c.token == lease.token,
+                    )
+                    .values(expires_at=server_now() + ttl)
+                )
+                if done.rowcount != 1:
+                    lost.append(lease)
+        return lost
+
+    def release_leases(self, held: Iterable[Lease]) -> None:
+        with self._write("release leases") as conn:
+            for lease in held:
+                conn.execute(
+                    delete(leases).where(
+                        leases.c.dataset == lease.dataset,
+                        leases.c.shard == lease.shard,
+                        leases.c.owner == lease.owner,
+                        leases.c.token == lease.token,
+                    )
+                )
+
+    def lease_holders(self, dataset: str) -> dict[int, tuple[str, float]]:
+        """shard -> (owner, seconds until the lease lapses; negative: lapsed)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(leases.c.shard, leases.c.owner, leases.c.expires_at - server_now()).where(
+                    leases.c.dataset == dataset
+                )
+            ).fetchall()
+        return {int(s): (str(o), float(left)) for s, o, left in rows}
+
+    def _check_fence(
+        self, conn: Connection, dataset: str, shard_ids: Iterable[int], fence: Fence | None
+    ) -> None:
+        """Inside the writing transaction: every shard written is still leased to the writer
+        (PostgreSQL locks the lease rows, so a takeover waits for this commit)."""
+        if fence is None:
+            return
+        wanted = sorted(set(shard_ids))
+        query = select(leases.c.shard, leases.c.owner, leases.c.token).where(
+            leases.c.dataset == dataset, leases.c.shard.in_(wanted)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        found = {int(s): (o, int(t)) for s, o, t in conn.execute(query)}
+        for shard in wanted:
+            held = fence.get((dataset, shard))
+            if held is None or found.get(shard) != (held.owner, held.token):
+                raise LeaseLostError(
+                    f"dataset {dataset} shard {shard}: this worker's lease lapsed and another"
+                    " worker took the shard over; nothing of this worker was recorded for it"
+                )
+
+    # --- records routing ---------------------------------------------------------------
+
+    def route_checkpoint(self, dataset: str, generation: int) -> RouteCheckpoint | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(
+                    routes.c.next_file,
+                    routes.c.inventory_digest,
+                    routes.c.spool_sizes,
+                    routes.c.csv_header,
+                    routes.c.complete,
+                ).where(routes.c.dataset == dataset, routes.c.generation == generation)
+            ).fetchone()
+        if row is None:
+            return None
+        blob = bytes(row[2])
+        sizes = struct.unpack(f">{len(blob) // 8}Q", blob)
+        header = None if row[3] is None else bytes(row[3])
+        return RouteCheckpoint(int(row[0]), row[1], sizes, header, bool(row[4]))
+
+    def last_csv_header(self, dataset: str, before: int) -> bytes | None:
+        """The CSV header the last completed routing before generation `before` saw."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(routes.c.csv_header)
+                .where(
+                    routes.c.dataset == dataset,
+                    routes.c.generation < before,
+                    routes.c.complete == 1,
+                )
+                .order_by(routes.c.generation.desc())
+                .limit(1)
+            ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def save_route_checkpoint(self, dataset: str, generation: int, cp: RouteCheckpoint) -> None:
+        row = {
+            "dataset": dataset,
+            "generation": generation,
+            "next_file": cp.next_file,
+            "inventory_digest": cp.inventory_digest,
+            "spool_sizes": struct.pack(f">{len(cp.spool_sizes)}Q", *cp.spool_sizes),
+            "csv_header": cp.csv_header,
+            "complete": int(cp.complete),
+        }
+        with self._write("save the routing checkpoint") as conn:
+            conn.execute(self._upsert(routes, row, ["dataset", "generation"]), row)
+
+    # --- shards ------------------------------------------------------------------------
+
+    def shard_status(self, dataset: str, generation: int, shard: int) -> ShardStatus:
+        with self._read() as conn:
+            return _status(conn, dataset, generation, shard)
+
+    def set_shard_status(
+        self,
+        dataset: str,
+        generation: int,
+        shard: int,
+        status: ShardStatus,
+        manifest_key: str | None = None,
+    ) -> None:
+        with self._write(f"mark shard {shard} {status}") as conn:
+            check_shard_move(dataset, shard, _status(conn, dataset, generation, shard), status)
+            row = {
+                "dataset": dataset,
+                "generation": generation,
+                "shard": shard,
+                "status": str(status),
+                "manifest_key": manifest_key,
+                "updated_at": time.time(),
+            }
+            conn.execute(self._upsert(shards, row, ["dataset", "generation", "shard"]), row)
+
+    def complete_shard(
+        self,
+        dataset: str,
+        generation: int,
+        shard: int,
+        *,
+        manifest_key: str | None,
+        manifest_xxh3: str | None = None,
+        base: bool = False,
+        inventory: bytes | None = None,
+        live_records: int = 0,
+        digest: str | None = None,
+        removed_records: int = 0,
+        fence: Fence | None = None,
+    ) -> None:
+        """The shard's manifest is stored (or the generation left it untouched: no manifest),
+        and its inventory is what the next sync diffs against: both in one transaction."""
+        with self._write(f"complete shard {shard}") as conn:
+            self._check_fence(conn, dataset, [shard], fence)
+            old = _status(conn, dataset, generation, shard)
+            check_shard_move(dataset, shard, old, ShardStatus.COMPLETE)
+            # The shard's totals, kept with it: `status` then never sums millions of rows.
+            n, r, p, st = _totals(conn, dataset, generation, shard)
+            row = {
+                "dataset": dataset,
+                "generation": generation,
+                "shard": shard,
+                "status": str(ShardStatus.COMPLETE),
+                "manifest_key": manifest_key,
+                "updated_at": time.time(),
+                "manifest_xxh3": manifest_xxh3,
+                "base": int(base),
+                "live_records": live_records,
+                "digest": digest,
+                "removed_records": removed_records,
+                "chunks_n": n,
+                "records_n": r,
+                "plain_n": p,
+                "stored_n": st,
+            }
+            conn.execute(self._upsert(shards, row, ["dataset", "generation", "shard"]), row)
+            if inventory is not None:
+                inv = {
+                    "dataset": dataset,
+                    "shard": shard,
+                    "generation": generation,
+                    "blob": inventory,
+                }
+                conn.execute(self._upsert(shard_maps, inv, ["dataset", "shard", "generation"]), inv)
+
+    def shard_heads(self, dataset: str, shard: int) -> list[ShardHeadRow]:
+        """Every stored manifest of the shard, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    shards.c.generation,
+                    shards.c.manifest_key,
+                    shards.c.manifest_xxh3,
+                    shards.c.base,
+                    shards.c.live_records,
+                    shards.c.digest,
+                    shards.c.removed_records,
+                    shards.c.updated_at,
+                )
+                .where(
+                    shards.c.dataset == dataset,
+                    shards.c.shard == shard,
+                    shards.c.status == str(ShardStatus.COMPLETE),
+                    shards.c.manifest_key.is_not(None),
+                )
+                .order_by(shards.c.generation)
+            ).fetchall()
+        return [
+            ShardHeadRow(r[0], r[1], r[2] or "", bool(r[3]), r[4], r[5] or "", r[6], r[7])
+            for r in rows
+        ]
+
+    def forget_shard_generation(self, dataset: str, generation: int, shard: int) -> None:
+        """A shard's generation a compaction replaced and deleted at the destination."""
+        with self._write(f"forget shard {shard}") as conn:
+            for table in (chunks, shards):
+                conn.execute(
+                    delete(table).where(
+                        table.c.dataset == dataset,
+                        table.c.generation == generation,
+                        table.c.shard == shard,
+                    )
+                )
+
+    def forget_chunks(
+        self,
+        dataset: str,
+        generation: int,
+        object_keys: Iterable[str],
+        fence: Fence | None = None,
+    ) -> None:
+        """Chunks committed for an object that changed or vanished before its shard closed."""
+        keys = list(object_keys)
+        if not keys:
+            return
+        with self._write("forget chunks") as conn:
+            if fence is not None:
+                owned = conn.execute(
+                    select(chunks.c.shard)
+                    .where(
+                        chunks.c.dataset == dataset,
+                        chunks.c.generation == generation,
+                        chunks.c.object_key.in_(keys),
+                    )
+                    .distinct()
+                ).scalars()
+                self._check_fence(conn, dataset, list(owned), fence)
+            conn.execute(
+                delete(chunks).where(
+                    chunks.c.dataset == dataset,
+                    chunks.c.generation == generation,
+                    chunks.c.object_key == bindparam("okey"),
+                ),
+                [{"okey": k} for k in keys],
+            )
+
+    def shard_inventory(self, dataset: str, shard: int, before: int) -> bytes | None:
+        """The shard's inventory as of the last generation before `before` that changed it."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(shard_maps.c.blob)
+                .where(
+                    shard_maps.c.dataset == dataset,
+                    shard_maps.c.shard == shard,
+                    shard_maps.c.generation < before,
+                )
+                .order_by(shard_maps.c.generation.desc())
+                .limit(1)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def prune_inventories(self, dataset: str, shard: int, keep_from: int) -> None:
+        """Drop inventories older than the newest one before `keep_from`: no sync needs them."""
+        newest = (
+            select(func.coalesce(func.max(shard_maps.c.generation), 0))
+            .where(
+                shard_maps.c.dataset == dataset,
+                shard_maps.c.shard == shard,
+                shard_maps.c.generation < keep_from,
+            )
+            .scalar_subquery()
+        )
+        with self._write("prune inventories") as conn:
+            conn.execute(
+                delete(shard_maps).where(
+                    shard_maps.c.dataset == dataset,
+                    shard_maps.c.shard == shard,
+                    shard_maps.c.generation < newest,
+                )
+            )
+
+    # --- generations -------------------------------------------------------------------
+
+    def generations(self, dataset: str) -> list[GenerationRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    generations.c.dataset,
+                    generations.c.generation,
+                    generations.c.kind,
+                    generations.c.status,
+                    generations.c.started_at,
+                    generations.c.finished_at,
+                    generations.c.changed_records,
+                    generations.c.changed_bytes,
+                    generations.c.record_xxh3,
+                )
+                .where(generations.c.dataset == dataset)
+                .order_by(generations.c.generation)
+            ).fetchall()
+        return [GenerationRow(*r) for r in rows]
+
+    def latest_generation(self, dataset: str) -> GenerationRow | None:
+        rows = self.generations(dataset)
+        return rows[-1] if rows else None
+
+    def open_generation(self, dataset: str, generation: int, kind: str) -> GenerationRow:
+        """Start `generation` unless it exists (a shard run of another process opened it)."""
+        with self._write("open a generation") as conn:
+            conn.execute(
+                self._insert(generations).on_conflict_do_nothing(
+                    index_elements=["dataset", "generation"]
+                ),
+                {
+                    "dataset": dataset,
+                    "generation": generation,
+                    "kind": kind,
+                    "status": "open",
+                    "started_at": time.time(),
+                },
+            )
+        return next(g for g in self.generations(dataset) if g.generation == generation)
+
+    def restore_generation(
+        self,
+        dataset: str,
+        generation: int,
+        *,
+        started_at: float,
+        finished_at: float,
+        changed_records: int,
+        changed_bytes: int,
+        record_xxh3: str,
+    ) -> None:
+        """A committed generation as its record at the destination tells it (state rebuild)."""
+        with self._write("restore a generation") as conn:
+            conn.execute(
+                update(generations)
+                .where(generations.c.dataset == dataset, generations.c.generation == generation)
+                .values(
+                    status="committed",
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    changed_records=changed_records,
+                    changed_bytes=changed_bytes,
+                    record_xxh3=record_xxh3,
+                )
+            )
+
+    def commit_generation(
+        self,
+        dataset: str,
+        generation: int,
+        *,
+        changed_records: int,
+        changed_bytes: int,
+        record_xxh3: str,
+        finished_at: float,
+    ) -> None:
+        with self._write("commit a generation") as conn:
+            conn.execute(
+                update(generations)
+                .where(generations.c.dataset == dataset, generations.c.generation == generation)
+                .values(
+                    status="committed",
+                    finished_at=finished_at,
+                    changed_records=changed_records,
+                    changed_bytes=changed_bytes,
+                    record_xxh3=record_xxh3,
+                )
+            )
+
+    def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:
+        """Every shard with a status, in shard order. A complete shard's totals were kept when
+        it completed; only shards still open are summed from their chunks (an index seek
+        each), so this stays fast at millions of chunks."""
+        out = []
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    shards.c.shard,
+                    shards.c.status,
+                    shards.c.chunks_n,
+                    shards.c.records_n,
+                    shards.c.plain_n,
+                    shards.c.stored_n,
+                    shards.c.manifest_key,
+                )
+                .where(shards.c.dataset == dataset, shards.c.generation == generation)
+                .order_by(shards.c.shard)
+            ).fetchall()
+            for shard, status, n, r, p, st, mkey in rows:
+                if status != ShardStatus.COMPLETE:
+                    n, r, p, st = _totals(conn, dataset, generation, shard)
+                out.append(
+                    ShardProgress(
+                        dataset, generation, shard, ShardStatus(status), n, r, p, st, mkey
+                    )
+                )
+        return out
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def commit_chunks(self, chunks_: Iterable[CommittedChunk], fence: Fence | None = None) -> None:
+        """One transaction for a batch: batching keeps commits cheap at millions of chunks."""
+        batch = list(chunks_)
+        now = time.time()
+        rows = [
+            {
+                "dataset": c.dataset,
+                "generation": c.generation,
+                "object_key": c.object_key,
+                "shard": c.shard,
+                "sequence": c.sequence,
+                "name": c.name,
+                "records": c.records,
+                "plain_size": c.plain_size,
+                "stored_size": c.stored_size,
+                "plain_xxh3": c.plain_xxh3,
+                "stored_xxh3": c.stored_xxh3,
+                "source_end": c.source_end,
+                "source_version": c.source_version,
+                "committed_at": now,
+            }
+            for c in batch
+        ]
+        if not rows:
+            return
+        with self._write("commit chunks") as conn:
+            if fence is not None:
+                touched: dict[str, set[int]] = {}
+                for c in batch:
+                    touched.setdefault(c.dataset, set()).add(c.shard)
+                for dataset, owned in touched.items():
+                    self._check_fence(conn, dataset, owned, fence)
+            conn.execute(self._upsert(chunks, rows, ["dataset", "generation", "object_key"]), rows)
+
+    def has_chunks(self, dataset: str, generation: int) -> bool:
+        with self._read() as conn:
+            row = conn.execute(
+                select(chunks.c.shard)
+                .where(chunks.c.dataset == dataset, chunks.c.generation == generation)
+                .limit(1)
+            ).fetchone()
+        return row is not None
+
+    def chunk_count(self, dataset: str, generation: int, shard: int) -> int:
+        with self._read() as conn:
+            return _totals(conn, dataset, generation, shard)[0]
+
+    def committed_chunk(
+        self, dataset: str, generation: int, object_key: str
+    ) -> CommittedChunk | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_CHUNK_COLUMNS).where(
+                    chunks.c.dataset == dataset,
+                    chunks.c.generation == generation,
+                    chunks.c.object_key == object_key,
+                )
+            ).fetchone()
+        return None if row is None else CommittedChunk(**row._mapping)
+
+    def shard_chunks(self, dataset: str, generation: int, shard: int) -> Iterator[CommittedChunk]:
+        """In (name, sequence) order: records by sequence, object parts grouped by object."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*_CHUNK_COLUMNS)
+                .where(
+                    chunks.c.dataset == dataset,
+                    chunks.c.generation == generation,
+                    chunks.c.shard == shard,
+                )
+                .order_by(func.coalesce(chunks.c.name, ""), chunks.c.sequence)
+            ).fetchall()
+        for row in rows:
+            yield CommittedChunk(**row._mapping)
+
+    # --- multipart upload journal ------------------------------------------------------
+
+    def journaled_upload(self, object_key: str) -> UploadEntry | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_UPLOAD_COLUMNS).where(uploads.c.object_key == object_key)
+            ).fetchone()
+        return None if row is None else _upload(row)
+
+    def journal_upload(self, entry: UploadEntry) -> None:
+        row = {
+            "object_key": entry.object_key,
+            "upload_id": entry.upload_id,
+            "salt": entry.salt,
+            "plain_xxh3": entry.plain_xxh3,
+            "stored_xxh3": entry.stored_xxh3,
+            "stored_size": entry.stored_size,
+            "started_at": time.time(),
+        }
+        with self._write("journal an upload") as conn:
+            conn.execute(self._upsert(uploads, row, ["object_key"]), row)
+
+    def forget_upload(self, object_key: str) -> None:
+        with self._write("forget an upload") as conn:
+            conn.execute(delete(uploads).where(uploads.c.object_key == object_key))
+
+    def journaled_uploads(self) -> list[UploadEntry]:
+        with self._read() as conn:
+            rows = conn.execute(select(*_UPLOAD_COLUMNS).order_by(uploads.c.object_key))
+            return [_upload(r) for r in rows]
+
+
+def _sqlite_engine(url: str) -> Engine:
+    # timeout: shard runs in other processes may hold the write lock for a moment.
+    engine = create_engine(url, connect_args={"timeout": 60.0, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
+        # WAL: readers never wait for the writer. NORMAL: a power loss may drop the last
+        # commits, never corrupt; the destination still has those chunks and a rerun redoes
+        # them under the same keys.
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _status(conn: Connection, dataset: str, generation: int, shard: int) -> ShardStatus:
+    row = conn.execute(
+        select(shards.c.status).where(
+            shards.c.dataset == dataset, shards.c.generation == generation, shards.c.shard == shard
+        )
+    ).fetchone()
+    return ShardStatus.PENDING if row is None else ShardStatus(row[0])
+
+
+def _totals(conn: Connection, dataset: str, generation: int, shard: int) -> tuple[int, ...]:
+    row = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(chunks.c.records), 0),
+            func.coalesce(func.sum(chunks.c.plain_size), 0),
+            func.coalesce(func.sum(chunks.c.stored_size), 0),
+        ).where(
+            and_(
+                chunks.c.dataset == dataset,
+                chunks.c.generation == generation,
+                chunks.c.shard == shard,
+            )
+        )
+    ).one()
+    return tuple(int(v) for v in row)
+
+
+def _upload(row: Any) -> UploadEntry:
+    return UploadEntry(row[0], row[1], bytes(row[2]), bytes(row[3]), bytes(row[4]), int(row[5]))
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own message, without SQL text or parameters."""
+    orig = getattr(exc, "orig", None)
+    message = str(orig if orig is not None else exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__
+
+
+def state_url_for(
+    state_dir: Path,
+    plan_url: str | None,
+    default_file: str,
+    environ: Mapping[str, str] = os.environ,
+) -> str:
+    """MIGRATOR_STATE_URL, else the plan's state_url, else SQLite in state_dir."""
+    return environ.get(STATE_URL_ENV) or plan_url or f"sqlite:///{state_dir / default_file}"
+
+
+STATE_URL_ENV = "MIGRATOR_STATE_URL"
