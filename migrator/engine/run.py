@@ -50,7 +50,7 @@ from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.leases import LeaseKeeper
+from migrator.state.leases import LeaseKeeper, process_started_at
 from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
 from migrator.state.store import Fence, StateStore
 from migrator.stores.base import ObjectStore
@@ -245,7 +245,6 @@ class MigrationRun:
         a shard whose worker died is taken over once its lease lapses, from its last committed
         chunk; whoever completes the last shard commits the generation."""
         started = time.monotonic()
-        started_at = time.time()
         report = RunReport(self.plan.name, self.store.describe())
         self.keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
         try:
@@ -262,7 +261,7 @@ class MigrationRun:
                     )
                 selected = sorted(range(ds.shards) if shards is None else shards)
                 if worker:
-                    dr = self._work_as_worker(ds, key, selected, claim, started_at)
+                    dr = self._work_as_worker(ds, key, selected, claim, process_started_at())
                 else:
                     dr = self._work_exclusively(ds, key, selected, shards)
                 dr.seconds = time.monotonic() - t0
@@ -384,14 +383,14 @@ class MigrationRun:
     ) -> GenerationRow | None:
         """The open generation to work in: the bulk at first, later a new sync each time the
         last one is committed. Parallel shard runs join the same open generation. A worker
-        (`cohort_since` its start) joins the open one, or finds its cohort's generation
-        committed already (None) and opens no other."""
+        (its process started at `cohort_since`) joins the open one, or finds the generation of
+        the workers started with it committed already (None) and opens no other."""
         with self.state.lock(f"{ds.name}.generation"):
             latest = self.state.latest_generation(ds.name)
             if latest is None:
                 return self.state.open_generation(ds.name, BULK_GENERATION, "bulk")
             if latest.committed:
-                if cohort_since is not None and latest.started_at >= cohort_since - 1.0:
+                if cohort_since is not None and latest.started_at >= cohort_since:
                     return None
                 return self.state.open_generation(ds.name, latest.generation + 1, "sync")
             if latest.kind == "compact":

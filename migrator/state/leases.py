@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrator.errors import StateError
@@ -49,6 +50,24 @@ def worker_identity() -> str:
     the host's), its process, and a nonce, since pids are reused."""
     name = os.environ.get(WORKER_ID_ENV) or socket.gethostname()
     return f"{name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_started_at() -> float:
+    """When this process started (epoch seconds): workers started together for one sync treat
+    a generation opened after that as their own, however slowly each of them came up."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
 
 
 def dead_on_this_host(owner: str) -> bool:
