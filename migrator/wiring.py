@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from migrator.errors import UsageError
+from migrator.errors import KeyProviderError, UsageError
+from migrator.keys.kekchain import KekChain
 from migrator.keys.local import LocalKeyProvider
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import Plan
+from migrator.plan.model import KekPlan, Plan
 from migrator.state.store import StateStore, describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
@@ -101,7 +102,20 @@ def _open_destination(plan: Plan) -> ObjectStore:
 
 
 def open_key_provider(plan: Plan) -> KeyProvider:
-    keys = plan.keys
+    """The plan's KEK; with `keys.previous`, a chain that also unwraps with the earlier KEKs."""
+    current = _kek(plan.keys)
+    if not plan.keys.previous:
+        return current
+    previous = []
+    for index, kek in enumerate(plan.keys.previous):
+        try:
+            previous.append(_kek(kek))
+        except (KeyProviderError, ValueError) as exc:
+            raise KeyProviderError(f"keys.previous[{index}]: {exc}") from None
+    return KekChain(current, previous)
+
+
+def _kek(keys: KekPlan) -> KeyProvider:
     if keys.provider == "local":
         assert keys.kek_file is not None
         return LocalKeyProvider(keys.kek_file)

@@ -25,6 +25,7 @@ from migrator.codec.generation import (
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
 from migrator.errors import SourceError, TamperedError
 from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import Keyring, key_for
 from migrator.plan.model import DatasetPlan
 from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
 from migrator.stores.base import ObjectStore
@@ -44,19 +45,24 @@ def record_generations(store: ObjectStore, dataset: str) -> list[int]:
 
 
 def load_record(
-    store: ObjectStore, plan: str, dataset: str, generation: int, key: DataKey
+    store: ObjectStore, plan: str, dataset: str, generation: int, key: DataKey | Keyring
 ) -> tuple[GenerationRecord, str]:
     """The record and the xxh3-128 of its stored bytes."""
     okey = generation_key(dataset, generation)
     data = store.get(okey)
     record = open_record(
-        data, plan=plan, dataset=dataset, generation=generation, key=key, object_key=okey
+        data,
+        plan=plan,
+        dataset=dataset,
+        generation=generation,
+        key=key_for(key, data, okey),
+        object_key=okey,
     )
     return record, xxhash.xxh3_128_hexdigest(data)
 
 
 def latest_record(
-    store: ObjectStore, plan: str, dataset: str, key: DataKey, at_most: int | None = None
+    store: ObjectStore, plan: str, dataset: str, key: DataKey | Keyring, at_most: int | None = None
 ) -> GenerationRecord | None:
     """The newest record (at or before `at_most`), or None before the first run finished."""
     gens = [g for g in record_generations(store, dataset) if at_most is None or g <= at_most]
@@ -66,7 +72,7 @@ def latest_record(
 
 
 def load_manifest(
-    store: ObjectStore, plan: str, dataset: str, generation: int, shard: int, key: DataKey
+    store: ObjectStore, plan: str, dataset: str, generation: int, shard: int, key: DataKey | Keyring
 ) -> StoredManifest:
     mkey = manifest_key(dataset, generation, shard)
     data = store.get(mkey)
@@ -76,7 +82,7 @@ def load_manifest(
         dataset=dataset,
         generation=generation,
         shard=shard,
-        key=key,
+        key=key_for(key, data, mkey),
         object_key=mkey,
     )
     return StoredManifest(manifest, mkey, xxhash.xxh3_128_hexdigest(data))
@@ -119,7 +125,7 @@ def load_chain(
     dataset: str,
     shard: int,
     generations: Sequence[int],
-    key: DataKey,
+    key: DataKey | Keyring,
     head_xxh3: str | None = None,
 ) -> list[StoredManifest]:
     chain = [load_manifest(store, plan, dataset, g, shard, key) for g in generations]
@@ -133,14 +139,14 @@ def load_chain(
 
 
 def head_chain(
-    store: ObjectStore, plan: str, dataset: str, head: ShardHead, key: DataKey
+    store: ObjectStore, plan: str, dataset: str, head: ShardHead, key: DataKey | Keyring
 ) -> list[StoredManifest]:
     """The chain a generation record names for one shard, bound to its head manifest."""
     return load_chain(store, plan, dataset, head.shard, head.chain, key, head.head_xxh3)
 
 
 def follow_chain(
-    store: ObjectStore, plan: str, dataset: str, shard: int, head: int, key: DataKey
+    store: ObjectStore, plan: str, dataset: str, shard: int, head: int, key: DataKey | Keyring
 ) -> list[StoredManifest]:
     """From a head manifest back to its base by the `previous` links (no record needed)."""
     links = [load_manifest(store, plan, dataset, head, shard, key)]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.codec.chunk import ChunkEncoder
+from migrator.codec.chunk import ChunkEncoder, object_tagger
 from migrator.codec.digests import from_hex
 from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.identity import ChunkIdentity, ChunkKind
@@ -46,7 +46,7 @@ from migrator.engine.run import (
 from migrator.engine.verify import Verifier
 from migrator.errors import MigratorError, StateError, UsageError
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import load_data_key
+from migrator.keys.keyring import Keyring, load_keyring, sealing_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import ShardStatus
@@ -103,7 +103,9 @@ class Compactor:
 
     def _dataset(self, ds: DatasetPlan) -> DatasetCompaction:
         result = DatasetCompaction(ds.name)
-        key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        keyring = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        # New bases are sealed under the current data key (or, resumed, the one they began with).
+        key = sealing_key(self.store, keyring, ds.name)
         latest = self.state.latest_generation(ds.name)
         if latest is None:
             raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
@@ -113,7 +115,7 @@ class Compactor:
                 " finish it with `migrator run` before compacting"
             )
         if latest.committed:
-            record = latest_record(self.store, self.plan.name, ds.name, key, latest.generation)
+            record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
             if record is None:
                 raise StateError(
                     f"dataset {ds.name}: generation {latest.generation} is committed in the state"
@@ -123,13 +125,13 @@ class Compactor:
             if targets:
                 gen = latest.generation + 1
                 self.state.open_generation(ds.name, gen, "compact")
-                self._fold(ds, gen, key, record, targets, result)
+                self._fold(ds, gen, key, keyring, record, targets, result)
         else:
             gen = latest.generation
-            record = latest_record(self.store, self.plan.name, ds.name, key, gen - 1)
+            record = latest_record(self.store, self.plan.name, ds.name, keyring, gen - 1)
             assert record is not None  # a compaction opens only over a committed generation
             targets = [h.shard for h in record.shards if len(h.chain) > 1]
-            self._fold(ds, gen, key, record, targets, result)
+            self._fold(ds, gen, key, keyring, record, targets, result)
         self._sweep(ds, key, result)
         return result
 
@@ -140,6 +142,7 @@ class Compactor:
         ds: DatasetPlan,
         gen: int,
         key: DataKey,
+        keyring: Keyring,
         record: GenerationRecord,
         targets: list[int],
         result: DatasetCompaction,
@@ -168,7 +171,7 @@ class Compactor:
                     head = record.shards[shard]
                     chain = [
                         link.manifest
-                        for link in head_chain(self.store, self.plan.name, ds.name, head, key)
+                        for link in head_chain(self.store, self.plan.name, ds.name, head, keyring)
                     ]
                     deltas[shard] = self._base_delta(ds, gen, shard, chain)
                     if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
@@ -177,10 +180,10 @@ class Compactor:
                         header = csv_header_of(chain)
                         if header is not None:
                             extra["csv_header"] = header
-                        spool = self._live_spool(ds, gen, chain, key, pool)
+                        spool = self._live_spool(ds, gen, chain, keyring, pool)
                         self.run._encode_spool(ds, gen, shard, spool, pipeline, committer, dr)
                     else:
-                        self._objects(ds, gen, shard, chain, key, pipeline, committer, dr)
+                        self._objects(ds, gen, shard, chain, key, keyring, pipeline, committer, dr)
                     committer.shard_read(shard)
                 _settle_all(pipeline, committer)
         finally:
@@ -215,7 +218,7 @@ class Compactor:
         ds: DatasetPlan,
         gen: int,
         chain: list[ShardManifest],
-        key: DataKey,
+        keyring: Keyring,
         pool: ThreadPoolExecutor,
     ) -> Path:
         """The shard's live records in one spool (built once: a resumed compaction re-cuts the
@@ -229,7 +232,7 @@ class Compactor:
 
         def read(manifest: ShardManifest, refs: list[ChunkRef]) -> Iterator[bytes]:
             return ordered_map(
-                pool, lambda ref: read_chunk(self.store, manifest, ref, key), refs, self.workers
+                pool, lambda ref: read_chunk(self.store, manifest, ref, keyring), refs, self.workers
             )
 
         tmp = path.with_name(path.name + ".tmp")
@@ -246,15 +249,18 @@ class Compactor:
         shard: int,
         chain: list[ShardManifest],
         key: DataKey,
+        keyring: Keyring,
         pipeline: ChunkPipeline,
         committer: _Committer,
         dr: DatasetReport,
     ) -> None:
-        """Every live part, decrypted from its old generation and sealed under the new one."""
+        """Every live part, decrypted from its old generation and sealed under the new one,
+        named by its tag under the key that seals it (the old one's may differ)."""
+        new_tag = object_tagger(key)
         for manifest, gone in zip(chain, superseded(chain), strict=True):
             for ref in live_parts(manifest, gone):
                 assert ref.name is not None and ref.name_tag is not None
-                tag = bytes.fromhex(ref.name_tag)
+                tag = new_tag(ref.name)
                 okey = object_part_key(ds.name, gen, shard, tag, ref.sequence)
                 prior = self.state.committed_chunk(ds.name, gen, okey)
                 if prior is not None:
@@ -264,7 +270,7 @@ class Compactor:
                     ChunkKind.OBJECT_PART, self.plan.name, ds.name, gen, shard, ref.sequence, tag
                 )
                 job = ChunkJob(ident, okey, b"", 0, ref.name, 0, ref.version or "")
-                job.load = functools.partial(read_chunk, self.store, manifest, ref, key)
+                job.load = functools.partial(read_chunk, self.store, manifest, ref, keyring)
                 job.size = ref.plain_size
                 pipeline.submit(job)
                 committer.submitted(shard)

@@ -31,7 +31,7 @@ from migrator.engine.chain import head_chain, latest_record, live_records, super
 from migrator.engine.route import RecordsSpec, digests_path, scan_digests
 from migrator.engine.run import PARALLEL_ROUTING_MIN_CORES, routing_processes
 from migrator.errors import FormatError, MigratorError, MissingObjectError
-from migrator.keys.keyring import load_data_key
+from migrator.keys.keyring import load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
@@ -169,7 +169,7 @@ class CutoverGate:
         gate = DatasetGate(ds.name, ds.kind, None, None)
         nothing = "no committed generation at the destination: run the bulk copy first"
         try:
-            key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+            key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
             record = latest_record(self.store, self.plan.name, ds.name, key)
         except MissingObjectError:
             gate.problem = nothing  # not even a data key yet
@@ -184,7 +184,7 @@ class CutoverGate:
             gate.problem = f"the destination has {len(record.shards)} shards, the plan {ds.shards}"
             return gate
         gate.generation, gate.last_sync = record.generation, record.finished_at
-        tag = object_tagger(key)
+        tag = object_tagger(key.first)  # the dataset's first key: shown digests outlive rotations
 
         def shown(digest: str) -> str:
             return tag(f"migrator/cutover/digest:{digest}").hex()

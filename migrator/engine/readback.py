@@ -17,6 +17,7 @@ from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import TamperedError
 from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import Keyring, key_for
 from migrator.stores.base import ObjectStore
 
 T = TypeVar("T")
@@ -45,14 +46,17 @@ def chunk_identity(manifest: ShardManifest, ref: ChunkRef) -> ChunkIdentity:
     )
 
 
-def read_chunk(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, key: DataKey) -> bytes:
-    """The chunk's plaintext, or the FormatError that says what is wrong with it."""
+def read_chunk(
+    store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, key: DataKey | Keyring
+) -> bytes:
+    """The chunk's plaintext, or the FormatError that says what is wrong with it. With a
+    keyring, the chunk is opened with the data key its header names."""
     data = store.get(ref.object_key)
     # Decrypt first: its errors say what happened (moved, wrong key, tampered, truncated).
     plain = decode_chunk(
         data,
         chunk_identity(manifest, ref),
-        key,
+        key_for(key, data, ref.object_key),
         object_key=ref.object_key,
         expected_plain_xxh3=bytes.fromhex(ref.plain_xxh3),
     )

@@ -35,8 +35,7 @@ from migrator.engine.chain import (
 )
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import StateError
-from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import load_data_key
+from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import CommittedChunk, RouteCheckpoint
@@ -85,7 +84,7 @@ class StateRebuilder:
         gens = record_generations(self.store, ds.name)
         if not gens:
             return report  # nothing committed: the next run starts the bulk afresh
-        key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
         records = [load_record(self.store, self.plan.name, ds.name, g, key) for g in gens]
         latest, _ = records[-1]
         for record, record_xxh3 in records:
@@ -170,7 +169,7 @@ class StateRebuilder:
         self,
         ds: DatasetPlan,
         chain: list[ShardManifest],
-        key: DataKey,
+        key: Keyring,
         pool: ThreadPoolExecutor,
         report: RebuildReport,
     ) -> bytes:
@@ -194,7 +193,7 @@ class StateRebuilder:
         return pack_records_inventory(bytes(entries))
 
 
-def _read(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, *, key: DataKey) -> bytes:
+def _read(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, *, key: Keyring) -> bytes:
     return read_chunk(store, manifest, ref, key)
 
 

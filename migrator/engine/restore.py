@@ -1,4 +1,4 @@
-"""`migrator restore`: rebuild a dataset from the destination alone (manifests + data key)."""
+"""`migrator restore`: rebuild a dataset from the destination alone (manifests + keyring)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from migrator.engine.chain import (
 )
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import TamperedError, UsageError
-from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import load_data_key
+from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.stores.base import ObjectStore
@@ -53,7 +52,7 @@ class Restorer:
         if ds is None:
             names = ", ".join(d.name for d in self.plan.datasets)
             raise UsageError(f"no dataset {dataset!r} in the plan (it has: {names})")
-        key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+        key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
         record = latest_record(self.store, self.plan.name, ds.name, key, generation)
         if record is None:
             when = "" if generation is None else f" at or before generation {generation}"
@@ -79,7 +78,7 @@ class Restorer:
         return report
 
     def _chunks(
-        self, manifest: ShardManifest, refs: list[ChunkRef], key: DataKey, pool: ThreadPoolExecutor
+        self, manifest: ShardManifest, refs: list[ChunkRef], key: Keyring, pool: ThreadPoolExecutor
     ) -> Iterator[bytes]:
         return ordered_map(
             pool, lambda ref: read_chunk(self.store, manifest, ref, key), refs, self.workers * 2
@@ -89,7 +88,7 @@ class Restorer:
         self,
         ds: DatasetPlan,
         chain: list[ShardManifest],
-        key: DataKey,
+        key: Keyring,
         out: Path,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
@@ -112,7 +111,7 @@ class Restorer:
     def _restore_objects(
         self,
         chain: list[ShardManifest],
-        key: DataKey,
+        key: Keyring,
         out: Path,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
@@ -125,7 +124,7 @@ class Restorer:
         self,
         manifest: ShardManifest,
         refs: list[ChunkRef],
-        key: DataKey,
+        key: Keyring,
         out: Path,
         pool: ThreadPoolExecutor,
         report: RestoreReport,

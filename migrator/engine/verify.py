@@ -34,8 +34,7 @@ from migrator.errors import (
     UnexpectedObjectError,
     WrongKeyError,
 )
-from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import data_key_object, load_data_key
+from migrator.keys.keyring import Keyring, data_key_object, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
 from migrator.state.store import StateStore
@@ -109,7 +108,7 @@ class Verifier:
                     continue
                 report.datasets += 1
                 try:
-                    key = load_data_key(self.store, self.provider, self.plan.name, ds.name)
+                    key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
                 except MigratorError as exc:
                     report.problems.append(_problem(ds.name, None, exc, data_key_object(ds.name)))
                     continue
@@ -179,7 +178,7 @@ class Verifier:
             )
             report.problems.append(_problem(dataset, shard, problem, None))
 
-    def _record(self, dataset: str, key: DataKey, report: VerifyReport) -> GenerationRecord | None:
+    def _record(self, dataset: str, key: Keyring, report: VerifyReport) -> GenerationRecord | None:
         gens = record_generations(self.store, dataset)
         if self.state is not None:
             # the state store knows which generations were committed: their records must be there
@@ -199,7 +198,7 @@ class Verifier:
             return None
 
     def _chain(
-        self, dataset: str, key: DataKey, record: GenerationRecord | None, shard: int
+        self, dataset: str, key: Keyring, record: GenerationRecord | None, shard: int
     ) -> list[StoredManifest] | Problem:
         """The shard's authenticated chain of manifests, or the problem that stops it."""
         head = record.shards[shard] if record is not None and shard < len(record.shards) else None
@@ -226,7 +225,7 @@ class Verifier:
         self,
         dataset: str,
         shard: int,
-        key: DataKey,
+        key: Keyring,
         link: StoredManifest,
         listed_here: set[str],
         pool: ThreadPoolExecutor,
@@ -282,7 +281,7 @@ class Verifier:
             report.problems.append(_problem(dataset, shard, exc4, mkey))
 
     def _check_chunk(
-        self, manifest: ShardManifest, ref: ChunkRef, *, key: DataKey, is_csv: bool | None
+        self, manifest: ShardManifest, ref: ChunkRef, *, key: Keyring, is_csv: bool | None
     ) -> tuple[MigratorError | None, int]:
         """(the problem, or None; the order-independent digest of the chunk's records when
         is_csv says how to split them)."""
@@ -321,7 +320,7 @@ def _objects_added(manifest: ShardManifest) -> int:
     return total
 
 
-def _head_check(store: ObjectStore, ref: ChunkRef, key: DataKey) -> MigratorError | None:
+def _head_check(store: ObjectStore, ref: ChunkRef, key: Keyring) -> MigratorError | None:
     info = store.head(ref.object_key)
     if info is None:
         return MissingObjectError("listed in the manifest but absent", object_key=ref.object_key)
@@ -342,6 +341,9 @@ def _head_check(store: ObjectStore, ref: ChunkRef, key: DataKey) -> MigratorErro
             object_key=ref.object_key,
         )
     key_id = info.metadata.get("migrator-key-id")
-    if key_id is not None and key_id != key.key_id.hex():
-        return WrongKeyError("object's metadata names another data key", object_key=ref.object_key)
+    if key_id is not None and key_id not in key.key_ids:
+        return WrongKeyError(
+            "object's metadata names a data key not in the dataset's keyring",
+            object_key=ref.object_key,
+        )
     return None

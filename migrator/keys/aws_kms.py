@@ -1,7 +1,8 @@
 """AWS KMS provider: data keys from `GenerateDataKey`, bound to the KMS encryption context.
 
 KMS keeps the KEK: only the wrapped data key (`CiphertextBlob`) is stored, and `Decrypt` names
-the plan's key, so KMS itself refuses a data key that another key wrapped. In GovCloud regions
+the plan's key, so KMS itself refuses a data key that another key wrapped. Key rotation re-wraps
+an existing data key with `Encrypt` under the same encryption context. In GovCloud regions
 the client uses the FIPS endpoint unless an explicit endpoint URL is given.
 """
 
@@ -125,6 +126,22 @@ class AwsKmsKeyProvider:
             context=dict(context),
         )
         return key, wrapped
+
+    def wrap(self, key: DataKey, context: Mapping[str, str]) -> WrappedKey:
+        """`Encrypt` of an existing data key (rotation), bound to the same encryption context."""
+        try:
+            response = self._client.encrypt(
+                KeyId=self.key_id, Plaintext=key.secret, EncryptionContext=dict(context)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self._raise("Encrypt", exc)
+        return WrappedKey(
+            provider=self.name,
+            kek_id=str(response["KeyId"]),
+            key_id=key.key_id.hex(),
+            ciphertext=bytes(response["CiphertextBlob"]),
+            context=dict(context),
+        )
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         check_provider(wrapped, self.name)

@@ -164,6 +164,9 @@ class AzureKeyVaultKeyProvider:
 
     def generate_data_key(self, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
         key = DataKey(os.urandom(DATA_KEY_BYTES))
+        return key, self.wrap(key, context)
+
+    def wrap(self, key: DataKey, context: Mapping[str, str]) -> WrappedKey:
         try:
             result = self._client_for(self.key_id).wrap_key(self._algorithm, key.secret)
         except self._errors.AzureError as exc:
@@ -173,14 +176,13 @@ class AzureKeyVaultKeyProvider:
             raise KeyProviderError(
                 f"{self.describe()}: wrap_key answered for another key ({kek_id})"
             )
-        wrapped = WrappedKey(
+        return WrappedKey(
             provider=self.name,
             kek_id=kek_id,
             key_id=key.key_id.hex(),
             ciphertext=_context_tag(key, context) + bytes(result.encrypted_key),
             context=dict(context),
         )
-        return key, wrapped
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         check_provider(wrapped, self.name)

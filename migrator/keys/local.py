@@ -90,17 +90,19 @@ class LocalKeyProvider:
 
     def generate_data_key(self, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
         key = DataKey(os.urandom(DATA_KEY_BYTES))
+        return key, self.wrap(key, context)
+
+    def wrap(self, key: DataKey, context: Mapping[str, str]) -> WrappedKey:
         nonce = os.urandom(12)
         aad = _aad(self.kek_id, key.key_id.hex(), context)
         sealed = nonce + self._aead.encrypt(nonce, key.secret, aad)
-        wrapped = WrappedKey(
+        return WrappedKey(
             provider=self.name,
             kek_id=self.kek_id,
             key_id=key.key_id.hex(),
             ciphertext=sealed,
             context=dict(context),
         )
-        return key, wrapped
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         check_provider(wrapped, self.name)

@@ -23,23 +23,23 @@ class WrappedKey:
     ciphertext: bytes
     context: dict[str, str] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form (format 1): also each entry of a keyring's `keys`."""
+        return {
+            "format": 1,
+            "provider": self.provider,
+            "kek_id": self.kek_id,
+            "key_id": self.key_id,
+            "ciphertext": base64.b64encode(self.ciphertext).decode(),
+            "context": self.context,
+        }
+
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": 1,
-                "provider": self.provider,
-                "kek_id": self.kek_id,
-                "key_id": self.key_id,
-                "ciphertext": base64.b64encode(self.ciphertext).decode(),
-                "context": self.context,
-            },
-            option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2,
-        )
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
     @classmethod
-    def from_json(cls, data: bytes, *, object_key: str | None = None) -> WrappedKey:
+    def from_dict(cls, doc: Any, *, object_key: str | None = None) -> WrappedKey:
         try:
-            doc: Any = orjson.loads(data)
             return cls(
                 provider=str(doc["provider"]),
                 kek_id=str(doc["kek_id"]),
@@ -51,6 +51,16 @@ class WrappedKey:
             raise TamperedError(
                 f"wrapped data key is malformed ({exc})", object_key=object_key
             ) from None
+
+    @classmethod
+    def from_json(cls, data: bytes, *, object_key: str | None = None) -> WrappedKey:
+        try:
+            doc: Any = orjson.loads(data)
+        except ValueError as exc:
+            raise TamperedError(
+                f"wrapped data key is malformed ({exc})", object_key=object_key
+            ) from None
+        return cls.from_dict(doc, object_key=object_key)
 
 
 def check_provider(wrapped: WrappedKey, name: str) -> None:
@@ -68,6 +78,9 @@ class KeyProvider(Protocol):
 
     def generate_data_key(self, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
         """A fresh data key, and the same key wrapped under the KEK bound to `context`."""
+
+    def wrap(self, key: DataKey, context: Mapping[str, str]) -> WrappedKey:
+        """An existing data key wrapped under the KEK bound to `context` (key rotation)."""
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         """Raises WrongKeyError if this provider's KEK did not wrap it."""

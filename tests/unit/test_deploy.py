@@ -48,6 +48,7 @@ S3_ACTIONS = {
 KMS_ACTIONS = {
     "generate_data_key": {"kms:GenerateDataKey"},
     "decrypt": {"kms:Decrypt"},
+    "encrypt": {"kms:Encrypt"},  # `migrator keys rotate` re-wraps data keys
 }
 BUCKET_LEVEL = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
 
@@ -299,7 +300,7 @@ def test_iam_policy_scopes_each_action_to_the_prefix_bucket_or_key() -> None:
         elif all(a.startswith("s3:") for a in actions):
             assert resource == "arn:aws-us-gov:s3:::${BUCKET}/${PREFIX}*"
         else:
-            assert actions == {"kms:GenerateDataKey", "kms:Decrypt"}
+            assert actions == {"kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"}
             assert resource == "${KMS_KEY_ARN}"
             condition = statement["Condition"]
             context_keys = sorted(key_context("plan", "dataset"))
