@@ -242,7 +242,7 @@ def test_a_store_of_the_first_releases_is_migrated_in_place(tmp_path: Path) -> N
 
 
 def test_a_store_at_an_earlier_revision_is_upgraded(url: str) -> None:
-    engine = create_engine(url if url.startswith("sqlite") else url)
+    engine = create_engine(url)
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from alembic import command

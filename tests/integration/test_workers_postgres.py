@@ -93,9 +93,7 @@ def site(tmp_path: Path, profiles: int = 6000) -> dict[str, list[bytes]]:
     return written
 
 
-def start_worker(
-    tmp_path: Path, url: str, name: str, crash_at: int = 0
-) -> subprocess.Popen[str]:
+def start_worker(tmp_path: Path, url: str, name: str, crash_at: int = 0) -> subprocess.Popen[str]:
     env = {**os.environ, "MIGRATOR_STATE_URL": url, "MIGRATOR_WORKER_ID": name}
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, "plan.yaml", "puts.log", str(crash_at)],
@@ -108,7 +106,9 @@ def start_worker(
 
 def read_log(tmp_path: Path) -> list[tuple[float, str, str, str]]:
     lines = (tmp_path / "puts.log").read_text().splitlines()
-    return [(float(t), who, what, rest) for t, who, what, rest in (ln.split(" ", 3) for ln in lines)]
+    return [
+        (float(t), who, what, rest) for t, who, what, rest in (ln.split(" ", 3) for ln in lines)
+    ]
 
 
 def assert_destination_whole(tmp_path: Path, url: str, written: dict[str, list[bytes]]) -> None:
@@ -185,9 +185,10 @@ def test_a_killed_workers_shard_is_finished_by_another_after_its_lease_lapses(
         assert w.returncode == 0, err
     log = read_log(tmp_path)
     taken_over = [
-        (t, who, rest) for t, who, what, rest in log if what == "PUT" and rest.startswith(shard_prefix)
-        and who != "victim"
-    ]  # fmt: skip
+        (t, who, rest)
+        for t, who, what, rest in log
+        if what == "PUT" and rest.startswith(shard_prefix) and who != "victim"
+    ]
     assert taken_over, "no survivor finished the victim's shard"
     # Nobody touched the shard until the victim's lease could have lapsed (it was last renewed
     # at most a third of a lease before the kill) ...
@@ -214,7 +215,7 @@ def test_the_cli_workers_share_a_plan_through_the_state_url(
         for _ in range(3)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=240)
+        _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
     assert not (tmp_path / "state" / "state.sqlite").exists()  # the state lives in PostgreSQL
     assert_destination_whole(tmp_path, postgres_url, written)
