@@ -21,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
-    and_,
     bindparam,
     create_engine,
     delete,
@@ -106,6 +105,40 @@ _UPLOAD_COLUMNS = (
 )
 
 
+# Statements run once per chunk or per look-up, built once: building a select costs more than
+# running it on SQLite.
+_BY_CHUNK_KEY = select(*_CHUNK_COLUMNS).where(
+    chunks.c.dataset == bindparam("d"),
+    chunks.c.generation == bindparam("g"),
+    chunks.c.object_key == bindparam("k"),
+)
+_BY_SHARD = (
+    select(*_CHUNK_COLUMNS)
+    .where(
+        chunks.c.dataset == bindparam("d"),
+        chunks.c.generation == bindparam("g"),
+        chunks.c.shard == bindparam("s"),
+    )
+    .order_by(func.coalesce(chunks.c.name, ""), chunks.c.sequence)
+)
+_STATUS = select(shards.c.status).where(
+    shards.c.dataset == bindparam("d"),
+    shards.c.generation == bindparam("g"),
+    shards.c.shard == bindparam("s"),
+)
+_TOTALS = select(
+    func.count(),
+    func.coalesce(func.sum(chunks.c.records), 0),
+    func.coalesce(func.sum(chunks.c.plain_size), 0),
+    func.coalesce(func.sum(chunks.c.stored_size), 0),
+).where(
+    chunks.c.dataset == bindparam("d"),
+    chunks.c.generation == bindparam("g"),
+    chunks.c.shard == bindparam("s"),
+)
+_UPLOAD = select(*_UPLOAD_COLUMNS).where(uploads.c.object_key == bindparam("k"))
+
+
 def describe_url(url: str) -> str:
     """The URL as messages may show it: never a password."""
     try:
@@ -148,6 +181,15 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"{self.path}: cannot open state store ({_reason(exc)})") from None
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        chunk_insert = self._insert(chunks)
+        self._chunk_upsert = chunk_insert.on_conflict_do_update(
+            index_elements=["dataset", "generation", "object_key"],
+            set_={
+                c.name: chunk_insert.excluded[c.name]
+                for c in chunks.columns
+                if c.name not in ("dataset", "generation", "object_key")
+            },
+        )
 
     @classmethod
     def sqlite_file(cls, path: Path) -> StateStore:
@@ -733,7 +775,7 @@ class StateStore:
                     touched.setdefault(c.dataset, set()).add(c.shard)
                 for dataset, owned in touched.items():
                     self._check_fence(conn, dataset, owned, fence)
-            conn.execute(self._upsert(chunks, rows, ["dataset", "generation", "object_key"]), rows)
+            conn.execute(self._chunk_upsert, rows)
 
     def has_chunks(self, dataset: str, generation: int) -> bool:
         with self._read() as conn:
@@ -753,26 +795,14 @@ class StateStore:
     ) -> CommittedChunk | None:
         with self._read() as conn:
             row = conn.execute(
-                select(*_CHUNK_COLUMNS).where(
-                    chunks.c.dataset == dataset,
-                    chunks.c.generation == generation,
-                    chunks.c.object_key == object_key,
-                )
+                _BY_CHUNK_KEY, {"d": dataset, "g": generation, "k": object_key}
             ).fetchone()
         return None if row is None else CommittedChunk(**row._mapping)
 
     def shard_chunks(self, dataset: str, generation: int, shard: int) -> Iterator[CommittedChunk]:
         """In (name, sequence) order: records by sequence, object parts grouped by object."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(*_CHUNK_COLUMNS)
-                .where(
-                    chunks.c.dataset == dataset,
-                    chunks.c.generation == generation,
-                    chunks.c.shard == shard,
-                )
-                .order_by(func.coalesce(chunks.c.name, ""), chunks.c.sequence)
-            ).fetchall()
+            rows = conn.execute(_BY_SHARD, {"d": dataset, "g": generation, "s": shard}).fetchall()
         for row in rows:
             yield CommittedChunk(**row._mapping)
 
@@ -780,9 +810,7 @@ class StateStore:
 
     def journaled_upload(self, object_key: str) -> UploadEntry | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(*_UPLOAD_COLUMNS).where(uploads.c.object_key == object_key)
-            ).fetchone()
+            row = conn.execute(_UPLOAD, {"k": object_key}).fetchone()
         return None if row is None else _upload(row)
 
     def journal_upload(self, entry: UploadEntry) -> None:
@@ -823,36 +851,21 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Writes take the write lock at once; a read is one statement in autocommit, which
+        # WAL serves from a consistent snapshot anyway.
+        if conn.get_execution_options().get("immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
 def _status(conn: Connection, dataset: str, generation: int, shard: int) -> ShardStatus:
-    row = conn.execute(
-        select(shards.c.status).where(
-            shards.c.dataset == dataset, shards.c.generation == generation, shards.c.shard == shard
-        )
-    ).fetchone()
+    row = conn.execute(_STATUS, {"d": dataset, "g": generation, "s": shard}).fetchone()
     return ShardStatus.PENDING if row is None else ShardStatus(row[0])
 
 
 def _totals(conn: Connection, dataset: str, generation: int, shard: int) -> tuple[int, ...]:
-    row = conn.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(chunks.c.records), 0),
-            func.coalesce(func.sum(chunks.c.plain_size), 0),
-            func.coalesce(func.sum(chunks.c.stored_size), 0),
-        ).where(
-            and_(
-                chunks.c.dataset == dataset,
-                chunks.c.generation == generation,
-                chunks.c.shard == shard,
-            )
-        )
-    ).one()
+    row = conn.execute(_TOTALS, {"d": dataset, "g": generation, "s": shard}).one()
     return tuple(int(v) for v in row)
 
 
