@@ -52,6 +52,28 @@ class SourceError(MigratorError):
     """A source file or record cannot be read; names file and line where known."""
 
 
+class BadRecordError(SourceError):
+    """A source record routing cannot use (malformed, no key, ...): its file, line and reason,
+    and, where routing found it, the byte offset of the record in its file."""
+
+    def __init__(self, path: str, line: int, reason: str, offset: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        self.offset = offset
+        hint = (
+            ""
+            if offset is None
+            else f"; the record starts at byte {offset}. Fix it and run again to resume, or set"
+            " the dataset's on_bad_record: quarantine"
+        )
+        super().__init__(f"{path}:{line}: {reason}{hint}")
+
+    def __reduce__(self) -> tuple[type[BadRecordError], tuple[str, int, str, int | None]]:
+        # Raised in routing worker processes: pickled back with every field.
+        return (type(self), (self.path, self.line, self.reason, self.offset))
+
+
 # --- format errors: reading back a stored chunk or manifest -----------------------------
 
 

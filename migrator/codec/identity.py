@@ -12,6 +12,7 @@ class ChunkKind(enum.IntEnum):
     OBJECT_PART = 2  # one fixed-size part of one source object
     MANIFEST = 3  # a shard manifest, sealed with the same container
     GENERATION = 4  # a dataset's generation record: the commit point of a run, sync or compaction
+    DEAD_LETTERS = 5  # records routing set aside (on_bad_record: quarantine), in a dead-letter area
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
+from migrator.errors import BadRecordError
 from migrator.sharding import shard_of
 from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
 
@@ -32,10 +33,25 @@ class BlockTask:
     path: str  # for messages
     lines_before: int  # lines of the file before this block
     keep_records: bool = True
+    offset_before: int = 0  # bytes of the file before this block
+    quarantine: bool = False  # set bad records aside (BlockResult.bad) instead of raising
 
 
-# (shard, its records with their line feeds, their digest entries, their bytes in the spool)
-BlockResult = list[tuple[int, bytes, bytes, int]]
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A record routing could not use, as read, for the dead-letter area."""
+
+    line: int  # where the record starts
+    offset: int  # byte offset of the record in its file
+    reason: str
+    data: bytes  # the record's bytes, without the line feed that ends it
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    # (shard, its records with their line feeds, their digest entries, their bytes in the spool)
+    runs: list[tuple[int, bytes, bytes, int]]
+    bad: list[BadRecord]  # records set aside (quarantine), in file order
 
 
 def route_block(task: BlockTask) -> BlockResult:
@@ -51,16 +67,24 @@ def route_block(task: BlockTask) -> BlockResult:
     recs: dict[int, bytearray] = {}
     digs: dict[int, bytearray] = {}
     sizes: dict[int, int] = {}
+    bad: list[BadRecord] = []
     shards, keep, key_of, path = task.shards, task.keep_records, reader.key, task.path
-    line = task.lines_before
+    line, offset = task.lines_before, task.offset_before
     for record in records:
         line += 1
-        first = line
+        first, at = line, offset
+        offset += len(record) + 1
         if is_csv:
             line += record.count(b"\n")
         if not record.strip():
             continue
-        key = key_of(record, path, first)
+        try:
+            key = key_of(record, path, first)
+        except BadRecordError as exc:
+            if not task.quarantine:
+                raise BadRecordError(path, first, exc.reason, at) from None
+            bad.append(BadRecord(first, at, exc.reason, record))
+            continue
         shard = shard_of(key, shards)
         length = len(record) + 1
         dig = digs.get(shard)
@@ -74,7 +98,8 @@ def route_block(task: BlockTask) -> BlockResult:
             buf = recs[shard]
             buf += record
             buf += b"\n"
-    return [(s, bytes(recs[s]), bytes(digs[s]), sizes[s]) for s in sorted(digs)]
+    runs = [(s, bytes(recs[s]), bytes(digs[s]), sizes[s]) for s in sorted(digs)]
+    return BlockResult(runs, bad)
 
 
 def record_cut(data: bytes, is_csv: bool) -> int:

@@ -39,6 +39,7 @@ from migrator.codec.manifest import (
     records_chunk_key,
     seal_manifest,
 )
+from migrator.engine.deadletter import store_dead_letters
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, digests_path, route_records, spool_path
 from migrator.engine.upload import abort_orphaned_uploads
@@ -463,6 +464,7 @@ class MigrationRun:
                 on_bytes=self.progress.advance,
                 processes=processes,
             )
+            store_dead_letters(self.plan, ds, gen, key, self.store, spool_dir, cp.csv_header)
         extra = {}
         if cp.csv_header is not None:
             extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")

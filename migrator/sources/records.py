@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import orjson
 
-from migrator.errors import SourceError
+from migrator.errors import BadRecordError, SourceError
 
 READ_BLOCK = 8 * 1024 * 1024
 
@@ -87,17 +87,26 @@ class JsonKeyReader:
         self.field = field
 
     def key(self, record: bytes, path: str, line: int) -> bytes:
-        """`path` and `line` only name the record in errors."""
+        """`path` and `line` only name the record in errors (BadRecordError)."""
         try:
             doc = orjson.loads(record)
         except orjson.JSONDecodeError as exc:
-            raise SourceError(f"{path}:{line}: malformed JSON ({exc})") from None
+            raise BadRecordError(path, line, _json_problem(record, exc)) from None
         if not isinstance(doc, dict):
-            raise SourceError(f"{path}:{line}: record is not a JSON object")
+            raise BadRecordError(path, line, "record is not a JSON object")
         value = doc.get(self.field)
         if isinstance(value, str) and value:
             return value.encode()
-        return _key_bytes(value, self.field, f"{path}:{line}")
+        return _key_bytes(value, self.field, path, line)
+
+
+def _json_problem(record: bytes, exc: orjson.JSONDecodeError) -> str:
+    """JSON text is UTF-8 (RFC 8259): name the first byte that is not, else the parse error."""
+    try:
+        record.decode()
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8 (byte 0x{record[bad.start]:02x} at offset {bad.start} of the record)"
+    return f"malformed JSON ({exc})"
 
 
 class CsvKeyReader:
@@ -120,28 +129,35 @@ class CsvKeyReader:
             # Split on quotes: even segments lie outside quoted fields (a doubled quote adds an
             # empty odd segment, which keeps the parity), so delimiters there count the fields.
             segments = record.split(b'"')
+            if len(segments) % 2 == 0:  # an odd count of quotes: only a file's last record
+                raise BadRecordError(path, line, "CSV row has a quoted field that never ends")
             width = sum(seg.count(sep) for seg in segments[::2]) + 1
             clean = segments[0].split(sep)  # fields wholly before the first quote
             if self.index < len(clean) - 1:
                 raw = clean[self.index]
             else:
-                fields = _parse_csv(record, self.delimiter, f"{path}:{line}")
+                fields = _parse_row(record, self.delimiter, path, line)
                 width = len(fields)
-                raw = fields[self.index].encode() if self.index < width else b""
+                raw = (
+                    fields[self.index].encode(errors="surrogateescape")
+                    if self.index < width
+                    else b""
+                )
         else:
             parts = record.split(sep)
             width = len(parts)
             raw = parts[self.index] if self.index < width else b""
         if width != self.width:
-            raise SourceError(
-                f"{path}:{line}: CSV row has {width} fields, the header has {self.width}"
+            raise BadRecordError(
+                path, line, f"CSV row has {width} fields, the header has {self.width}"
             )
         if not raw:
-            raise SourceError(f"{path}:{line}: key field {self.field!r} is empty")
+            raise BadRecordError(path, line, f"key field {self.field!r} is empty")
         return raw
 
 
 def _parse_csv(record: bytes, delimiter: str, where: str) -> list[str]:
+    """The header row: UTF-8 text, as manifests carry it."""
     try:
         text = record.removesuffix(b"\r").decode("utf-8")
         return next(csv.reader([text], delimiter=delimiter, strict=True))
@@ -149,11 +165,23 @@ def _parse_csv(record: bytes, delimiter: str, where: str) -> list[str]:
         raise SourceError(f"{where}: unreadable CSV row ({exc})") from None
 
 
-def _key_bytes(value: object, field: str, where: str) -> bytes:
+def _parse_row(record: bytes, delimiter: str, path: str, line: int) -> list[str]:
+    """A data row's fields; bytes that are not UTF-8 pass through (surrogateescape), since a
+    CSV record is kept and keyed as bytes, whether or not it is UTF-8 (as unquoted rows are)."""
+    try:
+        text = record.removesuffix(b"\r").decode("utf-8", "surrogateescape")
+        return next(csv.reader([text], delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration) as exc:
+        raise BadRecordError(path, line, f"unreadable CSV row ({exc})") from None
+
+
+def _key_bytes(value: object, field: str, path: str, line: int) -> bytes:
     if isinstance(value, str) and value:
         return value.encode()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value).encode()
     if value is None:
-        raise SourceError(f"{where}: key field {field!r} is missing or null")
-    raise SourceError(f"{where}: key field {field!r} must be a non-empty string or an integer")
+        raise BadRecordError(path, line, f"key field {field!r} is missing or null")
+    raise BadRecordError(
+        path, line, f"key field {field!r} must be a non-empty string or an integer"
+    )
