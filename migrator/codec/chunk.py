@@ -75,6 +75,9 @@ _MIN_IDENTITY = _IDENTITY_HEAD.size + _U16.size + _IDENTITY_TAIL.size  # 37: emp
 _TAIL = _KEYING.size + COMMITMENT_BYTES + CHECKSUM_BYTES  # 104
 MIN_HEADER_BYTES = _PREFIX.size + _MIN_IDENTITY + _TAIL  # 147
 MAX_LEVEL = 22
+# A zstd block has a 3-byte header and holds at most 128 KiB: no frame can hold more content per
+# compressed byte than this. A larger claim is forged, and is refused before allocating it.
+MAX_ZSTD_EXPANSION = 128 * 1024 // 3 + 1
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -402,6 +405,12 @@ def _decompress(compressed: bytes, plain_size: int, object_key: str | None) -> b
         if declared != plain_size:
             raise TamperedError(
                 f"zstd frame declares {declared} bytes, header says {plain_size}",
+                object_key=object_key,
+            )
+        if plain_size > len(compressed) * MAX_ZSTD_EXPANSION:
+            raise TamperedError(
+                f"zstd frame declares {plain_size} bytes, more than its"
+                f" {len(compressed)} bytes can hold",
                 object_key=object_key,
             )
         plain = _thread.dctx.decompress(compressed, max_output_size=plain_size)

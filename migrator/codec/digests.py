@@ -19,6 +19,9 @@ import orjson
 import xxhash
 import zstandard
 
+from migrator.codec.chunk import MAX_ZSTD_EXPANSION
+from migrator.errors import TamperedError, TruncatedError
+
 MOD = 1 << 128
 ZERO_DIGEST = "0" * 32
 
@@ -80,8 +83,20 @@ class ObjectEntry:
 ObjectsMap = dict[str, ObjectEntry]
 
 
-def records_map_from_spool(data: bytes | memoryview) -> RecordsMap:
+def _check_spool(data: bytes | memoryview, object_key: str | None) -> None:
+    if len(data) % DIGEST_ENTRY.size:
+        raise TruncatedError(
+            f"digest spool is {len(data)} bytes, not a whole number of"
+            f" {DIGEST_ENTRY.size}-byte entries",
+            object_key=object_key,
+        )
+
+
+def records_map_from_spool(
+    data: bytes | memoryview, *, object_key: str | None = None
+) -> RecordsMap:
     """Fold a digest spool into one entry per key (duplicate keys sum: a shard is a multiset)."""
+    _check_spool(data, object_key)
     out: RecordsMap = {}
     for kh, dg, length in DIGEST_ENTRY.iter_unpack(data):
         value = int.from_bytes(dg)
@@ -95,8 +110,11 @@ def records_map_from_spool(data: bytes | memoryview) -> RecordsMap:
     return out
 
 
-def iter_spool_entries(data: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
+def iter_spool_entries(
+    data: bytes | memoryview, *, object_key: str | None = None
+) -> Iterator[tuple[bytes, int]]:
     """(key hash, spool bytes) of each routed record, in spool order."""
+    _check_spool(data, object_key)
     for kh, _dg, length in DIGEST_ENTRY.iter_unpack(data):
         yield kh, length
 
@@ -115,8 +133,9 @@ def objects_digest(inventory: Mapping[str, ObjectEntry]) -> int:
     return total % MOD
 
 
-def spool_digest(data: bytes | memoryview) -> tuple[int, int]:
+def spool_digest(data: bytes | memoryview, *, object_key: str | None = None) -> tuple[int, int]:
     """(digest, records) of a digest spool, without building its per-key map."""
+    _check_spool(data, object_key)
     total = 0
     for _kh, dg, _length in DIGEST_ENTRY.iter_unpack(data):
         total += int.from_bytes(dg)
@@ -129,8 +148,26 @@ def pack_records_inventory(spool: bytes | memoryview) -> bytes:
     return zstandard.ZstdCompressor(level=1).compress(spool)
 
 
-def unpack_records_map(blob: bytes) -> RecordsMap:
-    return records_map_from_spool(zstandard.ZstdDecompressor().decompress(blob))
+def _inflate(blob: bytes, what: str, object_key: str | None) -> bytes:
+    """One zstd frame that declares its size, checked before anything is allocated."""
+    try:
+        declared = zstandard.frame_content_size(blob)
+        if declared < 0:
+            raise TamperedError(f"{what}: zstd frame has no content size", object_key=object_key)
+        if declared > len(blob) * MAX_ZSTD_EXPANSION:
+            raise TamperedError(
+                f"{what}: zstd frame declares {declared} bytes, more than its"
+                f" {len(blob)} bytes can hold",
+                object_key=object_key,
+            )
+        return zstandard.ZstdDecompressor().decompress(blob)
+    except zstandard.ZstdError as exc:
+        raise TamperedError(f"{what} does not decompress: {exc}", object_key=object_key) from None
+
+
+def unpack_records_map(blob: bytes, *, object_key: str | None = None) -> RecordsMap:
+    spool = _inflate(blob, "records inventory", object_key)
+    return records_map_from_spool(spool, object_key=object_key)
 
 
 def pack_objects_map(inventory: ObjectsMap) -> bytes:
@@ -140,6 +177,24 @@ def pack_objects_map(inventory: ObjectsMap) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(body)
 
 
-def unpack_objects_map(blob: bytes) -> ObjectsMap:
-    doc = orjson.loads(zstandard.ZstdDecompressor().decompress(blob))
-    return {name: ObjectEntry(str(v[0]), int(v[1])) for name, v in doc.items()}
+def unpack_objects_map(blob: bytes, *, object_key: str | None = None) -> ObjectsMap:
+    body = _inflate(blob, "objects inventory", object_key)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise TamperedError(
+            f"objects inventory is not JSON: {exc}", object_key=object_key
+        ) from None
+    if not isinstance(doc, dict):
+        raise TamperedError("objects inventory is not a JSON object", object_key=object_key)
+    out: ObjectsMap = {}
+    for name, value in doc.items():
+        match value:
+            case [str(version), int(size)] if type(size) is int and size >= 0:
+                out[name] = ObjectEntry(version, size)
+            case _:
+                # names stay out of messages: they are the source's private data
+                raise TamperedError(
+                    "objects inventory: an entry is not [version, size]", object_key=object_key
+                )
+    return out
