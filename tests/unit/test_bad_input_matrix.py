@@ -492,6 +492,28 @@ def migrated(tmp_path: Path, cli: Any) -> tuple[Site, list[bytes]]:
     return site, records
 
 
+def test_dead_letters_of_every_generation_read_back_after_a_new_data_key(
+    tmp_path: Path, cli: Any
+) -> None:
+    site = make_site(tmp_path, "jsonl", quarantine=True)
+    site.write("a.jsonl", [good_jsonl(1), b'{"user_id": null, "g": 1}', good_jsonl(2)])
+    assert cli("run", site.plan).code == 0
+    rotated = cli("keys", "rotate", site.plan, "--new-data-key")
+    assert rotated.code == 0, rotated.err
+    site.write("b.jsonl", [b'{"user_id": null, "g": 2}'])
+    assert cli("run", site.plan).code == 0  # generation 2: sealed under the new data key
+    for generation, bad in (
+        (1, [b'{"user_id": null, "g": 1}']),
+        (2, [b'{"user_id": null, "g": 1}', b'{"user_id": null, "g": 2}']),
+    ):
+        done = cli(
+            "deadletters", site.plan, "--dataset", "ds", "--generation", generation, "--json"
+        )
+        assert done.code == 0, done.err
+        letters = json.loads(done.out)["dead_letters"]
+        assert [base64.b64decode(d["data_base64"]) for d in letters] == bad
+
+
 def test_a_corrupted_or_tampered_chunk_is_named_by_verify_and_restore(
     migrated: tuple[Site, list[bytes]], cli: Any
 ) -> None:
