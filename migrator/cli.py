@@ -281,6 +281,20 @@ def run_cmd(
         )
     report.bandwidth_limit = limit
     _console().print(run_table(report))
+    _report_dead_letters(plan, plan_file, [(d.name, d.generation) for d in report.datasets])
+
+
+def _report_dead_letters(plan: Plan, plan_file: str, runs: list[tuple[str, int]]) -> None:
+    """One line per dataset whose run quarantined records (on_bad_record: quarantine)."""
+    from migrator.engine.deadletter import dead_letter_counts
+
+    for name, generation in runs:
+        count = dead_letter_counts(plan.state_dir, name).get(generation, 0)
+        if count:
+            click.echo(
+                f"{name}: {count:,} bad records quarantined in generation {generation}, not"
+                f" migrated; read them with: migrator deadletters {plan_file} --dataset {name}"
+            )
 
 
 def _rate(value: str | None, option: str) -> int | None:
@@ -318,6 +332,7 @@ def _dry_run(plan_file: str, synthetic: str, allow_loopback: bool) -> None:
 def status_cmd(plan_file: str, as_json: bool) -> None:
     """Per-dataset and per-shard progress, from the state store."""
     from migrator.display import generations_table, status_table
+    from migrator.engine.deadletter import dead_letter_counts
     from migrator.wiring import describe_state, open_state, state_exists
 
     plan = _load(plan_file, check_sources=False)
@@ -352,6 +367,10 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
                         for g in gens[ds.name]
                     ],
                     "kind": ds.kind,
+                    "dead_letters": [
+                        {"generation": g, "records": n}
+                        for g, n in dead_letter_counts(plan.state_dir, ds.name).items()
+                    ],
                     "shards": ds.shards,
                     "shards_complete": sum(1 for s in shards if s.status.value == "complete"),
                     "chunks": sum(s.chunks for s in shards),
@@ -377,6 +396,9 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
     for ds, shards in per_ds:
         console.print(generations_table(ds.name, gens[ds.name]))
         console.print(status_table(ds.name, ds.shards, shards, latest[ds.name]))
+        if counts := dead_letter_counts(plan.state_dir, ds.name):
+            by_gen = ", ".join(f"generation {g}: {n:,}" for g, n in counts.items())
+            console.print(f"{ds.name}: records quarantined (dead letters): {by_gen}")
 
 
 @cli.command("verify")
@@ -530,6 +552,92 @@ def restore_cmd(plan_file: str, dataset: str, out_dir: str, generation: int | No
     )
 
 
+@cli.command("deadletters")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", required=True, help="Dataset whose quarantined records to read.")
+@click.option(
+    "--generation",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The generation whose routing set them aside (default: the latest).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each source file's records, byte for byte, to OUT/<file> (CSV: header first).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deadletters_cmd(
+    plan_file: str, dataset: str, generation: int | None, out_dir: str | None, as_json: bool
+) -> None:
+    """The records a dataset with on_bad_record: quarantine set aside, read back from its
+    encrypted dead-letter area: file, line, byte offset and reason of each; with --out, the
+    records themselves, to fix and feed back."""
+    import base64
+    import functools
+
+    from migrator.engine.deadletter import (
+        dead_letter_generations,
+        open_dead_letters,
+        write_dead_letters,
+    )
+    from migrator.keys.keyring import key_for, load_keyring
+    from migrator.wiring import open_key_provider, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    _check_dataset_names(plan, [dataset])
+    store = open_store(plan)
+    gens = dead_letter_generations(store, dataset)
+    if generation is None and not gens:
+        if as_json:
+            click.echo(
+                orjson.dumps({"dataset": dataset, "generation": None, "records": 0}).decode()
+            )
+        else:
+            click.echo(f"dataset {dataset} has no dead letters at {store.describe()}")
+        return
+    if generation is not None and generation not in gens:
+        raise UsageError(
+            f"dataset {dataset} has no dead letters of generation {generation} (generations"
+            f" with dead letters: {', '.join(map(str, gens)) or 'none'})"
+        )
+    generation = generation or gens[-1]
+    # Each chunk opens with the data key its header names (an older set may predate a new key).
+    keyring = load_keyring(store, open_key_provider(plan), plan.name, dataset)
+    info, letters = open_dead_letters(
+        store, plan.name, dataset, generation, functools.partial(key_for, keyring)
+    )
+    what = f"dataset {dataset} generation {generation}: {info.records:,} records quarantined"
+    if out_dir is not None:
+        files = write_dead_letters(info, letters, Path(out_dir))
+        files_written = f"{files} file" + ("" if files == 1 else "s")
+        click.echo(f"{what}, written byte for byte into {files_written} under {out_dir}")
+    elif as_json:
+        doc = {
+            "dataset": dataset,
+            "generation": generation,
+            "records": info.records,
+            "csv_header": info.csv_header,
+            "dead_letters": [
+                {
+                    "file": d.file,
+                    "line": d.line,
+                    "offset": d.offset,
+                    "reason": d.reason,
+                    "data_base64": base64.b64encode(d.data).decode(),
+                }
+                for d in letters
+            ],
+        }
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for d in letters:
+            click.echo(f"{d.file}:{d.line}: {d.reason}; the record starts at byte {d.offset}")
+        click.echo(what)
+
+
 @cli.command("demo")
 @click.option("--size", default="200MiB", show_default=True, help="Synthetic data to generate.")
 @click.option(
@@ -606,6 +714,67 @@ def keys_init_cmd(path: str) -> None:
 
     kek_id = init_kek_file(Path(path))
     click.echo(f"created KEK {path} (id {kek_id}); keep it secret and back it up")
+
+
+@keys_group.command("rotate")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option(
+    "--new-data-key",
+    is_flag=True,
+    help="Also add a fresh data key and make it current: later generations are sealed under it.",
+)
+@click.option(
+    "--allow-loopback",
+    is_flag=True,
+    help="Let a residency policy accept loopback endpoints (tests and rehearsals).",
+)
+def keys_rotate_cmd(
+    plan_file: str, datasets: Sequence[str], new_data_key: bool, allow_loopback: bool
+) -> None:
+    """Re-wrap every data key under the plan's KEK (`keys`), each unwrapped with whichever KEK
+    wrapped it (`keys` or `keys.previous`); nothing is re-encrypted. Rerun to finish an
+    interrupted rotation; a rerun with nothing to do changes nothing."""
+    from migrator.engine.rotate import KeyRotation
+    from migrator.residency import enforce_residency
+    from migrator.wiring import open_key_provider, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    _check_dataset_names(plan, datasets)
+    enforce_residency(plan, allow_loopback=allow_loopback)
+    rotation = KeyRotation(plan, open_store(plan), open_key_provider(plan))
+    kek = rotation.chain.current.describe()
+    results = rotation.rotate(set(datasets) or None, new_data_key=new_data_key)
+    for r in results:
+        if r.revision is None:
+            click.echo(f"{r.dataset}: no data key yet (its first run creates one under {kek})")
+            continue
+        if r.written is None:
+            what = f"{r.keys} data key(s), all wrapped under {kek}; current {r.current}"
+            if r.kept_unused:
+                what += " has sealed nothing yet: no other data key added"
+        else:
+            what = f"re-wrapped {r.rewrapped} of {r.keys} data key(s) under {kek}"
+            if r.new_key is not None:
+                what += f"; added data key {r.new_key}, now current"
+            what += f"; wrote {r.written}"
+            if r.kept_unused:
+                what += f"; current data key {r.current} has sealed nothing yet: no other added"
+        if r.removed:
+            what += f"; removed {len(r.removed)} superseded key object(s)"
+        elif r.written is None:
+            what += "; nothing to do"
+        click.echo(f"{r.dataset}: {what}")
+        if r.open_generation is not None and r.open_generation_key != r.current:
+            click.echo(
+                f"  generation {r.open_generation} is under way: it finishes under data key"
+                f" {r.open_generation_key}; later generations are sealed under {r.current}"
+            )
+    if plan.keys.previous and not datasets:
+        click.echo(
+            "every data key is wrapped under keys: once no other copy of the plan still needs"
+            " them, remove keys.previous from the plan and retire those KEKs"
+        )
 
 
 def _check_dataset_names(plan: Plan, names: Sequence[str]) -> None:

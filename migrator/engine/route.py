@@ -6,6 +6,8 @@ makes chunk boundaries depend only on the spool, so a resumed run cuts the very 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import os
 from collections import deque
@@ -18,7 +20,9 @@ from typing import BinaryIO
 import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
+from migrator.engine.deadletter import DeadLetterSpool
 from migrator.engine.route_blocks import (
+    BadRecord,
     BlockResult,
     BlockTask,
     first_record_end,
@@ -26,9 +30,9 @@ from migrator.engine.route_blocks import (
     route_block,
 )
 from migrator.errors import SourceError, StateError
-from migrator.sources.base import Source, SourceObject
+from migrator.sources.base import FilteredSource, Source, SourceObject
 from migrator.state.model import RouteCheckpoint
-from migrator.state.sqlite import SqliteStateStore
+from migrator.state.store import StateStore
 
 # Make routing durable every this many source bytes (and at the end): an fsync per spool.
 CHECKPOINT_BYTES = 256 * 1024 * 1024
@@ -49,6 +53,12 @@ class RecordsSpec:
 
 
 BLOCK_BYTES = 8 * 1024 * 1024  # records handed to a routing worker at a time
+
+
+def quarantines(source: Source) -> bool:
+    """The dataset's on_bad_record is quarantine (open_source gives it to the source it builds;
+    any other source fails on a bad record)."""
+    return isinstance(source, FilteredSource) and source.on_bad_record == "quarantine"
 
 
 def spool_path(spool_dir: Path, shard: int) -> Path:
@@ -115,11 +125,11 @@ class ShardSpools:
         if not buf and not dbuf:
             return
         if buf:
-            with spool_path(self.folder, shard).open("ab") as fh:
+            with _writing(spool_path(self.folder, shard)) as fh:
                 fh.write(buf)
             self.sizes[shard] += len(buf)
             buf.clear()
-        with digests_path(self.folder, shard).open("ab") as fh:
+        with _writing(digests_path(self.folder, shard)) as fh:
             fh.write(dbuf)
         dbuf.clear()
         self._dirty.add(shard)
@@ -132,18 +142,28 @@ class ShardSpools:
             if self.keep_records:
                 paths.append(spool_path(self.folder, shard))
             for path in paths:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                with _writing(path) as fh:
+                    os.fsync(fh.fileno())
         self._dirty.clear()
         return tuple(self.sizes)
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[BinaryIO]:
+    """A spool opened for appending; a failed write (a full disk) names the spool."""
+    try:
+        with path.open("ab") as fh:
+            yield fh
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot write the routing spool ({exc.strerror or exc}); run again to"
+            " resume once it can be written"
+        ) from None
+
+
 def route_records(
     spec: RecordsSpec,
-    state: SqliteStateStore,
+    state: StateStore,
     spool_dir: Path,
     *,
     buffer_budget: int,
@@ -158,7 +178,7 @@ def route_records(
 
 def _route_records(
     spec: RecordsSpec,
-    state: SqliteStateStore,
+    state: StateStore,
     spool_dir: Path,
     buffer_budget: int,
     on_bytes: Callable[[int], None],
@@ -170,6 +190,8 @@ def _route_records(
     spools = ShardSpools(spool_dir, spec.shards, buffer_budget)
     start = cp.next_file if cp else 0
     spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
+    dead = DeadLetterSpool(spool_dir)
+    dead.restore(start, create=quarantines(spec.source))
     csv_header = cp.csv_header if cp else spec.csv_header
     inventory = xxhash.xxh3_128()
     since_checkpoint = 0
@@ -189,11 +211,13 @@ def _route_records(
                 )
             on_bytes(src.size)
             continue
-        csv_header = _route_file(spec, src, spools, csv_header, runner)
+        sink = functools.partial(dead.add, index, src.name) if quarantines(spec.source) else None
+        csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
         on_bytes(src.size)
         since_checkpoint += src.size
         if since_checkpoint >= CHECKPOINT_BYTES:
             sizes = spools.make_durable()
+            dead.make_durable()
             cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, False)
             state.save_route_checkpoint(spec.dataset, spec.generation, cp)
             since_checkpoint = 0
@@ -203,6 +227,7 @@ def _route_records(
             f" {index + 1} exist now under {spec.source.describe()}"
         )
     sizes = spools.make_durable()
+    dead.make_durable()
     cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, True)
     state.save_route_checkpoint(spec.dataset, spec.generation, cp)
     return cp
@@ -218,9 +243,11 @@ def scan_digests(
         digests_path(folder, shard).write_bytes(b"")
     spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
     csv_header: bytes | None = None
+    # Records a quarantining dataset sets aside never reach the destination: skip them here too.
+    sink = (lambda bad: None) if quarantines(spec.source) else None
     with BlockRunner(processes) as runner:
         for src in spec.source.list():
-            csv_header = _route_file(spec, src, spools, csv_header, runner)
+            csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
     return spools.make_durable()
 
 
@@ -265,7 +292,10 @@ def _route_file(
     spools: ShardSpools,
     csv_header: bytes | None,
     runner: BlockRunner,
+    quarantine: Callable[[list[BadRecord]], None] | None = None,
 ) -> bytes | None:
+    """`quarantine` takes the file's bad records, in order; without it a bad record stops
+    routing (BadRecordError: file, line, byte offset, reason)."""
     path = spec.source.location(src)
     is_csv = spec.fmt == "csv"
     with spec.source.open(src) as fh:
@@ -294,12 +324,16 @@ def _route_file(
                 path,
                 lines_before,
                 spools.keep_records,
+                offset_before,
+                quarantine is not None,
             )
-            for data, lines_before in reader.blocks(is_csv)
+            for data, lines_before, offset_before in reader.blocks(is_csv)
         )
         for result in runner.map(tasks):
-            for shard, records, digests, nbytes in result:
+            for shard, records, digests, nbytes in result.runs:
                 spools.append_block(shard, records, digests, nbytes)
+            if result.bad and quarantine is not None:
+                quarantine(result.bad)
     return csv_header
 
 
@@ -311,6 +345,7 @@ class _Blocks:
         self.data = b""
         self.eof = False
         self.lines = 0
+        self.offset = 0  # bytes of the file before self.data
 
     def _more(self) -> bool:
         if self.eof:
@@ -332,12 +367,13 @@ class _Blocks:
                 return None
             record = self.data[: end - 1] if end else self.data
             self.data = self.data[end:] if end else b""
+            self.offset += end or len(record)
             line = self.lines + 1
             self.lines += record.count(b"\n") + 1
             if record.strip():
                 return record, line
 
-    def blocks(self, is_csv: bool) -> Iterator[tuple[bytes, int]]:
+    def blocks(self, is_csv: bool) -> Iterator[tuple[bytes, int, int]]:
         while True:
             grew = self._more()
             cut = len(self.data) if self.eof else record_cut(self.data, is_csv)
@@ -345,7 +381,8 @@ class _Blocks:
                 continue  # a record longer than a block: read on
             block, self.data = self.data[:cut], self.data[cut:]
             if block:
-                yield block, self.lines
+                yield block, self.lines, self.offset
                 self.lines += block.count(b"\n")
+                self.offset += len(block)
             if self.eof and not self.data:
                 return

@@ -56,6 +56,7 @@ __all__ = [
     "NAME_PATTERN",
     "DatasetPlan",
     "DestinationPlan",
+    "KekPlan",
     "KeysPlan",
     "Plan",
     "SourcePlan",
@@ -306,8 +307,8 @@ class _PlanModel(BaseModel):
         return schema
 
 
-class KeysPlan(_PlanModel):
-    """Where the key-encryption key lives; other providers' fields stay out or null."""
+class KekPlan(_PlanModel):
+    """Where a key-encryption key lives; other providers' fields stay out or null."""
 
     provider: Literal["local", "aws-kms", "azure-keyvault"] = Field(
         description="local (a KEK file, for demos and rehearsals) | aws-kms | azure-keyvault."
@@ -333,6 +334,34 @@ class KeysPlan(_PlanModel):
         "aws-kms": _Kind(required=("key_id",), optional=("region", "endpoint_url")),
         "azure-keyvault": _Kind(required=("vault_url", "key_name")),
     }
+
+    def kek_identity(self) -> tuple[str | None, ...]:
+        """What names this KEK, to tell two entries of a plan that name the same one apart."""
+        return (self.provider, str(self.kek_file), self.key_id, self.vault_url, self.key_name)
+
+
+class KeysPlan(KekPlan):
+    """The KEK new data keys are wrapped under, and the earlier KEKs that may still unwrap."""
+
+    previous: tuple[KekPlan, ...] = Field(
+        default=(),
+        description="Earlier KEKs (same fields): they only unwrap data keys wrapped before the"
+        " KEK was changed, until `migrator keys rotate` re-wraps them under this one.",
+    )
+
+    @model_validator(mode="after")
+    def _check_previous(self) -> Self:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen = {self.kek_identity(): "keys"}
+        for index, kek in enumerate(self.previous):
+            also = seen.setdefault(kek.kek_identity(), f"keys.previous[{index}]")
+            if also != f"keys.previous[{index}]":
+                problems.append(
+                    (("previous", index), f"names the same KEK as {also}: list each KEK once")
+                )
+        if problems:
+            raise _field_errors("KeysPlan", problems)
+        return self
 
 
 class DestinationPlan(_PlanModel):
@@ -443,6 +472,13 @@ class DatasetPlan(_PlanModel):
     csv_delimiter: str = Field(
         default=",", strict=True, description="records in csv: one character."
     )
+    on_bad_record: Literal["fail", "quarantine"] = Field(
+        default="fail",
+        description="records: what to do with a record routing cannot use (malformed JSON, a"
+        " missing or null key, not UTF-8, a ragged CSV row). fail: stop, naming its file, line"
+        " and byte offset; quarantine: set it aside in the dataset's encrypted dead-letter area"
+        " and go on.",
+    )
     part_size: ChunkSize | None = Field(
         default=None,
         description="objects: plaintext bytes per part; default: the plan's chunk_size.",
@@ -458,7 +494,7 @@ class DatasetPlan(_PlanModel):
 
     _kind_field = "kind"
     _kinds = {
-        "records": _Kind(required=("format", "key"), optional=("csv_delimiter",)),
+        "records": _Kind(required=("format", "key"), optional=("csv_delimiter", "on_bad_record")),
         "objects": _Kind(optional=("part_size",)),
     }
 

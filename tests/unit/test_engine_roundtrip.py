@@ -79,7 +79,9 @@ def big_csv_row(video_id: str, repeats: int) -> bytes:
 
 def open_api(plan: Plan, store: ObjectStore) -> tuple[LocalKeyProvider, StateStore]:
     assert plan.keys.kek_file is not None
-    return LocalKeyProvider(plan.keys.kek_file), StateStore.sqlite_file(plan.state_dir / "state.sqlite")
+    return LocalKeyProvider(plan.keys.kek_file), StateStore.sqlite_file(
+        plan.state_dir / "state.sqlite"
+    )
 
 
 def migrate(plan: Plan, store: ObjectStore) -> RunReport:
