@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import xxhash
 
@@ -31,6 +32,7 @@ from migrator.codec.digests import (
 )
 from migrator.codec.generation import GenerationRecord, ShardHead, generation_key, seal_record
 from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.ledger import LedgerKeys
 from migrator.codec.manifest import (
     ChunkRef,
     ShardManifest,
@@ -40,18 +42,19 @@ from migrator.codec.manifest import (
     seal_manifest,
 )
 from migrator.engine.deadletter import store_dead_letters
+from migrator.engine.ledger import LedgerItem, LedgerWriter
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, digests_path, route_records, spool_path
 from migrator.engine.upload import abort_orphaned_uploads
 from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import load_or_create_data_key
+from migrator.keys.keyring import load_or_create_keyring, sealing_key
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.leases import LeaseKeeper, process_started_at
+from migrator.state.leases import LeaseKeeper, process_started_at, worker_identity
 from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
 from migrator.state.store import Fence, StateStore
 from migrator.stores.base import ObjectStore
@@ -132,11 +135,13 @@ class _Committer:
         report: DatasetReport,
         on_shard_done: Callable[[int], None],
         fence: Callable[[], Fence | None],
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.state = state
         self.report = report
         self.on_shard_done = on_shard_done
         self.fence = fence
+        self.ledger = ledger  # records each batch in its shards' audit ledgers
         self.batch: list[CommittedChunk] = []
         self.last = time.monotonic()
         self.outstanding: dict[int, int] = {}
@@ -162,7 +167,10 @@ class _Committer:
         self._settle()
 
     def _commit(self) -> None:
-        self.state.commit_chunks(self.batch, fence=self.fence())
+        if self.batch:
+            # The batch's ledger segments are stored first; their heads move with its rows.
+            moves = self.ledger.adds(self.batch) if self.ledger is not None else []
+            self.state.commit_chunks(self.batch, fence=self.fence(), ledger=moves)
         self.batch = []
         self.last = time.monotonic()
 
@@ -227,6 +235,7 @@ class MigrationRun:
         self.workers = plan.workers or os.cpu_count() or 1
         self.open_source: Callable[[DatasetPlan], Source] = open_source
         self.keeper: LeaseKeeper | None = None
+        self.ledgers: dict[str, LedgerWriter] = {}  # by dataset: who writes its audit ledgers
 
     def run(
         self,
@@ -257,9 +266,11 @@ class MigrationRun:
                 t0 = time.monotonic()
                 # Every run and worker of the plan must agree on one data key.
                 with self.state.lock(f"{ds.name}.datakey"):
-                    key = load_or_create_data_key(
+                    keyring = load_or_create_keyring(
                         self.store, self.provider, self.plan.name, ds.name
                     )
+                    key = sealing_key(self.store, keyring, ds.name)
+                self.ledgers[ds.name] = self.ledger_writer(ds.name, keyring.first, key)
                 selected = sorted(range(ds.shards) if shards is None else shards)
                 if worker:
                     dr = self._work_as_worker(ds, key, selected, claim, process_started_at())
@@ -267,9 +278,13 @@ class MigrationRun:
                     dr = self._work_exclusively(ds, key, selected, shards)
                 dr.seconds = time.monotonic() - t0
                 report.datasets.append(dr)
-        finally:
+        except BaseException:
             self.keeper.close()
-            self.keeper.release_all()
+            with contextlib.suppress(StateError):  # the first error is the one to report
+                self.keeper.release_all()
+            raise
+        self.keeper.close()
+        self.keeper.release_all()
         report.seconds = time.monotonic() - started
         return report
 
@@ -363,6 +378,35 @@ class MigrationRun:
             if dead and holder and self._leases.claim(ds.name, shard, steal_from=holder[0]):
                 return
             time.sleep(self._poll_seconds())
+
+    def ledger_writer(self, dataset: str, first: DataKey, key: DataKey) -> LedgerWriter:
+        """The dataset's ledger writer: signs with the key derived from its first data key,
+        records chunks as sealed under `key`, and stores nothing for a shard in doubt."""
+        return LedgerWriter(
+            self.plan.name,
+            dataset,
+            self.store,
+            self.state,
+            LedgerKeys(first),
+            key_id=key.key_id.hex(),
+            who=self.keeper.owner if self.keeper is not None else worker_identity(),
+            guard=lambda shard: self._check_lease(dataset, shard),
+        )
+
+    def _delete_chunks(
+        self, ds: DatasetPlan, gen: int, shard: int, doomed: list[CommittedChunk], reason: str
+    ) -> None:
+        """Delete committed chunks at the destination and forget them: the ledger segment that
+        records it is stored first and committed with the forgetting."""
+        if not doomed:
+            return
+        ledger = self.ledgers.get(ds.name)
+        moves = ledger.deletes(map(LedgerItem.of, doomed), reason) if ledger is not None else []
+        for c in doomed:
+            self.store.delete(c.object_key)
+        self.state.forget_chunks(
+            ds.name, gen, [c.object_key for c in doomed], fence=self._fence(), ledger=moves
+        )
 
     @property
     def _leases(self) -> LeaseKeeper:
@@ -492,6 +536,7 @@ class MigrationRun:
                 ds, gen, shard, key, encoder, "records", extra, pipeline, deltas.pop(shard)
             ),
             self._fence,
+            self.ledgers.get(ds.name),
         )
         try:
             for shard, path in todo:
@@ -661,6 +706,7 @@ class MigrationRun:
                 ds, gen, shard, key, encoder, "objects", {}, pipeline, deltas.pop(shard)
             ),
             self._fence,
+            self.ledgers.get(ds.name),
         )
         try:
             for src in source.list():
@@ -749,13 +795,19 @@ class MigrationRun:
         tag = object_tagger(key)
         chunks = list(self.state.shard_chunks(ds.name, gen, shard))
         if delta.keep is not None:
+            # parts of an object that changed or vanished before the shard closed
             stale = [c for c in chunks if not delta.keep(c)]
-            for c in stale:  # parts of an object that changed or vanished before the shard closed
-                self.store.delete(c.object_key)
-            self.state.forget_chunks(
-                ds.name, gen, [c.object_key for c in stale], fence=self._fence()
-            )
+            self._delete_chunks(ds, gen, shard, stale, "stale-part")
             chunks = [c for c in chunks if delta.keep(c)]
+        # The manifest binds where the shard's audit ledger ends: an audit checks it is there.
+        manifest_extra: dict[str, Any] = dict(extra)
+        head = self.state.ledger_head(ds.name, shard)
+        if head is not None:
+            manifest_extra["ledger"] = {
+                "segment": head.segment,
+                "entries": head.entries,
+                "head": head.link,
+            }
         refs = tuple(
             ChunkRef(
                 sequence=c.sequence,
@@ -782,7 +834,7 @@ class MigrationRun:
             plain_bytes=sum(c.plain_size for c in chunks),
             stored_bytes=sum(c.stored_size for c in chunks),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            extra=dict(extra),
+            extra=manifest_extra,
             previous=delta.previous,
             previous_xxh3=delta.previous_xxh3,
             removed=delta.removed,
@@ -821,11 +873,8 @@ class MigrationRun:
         for an object gone since are removed first, so nothing unlisted stays behind."""
         stale = list(self.state.shard_chunks(ds.name, gen, shard))
         self._check_lease(ds.name, shard)
-        for c in stale:
-            self.store.delete(c.object_key)
-        fence = self._fence()
-        self.state.forget_chunks(ds.name, gen, [c.object_key for c in stale], fence=fence)
-        self.state.complete_shard(ds.name, gen, shard, manifest_key=None, fence=fence)
+        self._delete_chunks(ds, gen, shard, stale, "untouched-shard")
+        self.state.complete_shard(ds.name, gen, shard, manifest_key=None, fence=self._fence())
 
     def _commit_generation(self, ds: DatasetPlan, gen: int, key: DataKey) -> bool:
         """Store the generation record once every shard of the generation is complete: from

@@ -68,6 +68,7 @@ def process_started_at() -> float:
 
 
 _IMPORTED_AT = time.time()
+_ACTIVE_OWNERS: set[str] = set()  # keepers of this process not yet closed
 
 
 def dead_on_this_host(owner: str) -> bool:
@@ -80,8 +81,8 @@ def dead_on_this_host(owner: str) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
+    if pid == os.getpid():  # an earlier run in this very process that failed to release
+        return owner not in _ACTIVE_OWNERS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,6 +105,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        _ACTIVE_OWNERS.add(self.owner)
 
     def claim(self, dataset: str, shard: int, steal_from: str | None = None) -> bool:
         """Take the shard's lease if it is free, lapsed, ours, or held by `steal_from` (a
@@ -163,6 +165,8 @@ class LeaseKeeper:
             return dict(self.held)
 
     def close(self) -> None:
+        """Stop renewing; leases still held lapse on their own unless released."""
+        _ACTIVE_OWNERS.discard(self.owner)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
