@@ -346,6 +346,7 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
         gens = {ds.name: state.generations(ds.name) for ds in plan.datasets}
         latest = {name: rows[-1].generation if rows else 1 for name, rows in gens.items()}
         per_ds = [(ds, state.shard_progress(ds.name, latest[ds.name])) for ds in plan.datasets]
+        leases = {ds.name: state.lease_holders(ds.name) for ds in plan.datasets}
     if as_json:
         doc: dict[str, Any] = {"plan": plan.name, "started": True, "datasets": []}
         for ds, shards in per_ds:
@@ -381,6 +382,10 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
                         {
                             "shard": s.shard,
                             "status": s.status.value,
+                            "worker": leases[ds.name].get(s.shard, (None, 0.0))[0],
+                            "lease_seconds_left": round(
+                                leases[ds.name].get(s.shard, ("", 0.0))[1], 1
+                            ),
                             "chunks": s.chunks,
                             "records": s.records,
                             "plain_bytes": s.plain_bytes,
@@ -395,7 +400,7 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
     console = _console()
     for ds, shards in per_ds:
         console.print(generations_table(ds.name, gens[ds.name]))
-        console.print(status_table(ds.name, ds.shards, shards, latest[ds.name]))
+        console.print(status_table(ds.name, ds.shards, shards, latest[ds.name], leases[ds.name]))
         if counts := dead_letter_counts(plan.state_dir, ds.name):
             by_gen = ", ".join(f"generation {g}: {n:,}" for g, n in counts.items())
             console.print(f"{ds.name}: records quarantined (dead letters): {by_gen}")
@@ -517,6 +522,67 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
         for part in cutover_tables(report):
             console.print(part)
     if not report.ready:
+        raise SystemExit(EXIT_VERIFY_FAILED)
+
+
+@cli.command("audit")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--full", is_flag=True, help="Also read every stored data object back and compare its xxh3."
+)
+@click.option(
+    "--audit-key-file",
+    type=click.Path(dir_okay=False),
+    help="Check with the audit keys `migrator keys audit-key` exported: no KEK needed (the"
+    " manifests, sealed under the data keys, are then not opened).",
+)
+def audit_cmd(
+    plan_file: str,
+    datasets: Sequence[str],
+    as_json: bool,
+    full: bool,
+    audit_key_file: str | None,
+) -> None:
+    """Check every shard's audit ledger: the chain whole (no gap, reorder, alteration or
+    forgery), through the heads the state store and the manifests bind, and explaining every
+    stored data object. Exits 0 only when nothing is found."""
+    from migrator.audit_tables import audit_tables
+    from migrator.engine.audit import Auditor, read_audit_key_file
+    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
+
+    plan = _load(plan_file, check_sources=False)
+    _check_dataset_names(plan, datasets)
+    verify_keys = None
+    only = set(datasets) or None
+    if audit_key_file is not None:
+        verify_keys = read_audit_key_file(Path(audit_key_file), plan.name)
+        if missing := sorted((only or {d.name for d in plan.datasets}) - verify_keys.keys()):
+            if datasets:
+                raise UsageError(f"{audit_key_file}: holds no audit key of {', '.join(missing)}")
+            only = {d.name for d in plan.datasets} & verify_keys.keys()
+    state = open_state(plan) if state_exists(plan) else None
+    try:
+        report = Auditor(
+            plan,
+            open_store(plan),
+            provider=None if verify_keys is not None else open_key_provider(plan),
+            verify_keys=verify_keys,
+            state=state,
+            full=full,
+            workers=max(4, (os.cpu_count() or 1) * 2),
+        ).audit(only)
+    finally:
+        if state is not None:
+            state.close()
+    if as_json:
+        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        console = _console()
+        for part in audit_tables(report):
+            console.print(part)
+    if not report.ok:
         raise SystemExit(EXIT_VERIFY_FAILED)
 
 
@@ -714,6 +780,44 @@ def keys_init_cmd(path: str) -> None:
 
     kek_id = init_kek_file(Path(path))
     click.echo(f"created KEK {path} (id {kek_id}); keep it secret and back it up")
+
+
+@keys_group.command("audit-key")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The file to write (public keys only: nothing in it is secret).",
+)
+def keys_audit_key_cmd(plan_file: str, datasets: Sequence[str], out_file: str) -> None:
+    """Export each dataset's audit key: the public key its ledger's signatures verify with.
+    With it, `migrator audit PLAN --audit-key-file FILE` checks the ledgers without the KEK;
+    it can neither decrypt nor sign anything."""
+    from migrator.codec.ledger import LedgerKeys
+    from migrator.engine.audit import audit_key_document
+    from migrator.keys.keyring import load_keyring
+    from migrator.wiring import open_key_provider, open_store
+
+    plan = _load(plan_file, check_sources=False)
+    _check_dataset_names(plan, datasets)
+    store = open_store(plan)
+    provider = open_key_provider(plan)
+    keys = {}
+    for ds in plan.datasets:
+        if datasets and ds.name not in datasets:
+            continue
+        keyring = load_keyring(store, provider, plan.name, ds.name)
+        keys[ds.name] = LedgerKeys(keyring.first).verify_key
+    out = Path(out_file)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(audit_key_document(plan.name, keys))
+    tmp.replace(out)
+    for name, key in keys.items():
+        click.echo(f"{name}: audit key {key.hex()}")
+    click.echo(f"wrote {out_file}: give it to auditors with the plan file and read access")
 
 
 @keys_group.command("rotate")

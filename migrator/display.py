@@ -179,16 +179,23 @@ def generations_table(dataset: str, rows: list[GenerationRow]) -> Table:
 
 
 def status_table(
-    dataset: str, shards: int, progress: list[ShardProgress], generation: int = 1
+    dataset: str,
+    shards: int,
+    progress: list[ShardProgress],
+    generation: int = 1,
+    leases: dict[int, tuple[str, float]] | None = None,
 ) -> Table:
+    """Per-shard progress; with leases, who works a shard and how long its lease has left."""
     done = sum(1 for p in progress if p.status is ShardStatus.COMPLETE)
     t = Table(
         title=f"{dataset} generation {generation}: {done}/{shards} shards complete",
         title_justify="left",
     )
-    for col in ("shard", "status", "chunks", "records", "plain", "stored"):
-        t.add_column(col, justify="right" if col not in ("status",) else "left")
+    for col in ("shard", "status", "chunks", "records", "plain", "stored", "worker"):
+        t.add_column(col, justify="right" if col not in ("status", "worker") else "left")
     for p in progress:
+        owner, left = (leases or {}).get(p.shard, ("", 0.0))
+        worker = "" if not owner else f"{owner} ({'lapsed' if left < 0 else f'{left:.0f} s left'})"
         t.add_row(
             str(p.shard),
             str(p.status),
@@ -196,6 +203,7 @@ def status_table(
             f"{p.records:,}",
             format_size(p.plain_bytes),
             format_size(p.stored_bytes),
+            worker,
         )
     return t
 

@@ -4,6 +4,7 @@ shard from its last committed chunk once the lease lapses."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -223,3 +224,23 @@ def test_the_cli_workers_share_a_plan_through_the_state_url(
     again = run_cli("run", "plan.yaml", cwd=tmp_path, env={"MIGRATOR_STATE_URL": postgres_url})
     assert again.returncode == 0, again.stderr
     assert "2 sync" in again.stdout
+
+
+def test_status_shows_which_worker_holds_a_shard(tmp_path: Path, postgres_url: str) -> None:
+    from migrator.state.store import StateStore
+
+    site(tmp_path, profiles=200)
+    env = {"MIGRATOR_STATE_URL": postgres_url}
+    assert (
+        run_cli("run", "plan.yaml", "--dataset", "profiles", cwd=tmp_path, env=env).returncode == 0
+    )
+    with StateStore(postgres_url) as state:
+        assert state.claim_shard("profiles", 5, "pod-7:41:abcd", 600.0) is not None
+    shown = run_cli("status", "plan.yaml", "--json", cwd=tmp_path, env=env)
+    doc = json.loads(shown.stdout)
+    profiles = next(d for d in doc["datasets"] if d["name"] == "profiles")
+    held = [s for s in profiles["per_shard"] if s["worker"]]
+    assert [(s["shard"], s["worker"]) for s in held] == [(5, "pod-7:41:abcd")]
+    assert 590 < held[0]["lease_seconds_left"] <= 600
+    table = run_cli("status", "plan.yaml", cwd=tmp_path, env=env)
+    assert "pod-7:41:abcd" in table.stdout and "s left" in table.stdout
