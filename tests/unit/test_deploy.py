@@ -6,14 +6,17 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from migrator.errors import EXIT_INTEGRITY, EXIT_USAGE
 from migrator.keys.keyring import key_context
 from migrator.plan.model import DEFAULT_MEMORY_BUDGET, load_plan
+from migrator.state.store import STATE_URL_ENV
 from pipelines.assets import pool_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,8 +25,26 @@ VALUES = DEPLOY / "helm" / "values.yaml"
 INSTANCE = DEPLOY / "dagster.yaml"
 POLICY = DEPLOY / "iam" / "govcloud-policy.json"
 NETPOL = DEPLOY / "k8s" / "networkpolicy.yaml"
+STORAGE = DEPLOY / "k8s" / "storage.yaml"
+STORAGE_CLASSES = [
+    DEPLOY / "k8s" / "storageclass-efs.yaml",
+    DEPLOY / "k8s" / "storageclass-azurefile.yaml",
+]
+CLI_POD = DEPLOY / "k8s" / "cli-pod.yaml"
+WORKERS_JOB = DEPLOY / "k8s" / "workers-job.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 IMAGE_MANIFESTS = "/opt/migrator/manifests/"  # where the Dockerfile copies manifests/*.yaml
+
+# The state store's Secret: MIGRATOR_STATE_URL (and PGPASSWORD, unless the URL holds it).
+STATE_SECRET = "migrator-state"
+STATE_ENV = {
+    "name": STATE_URL_ENV,
+    "valueFrom": {"secretKeyRef": {"name": STATE_SECRET, "key": STATE_URL_ENV}},
+}
+# The only PostgreSQL driver in the image; SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
+PG_SCHEME = "postgresql+psycopg2"
+# A PostgreSQL URL with a password in it (user:password@host).
+PG_URL_WITH_PASSWORD = re.compile(r"postgres(?:ql)?(?:\+\w+)?://[^/\s@:'\"]+:[^@\s/'\"]*@")
 
 MIB = 1024 * 1024
 # What a run pod holds besides the engine's budget: interpreter, Dagster, boto3, zstd contexts.
@@ -116,6 +137,30 @@ def _deployed_plan_path() -> Path:
     return ROOT / "manifests" / image_path.removeprefix(IMAGE_MANIFESTS)
 
 
+def _launcher() -> dict[str, Any]:
+    launcher: dict[str, Any] = _values()["runLauncher"]["config"]["k8sRunLauncher"]
+    return launcher
+
+
+def _pods() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """(metadata, spec) of the pods that run the image outside Dagster's run launcher."""
+    (pod,) = _yaml_docs(CLI_POD)
+    (job,) = _yaml_docs(WORKERS_JOB)
+    template = job["spec"]["template"]
+    return {
+        CLI_POD.name: (pod["metadata"], pod["spec"]),
+        WORKERS_JOB.name: (template["metadata"], template["spec"]),
+    }
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    """Every mapping, list and scalar of a parsed YAML document, depth first."""
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        yield from _walk(child)
+
+
 # --- every file parses ----------------------------------------------------------------------
 
 
@@ -170,6 +215,7 @@ def test_instance_config_validates_with_dagsters_own_schema() -> None:
         result = validate_config(pg_config(), config[key]["config"])
         assert result.success, (key, [e.message for e in result.errors])
         assert config[key]["config"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+        assert config[key]["config"]["postgres_db"]["scheme"] == PG_SCHEME
 
     coordinator = config["run_coordinator"]
     assert coordinator["class"] == "QueuedRunCoordinator"
@@ -226,6 +272,21 @@ def test_instance_config_matches_what_the_helm_values_render() -> None:
         == (launcher["runK8sConfig"]["podSpecConfig"]["serviceAccountName"])
     )
     assert k8s["postgres_password_secret"] == values["global"]["postgresqlSecretName"]
+    assert (
+        k8s["run_k8s_config"]["container_config"]["env"]
+        == (launcher["runK8sConfig"]["containerConfig"]["env"])
+    )
+    assert k8s["env_secrets"] == [ref["name"] for ref in launcher["envSecrets"]]
+
+    # What the chart's instance/_postgresql.tpl renders from postgresql.* for each storage.
+    pg = values["postgresql"]
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        db = instance[key]["config"]["postgres_db"]
+        assert db["username"] == pg["postgresqlUsername"]
+        assert db["db_name"] == pg["postgresqlDatabase"]
+        assert db["port"] == pg["service"]["port"]
+        assert db["params"] == pg["postgresqlParams"]
+        assert db["scheme"] == pg["postgresqlScheme"] == PG_SCHEME
 
 
 # --- Helm values ----------------------------------------------------------------------------
@@ -383,3 +444,155 @@ def test_pins_match_the_tested_dagster() -> None:
         assert pins[library] == f"0.{int(minor) + 16}.{patch}", library
     for name in ["boto3", "cryptography", "xxhash", "zstandard", "orjson", "pydantic", "pyyaml"]:
         assert pins[name] == version(name), name
+    # psycopg2 is the image's PostgreSQL driver (the state store's and Dagster's); psycopg 3,
+    # SQLAlchemy 2.1's default for postgresql://, is not installed, so every URL names +psycopg2.
+    for name in ["psycopg2-binary", "sqlalchemy", "alembic"]:
+        assert pins[name] == version(name), name
+    assert not {"psycopg", "psycopg-binary", "psycopg-c"} & pins.keys()
+
+
+# --- the state store and the shared state volume --------------------------------------------
+
+
+def test_dagster_storage_urls_name_the_psycopg2_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage config as dagster_postgres itself reads it, and the URL it builds from it."""
+    pytest.importorskip("dagster_postgres")
+    from dagster._config import process_config
+    from dagster_postgres.event_log import PostgresEventLogStorage
+    from dagster_postgres.run_storage import PostgresRunStorage
+    from dagster_postgres.schedule_storage import PostgresScheduleStorage
+    from dagster_postgres.utils import pg_url_from_config
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("DAGSTER_PG_HOST", "db.example.internal")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "x")
+    instance = _instance()
+    for key, storage in [
+        ("run_storage", PostgresRunStorage),
+        ("event_log_storage", PostgresEventLogStorage),
+        ("schedule_storage", PostgresScheduleStorage),
+    ]:
+        assert instance[key]["class"] == storage.__name__
+        result = process_config(storage.config_type(), instance[key]["config"])
+        assert result.success, (key, [e.message for e in result.errors or []])
+        assert result.value is not None
+        url = make_url(pg_url_from_config(result.value))
+        assert (url.drivername, url.get_driver_name()) == (PG_SCHEME, "psycopg2"), key
+
+
+def test_state_store_url_comes_from_a_secret_never_inline() -> None:
+    launcher = _launcher()
+    # The code server, and through includeConfigInLaunchedRuns every run pod, by reference.
+    assert {"name": STATE_SECRET} in _deployment()["envSecrets"]
+    assert {"name": STATE_SECRET} in launcher["envSecrets"]
+    # Run pods: a required secretKeyRef (no `optional`), so a pod missing the Secret or its key
+    # does not start rather than the engine falling back to SQLite in the shared state_dir.
+    assert STATE_ENV in launcher["runK8sConfig"]["containerConfig"]["env"]
+    for name, (_, spec) in _pods().items():
+        (container,) = spec["containers"]
+        assert STATE_ENV in container["env"], name
+        assert {"secretRef": {"name": STATE_SECRET}} in container["envFrom"], name
+
+    # Nowhere a value: not in an env map, an env list entry or a NAME=value string.
+    forbidden = {STATE_URL_ENV, "PGPASSWORD"}
+    for path in [VALUES, INSTANCE, *sorted((DEPLOY / "k8s").glob("*.yaml"))]:
+        for node in _walk(_yaml_docs(path)):
+            where = f"{path.relative_to(DEPLOY)}: {node!r}"
+            if isinstance(node, dict):
+                assert not forbidden & node.keys(), where
+                if node.get("name") in forbidden:
+                    assert set(node) == {"name", "valueFrom"}, where
+                    assert "secretKeyRef" in node["valueFrom"], where
+            elif isinstance(node, str):
+                assert not node.startswith(tuple(f"{name}=" for name in forbidden)), where
+
+    # No PostgreSQL URL with a password in any file; the README's Secret holds a URL without
+    # one (the password goes in PGPASSWORD), naming the driver.
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            text = path.read_text(encoding="utf-8")
+            assert not PG_URL_WITH_PASSWORD.search(text), path.relative_to(DEPLOY)
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert f"create secret generic {STATE_SECRET} " in readme
+    urls = re.findall(rf"{STATE_URL_ENV}='([^']+)'", readme)
+    assert urls and all(url.startswith(f"{PG_SCHEME}://") for url in urls), urls
+    from sqlalchemy.engine import make_url
+
+    assert all(make_url(url).password is None for url in urls)
+
+
+def test_state_dir_is_one_read_write_many_volume_mounted_by_every_pod() -> None:
+    (claim,) = _yaml_docs(STORAGE)
+    assert claim["kind"] == "PersistentVolumeClaim"
+    # Records routing writes every shard's spool; the shard runs, on any node, read theirs.
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for path in STORAGE_CLASSES:
+        (storage_class,) = _yaml_docs(path)
+        assert storage_class["kind"] == "StorageClass"
+        assert storage_class["metadata"]["name"] == claim["spec"]["storageClassName"]
+        assert storage_class["provisioner"] in {"efs.csi.aws.com", "file.csi.azure.com"}
+
+    plan = load_plan(_deployed_plan_path(), check_sources=False)
+    in_manifests = plan.state_dir.resolve().relative_to((ROOT / "manifests").resolve())
+    state_dir = f"{IMAGE_MANIFESTS}{in_manifests.as_posix()}/"
+    launcher = _launcher()
+    pods = {"run pods": (launcher["volumes"], launcher["volumeMounts"])}
+    for name, (_, spec) in _pods().items():
+        (container,) = spec["containers"]
+        pods[name] = (spec["volumes"], container["volumeMounts"])
+    for name, (volumes, mounts) in pods.items():
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in volumes
+            if "persistentVolumeClaim" in v
+        }
+        (mount,) = [m for m in mounts if claims.get(m["name"]) == claim["metadata"]["name"]]
+        assert not mount.get("readOnly"), name
+        assert state_dir.startswith(mount["mountPath"].rstrip("/") + "/"), (name, state_dir)
+
+
+def test_run_pods_are_not_pinned_to_a_node() -> None:
+    specs = {"run pods": _launcher()["runK8sConfig"]["podSpecConfig"]}
+    specs |= {name: spec for name, (_, spec) in _pods().items()}
+    for name, spec in specs.items():
+        assert not spec.get("nodeSelector"), name
+        assert not spec.get("nodeName"), name
+        assert "nodeAffinity" not in (spec.get("affinity") or {}), name
+    assert not _deployment().get("nodeSelector")
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            text = path.read_text(encoding="utf-8")
+            assert "migrator/state-node" not in text, path.relative_to(DEPLOY)
+            assert "kubectl label node" not in text, path.relative_to(DEPLOY)
+
+
+def test_cli_pod_and_workers_job_are_run_pods_by_identity_size_and_policy() -> None:
+    launcher = _launcher()
+    selector = _yaml_docs(NETPOL)[0]["spec"]["podSelector"]["matchLabels"]
+    pod_spec = launcher["runK8sConfig"]["podSpecConfig"]
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    for name, (metadata, spec) in _pods().items():
+        assert selector.items() <= metadata["labels"].items(), name  # egress policy applies
+        assert spec["serviceAccountName"] == pod_spec["serviceAccountName"], name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert not spec.get("nodeSelector"), name
+        (container,) = spec["containers"]
+        assert container["securityContext"]["runAsNonRoot"] is True, name
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+        assert container["resources"] == _run_resources(), name
+        # A placeholder replaced at apply time, as the README does.
+        assert container["image"] == "REGISTRY/migrator:TAG", name
+        assert f'sed "s|REGISTRY/migrator:TAG|$IMAGE|" deploy/k8s/{name}' in readme, name
+
+    (job,) = _yaml_docs(WORKERS_JOB)
+    spec = job["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:3] == ["migrator", "run", _deployment()["env"]["MIGRATOR_PLAN"]], command
+    assert "--worker" in command
+    # A work queue: the workers exit once the generation is committed.
+    assert "completions" not in spec
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    (fail,) = [rule for rule in spec["podFailurePolicy"]["rules"] if rule["action"] == "FailJob"]
+    assert fail["onExitCodes"]["containerName"] == container["name"]
+    assert set(fail["onExitCodes"]["values"]) == {EXIT_USAGE, EXIT_INTEGRITY}
