@@ -413,7 +413,10 @@ def _decompress(compressed: bytes, plain_size: int, object_key: str | None) -> b
                 f" {len(compressed)} bytes can hold",
                 object_key=object_key,
             )
-        plain = _thread.dctx.decompress(compressed, max_output_size=plain_size)
+        # One frame and nothing after it (FORMAT.md): bytes past the frame are refused.
+        plain = _thread.dctx.decompress(
+            compressed, max_output_size=plain_size, allow_extra_data=False
+        )
     except zstandard.ZstdError as exc:
         raise TamperedError(f"zstd decompression failed: {exc}", object_key=object_key) from None
     if len(plain) != plain_size:

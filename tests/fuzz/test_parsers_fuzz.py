@@ -384,3 +384,20 @@ def test_the_forger_follows_the_format() -> None:
     assert check(target, sealed) is None
     assert reseal_header(sealed) == sealed
     assert KEY != OTHER_KEY
+
+
+def test_bytes_after_the_zstd_frame_are_refused() -> None:
+    """One frame and nothing after it: even a key holder cannot hide bytes behind the frame."""
+    from migrator.codec.chunk import decode_chunk
+    from migrator.errors import TamperedError
+    from tests.fuzz.targets import BY_NAME
+
+    target = BY_NAME["chunk"]
+    assert target.identity is not None
+    plain = b'{"id": 7}\n'
+    frame = zstandard.ZstdCompressor().compress(plain)
+    ident = target.identity.to_bytes()
+    sealed = forge_chunk(ident, frame + b"hidden", plain_size=len(plain), salt=b"s" * 32)
+    with pytest.raises(TamperedError, match="unused data") as caught:
+        decode_chunk(sealed, target.identity, KEY, object_key="ds/g000001/s00000/r/0.mgc")
+    assert "ds/g000001/s00000/r/0.mgc" in str(caught.value)
