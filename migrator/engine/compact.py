@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import xxhash
+
 from migrator.codec.chunk import ChunkEncoder, object_tagger
 from migrator.codec.digests import from_hex
 from migrator.codec.generation import GenerationRecord, generation_key
@@ -32,6 +34,7 @@ from migrator.engine.chain import (
     record_generations,
     superseded,
 )
+from migrator.engine.ledger import LedgerItem
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.engine.run import (
@@ -51,7 +54,7 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import ShardStatus
 from migrator.state.store import StateStore
-from migrator.stores.base import ObjectStore
+from migrator.stores.base import ObjectInfo, ObjectStore
 
 
 @dataclass
@@ -64,6 +67,9 @@ class DatasetCompaction:
     objects_deleted: int = 0  # old generations' chunks and manifests, after verification
     records_deleted: int = 0  # generation records older than the compaction
     seconds: float = 0.0
+
+
+MANIFEST_NAME = "/manifest.mgc"  # not a data object: the ledger does not record manifests
 
 
 class CompactionError(MigratorError):
@@ -106,6 +112,7 @@ class Compactor:
         keyring = load_keyring(self.store, self.provider, self.plan.name, ds.name)
         # New bases are sealed under the current data key (or, resumed, the one they began with).
         key = sealing_key(self.store, keyring, ds.name)
+        self.run.ledgers[ds.name] = self.run.ledger_writer(ds.name, keyring.first, key)
         latest = self.state.latest_generation(ds.name)
         if latest is None:
             raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
@@ -161,6 +168,7 @@ class Compactor:
                 ds, gen, shard, key, encoder, ds.kind, extra, pipeline, deltas.pop(shard)
             ),
             self.run._fence,
+            self.run.ledgers[ds.name],
         )
         done = self.run._complete_shards(ds, gen)
         try:
@@ -278,6 +286,25 @@ class Compactor:
 
     # --- removing what the new bases replaced ------------------------------------------
 
+    def _swept(
+        self, ds: DatasetPlan, shard: int, gens: list[int], doomed: list[tuple[int, ObjectInfo]]
+    ) -> list[LedgerItem]:
+        """What the ledger records of the data objects a sweep deletes: each committed chunk
+        of those generations (gone already if an earlier sweep was cut short), and any other
+        object found under them but a manifest."""
+        known = {
+            c.object_key: LedgerItem.of(c)
+            for g in gens
+            for c in self.state.shard_chunks(ds.name, g, shard)
+        }
+        for g, info in doomed:
+            if info.key not in known and not info.key.endswith(MANIFEST_NAME):
+                data = self.store.get(info.key)
+                known[info.key] = LedgerItem(
+                    info.key, g, shard, len(data), xxhash.xxh3_128_hexdigest(data)
+                )
+        return list(known.values())
+
     def _sweep(self, ds: DatasetPlan, key: DataKey, result: DatasetCompaction) -> None:
         """Once the newest bases read back intact: delete the generations before them, and
         the generation records before the newest compaction (they name deleted manifests)."""
@@ -301,11 +328,19 @@ class Compactor:
                     f" {first.message}); the old generations are kept"
                 )
             for shard, gens in sorted(garbage.items()):
-                for g in gens:
-                    for info in list(self.store.list(shard_prefix(ds.name, g, shard))):
-                        self.store.delete(info.key)
-                        result.objects_deleted += 1
-                    self.state.forget_shard_generation(ds.name, g, shard)
+                doomed = [
+                    (g, info)
+                    for g in gens
+                    for info in list(self.store.list(shard_prefix(ds.name, g, shard)))
+                ]
+                # The ledger records the deletion first; it commits with the forgetting.
+                moves = self.run.ledgers[ds.name].deletes(
+                    self._swept(ds, shard, gens, doomed), "compaction"
+                )
+                for _, info in doomed:
+                    self.store.delete(info.key)
+                    result.objects_deleted += 1
+                self.state.forget_shard_generations(ds.name, shard, gens, ledger=moves)
         committed = [
             g.generation
             for g in self.state.generations(ds.name)

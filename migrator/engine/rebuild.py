@@ -22,6 +22,7 @@ from migrator.codec.digests import (
     pack_objects_map,
     pack_records_inventory,
 )
+from migrator.codec.ledger import LedgerKeys
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
@@ -33,6 +34,7 @@ from migrator.engine.chain import (
     split_records,
     superseded,
 )
+from migrator.engine.ledger import ledger_ends, list_segments
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import StateError
 from migrator.keys.keyring import Keyring, load_keyring
@@ -50,6 +52,7 @@ class RebuildReport:
     shards: int = 0
     chunks: int = 0
     records_read: int = 0  # live records read back for the records inventories
+    ledgers: int = 0  # shards whose audit ledger head was restored
 
 
 class StateRebuilder:
@@ -82,9 +85,17 @@ class StateRebuilder:
     def _dataset(self, ds: DatasetPlan) -> RebuildReport:
         report = RebuildReport(ds.name)
         gens = record_generations(self.store, ds.name)
+        segments, _ = list_segments(self.store, ds.name)
+        if not gens and not segments:
+            return report  # nothing stored: the next run starts the bulk afresh
+        key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        # Each shard's audit ledger goes on from where it ends, committed or not: never anew.
+        verify_key = LedgerKeys(key.first).verify_key
+        for end in ledger_ends(self.store, self.plan.name, ds.name, segments, verify_key):
+            self.state.set_ledger_head(end)
+            report.ledgers += 1
         if not gens:
             return report  # nothing committed: the next run starts the bulk afresh
-        key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
         records = [load_record(self.store, self.plan.name, ds.name, g, key) for g in gens]
         latest, _ = records[-1]
         for record, record_xxh3 in records:

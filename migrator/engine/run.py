@@ -271,6 +271,7 @@ class MigrationRun:
                     )
                     key = sealing_key(self.store, keyring, ds.name)
                 self.ledgers[ds.name] = self.ledger_writer(ds.name, keyring.first, key)
+                self.ledgers[ds.name].check_known()
                 selected = sorted(range(ds.shards) if shards is None else shards)
                 if worker:
                     dr = self._work_as_worker(ds, key, selected, claim, process_started_at())

@@ -316,13 +316,19 @@ def load_or_create_data_key(
 ) -> DataKey:
     """The key new chunks of the dataset are sealed with (`sealing_key`); a dataset without
     one gets its first data key, stored wrapped."""
+    return sealing_key(store, load_or_create_keyring(store, provider, plan, dataset), dataset)
+
+
+def load_or_create_keyring(
+    store: ObjectStore, provider: KeyProvider, plan: str, dataset: str
+) -> Keyring:
+    """The dataset's keyring; a dataset without one gets its first data key, stored wrapped."""
     try:
-        keyring = load_keyring(store, provider, plan, dataset)
+        return load_keyring(store, provider, plan, dataset)
     except MissingObjectError:
         key, wrapped = provider.generate_data_key(key_context(plan, dataset))
         store.put(data_key_object(dataset), wrapped.to_json(), {"migrator-kind": "wrapped-key"})
-        return key
-    return sealing_key(store, keyring, dataset)
+        return Keyring(dataset, [key], key)
 
 
 # --- which key seals ---------------------------------------------------------------------

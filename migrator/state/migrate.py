@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from migrator.errors import StateError
 
 VERSION_TABLE = "state_schema"
-HEAD = "0002"
+HEAD = "0003"
 _BASELINE = "0001"
 _LEGACY_SCHEMA = "2"  # what the first releases wrote into meta before migrations existed
 _PG_LOCK_ID = 0x6D696772  # the advisory lock migrations take: any constant, the same everywhere

@@ -118,3 +118,24 @@ class ShardHeadRow:
     digest: str  # the shard's order-independent digest after this generation (hex)
     removed_records: int  # records this generation removed or replaced
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHead:
+    """Where a shard's audit ledger ends: its last segment, its entry count, the last entry's
+    chain value (hex). Segment 0 with no entries is a ledger not yet begun."""
+
+    dataset: str
+    shard: int
+    segment: int
+    entries: int
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerMove:
+    """A segment stored at the destination, to commit: the head moves from segment `before`
+    (0: the shard had no ledger) to `after`."""
+
+    before: int
+    after: LedgerHead

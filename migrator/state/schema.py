@@ -129,3 +129,17 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
     Column("claimed_at", Float, nullable=False),
 )
+
+# The end of each shard's audit ledger at the destination (docs/FORMAT.md §11): its last
+# committed segment, how many entries the ledger holds, and the chain value of the last one.
+# Moved in the same transaction as the chunk rows the segment records.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("segment", BigInteger, nullable=False),
+    Column("entries", BigInteger, nullable=False),
+    Column("link", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -42,6 +42,8 @@ from migrator.state.leases import Lease, LeaseLostError
 from migrator.state.model import (
     CommittedChunk,
     GenerationRow,
+    LedgerHead,
+    LedgerMove,
     RouteCheckpoint,
     ShardHeadRow,
     ShardProgress,
@@ -53,6 +55,7 @@ from migrator.state.schema import (
     chunks,
     generations,
     leases,
+    ledger_heads,
     meta,
     routes,
     shard_maps,
@@ -544,15 +547,28 @@ class StateStore:
 
     def forget_shard_generation(self, dataset: str, generation: int, shard: int) -> None:
         """A shard's generation a compaction replaced and deleted at the destination."""
+        self.forget_shard_generations(dataset, shard, [generation])
+
+    def forget_shard_generations(
+        self,
+        dataset: str,
+        shard: int,
+        generations: Iterable[int],
+        ledger: Sequence[LedgerMove] = (),
+    ) -> None:
+        """Generations of a shard a compaction deleted, with the ledger segment recording the
+        deletion: one transaction."""
         with self._write(f"forget shard {shard}") as conn:
-            for table in (chunks, shards):
-                conn.execute(
-                    delete(table).where(
-                        table.c.dataset == dataset,
-                        table.c.generation == generation,
-                        table.c.shard == shard,
+            for generation in generations:
+                for table in (chunks, shards):
+                    conn.execute(
+                        delete(table).where(
+                            table.c.dataset == dataset,
+                            table.c.generation == generation,
+                            table.c.shard == shard,
+                        )
                     )
-                )
+            self._advance_ledger(conn, ledger)
 
     def forget_chunks(
         self,
@@ -560,8 +576,10 @@ class StateStore:
         generation: int,
         object_keys: Iterable[str],
         fence: Fence | None = None,
+        ledger: Sequence[LedgerMove] = (),
     ) -> None:
-        """Chunks committed for an object that changed or vanished before its shard closed."""
+        """Chunks committed for an object that changed or vanished before its shard closed,
+        with the ledger segment recording their deletion."""
         keys = list(object_keys)
         if not keys:
             return
@@ -585,6 +603,7 @@ class StateStore:
                 ),
                 [{"okey": k} for k in keys],
             )
+            self._advance_ledger(conn, ledger)
 
     def shard_inventory(self, dataset: str, shard: int, before: int) -> bytes | None:
         """The shard's inventory as of the last generation before `before` that changed it."""
@@ -743,8 +762,14 @@ class StateStore:
 
     # --- chunks ------------------------------------------------------------------------
 
-    def commit_chunks(self, chunks_: Iterable[CommittedChunk], fence: Fence | None = None) -> None:
-        """One transaction for a batch: batching keeps commits cheap at millions of chunks."""
+    def commit_chunks(
+        self,
+        chunks_: Iterable[CommittedChunk],
+        fence: Fence | None = None,
+        ledger: Sequence[LedgerMove] = (),
+    ) -> None:
+        """One transaction for a batch: batching keeps commits cheap at millions of chunks. The
+        ledger heads of the batch's shards move in the same transaction."""
         batch = list(chunks_)
         now = time.time()
         rows = [
@@ -776,6 +801,7 @@ class StateStore:
                 for dataset, owned in touched.items():
                     self._check_fence(conn, dataset, owned, fence)
             conn.execute(self._chunk_upsert, rows)
+            self._advance_ledger(conn, ledger)
 
     def has_chunks(self, dataset: str, generation: int) -> bool:
         with self._read() as conn:
@@ -805,6 +831,66 @@ class StateStore:
             rows = conn.execute(_BY_SHARD, {"d": dataset, "g": generation, "s": shard}).fetchall()
         for row in rows:
             yield CommittedChunk(**row._mapping)
+
+    # --- audit ledger heads ------------------------------------------------------------
+
+    def ledger_heads(self, dataset: str, shard_ids: Iterable[int]) -> dict[int, LedgerHead]:
+        """Where each shard's audit ledger ends; shards without one are left out."""
+        wanted = sorted(set(shard_ids))
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    ledger_heads.c.shard,
+                    ledger_heads.c.segment,
+                    ledger_heads.c.entries,
+                    ledger_heads.c.link,
+                ).where(ledger_heads.c.dataset == dataset, ledger_heads.c.shard.in_(wanted))
+            ).fetchall()
+        return {int(s): LedgerHead(dataset, int(s), int(g), int(n), str(k)) for s, g, n, k in rows}
+
+    def ledger_begun(self, dataset: str) -> bool:
+        """Whether the store knows an audit ledger head of any shard of the dataset."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(ledger_heads.c.shard).where(ledger_heads.c.dataset == dataset).limit(1)
+            ).fetchone()
+        return row is not None
+
+    def ledger_head(self, dataset: str, shard: int) -> LedgerHead | None:
+        return self.ledger_heads(dataset, [shard]).get(shard)
+
+    def set_ledger_head(self, head: LedgerHead) -> None:
+        """The head as the destination's ledger shows it (state rebuild)."""
+        row = _ledger_row(head)
+        with self._write("set a ledger head") as conn:
+            conn.execute(self._upsert(ledger_heads, row, ["dataset", "shard"]), row)
+
+    def _advance_ledger(self, conn: Connection, moves: Sequence[LedgerMove]) -> None:
+        """Inside the writing transaction: a head moves only from the segment its new segment
+        was written after, so two writers can never both extend one ledger."""
+        for move in moves:
+            row = _ledger_row(move.after)
+            if move.before == 0:
+                stmt = self._insert(ledger_heads).on_conflict_do_nothing(
+                    index_elements=["dataset", "shard"]
+                )
+                done = conn.execute(stmt, row).rowcount
+            else:
+                done = conn.execute(
+                    update(ledger_heads)
+                    .where(
+                        ledger_heads.c.dataset == move.after.dataset,
+                        ledger_heads.c.shard == move.after.shard,
+                        ledger_heads.c.segment == move.before,
+                    )
+                    .values(row)
+                ).rowcount
+            if done != 1:
+                raise StateError(
+                    f"dataset {move.after.dataset} shard {move.after.shard}: the audit ledger"
+                    f" moved past segment {move.before} while segment {move.after.segment} was"
+                    " written; nothing of this batch was recorded"
+                )
 
     # --- multipart upload journal ------------------------------------------------------
 
@@ -867,6 +953,17 @@ def _status(conn: Connection, dataset: str, generation: int, shard: int) -> Shar
 def _totals(conn: Connection, dataset: str, generation: int, shard: int) -> tuple[int, ...]:
     row = conn.execute(_TOTALS, {"d": dataset, "g": generation, "s": shard}).one()
     return tuple(int(v) for v in row)
+
+
+def _ledger_row(head: LedgerHead) -> dict[str, Any]:
+    return {
+        "dataset": head.dataset,
+        "shard": head.shard,
+        "segment": head.segment,
+        "entries": head.entries,
+        "link": head.link,
+        "updated_at": time.time(),
+    }
 
 
 def _upload(row: Any) -> UploadEntry:

@@ -45,6 +45,16 @@ from migrator.codec.generation import (
     seal_record,
 )
 from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.ledger import (
+    LedgerEntry,
+    LedgerKeys,
+    LedgerSegment,
+    entry_link,
+    genesis_link,
+    open_segment,
+    seal_segment,
+    segment_key,
+)
 from migrator.codec.manifest import (
     ChunkRef,
     ShardManifest,
@@ -384,6 +394,63 @@ def _spool_parse(data: bytes) -> object:
 # --- the table ----------------------------------------------------------------------------
 
 
+LEDGER_KEYS = LedgerKeys(KEY)
+LEDGER_SEGMENT = segment_key(DATASET, SHARD, 1)
+
+
+def _ledger_segments() -> tuple[bytes, ...]:
+    """A shard's first audit ledger segment: empty, and with an add and a delete."""
+    genesis = genesis_link(PLAN, DATASET, SHARD)
+    entries, link = [], genesis
+    for index, kind in enumerate(("add", "delete")):
+        entry = LedgerEntry(
+            index=index,
+            kind=kind,
+            reason="stored" if kind == "add" else "stale-part",
+            at="2026-01-02T03:04:05.000006+00:00",
+            who="worker-ü:12:abcd",
+            user="migrator",
+            object_key=records_chunk_key(DATASET, GENERATION, SHARD, 0),
+            generation=GENERATION,
+            stored_size=4096,
+            stored_xxh3="ab" * 16,
+            plain_size=65536 if kind == "add" else None,
+            plain_tag=LEDGER_KEYS.plain_tag("cd" * 16) if kind == "add" else None,
+            key_id=KEY.key_id.hex() if kind == "add" else None,
+            link="",
+        )
+        link = entry_link(link, entry)
+        entries.append(LedgerEntry(**{**entry.body(), "link": link}))
+
+    def seal(chosen: list[LedgerEntry]) -> bytes:
+        return seal_segment(
+            plan=PLAN,
+            dataset=DATASET,
+            shard=SHARD,
+            segment=1,
+            first_index=0,
+            previous_link=genesis,
+            entries=chosen,
+            keys=LEDGER_KEYS,
+        )
+
+    return seal([]), seal(entries)
+
+
+def _ledger_wrap(line: bytes) -> bytes:
+    """One crafted entry line behind a header signed for it (head: the line's own `link`)."""
+    try:
+        head = orjson.loads(line).get("link")
+    except (orjson.JSONDecodeError, AttributeError):
+        head = None
+    genesis = genesis_link(PLAN, DATASET, SHARD)
+    if not isinstance(head, str) or len(head) != 64:
+        head = genesis
+    header = LedgerSegment(PLAN, DATASET, SHARD, 1, 0, 1, genesis, head, "", ())
+    signed = header.header() | {"signature": LEDGER_KEYS.sign(header.signed_bytes()).hex()}
+    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS) + b"\n" + line + b"\n"
+
+
 def _build() -> tuple[Target, ...]:
     chunk_key = records_chunk_key(DATASET, GENERATION, SHARD, 0)
     record_key = generation_key(DATASET, GENERATION)
@@ -400,6 +467,7 @@ def _build() -> tuple[Target, ...]:
         return lambda body: bytes(ENCODER.encode(body, identity, KEY).data)
 
     record_seeds = tuple(seal_record(r, KEY, ENCODER) for r in records)
+    ledger_seeds = _ledger_segments()
     return (
         Target(
             name="chunk-header",
@@ -485,6 +553,23 @@ def _build() -> tuple[Target, ...]:
             parse=_spool_parse,
             seeds=spools,
             object_key=DIGEST_SPOOL,
+        ),
+        Target(
+            name="audit-ledger-segment",
+            parse=lambda d: open_segment(
+                d,
+                plan=PLAN,
+                dataset=DATASET,
+                shard=SHARD,
+                segment=1,
+                verify_key=LEDGER_KEYS.verify_key,
+                object_key=LEDGER_SEGMENT,
+            ),
+            seeds=ledger_seeds,
+            object_key=LEDGER_SEGMENT,
+            wrap=_ledger_wrap,
+            bodies=(ledger_seeds[1].split(b"\n")[1],),
+            json_body=True,
         ),
     )
 

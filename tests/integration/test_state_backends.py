@@ -17,7 +17,14 @@ from sqlalchemy import create_engine, text
 from migrator.errors import StateError
 from migrator.state import migrate
 from migrator.state.leases import LeaseKeeper, LeaseLostError
-from migrator.state.model import CommittedChunk, RouteCheckpoint, ShardStatus, UploadEntry
+from migrator.state.model import (
+    CommittedChunk,
+    LedgerHead,
+    LedgerMove,
+    RouteCheckpoint,
+    ShardStatus,
+    UploadEntry,
+)
 from migrator.state.store import StateStore
 
 pytestmark = pytest.mark.integration
@@ -292,3 +299,31 @@ def _tables(conn: object) -> set[str]:
     from sqlalchemy import inspect
 
     return set(inspect(conn).get_table_names())
+
+
+def test_ledger_heads_move_with_their_chunks_and_only_forward(state: StateStore) -> None:
+    def head(segment: int, entries: int, shard: int = 0) -> LedgerHead:
+        return LedgerHead("profiles", shard, segment, entries, f"{segment:x}" * 64)
+
+    assert state.ledger_heads("profiles", [0, 1]) == {} and not state.ledger_begun("profiles")
+    state.commit_chunks([chunk(0, 0), chunk(1, 0)], ledger=[
+        LedgerMove(0, head(1, 1)), LedgerMove(0, head(1, 1, shard=1))
+    ])  # fmt: skip
+    state.commit_chunks([chunk(0, 1)], ledger=[LedgerMove(1, head(2, 2))])
+    assert state.ledger_head("profiles", 0) == head(2, 2) and state.ledger_begun("profiles")
+    # A writer that started from a head that has moved since records nothing of its batch.
+    with pytest.raises(StateError, match="moved past segment 1"):
+        state.commit_chunks([chunk(0, 2)], ledger=[LedgerMove(1, head(2, 3))])
+    with pytest.raises(StateError, match="moved past segment 0"):
+        state.forget_chunks("profiles", 1, [chunk(1, 0).object_key], ledger=[
+            LedgerMove(0, head(1, 2, shard=1))
+        ])  # fmt: skip
+    assert state.chunk_count("profiles", 1, 0) == 2 and state.chunk_count("profiles", 1, 1) == 1
+    state.forget_chunks("profiles", 1, [chunk(1, 0).object_key], ledger=[
+        LedgerMove(1, head(2, 2, shard=1))
+    ])  # fmt: skip
+    state.forget_shard_generations("profiles", 0, [1], ledger=[LedgerMove(2, head(3, 4))])
+    assert state.chunk_count("profiles", 1, 0) == 0
+    assert state.ledger_heads("profiles", range(4)) == {0: head(3, 4), 1: head(2, 2, shard=1)}
+    state.set_ledger_head(head(7, 9))  # a rebuild sets it as the destination shows it
+    assert state.ledger_head("profiles", 0) == head(7, 9)

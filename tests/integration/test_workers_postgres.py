@@ -57,9 +57,9 @@ run_module.COMMIT_BATCH = 1  # every confirmed chunk is committed at once
 per_shard = collections.Counter()
 commit_chunks = StateStore.commit_chunks
 
-def counting_commit(self, chunks, fence=None):
+def counting_commit(self, chunks, fence=None, **more):
     chunks = list(chunks)
-    commit_chunks(self, chunks, fence=fence)
+    commit_chunks(self, chunks, fence=fence, **more)
     for c in chunks:
         prefix = c.object_key.rsplit("/r/", 1)[0]
         per_shard[prefix] += "/r/" in c.object_key

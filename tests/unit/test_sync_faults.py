@@ -14,6 +14,8 @@ import migrator.engine.run as run_module
 from migrator.engine.cutover import CutoverGate
 from migrator.engine.verify import Verifier
 from migrator.errors import SourceError, StoreError
+from migrator.stores.base import Buffer
+from migrator.stores.memory import MemoryStore
 from tests.planfiles import run_cli, write_plan
 from tests.unit.test_compact import FailingPuts
 from tests.unit.test_sync_generations import (
@@ -73,12 +75,22 @@ def test_a_changed_csv_header_is_refused_not_synced(tmp_path: Path) -> None:
     assert_same(site.restore(tmp_path / "out"), live.snapshot(), "header restored")
 
 
+class FailingDataPuts(FailingPuts):
+    """Fails data puts only: what was stored before the failure is committed, ledger and all."""
+
+    def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
+        if "/_ledger/" in key:
+            MemoryStore.put(self, key, data, metadata)
+        else:
+            super().put(key, data, metadata)
+
+
 def test_parts_of_an_object_deleted_before_its_shard_closed_are_removed(tmp_path: Path) -> None:
     live = LiveSource(tmp_path, random.Random(53))
     live.seed(profiles=20, rows=20, videos=3)
     live.write()
     site = Site(tmp_path)
-    store = FailingPuts()
+    store = FailingDataPuts()
     site.store = store
     site.run()
     (tmp_path / "data/videos/new").mkdir()

@@ -272,8 +272,10 @@ def test_unchanged_shards_are_left_alone_and_chains_only_grow_where_touched(
     profiles = next(d for d in report.datasets if d.name == "profiles")
     assert (profiles.shards_changed, profiles.removed, profiles.records) == (1, 1, 1)
     assert all(d.shards_changed == 0 for d in report.datasets if d.name != "profiles")
-    shard_files = [k for k in added if "/_generations/" not in k]
+    shard_files = [k for k in added if "/_generations/" not in k and "/_ledger/" not in k]
     assert len(shard_files) == 2  # one records chunk and its manifest
+    (segment,) = [k for k in added if "/_ledger/" in k]  # and its shard's audit ledger segment
+    assert segment.startswith("profiles/_ledger/s0")
     assert shard_files[0].startswith("profiles/g000002/s0")
     assert {k for k in added if "/_generations/" in k} == {
         f"{name}/_generations/g000002.mgc" for name in ("profiles", "metadata", "videos")
