@@ -45,7 +45,9 @@ from migrator.engine.run import (
     _settle_all,
     _ShardDelta,
     commit_generation,
+    remove_spools,
 )
+from migrator.engine.upload import abort_orphaned_uploads
 from migrator.engine.verify import Verifier
 from migrator.errors import MigratorError, StateError, UsageError
 from migrator.keys.datakey import DataKey
@@ -122,6 +124,7 @@ class Compactor:
                 " finish it with `migrator run` before compacting"
             )
         if latest.committed:
+            remove_spools(self.plan, ds.name, upto=latest.generation)  # left by a crash
             record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
             if record is None:
                 raise StateError(
@@ -132,12 +135,15 @@ class Compactor:
             if targets:
                 gen = latest.generation + 1
                 self.state.open_generation(ds.name, gen, "compact")
+                abort_orphaned_uploads(self.store, self.state, f"{ds.name}/g{gen:06d}/")
                 self._fold(ds, gen, key, keyring, record, targets, result)
         else:
             gen = latest.generation
             record = latest_record(self.store, self.plan.name, ds.name, keyring, gen - 1)
             assert record is not None  # a compaction opens only over a committed generation
             targets = [h.shard for h in record.shards if len(h.chain) > 1]
+            # A multipart upload begun but not journaled before a crash: nobody else aborts it.
+            abort_orphaned_uploads(self.store, self.state, f"{ds.name}/g{gen:06d}/")
             self._fold(ds, gen, key, keyring, record, targets, result)
         self._sweep(ds, key, result)
         return result

@@ -436,6 +436,8 @@ class MigrationRun:
             if latest is None:
                 return self.state.open_generation(ds.name, BULK_GENERATION, "bulk")
             if latest.committed:
+                # A crash between the commit and the clean-up left its plaintext spools.
+                remove_spools(self.plan, ds.name, upto=latest.generation)
                 if cohort_since is not None and latest.started_at >= cohort_since:
                     return None
                 return self.state.open_generation(ds.name, latest.generation + 1, "sync")
@@ -971,6 +973,17 @@ def commit_generation(
         state.prune_inventories(ds.name, shard, gen + 1)
     shutil.rmtree(spool, ignore_errors=True)
     return True
+
+
+def remove_spools(plan: Plan, dataset: str, *, upto: int) -> None:
+    """Remove the spools (routed plaintext) of generations up to `upto`, all committed."""
+    root = plan.state_dir / "spool" / dataset
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        number = folder.name[1:]
+        if folder.name[:1] == "g" and number.isdigit() and int(number) <= upto:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def routing_processes(source_bytes: int, workers: int) -> int:

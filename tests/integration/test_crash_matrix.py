@@ -12,8 +12,7 @@ the state store counts exactly the chunks the stored manifests list, no chunk or
 outside the chains the generation records name, and no multipart upload or spool file is left.
 
 Beside the matrix: a sync whose source loses a video between the kill and the rerun, and kills
-at random hits (a seeded RNG) of every point at once, for boundaries nobody listed. Cases that
-hit a known leak are marked xfail (strict, raising LeftBehind only), with the cause.
+at random hits (a seeded RNG) of every point at once, for boundaries nobody listed.
 """
 
 from __future__ import annotations
@@ -475,12 +474,10 @@ class LeftBehind(AssertionError):
     """Something a crash left that the resumed command never cleans up."""
 
 
-def check_whole(
-    migrator: Migrator, site: Site, expected: Version, *, spool_leak_known: bool = False
-) -> None:
+def check_whole(migrator: Migrator, site: Site, expected: Version) -> None:
     """verify, restore and status agree with the source and with each other; the state store
-    counts exactly what the stored manifests list; nothing is left behind (but the spools of
-    SPOOL_LEAK, if a kill came where it leaves them)."""
+    counts exactly what the stored manifests list; nothing is left behind: no multipart upload,
+    no spool of a committed generation (routed plaintext)."""
     listed = check_destination(site)
     check_state(site, listed)
 
@@ -511,7 +508,7 @@ def check_whole(
         if uploads:
             raise LeftBehind(f"unfinished multipart uploads: {[u['Key'] for u in uploads]}")
     spooled = sorted(p for p in (site.root / "state" / "spool").rglob("*") if p.is_file())
-    if spooled and not spool_leak_known:
+    if spooled:
         names = [p.relative_to(site.root).as_posix() for p in spooled]
         raise LeftBehind(f"spool files left in state_dir after their generation: {names}")
 
@@ -587,17 +584,6 @@ def check_state(site: Site, listed: Listed) -> None:
 
 # --- the matrix ----------------------------------------------------------------------------
 
-SPOOL_LEAK = (
-    "commit_generation (engine/run.py) removes the generation's spool folder only after"
-    " StateStore.commit_generation; killed in between, the next run opens a new generation and"
-    " never removes the old folder: the records' plaintext stays in state_dir"
-)
-ORPHAN_UPLOAD = (
-    "Compactor never aborts multipart uploads it began but did not journal (killed between"
-    " begin_upload and journal_upload); MigrationRun does (abort_orphaned_uploads), only under"
-    " its own open generation's prefix"
-)
-
 
 @dataclass(frozen=True)
 class Case:
@@ -606,7 +592,6 @@ class Case:
     point: str  # as crash_harness.py names it
     hit: int  # the hit of the point (counted for `dataset` alone) that kills
     dataset: str
-    bug: str | None = None  # a known leak this crash leaves (the test is marked xfail)
 
     @property
     def id(self) -> str:
@@ -617,8 +602,7 @@ def cases(kind: str, dest: str, points: list[tuple[Any, ...]]) -> list[Any]:
     out = []
     for point in points:
         case = Case(kind, dest, *point)
-        marks = [pytest.mark.xfail(strict=True, raises=LeftBehind, reason=case.bug)]
-        out.append(pytest.param(case, id=case.id, marks=marks if case.bug else []))
+        out.append(pytest.param(case, id=case.id))
     return out
 
 
@@ -641,7 +625,7 @@ MATRIX = [
             ("complete-shard:after", 2, "videos"),
             ("generation-put:before", 1, "metadata"),  # every shard complete, no record
             ("generation-put:after", 1, "profiles"),  # record stored, not committed
-            ("commit-generation:after", 1, "profiles", SPOOL_LEAK),
+            ("commit-generation:after", 1, "profiles"),
             ("commit-generation:after", 1, "videos"),
         ],
     ),
@@ -667,7 +651,7 @@ MATRIX = [
             ("manifest-put:after", 1, "profiles"),
             ("complete-shard:after", 1, "videos"),
             ("generation-put:after", 1, "profiles"),
-            ("commit-generation:after", 1, "metadata", SPOOL_LEAK),
+            ("commit-generation:after", 1, "metadata"),
             ("commit-generation:after", 1, "videos"),
         ],
     ),
@@ -688,7 +672,7 @@ MATRIX = [
             ("manifest-put:after", 1, "metadata"),
             ("generation-put:before", 1, "profiles"),
             ("generation-put:after", 1, "videos"),  # the switch: stored, not committed
-            ("commit-generation:after", 1, "profiles", SPOOL_LEAK),
+            ("commit-generation:after", 1, "profiles"),
             ("commit-generation:after", 1, "videos"),  # switched, nothing swept
             ("manifest-delete:after", 1, "profiles"),  # sweeping: an old manifest gone
             ("chunk-delete:after", 3, "videos"),
@@ -700,7 +684,7 @@ MATRIX = [
         "compact",
         "s3",
         [
-            ("upload-begin:after", 1, "videos", ORPHAN_UPLOAD),
+            ("upload-begin:after", 1, "videos"),
             ("upload-part:after", 2, "videos"),
         ],
     ),
@@ -756,12 +740,6 @@ def test_source_changed_between_the_kill_and_the_rerun(
     check_whole(migrator, site, sources.v2_less)
 
 
-def leaves_spools(marker: str) -> bool:
-    """Whether a kill at this marker leaves SPOOL_LEAK's spools behind."""
-    _, point, _, detail = marker.split(" ", 3)
-    return point == "commit-generation:after" and detail.split("/")[0] in ("profiles", "metadata")
-
-
 SEEDS = (11, 12, 13)
 
 
@@ -793,6 +771,5 @@ def test_killed_at_random_hits_of_every_point(
         else:
             resume(migrator, site, command)
         if step != 1:  # the bulk, then the end (the sync is checked through the compaction)
-            leak = any(leaves_spools(k) for k in kills)
-            check_whole(migrator, site, version, spool_leak_known=leak)
+            check_whole(migrator, site, version)
     print("\n".join(kills))
