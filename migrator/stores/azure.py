@@ -341,7 +341,9 @@ class BlobRetry(ExponentialRetry):
         self.backoff = backoff
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        delay = min(self.backoff * 2 ** settings["count"], MAX_BACKOFF_SECONDS)
+        # The SDK counts a retry before it sleeps: the first sleep sees count 1.
+        retry = max(settings["count"] - 1, 0)
+        delay = min(self.backoff * 2**retry, MAX_BACKOFF_SECONDS)
         return float(delay * random.uniform(0.8, 1.2))
 
 
