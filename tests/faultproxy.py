@@ -2,7 +2,8 @@
 
 Each request is forwarded to the target byte for byte (keep-alive; Content-Length, chunked and
 aws-chunked bodies alike), recorded, and, when a rule matches it, answered with an error,
-dropped with a connection reset, delayed, or answered with a response cut short:
+dropped with a connection reset (before its body, after it, or after the target answered),
+delayed, or answered with a response cut short (or well framed but short):
 
     with FaultProxy("127.0.0.1", moto_port) as proxy:
         proxy.fail_next(3, match=matching("PUT"))  # three 503 SlowDown answers
@@ -47,7 +48,13 @@ class SeenRequest(NamedTuple):
 
 
 Match = Callable[[SeenRequest], bool]
-FaultKind = Literal["fail", "reset", "delay", "cut"]
+FaultKind = Literal["fail", "reset", "reset-head", "reset-response", "delay", "cut", "short"]
+ResetAt = Literal["head", "request", "response"]
+_RESET_KINDS: dict[ResetAt, FaultKind] = {
+    "head": "reset-head",
+    "request": "reset",
+    "response": "reset-response",
+}
 
 
 def matching(
@@ -79,6 +86,7 @@ class _Rule:
     body: bytes = b""
     content_type: str = "application/xml"
     seconds: float = 0.0
+    headers: Mapping[str, str] | None = None  # extra response headers of a "fail"
 
 
 class _ProtocolError(Exception):
@@ -202,13 +210,34 @@ class FaultProxy:
         body: bytes = SLOW_DOWN_XML,
         content_type: str = "application/xml",
         match: Match | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer the next n matching requests with `status` and `body`, not forwarding them."""
-        self._add(_Rule("fail", n, match, status=status, body=body, content_type=content_type))
+        """Answer the next n matching requests with `status` and `body` (and `headers`, such as
+        Azure's x-ms-error-code), not forwarding them."""
+        self._add(
+            _Rule(
+                "fail",
+                n,
+                match,
+                status=status,
+                body=body,
+                content_type=content_type,
+                headers=headers,
+            )
+        )
 
-    def reset_next(self, n: int = 1, *, match: Match | None = None) -> None:
-        """Read the next n matching requests whole, then reset the connection (TCP RST)."""
-        self._add(_Rule("reset", n, match))
+    def reset_next(
+        self, n: int = 1, *, match: Match | None = None, at: ResetAt = "request"
+    ) -> None:
+        """Reset the connection (TCP RST) of the next n matching requests, `at`:
+
+        - "request": once the whole request is read; it is not forwarded (kind "reset");
+        - "head": once its head is read, before its body (a client waiting on
+          `Expect: 100-continue` never sends it); matched with body_size 0 (kind "reset-head");
+        - "response": once the target has answered it: the request took effect, but the client
+          never hears so (kind "reset-response").
+        """
+        self._add(_Rule(_RESET_KINDS[at], n, match))
 
     def delay(self, seconds: float, *, match: Match | None = None, n: int | None = None) -> None:
         """Hold matching requests (the next n, or all) `seconds` before forwarding them."""
@@ -217,6 +246,12 @@ class FaultProxy:
     def cut_response_next(self, n: int = 1, *, match: Match | None = None) -> None:
         """Forward, then send the head and half the body (or half the status line), close."""
         self._add(_Rule("cut", n, match))
+
+    def short_response_next(self, n: int = 1, *, match: Match | None = None) -> None:
+        """Forward, then answer with half the body in a response framed for just that half
+        (Content-Length rewritten): nothing at the HTTP level tells the client it is short.
+        A response without a body is sent as it is."""
+        self._add(_Rule("short", n, match))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -228,12 +263,21 @@ class FaultProxy:
         with self._lock:
             self._rules.append(rule)
 
-    def _record(self, request: SeenRequest) -> _Rule | None:
-        """Logs the request and takes the first rule matching it, if any."""
+    def _record(self, request: SeenRequest, *, head: bool = False) -> _Rule | None:
+        """Logs the request and takes the first rule matching it, if any.
+
+        With `head` (the body not read yet) only "reset-head" rules are looked at, and the
+        request is logged only when one matches: otherwise it is logged with its body.
+        """
         with self._lock:
-            self._requests.append(request)
+            if not head:
+                self._requests.append(request)
             for rule in self._rules:
+                if (rule.kind == "reset-head") != head:
+                    continue
                 if rule.match is None or rule.match(request):
+                    if head:
+                        self._requests.append(request)
                     if rule.remaining is not None:
                         rule.remaining -= 1
                         if rule.remaining == 0:
@@ -295,11 +339,14 @@ class FaultProxy:
             return False
         start_line, headers = _parse_head(head)
         method, target, _version = [*start_line.split(" ", 2), "", ""][:3]
+        path, _, query = target.partition("?")
+        if self._record(SeenRequest(method, path, query, headers, 0), head=True) is not None:
+            _reset(client)  # a "reset-head" rule: before the body (and before 100 Continue)
+            return False
         if headers.get("expect", "").lower() == "100-continue":
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             head = _without_header(head, b"expect")
         body = _read_body(reader, headers, until_close=False)
-        path, _, query = target.partition("?")
         rule = self._record(SeenRequest(method, path, query, headers, len(body)))
         wants_close = headers.get("connection", "").lower() == "close"
         if rule is not None and rule.kind == "reset":
@@ -315,6 +362,13 @@ class FaultProxy:
         except (OSError, _ProtocolError, _StaleConnection) as exc:
             self._note(f"upstream {self.target}: {type(exc).__name__}: {exc}")
             client.sendall(_bad_gateway())
+            return False
+        if rule is not None and rule.kind == "reset-response":
+            _reset(client)
+            return False
+        if rule is not None and rule.kind == "short" and response_body:
+            payload = _payload(response_head, response_body)
+            client.sendall(_reframed(response_head, payload[: len(payload) // 2]))
             return False
         if rule is not None and rule.kind == "cut":
             status_line_end = response_head.index(b"\n")
@@ -500,14 +554,39 @@ def _read_exact(reader: BufferedReader, length: int) -> bytes:
 
 def _error_response(rule: _Rule, *, with_body: bool) -> bytes:
     reason = http.HTTPStatus(rule.status).phrase if rule.status in _KNOWN_STATUSES else "Error"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (rule.headers or {}).items())
     head = (
         f"HTTP/1.1 {rule.status} {reason}\r\n"
         f"Content-Type: {rule.content_type}\r\n"
         f"Content-Length: {len(rule.body)}\r\n"
         "x-amz-request-id: faultproxy\r\n"
+        f"{extra}"
         "\r\n"
     ).encode("latin-1")
     return head + rule.body if with_body else head
+
+
+def _payload(head: bytes, raw_body: bytes) -> bytes:
+    """A response body without its chunked framing (trailers dropped)."""
+    _, headers = _parse_head(head)
+    if "chunked" not in headers.get("transfer-encoding", "").lower():
+        return raw_body
+    pieces: list[bytes] = []
+    pos = 0
+    while True:
+        line_end = raw_body.index(b"\n", pos)
+        size = int(raw_body[pos:line_end].split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            return b"".join(pieces)
+        pieces.append(raw_body[line_end + 1 : line_end + 1 + size])
+        pos = line_end + 1 + size + 2
+
+
+def _reframed(head: bytes, body: bytes) -> bytes:
+    """`head` with Content-Length set to `body`'s length and no Transfer-Encoding, then body."""
+    kept = _without_header(_without_header(head, b"content-length"), b"transfer-encoding")
+    kept = kept.rstrip(b"\r\n") + b"\r\n"
+    return kept + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 def _bad_gateway() -> bytes:
