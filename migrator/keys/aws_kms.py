@@ -8,7 +8,8 @@ the client uses the FIPS endpoint unless an explicit endpoint URL is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import boto3
@@ -25,6 +26,8 @@ from migrator.keys.provider import WrappedKey, check_provider
 MAX_ATTEMPTS = 8  # in all, the first try included
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 30
+INCOMPLETE_ATTEMPTS = 4  # answers cut short, parsed by botocore as empty successes
+INCOMPLETE_BACKOFF = 0.2
 
 # Decrypt errors that say "these bytes were not sealed by this key under this context". Moto
 # (and a key policy that conditions on the encryption context) answers AccessDenied there.
@@ -111,12 +114,15 @@ class AwsKmsKeyProvider:
         return f"AwsKmsKeyProvider({self.key_id!r})"
 
     def generate_data_key(self, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
-        try:
-            response = self._client.generate_data_key(
-                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=dict(context)
-            )
-        except (ClientError, BotoCoreError) as exc:
-            self._raise("GenerateDataKey", exc)
+        def call() -> Any:
+            try:
+                return self._client.generate_data_key(
+                    KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=dict(context)
+                )
+            except (ClientError, BotoCoreError) as exc:
+                self._raise("GenerateDataKey", exc)
+
+        response = self._whole("GenerateDataKey", call, ("Plaintext", "CiphertextBlob", "KeyId"))
         key = self._data_key(response.pop("Plaintext", b""), "GenerateDataKey")
         wrapped = WrappedKey(
             provider=self.name,
@@ -129,12 +135,16 @@ class AwsKmsKeyProvider:
 
     def wrap(self, key: DataKey, context: Mapping[str, str]) -> WrappedKey:
         """`Encrypt` of an existing data key (rotation), bound to the same encryption context."""
-        try:
-            response = self._client.encrypt(
-                KeyId=self.key_id, Plaintext=key.secret, EncryptionContext=dict(context)
-            )
-        except (ClientError, BotoCoreError) as exc:
-            self._raise("Encrypt", exc)
+
+        def call() -> Any:
+            try:
+                return self._client.encrypt(
+                    KeyId=self.key_id, Plaintext=key.secret, EncryptionContext=dict(context)
+                )
+            except (ClientError, BotoCoreError) as exc:
+                self._raise("Encrypt", exc)
+
+        response = self._whole("Encrypt", call, ("CiphertextBlob", "KeyId"))
         return WrappedKey(
             provider=self.name,
             kek_id=str(response["KeyId"]),
@@ -146,22 +156,26 @@ class AwsKmsKeyProvider:
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         check_provider(wrapped, self.name)
         self._check_same_key(wrapped.kek_id)
-        try:
-            response = self._client.decrypt(
-                CiphertextBlob=wrapped.ciphertext,
-                EncryptionContext=dict(wrapped.context),
-                KeyId=self.key_id,
-            )
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code in _WRONG_KEY_CODES:
-                raise WrongKeyError(
-                    f"data key wrapped under {wrapped.kek_id} cannot be unwrapped with KMS key"
-                    f" {self.key_id} ({code}): {_WRONG_KEY_CODES[code]}"
-                ) from None
-            self._raise("Decrypt", exc)
-        except BotoCoreError as exc:
-            self._raise("Decrypt", exc)
+
+        def call() -> Any:
+            try:
+                return self._client.decrypt(
+                    CiphertextBlob=wrapped.ciphertext,
+                    EncryptionContext=dict(wrapped.context),
+                    KeyId=self.key_id,
+                )
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _WRONG_KEY_CODES:
+                    raise WrongKeyError(
+                        f"data key wrapped under {wrapped.kek_id} cannot be unwrapped with KMS"
+                        f" key {self.key_id} ({code}): {_WRONG_KEY_CODES[code]}"
+                    ) from None
+                self._raise("Decrypt", exc)
+            except BotoCoreError as exc:
+                self._raise("Decrypt", exc)
+
+        response = self._whole("Decrypt", call, ("Plaintext",))
         key = self._data_key(response.pop("Plaintext", b""), "Decrypt")
         if key.key_id.hex() != wrapped.key_id:
             raise WrongKeyError(
@@ -193,6 +207,23 @@ class AwsKmsKeyProvider:
             raise WrongKeyError(
                 f"data key was wrapped under KMS key {kek_id}, but the plan uses {self.key_id}"
             )
+
+    def _whole(self, operation: str, call: Callable[[], Any], fields: tuple[str, ...]) -> Any:
+        """The answer with every field it must have. botocore parses an answer cut short (a
+        connection closed mid-body) as an empty success, not an error: ask again, a few times,
+        as for any transient fault, then stop naming the operation."""
+        missing: list[str] = []
+        for attempt in range(INCOMPLETE_ATTEMPTS):
+            if attempt:
+                time.sleep(INCOMPLETE_BACKOFF * 2 ** (attempt - 1))
+            response = call()
+            missing = [f for f in fields if not response.get(f)]
+            if not missing:
+                return response
+        raise KeyProviderError(
+            f"{self.describe()}: {operation} answered without {', '.join(missing)}"
+            f" {INCOMPLETE_ATTEMPTS} times (answers cut short?); run the command again"
+        )
 
     def _data_key(self, plaintext: bytes, operation: str) -> DataKey:
         if len(plaintext) != DATA_KEY_BYTES:

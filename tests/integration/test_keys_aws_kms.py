@@ -20,6 +20,7 @@ from migrator.keys.aws_kms import MAX_ATTEMPTS, AwsKmsKeyProvider
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import key_context
 from migrator.keys.provider import WrappedKey
+from tests.faultproxy import FaultProxy
 
 REGION = "us-east-1"
 CONTEXT = key_context("plan-1", "profiles")
@@ -416,3 +417,35 @@ def test_bare_ids_and_aliases_have_no_partition(value: str) -> None:
 def test_bad_arns_say_what_is_wrong(value: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_kms_arn(value)
+
+
+@pytest.mark.parametrize("operation", ["GenerateDataKey", "Encrypt", "Decrypt"])
+def test_an_answer_cut_short_is_asked_again(
+    key_arn: str, s3_proxy: FaultProxy, operation: str
+) -> None:
+    """botocore parses a KMS answer cut short as an empty success: the provider asks again
+    instead of failing on a missing field (or, for Encrypt, on a bare KeyError)."""
+    provider = AwsKmsKeyProvider(key_arn, region=REGION, endpoint_url=s3_proxy.url)
+    context = key_context("plan", "ds")
+    key, wrapped = provider.generate_data_key(context)
+    target = f"TrentService.{operation}"
+    s3_proxy.cut_response_next(2, match=lambda r: r.headers.get("x-amz-target") == target)
+    if operation == "GenerateDataKey":
+        again, _ = provider.generate_data_key(context)
+        assert len(again.secret) == 32
+    elif operation == "Encrypt":
+        rewrapped = provider.wrap(key, context)
+        assert provider.unwrap(rewrapped) == key
+    else:
+        assert provider.unwrap(wrapped) == key
+    assert [kind for kind, _ in s3_proxy.injected] == ["cut", "cut"]
+
+
+def test_answers_cut_short_every_time_stop_naming_the_operation(
+    key_arn: str, s3_proxy: FaultProxy
+) -> None:
+    provider = AwsKmsKeyProvider(key_arn, region=REGION, endpoint_url=s3_proxy.url)
+    _, wrapped = provider.generate_data_key(key_context("plan", "ds"))
+    s3_proxy.cut_response_next(100, match=lambda r: "Decrypt" in r.headers.get("x-amz-target", ""))
+    with pytest.raises(KeyProviderError, match=r"Decrypt answered without Plaintext 4 times"):
+        provider.unwrap(wrapped)
