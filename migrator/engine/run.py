@@ -401,6 +401,7 @@ class MigrationRun:
         records it is stored first and committed with the forgetting."""
         if not doomed:
             return
+        self._check_lease(ds.name, shard)  # a worker that may have lost the shard deletes nothing
         ledger = self.ledgers.get(ds.name)
         moves = ledger.deletes(map(LedgerItem.of, doomed), reason) if ledger is not None else []
         for c in doomed:
@@ -461,11 +462,7 @@ class MigrationRun:
         )
 
     def _complete_shards(self, ds: DatasetPlan, gen: int) -> set[int]:
-        return {
-            p.shard
-            for p in self.state.shard_progress(ds.name, gen)
-            if p.status is ShardStatus.COMPLETE
-        }
+        return self.state.complete_shards(ds.name, gen)
 
     def _previous_head(self, ds: DatasetPlan, gen: int, shard: int) -> tuple[int, str | None]:
         """(generation, stored xxh3) of the shard's last manifest before `gen`; (0, None) if
@@ -521,6 +518,7 @@ class MigrationRun:
         for shard in selected:
             if shard in done:
                 continue
+            _check_spool(ds, shard, spool_dir, cp.spool_sizes[shard])
             delta, path = self._records_delta(ds, gen, shard, spool_dir)
             if delta is None:  # nothing changed in the shard since its last generation
                 self._complete_untouched(ds, gen, shard)
@@ -973,6 +971,19 @@ def commit_generation(
         state.prune_inventories(ds.name, shard, gen + 1)
     shutil.rmtree(spool, ignore_errors=True)
     return True
+
+
+def _check_spool(ds: DatasetPlan, shard: int, spool_dir: Path, routed: int) -> None:
+    """The shard's spool is what routing wrote: a worker that does not share the router's
+    state_dir would otherwise see no records and write the shard as empty or deleted."""
+    path = spool_path(spool_dir, shard)
+    size = path.stat().st_size if path.exists() else 0
+    if size != routed:
+        raise StateError(
+            f"dataset {ds.name} shard {shard}: the spool {path} holds {size:,} bytes, routing"
+            f" wrote {routed:,}; every worker of a plan must see the same state_dir (a shared"
+            " volume)"
+        )
 
 
 def remove_spools(plan: Plan, dataset: str, *, upto: int) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import xxhash
+
 from migrator.errors import StateError
 
 if TYPE_CHECKING:
@@ -47,9 +49,20 @@ WORKER_ID_ENV = "MIGRATOR_WORKER_ID"
 
 def worker_identity() -> str:
     """Who a worker is, in leases and logs: its name (MIGRATOR_WORKER_ID, e.g. the pod's, else
-    the host's), its process, and a nonce, since pids are reused."""
+    the host's), its process, a nonce (pids are reused), and which kernel and pid namespace
+    the pid belongs to (two containers may share a host name and both be pid 1)."""
     name = os.environ.get(WORKER_ID_ENV) or socket.gethostname()
-    return f"{name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{name}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_space()}"
+
+
+def _pid_space() -> str:
+    """This boot of this kernel and this pid namespace, as a short tag."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "unknown"
+    return xxhash.xxh3_64_hexdigest(f"{boot} {space}".encode())[:12]
 
 
 def process_started_at() -> float:
@@ -76,10 +89,12 @@ def dead_on_this_host(owner: str) -> bool:
     not lapse first (a killed run on one machine resumes at once)."""
     if os.environ.get(WORKER_ID_ENV):
         return False  # named workers: only the lease's lapse tells
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    parts = owner.split(":")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
+    if parts[3] != _pid_space() or parts[3] == "unknown":
+        return False  # another kernel or pid namespace: its pid means nothing here
+    pid_text = parts[1]
     pid = int(pid_text)
     if pid == os.getpid():  # an earlier run in this very process that failed to release
         return owner not in _ACTIVE_OWNERS
@@ -179,7 +194,9 @@ class LeaseKeeper:
             self._thread.start()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        wait = self.ttl / 3
+        while not self._stop.wait(wait):
+            wait = self.ttl / 3
             with self._lock:
                 held = list(self.held.values())
             if not held:
@@ -188,11 +205,16 @@ class LeaseKeeper:
             try:
                 lost = self.state.renew_leases(held, self.ttl)
             except StateError:
-                continue  # the deadline in check() stops the work if this goes on
+                # Soon again, not a third of a lease later: that would be past the deadline
+                # in check(), which stops the work only if the store stays unreachable.
+                wait = min(1.0, self.ttl / 12)
+                continue
             with self._lock:
                 for lease in held:
                     key = (lease.dataset, lease.shard)
+                    if self.held.get(key) != lease:
+                        continue  # released, or claimed anew, since this renewal began
                     if lease in lost:
                         self._lost.add(key)
-                    elif key in self.held:
+                    else:
                         self._safe_until[key] = sent + self.ttl * SAFE_FRACTION

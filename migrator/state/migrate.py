@@ -38,6 +38,9 @@ def upgrade(engine: Engine, where: str, sqlite_path: Path | None = None) -> None
         if current_revision(conn) == HEAD:
             return
     with _migration_lock(engine, sqlite_path), engine.connect() as conn:
+        # Each migration is one transaction (on SQLite, too: BEGIN IMMEDIATE rather than
+        # autocommit), so a kill halfway leaves the previous revision, never half of one.
+        conn.execution_options(immediate=True)
         revision = current_revision(conn)
         conn.commit()
         if revision == HEAD:

@@ -143,11 +143,22 @@ _UPLOAD = select(*_UPLOAD_COLUMNS).where(uploads.c.object_key == bindparam("k"))
 
 
 def describe_url(url: str) -> str:
-    """The URL as messages may show it: never a password."""
+    """The URL as messages may show it: never a password (neither in the authority nor as a
+    query parameter)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+        query = {k: v for k, v in parsed.query.items() if k.lower() not in _SECRET_PARAMS}
+        shown = parsed.set(password=None, query=query).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
         return "<state URL>"
+    if "@" in (parsed.host or "") or (
+        parsed.password is not None and str(parsed.password) in shown
+    ):
+        return "<state URL>"  # an unescaped separator in the password: show nothing of it
+    return shown
+
+
+_SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 
 
 class StateStore:
@@ -161,6 +172,10 @@ class StateStore:
             parsed = make_url(url)
         except ArgumentError:
             raise StateError(f"{self.path}: not a database URL") from None
+        if "@" in (parsed.host or ""):
+            raise StateError(
+                f"{self.path}: the URL's password holds an unescaped '@' (write it as %40)"
+            )
         if parsed.drivername == "postgresql":
             # The driver this release ships (the `postgres` extra); SQLAlchemy's own default
             # for a bare postgresql:// may be another.
@@ -178,11 +193,33 @@ class StateStore:
                 self.engine = _sqlite_engine(url)
             else:
                 self.engine = create_engine(
-                    url, pool_size=2, max_overflow=32, pool_pre_ping=True, pool_recycle=1800
+                    url,
+                    # Most calls come from a run's coordinating thread; upload threads journal
+                    # multipart uploads. A few kept, more on demand: dozens of pods share a server.
+                    pool_size=4,
+                    max_overflow=16,
+                    pool_pre_ping=True,
+                    pool_recycle=1800,
+                    connect_args={
+                        # A dead peer is noticed in about a minute, both ways: the server drops
+                        # a dead worker's session (and so its advisory locks), the worker stops
+                        # waiting on a dead server.
+                        "keepalives": 1,
+                        "keepalives_idle": 30,
+                        "keepalives_interval": 10,
+                        "keepalives_count": 3,
+                        "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10"
+                        " -c tcp_keepalives_count=3",
+                    },
                 )
             migrate.upgrade(self.engine, self.path, self._file)
         except SQLAlchemyError as exc:
             raise StateError(f"{self.path}: cannot open state store ({_reason(exc)})") from None
+        except ImportError as exc:
+            raise StateError(
+                f"{self.path}: the PostgreSQL driver is not installed ({exc.name}); install"
+                " migrator with its `postgres` extra"
+            ) from None
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         chunk_insert = self._insert(chunks)
         self._chunk_upsert = chunk_insert.on_conflict_do_update(
@@ -295,9 +332,11 @@ class StateStore:
             try:
                 yield
             finally:
-                with contextlib.suppress(SQLAlchemyError):
+                try:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
+                except SQLAlchemyError:
+                    conn.invalidate()  # never back to the pool still holding the lock
 
     # --- shard leases --------------------------------------------------------------------
 
@@ -335,7 +374,9 @@ class StateStore:
         """Extend every lease still held; returns those lost (taken over by another worker)."""
         lost = []
         with self._write("renew leases") as conn:
-            for lease in held:
+            # In shard order, as the fence locks them: two transactions never wait on each
+            # other's rows in opposite orders.
+            for lease in sorted(held, key=lambda x: (x.dataset, x.shard)):
                 done = conn.execute(
                     update(leases)
                     .where(
@@ -352,7 +393,7 @@ class StateStore:
 
     def release_leases(self, held: Iterable[Lease]) -> None:
         with self._write("release leases") as conn:
-            for lease in held:
+            for lease in sorted(held, key=lambda x: (x.dataset, x.shard)):
                 conn.execute(
                     delete(leases).where(
                         leases.c.dataset == lease.dataset,
@@ -380,8 +421,10 @@ class StateStore:
         if fence is None:
             return
         wanted = sorted(set(shard_ids))
-        query = select(leases.c.shard, leases.c.owner, leases.c.token).where(
-            leases.c.dataset == dataset, leases.c.shard.in_(wanted)
+        query = (
+            select(leases.c.shard, leases.c.owner, leases.c.token)
+            .where(leases.c.dataset == dataset, leases.c.shard.in_(wanted))
+            .order_by(leases.c.shard)
         )
         if self.dialect == "postgresql":
             query = query.with_for_update()
@@ -466,7 +509,29 @@ class StateStore:
                 "manifest_key": manifest_key,
                 "updated_at": time.time(),
             }
-            conn.execute(self._upsert(shards, row, ["dataset", "generation", "shard"]), row)
+            stmt = self._insert(shards)
+            # Never over a complete shard, even if one completed since the check above (on
+            # PostgreSQL the check and the write are not one step).
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["dataset", "generation", "shard"],
+                    set_={k: stmt.excluded[k] for k in ("status", "manifest_key", "updated_at")},
+                    where=shards.c.status != str(ShardStatus.COMPLETE),
+                ),
+                row,
+            )
+
+    def complete_shards(self, dataset: str, generation: int) -> set[int]:
+        """The shards complete in the generation: one query, for workers polling it."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(shards.c.shard).where(
+                    shards.c.dataset == dataset,
+                    shards.c.generation == generation,
+                    shards.c.status == str(ShardStatus.COMPLETE),
+                )
+            ).scalars()
+            return {int(r) for r in rows}
 
     def complete_shard(
         self,

@@ -327,3 +327,21 @@ def test_ledger_heads_move_with_their_chunks_and_only_forward(state: StateStore)
     assert state.ledger_heads("profiles", range(4)) == {0: head(3, 4), 1: head(2, 2, shard=1)}
     state.set_ledger_head(head(7, 9))  # a rebuild sets it as the destination shows it
     assert state.ledger_head("profiles", 0) == head(7, 9)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://migrator@127.0.0.1:1/nowhere?password=hunter2-secret",
+        "postgresql://migrator:hunter2@secret@127.0.0.1:1/nowhere",  # an unescaped @
+    ],
+)
+def test_no_form_of_a_password_reaches_a_message(url: str) -> None:
+    with pytest.raises(StateError) as caught:
+        StateStore(url)
+    assert "hunter2" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_missing_driver_names_the_extra_to_install() -> None:
+    with pytest.raises(StateError, match=r"not installed .*`postgres` extra"):
+        StateStore("postgresql+pg8000://migrator@127.0.0.1:1/nowhere")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from migrator.engine.run import MigrationRun
 from migrator.plan.model import load_plan
 from migrator.wiring import open_key_provider, open_state, open_store
@@ -24,6 +26,8 @@ from tests.planfiles import (
 SHARD_RUN = """
 import sys
 from pathlib import Path
+import pytest
+
 from migrator.engine.run import MigrationRun
 from migrator.plan.model import load_plan
 from migrator.wiring import open_key_provider, open_state, open_store
@@ -92,3 +96,22 @@ def test_a_changed_object_goes_to_a_sync_generation(tmp_path: Path) -> None:
     assert ds.shards_changed == 1 and ds.removed == 1  # the old version is superseded
     result = run_cli("verify", "plan.yaml", "--dataset", "videos", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_worker_that_does_not_see_the_routers_spools_stops_instead_of_emptying_shards(
+    tmp_path: Path,
+) -> None:
+    """A shard run whose state_dir lacks the spools routing wrote (not a shared volume) must
+    not take the shard for empty: it stops, naming the spool, and loses nothing."""
+    from migrator.errors import StateError
+
+    plan = load_plan(make(tmp_path))
+    with open_state(plan) as state:
+        run = MigrationRun(plan, open_store(plan), open_key_provider(plan), state)
+        run.run({"profiles"}, {0})  # routes every shard, works shard 0
+        spool = next((tmp_path / "state" / "spool" / "profiles").rglob("s00001.spool"))
+        spool.unlink()  # what a worker on another node, with its own state_dir, would see
+        with pytest.raises(StateError, match=r"shard 1: the spool .*s00001.spool holds 0 bytes"):
+            run.run({"profiles"}, {1})
+    result = run_cli("status", "plan.yaml", "--json", cwd=tmp_path)
+    assert '"shards_complete": 1' in result.stdout  # shard 1 was not completed as empty
