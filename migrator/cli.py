@@ -6,13 +6,14 @@ Exit codes: 0 ok · 1 verification found problems · 2 bad plan or usage · 3 ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -22,6 +23,9 @@ from rich.table import Table
 from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, EXIT_VERIFY_FAILED, MigratorError, UsageError
 from migrator.plan.model import Plan, load_plan
 from migrator.sizes import format_size, parse_rate, parse_size
+
+if TYPE_CHECKING:
+    from migrator.state.store import StateStore
 
 _debug = False
 
@@ -297,6 +301,31 @@ def _report_dead_letters(plan: Plan, plan_file: str, runs: list[tuple[str, int]]
             )
 
 
+@contextlib.contextmanager
+def _existing_state(plan: Plan) -> Iterator[StateStore | None]:
+    """The plan's state store if it has one: readers work from the destination without it."""
+    from migrator.wiring import open_state, state_exists
+
+    state = open_state(plan) if state_exists(plan) else None
+    try:
+        yield state
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _show(doc: Any, parts: Iterable[Any], as_json: bool, *, ok: bool) -> None:
+    """A report as JSON or as tables; exit 1 when it found something."""
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        console = _console()
+        for part in parts:
+            console.print(part)
+    if not ok:
+        raise SystemExit(EXIT_VERIFY_FAILED)
+
+
 def _rate(value: str | None, option: str) -> int | None:
     if value is None:
         return None
@@ -434,21 +463,17 @@ def verify_cmd(
     """Read the destination back and check every tag and digest against the manifests."""
     from migrator.display import verify_json, verify_summary, verify_table
     from migrator.engine.verify import Verifier
-    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
+    from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
     store = open_store(plan)
     provider = open_key_provider(plan)
-    state = open_state(plan) if state_exists(plan) else None
-    try:
+    with _existing_state(plan) as state:
         workers = max(4, (os.cpu_count() or 1) * 2)
         report = Verifier(
             plan, store, provider, state, sample=sample, seed=seed, workers=workers, quick=quick
         ).verify(set(datasets) or None)
-    finally:
-        if state is not None:
-            state.close()
     if as_json:
         click.echo(orjson.dumps(verify_json(report), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -503,26 +528,15 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
     estimate of the write freeze. Exits 0 only when every shard matches."""
     from migrator.display import cutover_tables
     from migrator.engine.cutover import CutoverGate
-    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
+    from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file)
     _check_dataset_names(plan, datasets)
-    state = open_state(plan) if state_exists(plan) else None
-    try:
+    with _existing_state(plan) as state:
         report = CutoverGate(plan, open_store(plan), open_key_provider(plan), state).check(
             set(datasets) or None
         )
-    finally:
-        if state is not None:
-            state.close()
-    if as_json:
-        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
-    else:
-        console = _console()
-        for part in cutover_tables(report):
-            console.print(part)
-    if not report.ready:
-        raise SystemExit(EXIT_VERIFY_FAILED)
+    _show(report.to_json(), cutover_tables(report), as_json, ok=report.ready)
 
 
 @cli.command("audit")
@@ -550,7 +564,7 @@ def audit_cmd(
     stored data object. Exits 0 only when nothing is found."""
     from migrator.audit_tables import audit_tables
     from migrator.engine.audit import Auditor, read_audit_key_file
-    from migrator.wiring import open_key_provider, open_state, open_store, state_exists
+    from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
@@ -562,8 +576,7 @@ def audit_cmd(
             if datasets:
                 raise UsageError(f"{audit_key_file}: holds no audit key of {', '.join(missing)}")
             only = {d.name for d in plan.datasets} & verify_keys.keys()
-    state = open_state(plan) if state_exists(plan) else None
-    try:
+    with _existing_state(plan) as state:
         report = Auditor(
             plan,
             open_store(plan),
@@ -573,17 +586,7 @@ def audit_cmd(
             full=full,
             workers=max(4, (os.cpu_count() or 1) * 2),
         ).audit(only)
-    finally:
-        if state is not None:
-            state.close()
-    if as_json:
-        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
-    else:
-        console = _console()
-        for part in audit_tables(report):
-            console.print(part)
-    if not report.ok:
-        raise SystemExit(EXIT_VERIFY_FAILED)
+    _show(report.to_json(), audit_tables(report), as_json, ok=report.ok)
 
 
 @cli.command("restore")
