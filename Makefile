@@ -28,7 +28,7 @@ lint: $(STAMP)
 test: lint
 	bash scripts/ensure-chromium.sh   # headless Chromium for the Dagster UI test (Debian package)
 	bash scripts/ensure-postgres.sh   # PostgreSQL server binaries; the tests run a private server
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto   # one test process per core
 
 # The Dagster UI on http://127.0.0.1:3000 with the demo plan's assets (data generated once).
 ui: $(STAMP)

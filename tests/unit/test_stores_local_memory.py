@@ -49,7 +49,7 @@ def temp_files(root: Path) -> list[Path]:
         "a/./b",
         "nul\x00byte",
         ".meta/a.json",
-        f"a/.b.{uuid.uuid4().hex}.tmp",
+        "a/.b.0123456789abcdef0123456789abcdef.tmp",  # the shape of a temporary file
     ],
 )
 def test_local_rejects_bad_keys(tmp_path: Path, key: str) -> None:
