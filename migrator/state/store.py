@@ -230,6 +230,7 @@ class StateStore:
         self._fast_lock = threading.Lock()
         self._fast_connections: list[Any] = []
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         chunk_insert = self._insert(chunks)
         self._chunk_upsert = chunk_insert.on_conflict_do_update(
             index_elements=["dataset", "generation", "object_key"],
@@ -316,13 +317,18 @@ class StateStore:
     def _upsert(
         self, table: Any, rows: list[dict[str, Any]] | dict[str, Any], keys: Sequence[str]
     ) -> Any:
-        """INSERT ... ON CONFLICT (keys) DO UPDATE: the same statement on both databases."""
-        stmt = self._insert(table)
+        """INSERT ... ON CONFLICT (keys) DO UPDATE: the same statement on both databases; built
+        once per table and set of columns (building it costs more than running it on SQLite)."""
         sample = rows[0] if isinstance(rows, list) else rows
-        return stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c: stmt.excluded[c] for c in sample if c not in keys},
-        )
+        cache_key = (table.name, tuple(keys), tuple(sample))
+        built = self._upserts.get(cache_key)
+        if built is None:
+            stmt = self._insert(table)
+            built = self._upserts[cache_key] = stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={c: stmt.excluded[c] for c in sample if c not in keys},
+            )
+        return built
 
     # --- meta and ownership -------------------------------------------------------------
 
