@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import psutil
 import xxhash
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from machine import machine_info
 from rich.console import Console
 from rich.table import Table
 
@@ -491,26 +491,6 @@ def s3_vs_local(peer: peers.PeerRun, runs: dict[str, Run]) -> float | None:
 # --- report -----------------------------------------------------------------------------
 
 
-def machine_info(level: int) -> dict[str, object]:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "zstd_level": level,
-        "zstandard": zstandard.__version__,
-        "memory_total_mib": psutil.virtual_memory().total // MiB,
-        "load_average_1m": os.getloadavg()[0],
-    }
-
-
 def measure_disk_write(folder: Path, total: int, threads: int) -> float:
     """MB/s of the destination's disk for what a local destination does per chunk: write a
     16 MiB file, fsync it, rename it into place, fsync the folder, on `threads` threads."""
@@ -699,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         prepare_data(workdir / "data", size, console)
         warm_read(workdir / "data")
-        machine = machine_info(args.level)
+        machine = machine_info(zstd_level=args.level, zstandard=zstandard.__version__)
         ceilings: dict[str, Ceiling] = {}
         prims: dict[str, float] = {}
         for kind in KINDS:

@@ -49,8 +49,7 @@ def main() -> int:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="migrator-phases-"))
     console = Console()
-    if not (work / "data").exists():
-        bench.prepare_data(work / "data", parse_size(args.size), console)
+    bench.prepare_data(work / "data", parse_size(args.size), console)  # reused if it fits
     run_dir = work / f"phases-{args.kind}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import xxhash
+from machine import machine_info
 from rich.console import Console
 from rich.table import Table
 
@@ -419,25 +418,6 @@ def table_sizes(db: Path) -> dict[str, int]:
 # --- report -----------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, object]:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-        "memory_total_mib": psutil.virtual_memory().total // MiB,
-        "load_average_1m": os.getloadavg()[0],
-    }
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.2f} ms"
 
@@ -659,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for doc, d in zip(fill_doc["deciles"], filled.deciles, strict=True):
             doc["commit_rate"], doc["wall_rate"] = d.commit_rate, d.wall_rate
         result: dict[str, Any] = {
-            "machine": machine_info(),
+            "machine": machine_info(sqlite=sqlite3.sqlite_version),
             "params": {
                 "chunks": args.chunks,
                 "shards": args.shards,

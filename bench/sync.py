@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import random
 import resource
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import orjson
 import psutil
+from machine import machine_info
 from rich.console import Console
 from rich.table import Table
 
@@ -263,12 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     out = args.json or workdir / "sync-bench.json"
     # The load average: other work on the machine skews the seconds, less so the ratios.
-    machine: dict[str, object] = {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average_1m": os.getloadavg()[0],
-    }
+    machine = machine_info()
     try:
         sizes = [bench_size(workdir, n, args.change, console) for n in (records, 4 * records)]
     finally:

@@ -237,7 +237,14 @@ class CutoverGate:
         assert ds.format is not None and ds.key is not None
         folder = self.plan.state_dir / "cutover" / ds.name
         spec = RecordsSpec(
-            ds.name, 0, ds.format, ds.key, ds.shards, source, csv_delimiter=ds.csv_delimiter
+            ds.name,
+            0,
+            ds.format,
+            ds.key,
+            ds.shards,
+            source,
+            csv_delimiter=ds.csv_delimiter,
+            on_bad_record=ds.on_bad_record,
         )
         try:
             scan_digests(

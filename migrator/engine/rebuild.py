@@ -101,7 +101,7 @@ class StateRebuilder:
         for record, record_xxh3 in records:
             self.state.open_generation(ds.name, record.generation, record.kind)
             report.generations.append(record.generation)
-            self.state.restore_generation(
+            self.state.commit_generation(
                 ds.name,
                 record.generation,
                 started_at=datetime.fromisoformat(record.started_at).timestamp(),

@@ -30,7 +30,7 @@ from migrator.engine.route_blocks import (
     route_block,
 )
 from migrator.errors import SourceError, StateError
-from migrator.sources.base import FilteredSource, Source, SourceObject
+from migrator.sources.base import Source, SourceObject
 from migrator.state.model import RouteCheckpoint
 from migrator.state.store import StateStore
 
@@ -50,15 +50,14 @@ class RecordsSpec:
     # The header earlier generations were routed with: a sync refuses another one, since its
     # deltas are applied to records the old header describes.
     csv_header: bytes | None = None
+    on_bad_record: str = "fail"  # fail | quarantine: a bad record stops routing, or is set aside
+
+    @property
+    def quarantines(self) -> bool:
+        return self.on_bad_record == "quarantine"
 
 
 BLOCK_BYTES = 8 * 1024 * 1024  # records handed to a routing worker at a time
-
-
-def quarantines(source: Source) -> bool:
-    """The dataset's on_bad_record is quarantine (open_source gives it to the source it builds;
-    any other source fails on a bad record)."""
-    return isinstance(source, FilteredSource) and source.on_bad_record == "quarantine"
 
 
 def spool_path(spool_dir: Path, shard: int) -> Path:
@@ -191,7 +190,7 @@ def _route_records(
     start = cp.next_file if cp else 0
     spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
     dead = DeadLetterSpool(spool_dir)
-    dead.restore(start, create=quarantines(spec.source))
+    dead.restore(start, create=spec.quarantines)
     csv_header = cp.csv_header if cp else spec.csv_header
     inventory = xxhash.xxh3_128()
     since_checkpoint = 0
@@ -211,7 +210,7 @@ def _route_records(
                 )
             on_bytes(src.size)
             continue
-        sink = functools.partial(dead.add, index, src.name) if quarantines(spec.source) else None
+        sink = functools.partial(dead.add, index, src.name) if spec.quarantines else None
         csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
         on_bytes(src.size)
         since_checkpoint += src.size
@@ -244,7 +243,7 @@ def scan_digests(
     spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
     csv_header: bytes | None = None
     # Records a quarantining dataset sets aside never reach the destination: skip them here too.
-    sink = (lambda bad: None) if quarantines(spec.source) else None
+    sink = (lambda bad: None) if spec.quarantines else None
     with BlockRunner(processes) as runner:
         for src in spec.source.list():
             csv_header = _route_file(spec, src, spools, csv_header, runner, sink)

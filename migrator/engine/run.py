@@ -491,6 +491,7 @@ class MigrationRun:
             source=self.open_source(ds),
             csv_delimiter=ds.csv_delimiter,
             csv_header=self.state.last_csv_header(ds.name, gen),
+            on_bad_record=ds.on_bad_record,
         )
         # One router at a time: shard runs in parallel processes wait for it, then share it.
         with self.state.lock(f"{ds.name}.routing"):
@@ -563,11 +564,15 @@ class MigrationRun:
         inventory_path = spool_dir / f"s{shard:05d}.inventory"
         if not inventory_path.exists():
             _write_atomic(inventory_path, pack_records_inventory(entries))
-        digest, live = spool_digest(entries)
         previous, previous_xxh3 = self._previous_head(ds, gen, shard)
         if previous == 0:
+            digest, live = spool_digest(entries)
             return _ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory_path), spool
-        current = records_map_from_spool(entries)
+        current = records_map_from_spool(entries)  # one pass gives the totals too
+        digest = live = 0
+        for e in current.values():
+            digest = add(digest, e.digest)
+            live += e.records
         blob = self.state.shard_inventory(ds.name, shard, gen)
         if blob is None:
             raise StateError(

@@ -43,15 +43,11 @@ def included(name: str, include: Sequence[str] | None) -> bool:
 
 
 class FilteredSource:
-    """A dataset's source as its plan describes it: seen through the `include` patterns, and
-    with what routing does with a record it cannot use (`on_bad_record`)."""
+    """A source seen through the plan's `include` patterns."""
 
-    def __init__(
-        self, inner: Source, include: Sequence[str] | None, on_bad_record: str = "fail"
-    ) -> None:
+    def __init__(self, inner: Source, include: Sequence[str] | None) -> None:
         self.inner = inner
         self.include = tuple(include) if include else None
-        self.on_bad_record = on_bad_record  # fail | quarantine
 
     def list(self) -> Iterator[SourceObject]:
         for obj in self.inner.list():

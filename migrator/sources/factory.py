@@ -35,7 +35,7 @@ def open_source(ds: DatasetPlan) -> Source:
         inner = _azure_source(ds.name, plan)
     else:
         raise UsageError(f"dataset {ds.name}: source kind {plan.kind!r} is not supported")
-    return FilteredSource(inner, ds.include, ds.on_bad_record)
+    return FilteredSource(inner, ds.include)
 
 
 def _azure_source(dataset: str, plan: SourcePlan) -> Source:

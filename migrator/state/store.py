@@ -798,32 +798,6 @@ class StateStore:
             )
         return next(g for g in self.generations(dataset) if g.generation == generation)
 
-    def restore_generation(
-        self,
-        dataset: str,
-        generation: int,
-        *,
-        started_at: float,
-        finished_at: float,
-        changed_records: int,
-        changed_bytes: int,
-        record_xxh3: str,
-    ) -> None:
-        """A committed generation as its record at the destination tells it (state rebuild)."""
-        with self._write("restore a generation") as conn:
-            conn.execute(
-                update(generations)
-                .where(generations.c.dataset == dataset, generations.c.generation == generation)
-                .values(
-                    status="committed",
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    changed_records=changed_records,
-                    changed_bytes=changed_bytes,
-                    record_xxh3=record_xxh3,
-                )
-            )
-
     def commit_generation(
         self,
         dataset: str,
@@ -833,18 +807,24 @@ class StateStore:
         changed_bytes: int,
         record_xxh3: str,
         finished_at: float,
+        started_at: float | None = None,
     ) -> None:
+        """The generation's record is stored. `started_at`: as the record tells it, when the
+        state is rebuilt from the destination."""
+        values: dict[str, object] = {
+            "status": "committed",
+            "finished_at": finished_at,
+            "changed_records": changed_records,
+            "changed_bytes": changed_bytes,
+            "record_xxh3": record_xxh3,
+        }
+        if started_at is not None:
+            values["started_at"] = started_at
         with self._write("commit a generation") as conn:
             conn.execute(
                 update(generations)
                 .where(generations.c.dataset == dataset, generations.c.generation == generation)
-                .values(
-                    status="committed",
-                    finished_at=finished_at,
-                    changed_records=changed_records,
-                    changed_bytes=changed_bytes,
-                    record_xxh3=record_xxh3,
-                )
+                .values(**values)
             )
 
     def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:
