@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from migrator.display import problems_table
 from migrator.engine.audit_report import FINDINGS, AuditReport, DatasetAudit
 
 WRITERS_SHOWN = 1
@@ -21,14 +22,10 @@ def audit_tables(report: AuditReport) -> list[Table | str]:
                 out.append(f"{d.dataset} shard {s.shard}: {note}")
     found = [(d.dataset, shard, f) for d in report.datasets for shard, f in d.all_findings()]
     if found:
-        t = Table(title="findings", title_justify="left")
-        for col in ("finding", "dataset", "shard", "object", "what"):
-            t.add_column(col, justify="right" if col == "shard" else "left")
-        for dataset, shard, f in found:
-            t.add_row(
-                f.kind, dataset, "" if shard is None else str(shard), f.object_key or "", f.message
-            )
-        out.append(t)
+        rows = [(f.kind, dataset, shard, f.object_key, f.message) for dataset, shard, f in found]
+        out.append(
+            problems_table("findings", ("finding", "dataset", "shard", "object", "what"), rows)
+        )
         kinds = sorted({f.kind for _, _, f in found})
         out.extend(f"  {kind}: {FINDINGS[kind]}" for kind in kinds)
     out.append(audit_summary(report))

@@ -301,12 +301,17 @@ def _report_dead_letters(plan: Plan, plan_file: str, runs: list[tuple[str, int]]
             )
 
 
+def _readers() -> int:
+    """Threads for commands that read the destination back: I/O bound, so twice the cores."""
+    return max(4, (os.cpu_count() or 1) * 2)
+
+
 @contextlib.contextmanager
 def _existing_state(plan: Plan) -> Iterator[StateStore | None]:
     """The plan's state store if it has one: readers work from the destination without it."""
-    from migrator.wiring import open_state, state_exists
+    from migrator.wiring import open_existing_state
 
-    state = open_state(plan) if state_exists(plan) else None
+    state = open_existing_state(plan)
     try:
         yield state
     finally:
@@ -362,16 +367,17 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
     """Per-dataset and per-shard progress, from the state store."""
     from migrator.display import generations_table, status_table
     from migrator.engine.deadletter import dead_letter_counts
-    from migrator.wiring import describe_state, open_state, state_exists
+    from migrator.wiring import describe_state, open_existing_state
 
     plan = _load(plan_file, check_sources=False)
-    if not state_exists(plan):
+    opened = open_existing_state(plan)
+    if opened is None:
         if as_json:
             click.echo(orjson.dumps({"plan": plan.name, "started": False, "datasets": []}).decode())
         else:
             click.echo(f"plan {plan.name}: not started (no state in {describe_state(plan)})")
         return
-    with open_state(plan) as state:
+    with opened as state:
         gens = {ds.name: state.generations(ds.name) for ds in plan.datasets}
         latest = {name: rows[-1].generation if rows else 1 for name, rows in gens.items()}
         per_ds = [(ds, state.shard_progress(ds.name, latest[ds.name])) for ds in plan.datasets]
@@ -470,7 +476,7 @@ def verify_cmd(
     store = open_store(plan)
     provider = open_key_provider(plan)
     with _existing_state(plan) as state:
-        workers = max(4, (os.cpu_count() or 1) * 2)
+        workers = _readers()
         report = Verifier(
             plan, store, provider, state, sample=sample, seed=seed, workers=workers, quick=quick
         ).verify(set(datasets) or None)
@@ -502,7 +508,7 @@ def compact_cmd(plan_file: str, datasets: Sequence[str]) -> None:
             open_store(plan),
             open_key_provider(plan),
             state,
-            workers=max(4, (os.cpu_count() or 1) * 2),
+            workers=_readers(),
         ).compact(set(datasets) or None)
     for r in results:
         if r.generation is None:
@@ -584,7 +590,7 @@ def audit_cmd(
             verify_keys=verify_keys,
             state=state,
             full=full,
-            workers=max(4, (os.cpu_count() or 1) * 2),
+            workers=_readers(),
         ).audit(only)
     _show(report.to_json(), audit_tables(report), as_json, ok=report.ok)
 
@@ -612,9 +618,9 @@ def restore_cmd(plan_file: str, dataset: str, out_dir: str, generation: int | No
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
-    report = Restorer(
-        plan, open_store(plan), open_key_provider(plan), workers=max(4, (os.cpu_count() or 1) * 2)
-    ).restore(dataset, Path(out_dir), generation)
+    report = Restorer(plan, open_store(plan), open_key_provider(plan), workers=_readers()).restore(
+        dataset, Path(out_dir), generation
+    )
     click.echo(
         f"restored {report.dataset}: {report.files} files, {report.records:,} records,"
         f" {format_size(report.bytes)} into {out_dir} (generation {report.generation})"
@@ -645,14 +651,13 @@ def deadletters_cmd(
     encrypted dead-letter area: file, line, byte offset and reason of each; with --out, the
     records themselves, to fix and feed back."""
     import base64
-    import functools
 
     from migrator.engine.deadletter import (
         dead_letter_generations,
         open_dead_letters,
         write_dead_letters,
     )
-    from migrator.keys.keyring import key_for, load_keyring
+    from migrator.keys.keyring import load_keyring
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
@@ -675,9 +680,7 @@ def deadletters_cmd(
     generation = generation or gens[-1]
     # Each chunk opens with the data key its header names (an older set may predate a new key).
     keyring = load_keyring(store, open_key_provider(plan), plan.name, dataset)
-    info, letters = open_dead_letters(
-        store, plan.name, dataset, generation, functools.partial(key_for, keyring)
-    )
+    info, letters = open_dead_letters(store, plan.name, dataset, generation, keyring)
     what = f"dataset {dataset} generation {generation}: {info.records:,} records quarantined"
     if out_dir is not None:
         files = write_dead_letters(info, letters, Path(out_dir))
@@ -740,16 +743,12 @@ def state_rebuild_cmd(plan_file: str) -> None:
     """Rebuild a lost state store from the destination: generations, shard chains, chunks,
     and the inventories the next sync diffs against (records chunks are read back)."""
     from migrator.engine.rebuild import StateRebuilder
-    from migrator.wiring import (
-        describe_state,
-        open_key_provider,
-        open_state,
-        open_store,
-        state_exists,
-    )
+    from migrator.wiring import describe_state, open_key_provider, open_state, open_store
 
     plan = _load(plan_file, check_sources=False)
-    if state_exists(plan):
+    with _existing_state(plan) as existing:
+        found = existing is not None
+    if found:
         raise UsageError(
             f"{describe_state(plan)} exists; move it aside (or give the plan an empty database)"
             " to rebuild the state store"
@@ -760,7 +759,7 @@ def state_rebuild_cmd(plan_file: str) -> None:
             open_store(plan),
             open_key_provider(plan),
             state,
-            workers=max(4, (os.cpu_count() or 1) * 2),
+            workers=_readers(),
         ).rebuild()
     for r in reports:
         gens = f"generations {r.generations[0]}..{r.generations[-1]}" if r.generations else "none"

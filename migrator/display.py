@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,20 +106,22 @@ def run_table(report: RunReport) -> Table:
 
 
 def verify_table(report: VerifyReport) -> Table:
-    t = Table(title="verification", title_justify="left")
-    t.add_column("problem")
-    t.add_column("dataset")
-    t.add_column("shard", justify="right")
-    t.add_column("object")
-    t.add_column("message")
-    for p in report.problems:
-        t.add_row(
-            p.error,
-            p.dataset,
-            "" if p.shard is None else str(p.shard),
-            p.object_key or "",
-            p.message,
-        )
+    rows = [(p.error, p.dataset, p.shard, p.object_key, p.message) for p in report.problems]
+    columns = ("problem", "dataset", "shard", "object", "message")
+    return problems_table("verification", columns, rows)
+
+
+def problems_table(
+    title: str,
+    columns: tuple[str, str, str, str, str],
+    rows: Iterable[tuple[str, str, int | None, str | None, str]],
+) -> Table:
+    """What a check found, one row each: kind, dataset, shard, object, what (verify, audit)."""
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col == "shard" else "left")
+    for kind, dataset, shard, object_key, message in rows:
+        t.add_row(kind, dataset, "" if shard is None else str(shard), object_key or "", message)
     return t
 
 

@@ -138,11 +138,7 @@ def state_url(plan: Plan) -> str:
 def describe_state(plan: Plan) -> str:
     """The state store as messages name it: its file, or its URL without a password."""
     url = state_url(plan)
-    return str(plan.state_dir / STATE_FILE) if url == _default_url(plan) else describe_url(url)
-
-
-def _default_url(plan: Plan) -> str:
-    return state_url_for(plan.state_dir, None, STATE_FILE, environ={})
+    return str(sqlite_file(url)) if url.startswith("sqlite") else describe_url(url)
 
 
 def open_state(plan: Plan) -> StateStore:
@@ -156,13 +152,23 @@ def open_state(plan: Plan) -> StateStore:
     return state
 
 
-def state_exists(plan: Plan) -> bool:
-    """Whether the plan has a state store yet (a run or a rebuild made one)."""
+def open_existing_state(plan: Plan) -> StateStore | None:
+    """The plan's state store if a run or a rebuild made one (opened once), else None: readers
+    such as verify work from the destination without one."""
     url = state_url(plan)
-    if url.startswith("sqlite"):
-        return sqlite_file(url).exists()
-    with StateStore(url) as state:
-        return state.get_meta("plan") is not None
+    if url.startswith("sqlite") and not sqlite_file(url).exists():
+        return None
+    state = StateStore(url)
+    try:
+        # A shared database exists before any run; it is the plan's once a run claimed it.
+        if not url.startswith("sqlite") and state.get_meta("plan") is None:
+            state.close()
+            return None
+        state.claim_for_plan(plan.name)
+    except BaseException:
+        state.close()
+        raise
+    return state
 
 
 def sqlite_file(url: str) -> Path:

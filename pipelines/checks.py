@@ -27,7 +27,6 @@ from pydantic import Field
 from migrator.engine.run import BULK_GENERATION
 from migrator.engine.verify import Problem, Verifier
 from migrator.plan.model import DatasetPlan, Plan
-from migrator.state.model import ShardStatus
 from pipelines.assets import MigrationConfig, dataset_key, python_name, shard_partitions
 from pipelines.resources import PlanResource, TargetResource
 
@@ -133,18 +132,11 @@ def completion_asset(spec: Plan) -> AssetsDefinition:
                 for ds in spec.datasets
             }
             bulk = {
-                ds.name: sum(
-                    p.status is ShardStatus.COMPLETE
-                    for p in io.state.shard_progress(ds.name, BULK_GENERATION)
-                )
+                ds.name: len(io.state.complete_shards(ds.name, BULK_GENERATION))
                 for ds in spec.datasets
+                if not committed[ds.name]
             }
-            heads = [
-                h[-1]
-                for ds in spec.datasets
-                for shard in range(ds.shards)
-                if (h := io.state.shard_heads(ds.name, shard))
-            ]
+            heads = [h for ds in spec.datasets for h in io.state.latest_heads(ds.name).values()]
             where: dict[str, str | bool] = {
                 "destination": io.store.describe(),
                 "dry_run": io.dry_run,

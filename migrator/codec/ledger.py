@@ -60,7 +60,6 @@ VERIFY_KEY_BYTES = 32
 _SEGMENT = re.compile(r"(\d{10,})\.mgl")
 _HEX256 = re.compile(r"[0-9a-f]{64}")
 _HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")
-_HEX128 = re.compile(r"[0-9a-f]{32}")
 _HEADER_FIELDS = frozenset(
     (
         "format",
@@ -298,8 +297,8 @@ class _SegmentReader(BodyReader):
         reason = self.str_(f, "reason", where)
         if kind not in KINDS or reason not in REASONS[kind]:
             raise self.bad(f"{where}: kind {kind!r} with reason {reason!r} is not defined")
-        plain_tag = None if f["plain_tag"] is None else self.hexed(f, "plain_tag", where, _HEX128)
-        key_id = None if f["key_id"] is None else self.hexed(f, "key_id", where, _HEX128)
+        plain_tag = self.opt_hex128(f, "plain_tag", where)
+        key_id = self.opt_hex128(f, "key_id", where)
         plain_size = self.opt_int(f, "plain_size", where)
         if kind == "add" and None in (plain_size, plain_tag, key_id):
             raise self.bad(f"{where}: an add lacks its plain size, plain tag or key id")
@@ -313,7 +312,7 @@ class _SegmentReader(BodyReader):
             object_key=self.str_(f, "object_key", where),
             generation=self.int_(f, "generation", where, U32),
             stored_size=self.int_(f, "stored_size", where),
-            stored_xxh3=self.hexed(f, "stored_xxh3", where, _HEX128),
+            stored_xxh3=self.hex128(f, "stored_xxh3", where),
             plain_size=plain_size,
             plain_tag=plain_tag,
             key_id=key_id,

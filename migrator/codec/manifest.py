@@ -26,6 +26,7 @@ from migrator.keys.datakey import DataKey
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "ChunkRef",
     "ShardManifest",
@@ -38,6 +39,7 @@ __all__ = [
 
 MANIFEST_FORMAT = "migrator/shard-manifest"
 MANIFEST_VERSION = 2  # 2: generation chains (previous, removed, digests) and part versions
+MANIFEST_NAME = "manifest.mgc"  # a shard's manifest object, under its shard prefix
 KIND_RECORDS = "records"
 KIND_OBJECTS = "objects"
 
@@ -151,7 +153,7 @@ def shard_prefix(dataset: str, generation: int, shard: int) -> str:
 
 
 def manifest_key(prefix_free_dataset: str, generation: int, shard: int) -> str:
-    return f"{_shard_prefix(prefix_free_dataset, generation, shard)}/manifest.mgc"
+    return f"{_shard_prefix(prefix_free_dataset, generation, shard)}/{MANIFEST_NAME}"
 
 
 def records_chunk_key(dataset: str, generation: int, shard: int, sequence: int) -> str:

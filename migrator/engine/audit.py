@@ -33,6 +33,7 @@ from migrator.codec.ledger import (
     segment_key,
     signature_valid,
 )
+from migrator.codec.manifest import MANIFEST_NAME
 from migrator.engine.audit_report import AuditReport, DatasetAudit, Finding, ShardAudit
 from migrator.engine.chain import load_manifest, record_generations
 from migrator.engine.ledger import list_segments
@@ -49,7 +50,6 @@ AUDIT_KEY_FORMAT = "migrator/audit-key"
 AUDIT_KEY_VERSION = 1
 
 _DATA_KEY = re.compile(r"g(\d{6,})/s(\d{5,})/(.+)")
-MANIFEST_NAME = "manifest.mgc"
 
 
 def _span(numbers: list[int]) -> str:
@@ -126,13 +126,15 @@ class Auditor:
                 da.findings.append(Finding("unexpected-ledger-object", key, message))
         stored, manifests = self._stored(ds, da)
         committed = max(record_generations(self.store, ds.name), default=0)
+        # The heads the state store committed, every shard's in one query.
+        heads = None if self.state is None else self.state.ledger_heads(ds.name, range(ds.shards))
         for shard in range(ds.shards):
             sa = ShardAudit(shard)
             da.shards.append(sa)
             live, ends = self._walk(ds.name, shard, segments.get(shard, []), verify_key, sa, pool)
             self._objects(live, stored.get(shard, {}), committed, sa, pool)
-            if self.state is not None:
-                self._state_head(ds.name, shard, ends, sa)
+            if heads is not None:
+                self._state_head(ds.name, shard, heads.get(shard), ends, sa)
             if keyring is not None and keys is not None:
                 for gen, mkey in manifests.get(shard, []):
                     self._manifest(ds.name, shard, gen, mkey, keyring, keys, live, ends, sa)
@@ -406,10 +408,15 @@ class Auditor:
         return None if data is None else xxhash.xxh3_128_hexdigest(data)
 
     def _state_head(
-        self, dataset: str, shard: int, ends: dict[int, tuple[int, str]], sa: ShardAudit
+        self,
+        dataset: str,
+        shard: int,
+        committed: LedgerHead | None,
+        ends: dict[int, tuple[int, str]],
+        sa: ShardAudit,
     ) -> None:
-        assert self.state is not None
-        committed = self.state.ledger_head(dataset, shard)
+        """The shard's ledger against `committed`, the head the state store committed (None:
+        it committed none)."""
         last = sa.head[0] if sa.head is not None else 0
         if committed is None:
             committed = LedgerHead(dataset, shard, 0, 0, ends[0][1])

@@ -209,7 +209,7 @@ class RecordKeys:
         else:
             self.json = JsonKeyReader(ds.key)
 
-    def hash_hex(self, record: bytes) -> str:
+    def hash(self, record: bytes) -> bytes:
         try:
             if self.is_csv:
                 key = self.csv.key(record, self.where, 0)
@@ -217,7 +217,10 @@ class RecordKeys:
                 key = self.json.key(record, self.where, 0)
         except SourceError as exc:
             raise TamperedError(f"a restored record has no readable key ({exc})") from None
-        return key_hash(key).hex()
+        return key_hash(key)
+
+    def hash_hex(self, record: bytes) -> str:
+        return self.hash(record).hex()
 
 
 def split_records(data: bytes, is_csv: bool) -> list[bytes]:

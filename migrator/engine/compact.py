@@ -23,7 +23,13 @@ from migrator.codec.chunk import ChunkEncoder, object_tagger
 from migrator.codec.digests import from_hex
 from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.codec.manifest import ChunkRef, ShardManifest, object_part_key, shard_prefix
+from migrator.codec.manifest import (
+    MANIFEST_NAME,
+    ChunkRef,
+    ShardManifest,
+    object_part_key,
+    shard_prefix,
+)
 from migrator.engine.chain import (
     RecordKeys,
     csv_header_of,
@@ -69,9 +75,6 @@ class DatasetCompaction:
     objects_deleted: int = 0  # old generations' chunks and manifests, after verification
     records_deleted: int = 0  # generation records older than the compaction
     seconds: float = 0.0
-
-
-MANIFEST_NAME = "/manifest.mgc"  # not a data object: the ledger does not record manifests
 
 
 class CompactionError(MigratorError):
@@ -271,13 +274,14 @@ class Compactor:
         """Every live part, decrypted from its old generation and sealed under the new one,
         named by its tag under the key that seals it (the old one's may differ)."""
         new_tag = object_tagger(key)
+        # What an interrupted fold of this shard already committed: one query, not one a part.
+        done = {c.object_key for c in self.state.shard_chunks(ds.name, gen, shard)}
         for manifest, gone in zip(chain, superseded(chain), strict=True):
             for ref in live_parts(manifest, gone):
                 assert ref.name is not None and ref.name_tag is not None
                 tag = new_tag(ref.name)
                 okey = object_part_key(ds.name, gen, shard, tag, ref.sequence)
-                prior = self.state.committed_chunk(ds.name, gen, okey)
-                if prior is not None:
+                if okey in done:
                     dr.chunks_skipped += 1
                     continue
                 ident = ChunkIdentity(
@@ -304,7 +308,8 @@ class Compactor:
             for c in self.state.shard_chunks(ds.name, g, shard)
         }
         for g, info in doomed:
-            if info.key not in known and not info.key.endswith(MANIFEST_NAME):
+            # a manifest is not a data object: the ledger does not record manifests
+            if info.key not in known and not info.key.endswith(f"/{MANIFEST_NAME}"):
                 data = self.store.get(info.key)
                 known[info.key] = LedgerItem(
                     info.key, g, shard, len(data), xxhash.xxh3_128_hexdigest(data)

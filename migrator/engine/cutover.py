@@ -35,7 +35,7 @@ from migrator.keys.keyring import load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
-from migrator.sources.base import Source
+from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
@@ -247,11 +247,13 @@ class CutoverGate:
             on_bad_record=ds.on_bad_record,
         )
         try:
+            processes, listing = self._processes(source)
             scan_digests(
                 spec,
                 folder,
                 buffer_budget=self.plan.memory_budget // 4,
-                processes=self._processes(source),
+                processes=processes,
+                listing=listing,
             )
             for shard in range(ds.shards):
                 records = records_map_from_spool(digests_path(folder, shard).read_bytes())
@@ -261,13 +263,16 @@ class CutoverGate:
             shutil.rmtree(folder, ignore_errors=True)
         return out
 
-    def _processes(self, source: Source) -> int:
-        """Worker processes for the scan: several once the source is worth their start-up (on
-        too few cores there is nothing to decide, and the source is not listed for it)."""
+    def _processes(self, source: Source) -> tuple[int, list[SourceObject] | None]:
+        """Worker processes for the scan, several once the source is worth their start-up, and
+        the listing that sized it, for the scan to go over rather than list the source again
+        (small beside the per-record inventories the gate holds). On too few cores there is
+        nothing to decide: (1, None), and the scan lists the source itself."""
         if (os.cpu_count() or 1) < PARALLEL_ROUTING_MIN_CORES:
-            return 1
-        total = sum(obj.size for obj in source.list())
-        return routing_processes(total, self.plan.workers or os.cpu_count() or 1)
+            return 1, None
+        listing = list(source.list())
+        total = sum(obj.size for obj in listing)
+        return routing_processes(total, self.plan.workers or os.cpu_count() or 1), listing
 
     def _lag(
         self, ds: DatasetPlan, generation: int, shard: ShardGate, current: RecordsMap | ObjectsMap

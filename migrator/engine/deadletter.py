@@ -14,7 +14,7 @@ import base64
 import os
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +33,7 @@ from migrator.errors import (
     UnexpectedObjectError,
 )
 from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import Keyring, key_for
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.stores.base import ObjectStore
 
@@ -155,6 +156,13 @@ def _scan(
         pos = end
 
 
+def _data_lengths(path: Path) -> Iterator[int]:
+    """Each entry's record length, in spool order, read from the entry headers alone."""
+    with path.open("rb") as fh:
+        for _, entry in _scan(fh, path, torn_ok=False):
+            yield entry[5]
+
+
 def iter_spool(path: Path) -> Iterator[DeadLetter]:
     with path.open("rb") as fh:
         for end, (_, line, offset, name_len, reason_len, data_len) in _scan(
@@ -207,25 +215,23 @@ def store_dead_letters(
     if not spool.exists() and ds.on_bad_record != "quarantine":
         return 0
 
-    def letters() -> Iterator[DeadLetter]:
-        return iter_spool(spool) if spool.exists() else iter(())
-
-    # Chunk boundaries first (sizes only), so every chunk can state how many there are.
+    # Chunk boundaries first, so every chunk can state how many there are: from the entries'
+    # headers alone (their lengths), no record is read for it.
     counts: list[int] = []
     size = 0
-    for letter in letters():
+    for data_len in _data_lengths(spool) if spool.exists() else ():
         if not counts or size >= plan.chunk_size:
             counts.append(0)
             size = 0
         counts[-1] += 1
-        size += len(letter.data)
+        size += data_len
     counts = counts or [0]
     total = sum(counts)
     header = None if csv_header is None else csv_header.decode("utf-8", "surrogateescape")
     encoder = ChunkEncoder(plan.compression_level)
     metadata = {"migrator-plan": plan.name}
     first: bytes | None = None
-    it = letters()
+    it = iter_spool(spool) if spool.exists() else iter(())
     for sequence, count in enumerate(counts):
         body = orjson.dumps(
             {
@@ -300,16 +306,12 @@ def dead_letter_generations(store: ObjectStore, dataset: str) -> list[int]:
     return sorted(gens)
 
 
-# The data key to open a stored chunk with, given its bytes and object key (one key, or the pick
-# of a dataset's keys by the key id in the chunk's header).
-KeyFor = Callable[[bytes, str], DataKey]
-
-
 def open_dead_letters(
-    store: ObjectStore, plan: str, dataset: str, generation: int, key: KeyFor
+    store: ObjectStore, plan: str, dataset: str, generation: int, key: DataKey | Keyring
 ) -> tuple[DeadLetterSet, Iterator[DeadLetter]]:
     """The set's totals, and its records in file order; each chunk is authenticated as it is
-    read, a missing or extra chunk is found before any record is returned."""
+    read (with `key`, or the keyring's key its header names: an older set may predate a new
+    key), a missing or extra chunk is found before any record is returned."""
     prefix = dead_letters_prefix(dataset, generation)
     listed: dict[int, str] = {}
     for obj in store.list(prefix):
@@ -369,12 +371,14 @@ class _Reader(BodyReader):
         dataset: str,
         generation: int,
         sequence: int,
-        key: KeyFor,
+        key: DataKey | Keyring,
     ) -> dict[str, Any]:
         assert self.object_key is not None
         data = store.get(self.object_key)
         ident = dead_letters_identity(plan, dataset, generation, sequence)
-        body = decode_chunk(data, ident, key(data, self.object_key), object_key=self.object_key)
+        body = decode_chunk(
+            data, ident, key_for(key, data, self.object_key), object_key=self.object_key
+        )
         doc = self.fields(self.document(body, BODY_FORMAT, BODY_VERSION), _BODY_FIELDS, "body")
         if doc["format"] != BODY_FORMAT or doc["version"] != BODY_VERSION:
             raise self.bad("format or version is not a dead-letter chunk's")

@@ -30,6 +30,7 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, DestinationPlan, Plan, SourcePlan
 from migrator.sizes import MiB, format_size
 from migrator.sources.factory import open_source
+from migrator.stores.base import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
 
 # Typical zstd ratios measured on this kind of data (records: JSON/CSV; objects: video).
 RECORDS_RATIO = 4.0
@@ -40,9 +41,6 @@ OBJECTS_RATIO = 1.0
 MEASURE_BYTES = 96 * MiB
 MEASURE_SHARDS = 8
 MEASURE_SEED = 7
-# What a store does when the plan leaves multipart unset (stores/s3.py, stores/azure.py).
-STORE_MULTIPART_THRESHOLD = 64 * MiB
-STORE_PART_SIZE = 16 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,8 +424,9 @@ def estimate_run(
         )
         for d in sizes
     ]
-    threshold = (dest.multipart_threshold or STORE_MULTIPART_THRESHOLD) if cloud else None
-    part_size = dest.upload_part_size or STORE_PART_SIZE
+    # What a store does when the plan leaves multipart unset (stores/s3.py, stores/azure.py).
+    threshold = (dest.multipart_threshold or DEFAULT_MULTIPART_THRESHOLD) if cloud else None
+    part_size = dest.upload_part_size or DEFAULT_PART_SIZE
     f = plan.forecast
     chosen = (f.storage_usd_per_gb_month, f.put_usd_per_1000, f.get_usd_per_1000)
     assumed = ASSUMED_PRICES.get(dest.kind, (0.0, 0.0, 0.0))

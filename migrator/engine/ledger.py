@@ -97,6 +97,9 @@ class LedgerWriter:
         self.who = who
         self.user = os_user()
         self.guard = guard
+        # check_known listed the whole dataset's ledger and found no shard's begun beyond a
+        # first segment: a shard without a head needs no listing of its own before it begins.
+        self._listed_all = False
 
     def adds(self, chunks: Iterable[CommittedChunk]) -> list[LedgerMove]:
         """Store the segments recording a batch of stored chunks; commit the moves with it."""
@@ -121,7 +124,8 @@ class LedgerWriter:
         for shard, group in sorted(groups.items()):
             head = heads.get(shard)
             if head is None:
-                self._check_unbegun(shard)
+                if not self._listed_all:
+                    self._check_unbegun(shard)
                 head = LedgerHead(
                     self.dataset, shard, 0, 0, genesis_link(self.plan, self.dataset, shard)
                 )
@@ -177,9 +181,10 @@ class LedgerWriter:
         find none stored either (it was lost: a run would redo stored work and begin every
         ledger anew). One look-up, and a listing only then."""
         if self.state.ledger_begun(self.dataset):
-            return
+            return  # each shard without a head is checked on its own as it begins
         for shard, numbered in list_segments(self.store, self.dataset)[0].items():
             self._check_unbegun(shard, numbered[-1])
+        self._listed_all = True
 
     def _check_unbegun(self, shard: int, last: tuple[int, str] | None = None) -> None:
         """The state store knows no ledger of the shard: the destination must hold none beyond

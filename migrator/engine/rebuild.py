@@ -187,18 +187,19 @@ class StateRebuilder:
         """The digest spool of the shard's live records, as routing would have written it."""
         keys = RecordKeys(ds, csv_header_of(chain))
         entries = bytearray()
-        for manifest, gone in zip(chain, superseded(chain), strict=True):
+        for manifest, gone_hex in zip(chain, superseded(chain), strict=True):
+            gone = {bytes.fromhex(kh) for kh in gone_hex}  # key hashes, as the records hash
             refs = sorted(manifest.chunks, key=lambda r: r.sequence)
             read = functools.partial(_read, self.store, manifest, key=key)
             for data in ordered_map(pool, read, refs, self.workers):
                 for record in split_records(data, keys.is_csv):
                     if not record.strip():
                         continue
-                    kh = keys.hash_hex(record)
+                    kh = keys.hash(record)
                     if kh in gone:
                         continue
                     entries += DIGEST_ENTRY.pack(
-                        bytes.fromhex(kh), xxhash.xxh3_128_digest(record), len(record) + 1
+                        kh, xxhash.xxh3_128_digest(record), len(record) + 1
                     )
                     report.records_read += 1
         return pack_records_inventory(bytes(entries))

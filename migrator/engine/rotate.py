@@ -84,14 +84,15 @@ class KeyRotation:
         keys = [k for w in stored.keys if (k := keyring.get(bytes.fromhex(w.key_id)))]
         result.keys, result.revision = len(stored.keys), stored.revision
         result.current = stored.current
-        under_way = open_generation_key(self.store, keyring, dataset)
+        gens = record_generations(self.store, dataset)  # listed once, for both questions
+        under_way = open_generation_key(self.store, keyring, dataset, gens)
         if under_way is not None:
             result.open_generation = under_way[0]
             result.open_generation_key = under_way[1].key_id.hex()
         add = False
         if new_data_key:
             current_opener = openers[[w.key_id for w in stored.keys].index(stored.current)]
-            result.kept_unused = current_opener == 0 and self._unused(keyring, under_way)
+            result.kept_unused = current_opener == 0 and self._unused(keyring, under_way, gens)
             add = not result.kept_unused
         if any(opener != 0 for opener in openers) or add:
             self._write(stored, keys, openers, add, result)
@@ -101,15 +102,17 @@ class KeyRotation:
             result.removed.append(okey)
         return result
 
-    def _unused(self, keyring: Keyring, under_way: tuple[int, DataKey] | None) -> bool:
+    def _unused(
+        self, keyring: Keyring, under_way: tuple[int, DataKey] | None, gens: list[int]
+    ) -> bool:
         """The current key (already under the current KEK) was added by an earlier
         `--new-data-key` (it is not the dataset's first) and has sealed nothing yet: neither the
-        newest generation record nor a generation under way. Another fresh key would add
-        nothing, so rerunning the command after an interruption converges."""
+        newest generation record (of `gens`, the dataset's, oldest first) nor a generation
+        under way. Another fresh key would add nothing, so rerunning the command after an
+        interruption converges."""
         current = keyring.current
         if current == keyring.first or (under_way is not None and under_way[1] == current):
             return False
-        gens = record_generations(self.store, keyring.dataset)
         if not gens:
             return True
         newest = self.store.get(generation_key(keyring.dataset, gens[-1]))
@@ -137,11 +140,10 @@ class KeyRotation:
             keys.append(current)
             wrapped.append(fresh)
             result.new_key = current.key_id.hex()
-        revision, _ = list_key_objects(self.store, stored.dataset)
         new = StoredKeyring(
             stored.plan,
             stored.dataset,
-            (revision or 0) + 1,
+            stored.revision + 1,  # the revision in force, as read_keyring listed it
             current.key_id.hex(),
             tuple(wrapped),
         )

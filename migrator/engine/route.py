@@ -11,7 +11,7 @@ import functools
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,10 +233,16 @@ def _route_records(
 
 
 def scan_digests(
-    spec: RecordsSpec, folder: Path, *, buffer_budget: int, processes: int = 1
+    spec: RecordsSpec,
+    folder: Path,
+    *,
+    buffer_budget: int,
+    processes: int = 1,
+    listing: Iterable[SourceObject] | None = None,
 ) -> tuple[int, ...]:
     """Route only the digests of every source record into per-shard digest spools (no record
-    bytes, no checkpoints): what the cutover gate compares with the destination."""
+    bytes, no checkpoints): what the cutover gate compares with the destination. `listing`:
+    the source's listing when the caller took one already, else the source is listed here."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(spec.shards):
         digests_path(folder, shard).write_bytes(b"")
@@ -245,7 +251,7 @@ def scan_digests(
     # Records a quarantining dataset sets aside never reach the destination: skip them here too.
     sink = (lambda bad: None) if spec.quarantines else None
     with BlockRunner(processes) as runner:
-        for src in spec.source.list():
+        for src in spec.source.list() if listing is None else listing:
             csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
     return spools.make_durable()
 

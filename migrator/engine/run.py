@@ -54,7 +54,12 @@ from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.leases import LeaseKeeper, process_started_at, worker_identity
+from migrator.state.leases import (
+    LeaseKeeper,
+    dead_on_this_host,
+    process_started_at,
+    worker_identity,
+)
 from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
 from migrator.state.store import Fence, StateStore
 from migrator.stores.base import ObjectStore
@@ -342,7 +347,7 @@ class MigrationRun:
                 holder = holders.get(shard)
                 steal = None
                 if holder is not None and holder[0] != self._leases.owner and holder[1] > 0:
-                    if not self._leases.holder_is_dead(holder[0]):
+                    if not dead_on_this_host(holder[0]):
                         continue  # another live worker has it
                     steal = holder[0]
                 if not self._leases.claim(ds.name, shard, steal_from=steal):
@@ -375,7 +380,7 @@ class MigrationRun:
     def _wait_for_lease(self, ds: DatasetPlan, shard: int) -> None:
         while not self._leases.claim(ds.name, shard):
             holder = self.state.lease_holders(ds.name).get(shard)
-            dead = holder is not None and self._leases.holder_is_dead(holder[0])
+            dead = holder is not None and dead_on_this_host(holder[0])
             if dead and holder and self._leases.claim(ds.name, shard, steal_from=holder[0]):
                 return
             time.sleep(self._poll_seconds())

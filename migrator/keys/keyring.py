@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from migrator.codec.chunk import read_header
 from migrator.codec.generation import generation_of_key, generations_prefix
+from migrator.codec.manifest import MANIFEST_NAME
 from migrator.errors import (
     FormatError,
     KeyProviderError,
@@ -335,12 +336,15 @@ def load_or_create_keyring(
 
 
 def open_generation_key(
-    store: ObjectStore, keyring: Keyring, dataset: str
+    store: ObjectStore, keyring: Keyring, dataset: str, records: Sequence[int] | None = None
 ) -> tuple[int, DataKey] | None:
     """(generation, key) of a generation under way that began under a key of the keyring: the
-    generation after the newest generation record, if objects are stored under it."""
-    records = (generation_of_key(o.key) for o in store.list(generations_prefix(dataset)))
-    generation = max((g for g in records if g is not None), default=0) + 1
+    generation after the newest generation record, if objects are stored under it. `records`:
+    the generations with a record, when the caller has listed them already."""
+    if records is None:
+        listed = (generation_of_key(o.key) for o in store.list(generations_prefix(dataset)))
+        records = [g for g in listed if g is not None]
+    generation = max(records, default=0) + 1
     for n, info in enumerate(store.list(f"{dataset}/g{generation:06d}/")):
         if n >= _PROBES:
             break
@@ -362,7 +366,7 @@ def sealing_key(store: ObjectStore, keyring: Keyring, dataset: str) -> DataKey:
 def _sealed_with(store: ObjectStore, keyring: Keyring, info: ObjectInfo) -> DataKey | None:
     """The keyring's key a stored chunk was sealed with: from its metadata, else its header."""
     recorded = info.metadata.get(KEY_ID_METADATA)
-    if recorded is None and not info.key.endswith("/manifest.mgc"):
+    if recorded is None and not info.key.endswith(f"/{MANIFEST_NAME}"):
         head = store.head(info.key)
         recorded = head.metadata.get(KEY_ID_METADATA) if head is not None else None
     if recorded is not None and _HEX_KEY_ID.fullmatch(recorded):

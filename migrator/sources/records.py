@@ -7,7 +7,7 @@ line feeds inside a quoted field. Keys become bytes: strings as UTF-8, integers 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import orjson
@@ -116,7 +116,9 @@ class CsvKeyReader:
         self.field = field
         self.delimiter = delimiter
         self._sep = delimiter.encode()
-        names = _parse_csv(header, delimiter, where)
+        names = _parse_csv(
+            header, delimiter, "strict", lambda reason: SourceError(f"{where}: {reason}")
+        )
         if field not in names:
             raise SourceError(f"{where}: key field {field!r} is not in the CSV header {names}")
         self.index = names.index(field)
@@ -136,7 +138,12 @@ class CsvKeyReader:
             if self.index < len(clean) - 1:
                 raw = clean[self.index]
             else:
-                fields = _parse_row(record, self.delimiter, path, line)
+                fields = _parse_csv(
+                    record,
+                    self.delimiter,
+                    "surrogateescape",
+                    lambda reason: BadRecordError(path, line, reason),
+                )
                 width = len(fields)
                 raw = (
                     fields[self.index].encode(errors="surrogateescape")
@@ -156,23 +163,18 @@ class CsvKeyReader:
         return raw
 
 
-def _parse_csv(record: bytes, delimiter: str, where: str) -> list[str]:
-    """The header row: UTF-8 text, as manifests carry it."""
+def _parse_csv(
+    record: bytes, delimiter: str, errors: str, fail: Callable[[str], SourceError]
+) -> list[str]:
+    """A row's fields, decoded from UTF-8 with `errors`: "strict" for the header row (UTF-8
+    text, as manifests carry it); "surrogateescape" for a data row, whose bytes that are not
+    UTF-8 pass through, since a CSV record is kept and keyed as bytes, whether or not it is
+    UTF-8 (as unquoted rows are). An unreadable row raises what `fail` makes of the reason."""
     try:
-        text = record.removesuffix(b"\r").decode("utf-8")
+        text = record.removesuffix(b"\r").decode("utf-8", errors)
         return next(csv.reader([text], delimiter=delimiter, strict=True))
     except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-        raise SourceError(f"{where}: unreadable CSV row ({exc})") from None
-
-
-def _parse_row(record: bytes, delimiter: str, path: str, line: int) -> list[str]:
-    """A data row's fields; bytes that are not UTF-8 pass through (surrogateescape), since a
-    CSV record is kept and keyed as bytes, whether or not it is UTF-8 (as unquoted rows are)."""
-    try:
-        text = record.removesuffix(b"\r").decode("utf-8", "surrogateescape")
-        return next(csv.reader([text], delimiter=delimiter, strict=True))
-    except (csv.Error, StopIteration) as exc:
-        raise BadRecordError(path, line, f"unreadable CSV row ({exc})") from None
+        raise fail(f"unreadable CSV row ({exc})") from None
 
 
 def _key_bytes(value: object, field: str, path: str, line: int) -> bytes:

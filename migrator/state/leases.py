@@ -152,13 +152,6 @@ class LeaseKeeper:
         if gone:
             self.state.release_leases(gone)
 
-    def holder_is_dead(self, owner: str) -> bool:
-        return dead_on_this_host(owner)
-
-    def holds(self, dataset: str, shard: int) -> bool:
-        with self._lock:
-            return (dataset, shard) in self.held
-
     def check(self, dataset: str, shard: int) -> None:
         """Raise LeaseLostError unless this worker may still start work on the shard."""
         with self._lock:

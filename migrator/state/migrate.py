@@ -1,16 +1,14 @@
 """Bring a state store to this release's schema: Alembic migrations, applied on open.
 
-Many workers may open one PostgreSQL store at once: the first migrates under an advisory lock,
-the others wait and find it done. A SQLite store of the first releases (no version table, its
-`meta.schema` 2) is taken as the baseline and moved on from there.
-"""
+Many workers may open one PostgreSQL store at once: the first migrates under the store's lock
+between processes (an advisory lock there), the others wait and find it done. A SQLite store
+of the first releases (no version table, its `meta.schema` 2) is taken as the baseline and
+moved on from there."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 from alembic import command
 from alembic.config import Config
@@ -24,7 +22,6 @@ VERSION_TABLE = "state_schema"
 HEAD = "0003"
 _BASELINE = "0001"
 _LEGACY_SCHEMA = "2"  # what the first releases wrote into meta before migrations existed
-_PG_LOCK_ID = 0x6D696772  # the advisory lock migrations take: any constant, the same everywhere
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -32,12 +29,15 @@ def current_revision(conn: Connection) -> str | None:
     return ctx.get_current_revision()
 
 
-def upgrade(engine: Engine, where: str, sqlite_path: Path | None = None) -> None:
-    """Migrate the store at `where` (its file or URL, for messages) to HEAD."""
+def upgrade(
+    engine: Engine, where: str, lock: Callable[[], contextlib.AbstractContextManager[None]]
+) -> None:
+    """Migrate the store at `where` (its file or URL, for messages) to HEAD, holding `lock`
+    (the store's lock between processes) while migrating."""
     with engine.connect() as conn:
         if current_revision(conn) == HEAD:
             return
-    with _migration_lock(engine, sqlite_path), engine.connect() as conn:
+    with lock(), engine.connect() as conn:
         # Each migration is one transaction (on SQLite, too: BEGIN IMMEDIATE rather than
         # autocommit), so a kill halfway leaves the previous revision, never half of one.
         conn.execution_options(immediate=True)
@@ -73,25 +73,3 @@ def _is_legacy(conn: Connection, where: str) -> bool:
             " aside and rebuild it from the destination with `migrator state rebuild`"
         )
     return row is not None
-
-
-@contextlib.contextmanager
-def _migration_lock(engine: Engine, sqlite_path: Path | None) -> Iterator[None]:
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_ID})
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_ID})
-                conn.commit()
-        return
-    assert sqlite_path is not None
-    lock = sqlite_path.with_name(sqlite_path.name + ".migrate.lock")
-    with lock.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -214,7 +214,7 @@ class StateStore:
                         " -c tcp_keepalives_count=3",
                     },
                 )
-            migrate.upgrade(self.engine, self.path, self._file)
+            migrate.upgrade(self.engine, self.path, lambda: self.lock("schema-migration"))
         except SQLAlchemyError as exc:
             raise StateError(f"{self.path}: cannot open state store ({_reason(exc)})") from None
         except ImportError as exc:
@@ -337,11 +337,6 @@ class StateStore:
             row = conn.execute(select(meta.c.value).where(meta.c.key == key)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write() as conn:
-            row = {"key": key, "value": value}
-            conn.execute(self._upsert(meta, row, ["key"]), row)
-
     def claim_for_plan(self, plan: str) -> None:
         """A store serves one plan: datasets of two plans must never mix in one database."""
         with self._write("record the plan") as conn:
@@ -414,8 +409,7 @@ class StateStore:
                 "claimed_at": stmt.excluded.claimed_at,
             },
             where=(leases.c.expires_at < server_now())
-            | (leases.c.owner == owner)
-            | (leases.c.owner == (steal_from or owner)),
+            | leases.c.owner.in_([owner, steal_from or owner]),
         ).returning(leases.c.token)
         with self._write(f"claim shard {shard}") as conn:
             token = conn.execute(upsert).scalar()
@@ -636,9 +630,24 @@ class StateStore:
 
     def shard_heads(self, dataset: str, shard: int) -> list[ShardHeadRow]:
         """Every stored manifest of the shard, oldest first."""
+        return self._heads(dataset, shard).get(shard, [])
+
+    def latest_heads(self, dataset: str) -> dict[int, ShardHeadRow]:
+        """Each shard's newest stored manifest, in one query."""
+        return {shard: rows[-1] for shard, rows in self._heads(dataset, None).items()}
+
+    def _heads(self, dataset: str, shard: int | None) -> dict[int, list[ShardHeadRow]]:
+        where = [
+            shards.c.dataset == dataset,
+            shards.c.status == str(ShardStatus.COMPLETE),
+            shards.c.manifest_key.is_not(None),
+        ]
+        if shard is not None:
+            where.append(shards.c.shard == shard)
         with self._read() as conn:
             rows = conn.execute(
                 select(
+                    shards.c.shard,
                     shards.c.generation,
                     shards.c.manifest_key,
                     shards.c.manifest_xxh3,
@@ -648,22 +657,14 @@ class StateStore:
                     shards.c.removed_records,
                     shards.c.updated_at,
                 )
-                .where(
-                    shards.c.dataset == dataset,
-                    shards.c.shard == shard,
-                    shards.c.status == str(ShardStatus.COMPLETE),
-                    shards.c.manifest_key.is_not(None),
-                )
-                .order_by(shards.c.generation)
+                .where(*where)
+                .order_by(shards.c.shard, shards.c.generation)
             ).fetchall()
-        return [
-            ShardHeadRow(r[0], r[1], r[2] or "", bool(r[3]), r[4], r[5] or "", r[6], r[7])
-            for r in rows
-        ]
-
-    def forget_shard_generation(self, dataset: str, generation: int, shard: int) -> None:
-        """A shard's generation a compaction replaced and deleted at the destination."""
-        self.forget_shard_generations(dataset, shard, [generation])
+        out: dict[int, list[ShardHeadRow]] = {}
+        for r in rows:
+            head = ShardHeadRow(r[1], r[2], r[3] or "", bool(r[4]), r[5], r[6] or "", r[7], r[8])
+            out.setdefault(int(r[0]), []).append(head)
+        return out
 
     def forget_shard_generations(
         self,
@@ -829,8 +830,8 @@ class StateStore:
 
     def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:
         """Every shard with a status, in shard order. A complete shard's totals were kept when
-        it completed; only shards still open are summed from their chunks (an index seek
-        each), so this stays fast at millions of chunks."""
+        it completed; only shards still open are summed from their chunks, so this stays fast
+        at millions of chunks."""
         out = []
         with self._read() as conn:
             rows = conn.execute(
@@ -846,9 +847,29 @@ class StateStore:
                 .where(shards.c.dataset == dataset, shards.c.generation == generation)
                 .order_by(shards.c.shard)
             ).fetchall()
+            # A complete shard's totals were kept; the open ones are summed in one query.
+            open_ids = [r[0] for r in rows if r[1] != ShardStatus.COMPLETE]
+            sums: dict[int, tuple[int, ...]] = {}
+            if open_ids:
+                grouped = conn.execute(
+                    select(
+                        chunks.c.shard,
+                        func.count(),
+                        func.coalesce(func.sum(chunks.c.records), 0),
+                        func.coalesce(func.sum(chunks.c.plain_size), 0),
+                        func.coalesce(func.sum(chunks.c.stored_size), 0),
+                    )
+                    .where(
+                        chunks.c.dataset == dataset,
+                        chunks.c.generation == generation,
+                        chunks.c.shard.in_(open_ids),
+                    )
+                    .group_by(chunks.c.shard)
+                )
+                sums = {int(g[0]): tuple(int(v) for v in g[1:]) for g in grouped}
             for shard, status, n, r, p, st, mkey in rows:
                 if status != ShardStatus.COMPLETE:
-                    n, r, p, st = _totals(conn, dataset, generation, shard)
+                    n, r, p, st = sums.get(shard, (0, 0, 0, 0))
                 out.append(
                     ShardProgress(
                         dataset, generation, shard, ShardStatus(status), n, r, p, st, mkey
@@ -1068,14 +1089,9 @@ def _reason(exc: SQLAlchemyError) -> str:
     return message[0] if message else type(exc).__name__
 
 
-def state_url_for(
-    state_dir: Path,
-    plan_url: str | None,
-    default_file: str,
-    environ: Mapping[str, str] = os.environ,
-) -> str:
+def state_url_for(state_dir: Path, plan_url: str | None, default_file: str) -> str:
     """MIGRATOR_STATE_URL, else the plan's state_url, else SQLite in state_dir."""
-    return environ.get(STATE_URL_ENV) or plan_url or f"sqlite:///{state_dir / default_file}"
+    return os.environ.get(STATE_URL_ENV) or plan_url or f"sqlite:///{state_dir / default_file}"
 
 
 STATE_URL_ENV = "MIGRATOR_STATE_URL"

@@ -6,8 +6,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from migrator.sizes import MiB
+
 # What put() accepts: a sealed chunk is built in a bytearray to avoid one whole-chunk copy.
 Buffer = bytes | bytearray | memoryview
+
+# A cloud store's multipart defaults when the plan leaves them unset. Here rather than in
+# stores/s3.py so that estimates can use them without importing an SDK.
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,13 @@ from botocore.exceptions import (
 )
 
 from migrator.errors import MissingObjectError, StoreError
-from migrator.stores.base import Buffer, ObjectInfo, PartInfo
+from migrator.stores.base import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    Buffer,
+    ObjectInfo,
+    PartInfo,
+)
 from migrator.stores.s3_config import S3ClientSettings, build_s3_client
 
 if TYPE_CHECKING:
@@ -25,8 +31,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 MIB = 1024 * 1024
-DEFAULT_MULTIPART_THRESHOLD = 64 * MIB
-DEFAULT_PART_SIZE = 16 * MIB
 MIN_PART_SIZE = 5 * MIB  # S3 rejects smaller parts (all but the last) at CompleteMultipartUpload
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PART_NUMBER = 10_000

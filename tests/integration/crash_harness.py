@@ -218,10 +218,7 @@ def install_crash_points() -> None:
     ):
         _wrap(StateStore, method, _state(what))
     # A compaction's sweep forgets the generations it deleted, shard by shard.
-    if hasattr(StateStore, "forget_shard_generations"):
-        _wrap(StateStore, "forget_shard_generations", _forget_generations)
-    else:
-        _wrap(StateStore, "forget_shard_generation", _state("forget-generation"))
+    _wrap(StateStore, "forget_shard_generations", _forget_generations)
 
 
 TRIGGER: Trigger = Trigger({}, os.devnull)
