@@ -5,12 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench ui clean
+.PHONY: setup demo test lint bench ui clean lock
 
-$(STAMP): pyproject.toml package-lock.json
+# Every Python package comes from requirements.lock, hash-pinned: a new release anywhere changes
+# nothing here until scripts/lock.sh is run and its output committed.
+$(STAMP): pyproject.toml requirements.lock package-lock.json
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	npm ci --no-audit --no-fund --loglevel=error   # Azurite, the Azure Blob emulator for tests
 	touch $(STAMP)
 
@@ -37,6 +39,10 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# Re-resolve the locks from pyproject.toml (needs the package index); commit both files.
+lock:
+	bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache .mypy_cache .ruff_cache
