@@ -99,7 +99,8 @@ class StandInTarget(TargetResource):
 
     @contextlib.contextmanager
     def _adapters(self, plan: Plan) -> Iterator[Adapters]:
-        enforce_residency(plan)  # the real destination's residency, as the rehearsal does
+        # The real destination's residency, as the rehearsal checks it (no secret read).
+        enforce_residency(plan, rehearsal=True)
         workdir = plan.state_dir / "dagster-dry-run"
         rehearsed = plan.model_copy(update={"state_dir": workdir / "state"})
         provider = LocalKeyProvider(_throwaway_kek(workdir / "dry-run-kek.key"))

@@ -64,6 +64,13 @@ def write_objects(folder: Path, sizes: list[int], *, seed: int = 2) -> dict[str,
     return out
 
 
+# The policy of test plans whose destination is moto or Azurite: the partition and cloud their
+# regions and accounts name, and loopback endpoints admitted.
+TEST_RESIDENCY = (
+    "residency: {aws_partitions: [aws], azure_clouds: [AzureCloud], allow_loopback: true}"
+)
+
+
 def write_plan(
     root: Path,
     *,
@@ -73,10 +80,17 @@ def write_plan(
     memory_budget: str = "2MiB",
     extra: str = "",
 ) -> Path:
-    """A plan in root with a fresh local KEK; datasets is the YAML list body."""
+    """A plan in root with a fresh local KEK; datasets is the YAML list body.
+
+    An s3 or azure destination (moto, Azurite or a proxy on 127.0.0.1) gets TEST_RESIDENCY
+    unless `extra` names a residency policy of its own.
+    """
     kek = root / "kek.key"
     if not kek.exists():
         init_kek_file(kek)
+    in_cloud = "kind: s3" in destination or "kind: azure" in destination
+    if in_cloud and "residency:" not in extra:
+        extra = f"{TEST_RESIDENCY}\n{extra}"
     plan = root / "plan.yaml"
     plan.write_text(
         f"""\

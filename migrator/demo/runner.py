@@ -39,6 +39,8 @@ state_dir: state
 compression_level: 3
 chunk_size: 4MiB
 memory_budget: 256MiB
+# moto listens on 127.0.0.1: the policy names its partition and admits loopback endpoints.
+residency: {{aws_partitions: [aws], allow_loopback: true}}
 keys:
   provider: local
   kek_file: kek.key

@@ -1,4 +1,5 @@
-"""How an `S3Store` builds its boto3 client: FIPS endpoints in GovCloud, retries, timeouts."""
+"""How an `S3Store` builds its boto3 client: FIPS endpoints in GovCloud, retries, timeouts, and
+endpoints from the plan only (never botocore's endpoint variables or config file)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def build_s3_client(settings: S3ClientSettings) -> S3Client:
         raise StoreError(f"S3 credentials: {type(exc).__name__}: {exc}") from exc
     # The profile may name the region, so decide on FIPS only once the session has resolved it.
     region = settings.region or session.region_name
-    config = Config(
+    config = Config(  # type: ignore[call-arg]  # its stubs lack ignore_configured_endpoint_urls
         use_fips_endpoint=resolve_use_fips(settings.use_fips, region, settings.endpoint_url),
         retries={
             "mode": cast(Literal["standard", "adaptive"], settings.retry_mode),
@@ -82,6 +83,13 @@ def build_s3_client(settings: S3ClientSettings) -> S3Client:
         max_pool_connections=settings.max_pool_connections,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        # S3Store asks for its checksums itself, so that it can stop when a look-alike refuses
+        # them (s3_compat.py): botocore adds none of its own.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # Endpoints come from the plan alone: AWS_ENDPOINT_URL(_S3) and the config file's
+        # endpoint_url would send requests past the residency check (migrator/residency).
+        ignore_configured_endpoint_urls=True,
     )
     try:
         return session.client(

@@ -1,0 +1,117 @@
+"""What the environment adds to a plan's endpoints: Azure connection strings, botocore's endpoint
+variables, and the state store's host. Each is read at check time, the moment before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from migrator.state.store import STATE_URL_ENV
+
+# botocore reads these as endpoint URLs (all services, then one service); the destination and
+# key clients ignore them (`ignore_configured_endpoint_urls`), but a foreign one is refused.
+AWS_ENDPOINT_ENV = {
+    "s3": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
+    "kms": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"),
+}
+# libpq takes these query parameters over the URL's host (and PGHOST where it names none,
+# PGHOSTADDR always).
+_PG_HOST_PARAMS = ("host", "hostaddr")
+# azure-storage-blob's development storage account (parse_connection_str).
+DEV_STORAGE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+class ConnectionStringError(ValueError):
+    """A connection string the Azure SDK would refuse, or whose endpoint it cannot name."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEndpoints:
+    """The blob endpoints a connection string makes the SDK use (never its secret parts)."""
+
+    primary: str  # a URL
+    secondary: str | None  # a host name, as the SDK keeps it
+
+
+def blob_endpoints(connection_string: str) -> BlobEndpoints:
+    """The endpoints exactly as azure-storage-blob's `parse_connection_str` derives them for
+    the blob service: BlobEndpoint if given, else protocol, account name and suffix."""
+    settings: dict[str, str] = {}
+    for part in connection_string.rstrip(";").split(";"):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ConnectionStringError("is blank or malformed (a part without '=')")
+        settings[name.upper()] = value  # the SDK's dict(): a repeated name, the last wins
+    if settings.get("USEDEVELOPMENTSTORAGE") == "true":
+        return BlobEndpoints(DEV_STORAGE_BLOB, None)
+    if "BLOBENDPOINT" in settings:
+        return BlobEndpoints(settings["BLOBENDPOINT"], settings.get("BLOBSECONDARYENDPOINT"))
+    if "BLOBSECONDARYENDPOINT" in settings:
+        raise ConnectionStringError("names only a secondary blob endpoint")
+    if "ACCOUNTNAME" not in settings:
+        raise ConnectionStringError("names neither BlobEndpoint nor AccountName")
+    account = settings["ACCOUNTNAME"]
+    if "DEFAULTENDPOINTSPROTOCOL" in settings and "ENDPOINTSUFFIX" in settings:
+        suffix = settings["ENDPOINTSUFFIX"]
+        return BlobEndpoints(
+            f"{settings['DEFAULTENDPOINTSPROTOCOL']}://{account}.blob.{suffix}",
+            f"{account}-secondary.blob.{suffix}",
+        )
+    return BlobEndpoints(
+        f"https://{account}.blob.{settings.get('ENDPOINTSUFFIX', 'core.windows.net')}", None
+    )
+
+
+def aws_endpoint_overrides(service: str) -> list[tuple[str, str]]:
+    """(variable, value) of every botocore endpoint variable for `service` that is set."""
+    return [(name, os.environ[name]) for name in AWS_ENDPOINT_ENV[service] if os.environ.get(name)]
+
+
+@dataclass(frozen=True, slots=True)
+class StateHost:
+    """One host the state store's connection would reach, and where it was named."""
+
+    source: str  # e.g. "state_url", "MIGRATOR_STATE_URL", "PGHOST"
+    host: str  # "localhost" for a local socket
+
+
+def state_hosts(plan_state_url: str | None) -> tuple[str | None, list[StateHost]]:
+    """The effective state URL's source and every host libpq would take from it and from the
+    environment; no hosts for SQLite (a local file). Raises ValueError for a URL that cannot
+    be read, or that names a pg_service entry (whose host this cannot see)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from_env = os.environ.get(STATE_URL_ENV)
+    url = from_env or plan_state_url
+    source = STATE_URL_ENV if from_env else "state_url"
+    if url is None or url.startswith("sqlite"):
+        return None, []
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    query = {name.lower(): value for name, value in parsed.query.items()}
+    if "service" in query or os.environ.get("PGSERVICE"):
+        raise ValueError("names a pg_service entry: give the host in the URL")
+    hosts: list[StateHost] = []
+    for param in _PG_HOST_PARAMS:
+        values = query.get(param, ())
+        for value in (values,) if isinstance(values, str) else values:
+            hosts += [StateHost(f"{source} ?{param}=", _no_port(h)) for h in value.split(",")]
+    if parsed.host:
+        hosts += [StateHost(source, _no_port(h)) for h in parsed.host.split(",")]
+    elif not any(h.source.endswith("?host=") for h in hosts):
+        pghost = os.environ.get("PGHOST")
+        names = pghost.split(",") if pghost else ["localhost"]
+        where = "PGHOST" if pghost else f"{source} (a local socket)"
+        hosts += [StateHost(where, "localhost" if h.startswith("/") else h) for h in names]
+    if os.environ.get("PGHOSTADDR"):
+        hosts += [StateHost("PGHOSTADDR", h) for h in os.environ["PGHOSTADDR"].split(",")]
+    return source, hosts
+
+
+def _no_port(host: str) -> str:
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else host
