@@ -2,9 +2,9 @@
 
 Every chunk the engine commits, and every data object it deletes, is one entry in its shard's
 ledger. Entries chain by SHA-256 from a genesis value bound to plan, dataset and shard; the
-entries one commit batch adds to a shard are one segment object, whose header is signed with
-Ed25519 under a key derived from the dataset's first data key. Its public half (the audit key)
-lets anyone check a ledger and write none: it neither decrypts nor signs.
+entries one commit batch adds to a shard are one segment object, whose header is signed by the
+plan's signing key in its key service (migrator/keys/signing.py), never by anything a data key
+gives. Its public key (the audit key) lets anyone check a ledger and write none.
 """
 
 from __future__ import annotations
@@ -17,14 +17,19 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from migrator.codec.body import U32, U64, BodyReader
 from migrator.errors import MisplacedChunkError, TamperedError, TruncatedError
 from migrator.keys.datakey import DataKey
+from migrator.keys.signing import (
+    SignatureVerifier,
+    Signer,
+    canonical_json,
+    sign_checked,
+    signed_message,
+)
 
 __all__ = [
     "LEDGER_FORMAT",
@@ -40,26 +45,25 @@ __all__ = [
     "seal_segment",
     "segment_key",
     "segment_of_key",
-    "signature_valid",
+    "signature_problem",
 ]
 
 LEDGER_FORMAT = "migrator/audit-ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2  # 1: signed with a key derived from the first data key; no longer read
 LEDGER_FOLDER = "_ledger"
 KINDS = ("add", "delete")
 # Why an entry was written: a chunk stored; a part of an object that changed or vanished before
 # its shard closed; a shard a sync left untouched, cleared of an interrupted attempt's chunks;
 # an old generation a compaction folded away.
 REASONS = {"add": ("stored",), "delete": ("stale-part", "untouched-shard", "compaction")}
-INFO_SIGNING_KEY = b"migrator/v1/audit-ledger/signing-key"
 INFO_PLAIN_TAG_KEY = b"migrator/v1/audit-ledger/plain-tag-key"
 GENESIS_LABEL = b"migrator/v1/audit-ledger/genesis\n"
-SIGNED_LABEL = b"migrator/v1/audit-ledger/segment\n"
-VERIFY_KEY_BYTES = 32
+SIGNED_LABEL = b"migrator/v2/audit-ledger/segment\n"
 
 _SEGMENT = re.compile(r"(\d{10,})\.mgl")
 _HEX256 = re.compile(r"[0-9a-f]{64}")
 _HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")
+_HEX_KEY_ID = re.compile(r"[0-9a-f]{32}")
 _HEADER_FIELDS = frozenset(
     (
         "format",
@@ -72,6 +76,7 @@ _HEADER_FIELDS = frozenset(
         "count",
         "previous_link",
         "head_link",
+        "signing_key",
         "signature",
     )
 )
@@ -95,8 +100,7 @@ _ENTRY_FIELDS = frozenset(
 )
 
 
-def _canonical(doc: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+_canonical = canonical_json
 
 
 def _hkdf(secret: bytes, info: bytes) -> bytes:
@@ -128,19 +132,29 @@ def segment_of_key(object_key: str, dataset: str, shard: int) -> int | None:
 
 
 class LedgerKeys:
-    """What writing and fully checking a dataset's ledger needs, derived from its first data
-    key (the one every keyring keeps first, so rotations never change it). Holds secrets:
-    never print or pickle it. `verify_key` is public: the audit key."""
+    """What writing a dataset's ledger needs: the plan's signing key, and the tag key derived
+    from the dataset's first data key (the one every keyring keeps first, so rotations never
+    change it); an audit comparing tags needs no signer. Holds a secret: never print or pickle
+    it."""
 
-    __slots__ = ("_signing", "_tag_key", "verify_key")
+    __slots__ = ("_tag_key", "signer")
 
-    def __init__(self, first: DataKey) -> None:
-        self._signing = Ed25519PrivateKey.from_private_bytes(_hkdf(first.secret, INFO_SIGNING_KEY))
-        self.verify_key = self._signing.public_key().public_bytes_raw()
+    def __init__(self, first: DataKey, signer: Signer | None = None) -> None:
+        self.signer = signer
         self._tag_key = _hkdf(first.secret, INFO_PLAIN_TAG_KEY)
 
+    def _signer(self) -> Signer:
+        if self.signer is None:
+            raise ValueError("these ledger keys only tag: they were made without a signer")
+        return self.signer
+
+    @property
+    def signing_key_id(self) -> str:
+        return self._signer().public_key().key_id
+
     def sign(self, message: bytes) -> bytes:
-        return self._signing.sign(message)
+        """Made by the key service, checked against the public key the header names."""
+        return sign_checked(self._signer(), message)[1]
 
     def plain_tag(self, plain_xxh3: str) -> str:
         """A keyed tag of a plaintext digest: the ledger names what a chunk held without
@@ -149,7 +163,7 @@ class LedgerKeys:
         return mac.digest()[:16].hex()
 
     def __repr__(self) -> str:
-        return f"LedgerKeys(verify_key={self.verify_key.hex()})"
+        return f"LedgerKeys(signer={self.signer.describe() if self.signer else None})"
 
     __str__ = __repr__
 
@@ -206,7 +220,8 @@ class LedgerSegment:
     count: int  # entries it holds, as signed
     previous_link: str  # the link it continues: the previous segment's head, or the genesis
     head_link: str  # its last entry's link (previous_link when it holds none)
-    signature: str  # hex Ed25519 signature of signed_bytes()
+    signing_key: str  # key id (fingerprint) of the signing key that signed it
+    signature: str  # hex r || s: ECDSA P-256 signature of signed_bytes()
     entries: tuple[LedgerEntry, ...]
 
     def header(self) -> dict[str, Any]:
@@ -221,13 +236,14 @@ class LedgerSegment:
             "count": self.count,
             "previous_link": self.previous_link,
             "head_link": self.head_link,
+            "signing_key": self.signing_key,
             "signature": self.signature,
         }
 
     def signed_bytes(self) -> bytes:
         header = self.header()
         del header["signature"]
-        return SIGNED_LABEL + _canonical(header)
+        return signed_message(SIGNED_LABEL, header)
 
 
 def genesis_link(plan: str, dataset: str, shard: int) -> str:
@@ -254,7 +270,17 @@ def seal_segment(
     """The stored segment: its signed header, then one line per entry."""
     head = entries[-1].link if entries else previous_link
     unsigned = LedgerSegment(
-        plan, dataset, shard, segment, first_index, len(entries), previous_link, head, "", ()
+        plan,
+        dataset,
+        shard,
+        segment,
+        first_index,
+        len(entries),
+        previous_link,
+        head,
+        keys.signing_key_id,
+        "",
+        (),
     )
     header = unsigned.header() | {"signature": keys.sign(unsigned.signed_bytes()).hex()}
     lines = [_canonical(header)]
@@ -262,13 +288,18 @@ def seal_segment(
     return b"\n".join(lines) + b"\n"
 
 
-def signature_valid(segment: LedgerSegment, verify_key: bytes) -> bool:
-    try:
-        public = Ed25519PublicKey.from_public_bytes(verify_key)
-        public.verify(bytes.fromhex(segment.signature), segment.signed_bytes())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+def signature_problem(segment: LedgerSegment, verifier: SignatureVerifier) -> str | None:
+    """Why the segment's signature does not vouch for it (a key the verifier does not trust,
+    or a signature that does not verify); None when it does."""
+    public = verifier.public_key_for(segment.signing_key)
+    if public is None:
+        return (
+            f"it names signing key {segment.signing_key}, which is not a signing key of the"
+            f" plan (trusted: {verifier.describe()})"
+        )
+    if not public.verify(segment.signed_bytes(), bytes.fromhex(segment.signature)):
+        return f"its signature does not verify with signing key {segment.signing_key}"
+    return None
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -358,6 +389,7 @@ def parse_segment(
         count=reader.int_(f, "count", "header"),
         previous_link=reader.hexed(f, "previous_link", "header", _HEX256),
         head_link=reader.hexed(f, "head_link", "header", _HEX256),
+        signing_key=reader.hexed(f, "signing_key", "header", _HEX_KEY_ID),
         signature=reader.hexed(f, "signature", "header", _HEX_SIGNATURE),
         entries=tuple(reader.entry(line, n) for n, line in enumerate(lines[1:], start=2)),
     )
@@ -370,7 +402,7 @@ def open_segment(
     dataset: str,
     shard: int,
     segment: int,
-    verify_key: bytes,
+    verifier: SignatureVerifier,
     object_key: str,
     previous_link: str | None = None,
     first_index: int | None = None,
@@ -384,8 +416,8 @@ def open_segment(
     def tampered(message: str) -> TamperedError:
         return TamperedError(f"audit ledger segment {message}", object_key=object_key)
 
-    if not signature_valid(seg, verify_key):
-        raise tampered("signature does not verify with the audit key")
+    if (problem := signature_problem(seg, verifier)) is not None:
+        raise tampered(f"is not signed by the plan: {problem}")
     if len(seg.entries) < seg.count:
         raise TruncatedError(
             f"audit ledger segment holds {len(seg.entries)} of its {seg.count} entries",

@@ -9,6 +9,7 @@ the head it starts from has not moved.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import os
 import re
@@ -29,6 +30,7 @@ from migrator.codec.ledger import (
     segment_of_key,
 )
 from migrator.errors import StateError
+from migrator.keys.signing import SignatureVerifier
 from migrator.state.model import CommittedChunk, LedgerHead, LedgerMove
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
@@ -92,8 +94,10 @@ class LedgerWriter:
         self.dataset = dataset
         self.store = store
         self.state = state
-        self.keys = keys
-        self.key_id = key_id  # fingerprint (hex) of the data key its chunks are sealed under
+        self.keys = keys  # the plan's signing key, and the dataset's plain-tag key
+        # Fingerprint (hex) of the data key its chunks are sealed under: the generation's key,
+        # set again once the run knows which generation it works in.
+        self.key_id = key_id
         self.who = who
         self.user = os_user()
         self.guard = guard
@@ -118,7 +122,7 @@ class LedgerWriter:
             return []
         heads = self.state.ledger_heads(self.dataset, groups)
         at = datetime.now(UTC).isoformat(timespec="microseconds")
-        writes: list[tuple[int, str, bytes]] = []
+        writes: list[tuple[int, str, Callable[[], bytes]]] = []
         moves: list[LedgerMove] = []
         tag = self.keys.plain_tag
         for shard, group in sorted(groups.items()):
@@ -150,7 +154,8 @@ class LedgerWriter:
                 link = entry_link(link, entry)
                 entries.append(dataclasses.replace(entry, link=link))
             segment = head.segment + 1
-            data = seal_segment(
+            seal = functools.partial(
+                seal_segment,
                 plan=self.plan,
                 dataset=self.dataset,
                 shard=shard,
@@ -160,7 +165,7 @@ class LedgerWriter:
                 entries=entries,
                 keys=self.keys,
             )
-            writes.append((shard, segment_key(self.dataset, shard, segment), data))
+            writes.append((shard, segment_key(self.dataset, shard, segment), seal))
             after = LedgerHead(self.dataset, shard, segment, head.entries + len(entries), link)
             moves.append(LedgerMove(head.segment, after))
         if len(writes) == 1:
@@ -170,10 +175,12 @@ class LedgerWriter:
                 list(pool.map(self._put, writes))
         return moves
 
-    def _put(self, write: tuple[int, str, bytes]) -> None:
-        shard, key, data = write
+    def _put(self, write: tuple[int, str, Callable[[], bytes]]) -> None:
+        """Sign (a call to the key service) and store one segment; a batch's run in parallel."""
+        shard, key, seal = write
         if self.guard is not None:
             self.guard(shard)
+        data = seal()
         self.store.put(key, data, {"migrator-kind": "audit-ledger"})
 
     def check_known(self) -> None:
@@ -230,7 +237,7 @@ def ledger_ends(
     plan: str,
     dataset: str,
     segments: dict[int, list[tuple[int, str]]],
-    verify_key: bytes,
+    verifier: SignatureVerifier,
 ) -> list[LedgerHead]:
     """Where each shard's stored ledger ends, from its last segment (authenticated: a forged
     or damaged one is the FormatError that says so). For a state store rebuilt from the
@@ -244,7 +251,7 @@ def ledger_ends(
             dataset=dataset,
             shard=shard,
             segment=number,
-            verify_key=verify_key,
+            verifier=verifier,
             object_key=key,
         )
         heads.append(LedgerHead(dataset, shard, number, seg.first_index + seg.count, seg.head_link))

@@ -1,21 +1,23 @@
-"""`migrator keys rotate`: re-wrap every data key under the plan's current KEK; nothing is
-re-encrypted.
+"""`migrator keys rotate`: re-wrap every data key under the plan's current KEK and re-sign the
+keyring with the plan's current signing key; nothing is re-encrypted.
 
-Per dataset: read the keyring in force, unwrap each data key with whichever KEK of the plan
-(`keys`, `keys.previous`) wrapped it, wrap those the current KEK did not under it, optionally add
-a fresh data key and make it current, and store the result as the next keyring revision. The new
-revision is read back and opened with the current KEK alone before the revisions it supersedes
-(and `datakey.json`) are deleted. A crash at any point leaves the old revision or the new one in
-force, both readable; a rerun finishes the deletions and otherwise changes nothing.
+Per dataset: read the keyring in force and check its signature (a signing key of `keys` or
+`keys.previous`), unwrap each data key with whichever KEK of the plan wrapped it, wrap those the
+current KEK did not under it, optionally add a fresh data key that seals the generations after
+the newest one begun, and store the result, signed, as the next keyring revision. The new
+revision is read back and opened with the current KEK and signing key alone before the
+revisions it supersedes (and `datakey.json`) are deleted. A crash at any point leaves the old
+revision or the new one in force, both readable; a rerun finishes the deletions and otherwise
+changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from migrator.codec.chunk import read_header
-from migrator.codec.generation import generation_key
-from migrator.engine.chain import record_generations
+from migrator.codec.ledger import open_segment
+from migrator.engine.chain import load_record, record_generations
+from migrator.engine.ledger import list_segments
 from migrator.errors import MigratorError, MissingObjectError
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
@@ -23,13 +25,12 @@ from migrator.keys.keyring import (
     Keyring,
     StoredKeyring,
     key_context,
-    keyring_object,
     list_key_objects,
-    open_generation_key,
     open_keyring,
     read_keyring,
 )
 from migrator.keys.provider import KeyProvider
+from migrator.keys.signing import AnyOf
 from migrator.plan.model import Plan
 from migrator.stores.base import ObjectStore
 
@@ -47,10 +48,13 @@ class DatasetRotation:
     written: str | None = None  # the keyring object this rotation wrote
     removed: list[str] = field(default_factory=list)  # superseded key objects deleted
     new_key: str | None = None  # id of the data key --new-data-key added and made current
+    new_key_from: int | None = None  # the first generation the new key seals
     current: str | None = None  # id of the current data key
     open_generation: int | None = None  # under way: it finishes under the key it began with
     open_generation_key: str | None = None
     kept_unused: bool = False  # --new-data-key kept a current key that has sealed nothing yet
+    signed_by: str | None = None  # signing key of the keyring in force afterwards
+    resigned: bool = False  # this rotation moved the keyring to the plan's current signing key
 
     @property
     def changed(self) -> bool:
@@ -80,50 +84,67 @@ class KeyRotation:
             stored = read_keyring(self.store, self.plan.name, dataset)
         except MissingObjectError:
             return result  # no data key yet: the first run creates one under the current KEK
-        keyring, openers = open_keyring(stored, self.chain)
+        keyring, openers = open_keyring(stored, self.chain)  # vouched for by a plan's signer
         keys = [k for w in stored.keys if (k := keyring.get(bytes.fromhex(w.key_id)))]
         result.keys, result.revision = len(stored.keys), stored.revision
-        result.current = stored.current
-        gens = record_generations(self.store, dataset)  # listed once, for both questions
-        under_way = open_generation_key(self.store, keyring, dataset, gens)
-        if under_way is not None:
-            result.open_generation = under_way[0]
-            result.open_generation_key = under_way[1].key_id.hex()
-        add = False
+        result.current, result.signed_by = stored.current, stored.signed_by
+        signing_key = self.chain.signer.public_key().key_id
+        result.resigned = stored.signed_by != signing_key
+        add_from: int | None = None
         if new_data_key:
+            begun, under_way = self._begun(keyring)
+            if under_way:
+                result.open_generation = begun
+                result.open_generation_key = keyring.sealing_key(begun).key_id.hex()
             current_opener = openers[[w.key_id for w in stored.keys].index(stored.current)]
-            result.kept_unused = current_opener == 0 and self._unused(keyring, under_way, gens)
-            add = not result.kept_unused
-        if any(opener != 0 for opener in openers) or add:
-            self._write(stored, keys, openers, add, result)
+            starts = keyring.sealing_from(keyring.current) or 1
+            # Added by an earlier --new-data-key and sealed nothing yet: a rerun adds no other.
+            result.kept_unused = (
+                current_opener == 0 and keyring.current != keyring.first and starts > begun
+            )
+            if not result.kept_unused:
+                add_from = begun + 1
+        if any(opener != 0 for opener in openers) or add_from is not None or result.resigned:
+            self._write(stored, keys, openers, add_from, result)
         _, superseded = list_key_objects(self.store, dataset)
         for okey in superseded:
             self.store.delete(okey)
             result.removed.append(okey)
         return result
 
-    def _unused(
-        self, keyring: Keyring, under_way: tuple[int, DataKey] | None, gens: list[int]
-    ) -> bool:
-        """The current key (already under the current KEK) was added by an earlier
-        `--new-data-key` (it is not the dataset's first) and has sealed nothing yet: neither the
-        newest generation record (of `gens`, the dataset's, oldest first) nor a generation
-        under way. Another fresh key would add nothing, so rerunning the command after an
-        interruption converges."""
-        current = keyring.current
-        if current == keyring.first or (under_way is not None and under_way[1] == current):
-            return False
-        if not gens:
-            return True
-        newest = self.store.get(generation_key(keyring.dataset, gens[-1]))
-        return read_header(newest).key_id != current.key_id
+    def _begun(self, keyring: Keyring) -> tuple[int, bool]:
+        """(the newest generation anything was sealed in, whether it is still under way), from
+        authenticated data only: the newest generation record, opened with the data keys, and
+        the generations the shards' signed ledgers name. Object metadata, and objects stored
+        but never recorded, are anyone's to write and decide nothing."""
+        dataset = keyring.dataset
+        records = record_generations(self.store, dataset)
+        newest = 0
+        if records:
+            load_record(self.store, self.plan.name, dataset, records[-1], keyring)
+            newest = records[-1]
+        trust = AnyOf([self.chain.trust(), keyring.signers])
+        in_ledger = 0
+        for shard, numbered in list_segments(self.store, dataset)[0].items():
+            number, okey = numbered[-1]
+            segment = open_segment(
+                self.store.get(okey),
+                plan=self.plan.name,
+                dataset=dataset,
+                shard=shard,
+                segment=number,
+                verifier=trust,
+                object_key=okey,
+            )
+            in_ledger = max([in_ledger, *(e.generation for e in segment.entries)])
+        return max(newest, in_ledger), in_ledger > newest
 
     def _write(
         self,
         stored: StoredKeyring,
         keys: list[DataKey],
         openers: list[int],
-        add: bool,
+        add_from: int | None,
         result: DatasetRotation,
     ) -> None:
         context = key_context(self.plan.name, stored.dataset)
@@ -134,28 +155,32 @@ class KeyRotation:
             else:
                 wrapped.append(self.chain.current.wrap(key, context))
                 result.rewrapped += 1
-        current = next(k for k in keys if k.key_id.hex() == stored.current)
-        if add:
+        sealing = list(stored.sealing)
+        if add_from is not None:
             current, fresh = self.chain.current.generate_data_key(context)
             keys.append(current)
             wrapped.append(fresh)
-            result.new_key = current.key_id.hex()
+            if sealing[-1][0] >= add_from:  # the key it replaces never sealed anything
+                sealing.pop()
+            sealing.append((add_from, current.key_id.hex()))
+            result.new_key, result.new_key_from = current.key_id.hex(), add_from
         new = StoredKeyring(
             stored.plan,
             stored.dataset,
             stored.revision + 1,  # the revision in force, as read_keyring listed it
-            current.key_id.hex(),
             tuple(wrapped),
-        )
-        okey = keyring_object(stored.dataset, new.revision)
-        self.store.put(okey, new.to_json(current), {"migrator-kind": "keyring"})
+            tuple(sealing),
+            stored.signers,
+        ).signed(self.chain.signer)
+        self.store.put(new.object_key, new.to_json(), {"migrator-kind": "keyring"})
         self._check_written(new, keys)
-        result.written = okey
+        result.written = new.object_key
         result.keys, result.revision, result.current = len(keys), new.revision, new.current
+        result.signed_by = new.signed_by
 
     def _check_written(self, new: StoredKeyring, keys: list[DataKey]) -> None:
-        """The revision just stored is the one in force and the current KEK alone opens every
-        key in it; else it is deleted, so the revision before stays in force."""
+        """The revision just stored is the one in force and the current KEK and signing key
+        alone open it; else it is deleted, so the revision before stays in force."""
         try:
             back = read_keyring(self.store, self.plan.name, new.dataset)
             if back.revision != new.revision:

@@ -3,7 +3,8 @@
 KMS keeps the KEK: only the wrapped data key (`CiphertextBlob`) is stored, and `Decrypt` names
 the plan's key, so KMS itself refuses a data key that another key wrapped. Key rotation re-wraps
 an existing data key with `Encrypt` under the same encryption context. In GovCloud regions
-the client uses the FIPS endpoint unless an explicit endpoint URL is given.
+the client uses the FIPS endpoint unless an explicit endpoint URL is given. The plan's signing
+key (`signing_key_id`, migrator/keys/aws_kms_signing.py) is asked through the same client.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.arn import KmsArn, parse_kms_arn
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
 from migrator.keys.provider import WrappedKey, check_provider
+from migrator.keys.signing import Signer, UnconfiguredSigner
 
 # "standard" retries throttling and transient errors with jittered backoff; a dataset asks
 # for its key once, so a slow success beats a failed run.
@@ -28,6 +30,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 30
 INCOMPLETE_ATTEMPTS = 4  # answers cut short, parsed by botocore as empty successes
 INCOMPLETE_BACKOFF = 0.2
+KMS_KEY_SPEC = "ECC_NIST_P256"  # of the signing key (migrator/keys/aws_kms_signing.py)
 
 # Decrypt errors that say "these bytes were not sealed by this key under this context". Moto
 # (and a key policy that conditions on the encryption context) answers AccessDenied there.
@@ -68,6 +71,7 @@ class AwsKmsKeyProvider:
         endpoint_url: str | None = None,
         client: Any | None = None,
         use_fips: bool | None = None,
+        signing_key_id: str | None = None,
     ) -> None:
         self._arn: KmsArn | None = parse_kms_arn(key_id)  # ValueError names what is wrong
         if self._arn is not None and region is not None and region != self._arn.region:
@@ -80,6 +84,16 @@ class AwsKmsKeyProvider:
                 region or (self._arn.region if self._arn else None), endpoint_url, use_fips
             )
         self._client: Any = client
+        self.signer: Signer = UnconfiguredSigner(
+            self.describe(),
+            "keys.signing_key_id",
+            f"an asymmetric {KMS_KEY_SPEC} SIGN_VERIFY KMS key",
+        )
+        if signing_key_id is not None:
+            from migrator.keys.aws_kms_signing import AwsKmsSigner
+
+            region = region or (self._arn.region if self._arn else None)
+            self.signer = AwsKmsSigner(signing_key_id, client, region=region)
 
     def _make_client(
         self, region: str | None, endpoint_url: str | None, use_fips: bool | None
@@ -88,11 +102,14 @@ class AwsKmsKeyProvider:
         session = boto3.session.Session(region_name=region)
         resolved = session.region_name
         fips = use_fips if use_fips is not None else fips_default(resolved, endpoint_url)
-        config = Config(
+        config = Config(  # type: ignore[call-arg]  # its stubs lack ignore_configured_endpoint_urls
             retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             use_fips_endpoint=fips,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,
+            # The plan's endpoint or the region's, never AWS_ENDPOINT_URL(_KMS) or the config
+            # file's: an endpoint that answers GenerateDataKey chooses the data key.
+            ignore_configured_endpoint_urls=True,
         )
         try:
             return session.client("kms", endpoint_url=endpoint_url, config=config)
@@ -209,21 +226,7 @@ class AwsKmsKeyProvider:
             )
 
     def _whole(self, operation: str, call: Callable[[], Any], fields: tuple[str, ...]) -> Any:
-        """The answer with every field it must have. botocore parses an answer cut short (a
-        connection closed mid-body) as an empty success, not an error: ask again, a few times,
-        as for any transient fault, then stop naming the operation."""
-        missing: list[str] = []
-        for attempt in range(INCOMPLETE_ATTEMPTS):
-            if attempt:
-                time.sleep(INCOMPLETE_BACKOFF * 2 ** (attempt - 1))
-            response = call()
-            missing = [f for f in fields if not response.get(f)]
-            if not missing:
-                return response
-        raise KeyProviderError(
-            f"{self.describe()}: {operation} answered without {', '.join(missing)}"
-            f" {INCOMPLETE_ATTEMPTS} times (answers cut short?); run the command again"
-        )
+        return whole_answer(self.describe(), operation, call, fields)
 
     def _data_key(self, plaintext: bytes, operation: str) -> DataKey:
         if len(plaintext) != DATA_KEY_BYTES:
@@ -234,15 +237,39 @@ class AwsKmsKeyProvider:
         return DataKey(plaintext)
 
     def _raise(self, operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
-        # Only the error code and message: the full response can carry request details.
-        if isinstance(exc, ClientError):
-            code = _error_code(exc)
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            reason = f"{code}: {message}" if message else code
-            reason += _STATE_HINTS.get(code, "")
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        raise KeyProviderError(f"{self.describe()}: {operation} failed: {reason}") from exc
+        raise_kms_error(self.describe(), operation, exc)
+
+
+def whole_answer(
+    what: str, operation: str, call: Callable[[], Any], fields: tuple[str, ...]
+) -> Any:
+    """The answer with every field it must have. botocore parses an answer cut short (a
+    connection closed mid-body) as an empty success, not an error: ask again, a few times, as
+    for any transient fault, then stop naming the operation."""
+    missing: list[str] = []
+    for attempt in range(INCOMPLETE_ATTEMPTS):
+        if attempt:
+            time.sleep(INCOMPLETE_BACKOFF * 2 ** (attempt - 1))
+        response = call()
+        missing = [f for f in fields if not response.get(f)]
+        if not missing:
+            return response
+    raise KeyProviderError(
+        f"{what}: {operation} answered without {', '.join(missing)}"
+        f" {INCOMPLETE_ATTEMPTS} times (answers cut short?); run the command again"
+    )
+
+
+def raise_kms_error(what: str, operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
+    # Only the error code and message: the full response can carry request details.
+    if isinstance(exc, ClientError):
+        code = _error_code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        reason = f"{code}: {message}" if message else code
+        reason += _STATE_HINTS.get(code, "")
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    raise KeyProviderError(f"{what}: {operation} failed: {reason}") from exc
 
 
 def _error_code(exc: ClientError) -> str:

@@ -34,6 +34,7 @@ import orjson
 from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
 from migrator.keys.provider import WrappedKey, check_provider
+from migrator.keys.signing import Signer, UnconfiguredSigner
 
 DEFAULT_ALGORITHM = "RSA-OAEP-256"
 WRAP_ALGORITHMS = frozenset({"RSA-OAEP-256", "A256KW"})
@@ -42,8 +43,8 @@ INSTALL_HINT = "pip install 'migrator[azure-keyvault]'"
 # Key Vault and Managed HSM in Azure Government: *.vault.usgovcloudapi.net, *.managedhsm.…
 GOVERNMENT_DNS_SUFFIX = ".usgovcloudapi.net"
 
-_KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
-_KEY_VERSION = re.compile(r"[0-9A-Za-z]{1,64}")
+KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+KEY_VERSION = re.compile(r"[0-9A-Za-z]{1,64}")
 _TAG_LABEL = b"migrator/v1/azure-keyvault-context\n"
 
 
@@ -112,15 +113,16 @@ class AzureKeyVaultKeyProvider:
         credential: Any | None = None,
         crypto_client: Any | None = None,
         algorithm: str = DEFAULT_ALGORITHM,
+        signer: Signer | None = None,
     ) -> None:
         parts = urlsplit(vault_url)
         if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
             raise ValueError(
                 f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net"
             )
-        if not _KEY_NAME.fullmatch(key_name):
+        if not KEY_NAME.fullmatch(key_name):
             raise ValueError(f"{key_name!r} is not a Key Vault key name (1-127 of 0-9, a-z, '-')")
-        if key_version is not None and not _KEY_VERSION.fullmatch(key_version):
+        if key_version is not None and not KEY_VERSION.fullmatch(key_version):
             raise ValueError(f"{key_version!r} is not a Key Vault key version")
         if algorithm not in WRAP_ALGORITHMS:
             raise ValueError(
@@ -138,6 +140,10 @@ class AzureKeyVaultKeyProvider:
             f"/{key_version}" if key_version else ""
         )
         self._injected_client = crypto_client
+        # The plan's signing key (an EC key of the vault: azure_keyvault_signing.py).
+        self.signer: Signer = signer or UnconfiguredSigner(
+            self.describe(), "keys.signing_key_name", "an EC P-256 key in the vault"
+        )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._credential = credential
@@ -201,8 +207,8 @@ class AzureKeyVaultKeyProvider:
         except self._errors.HttpResponseError as exc:
             if exc.status_code == 400:  # Key Vault's answer to bytes this key did not wrap
                 raise WrongKeyError(
-                    f"data key cannot be unwrapped with {wrapped.kek_id} ({_status(exc)}): it was"
-                    " wrapped under another key, or the wrapped bytes were altered"
+                    f"data key cannot be unwrapped with {wrapped.kek_id} ({error_status(exc)}): it"
+                    " was wrapped under another key, or the wrapped bytes were altered"
                 ) from None
             self._raise("unwrap_key", wrapped.kek_id, exc)
         except self._errors.AzureError as exc:
@@ -248,11 +254,11 @@ class AzureKeyVaultKeyProvider:
         else:
             hint = ""
         raise KeyProviderError(
-            f"azure-keyvault {key_id}: {operation} failed: {_status(exc)}{hint}"
+            f"azure-keyvault {key_id}: {operation} failed: {error_status(exc)}{hint}"
         ) from exc
 
 
-def _status(exc: Exception) -> str:
+def error_status(exc: Exception) -> str:
     """Error type, HTTP status and service error code, and the message's first line."""
     status = getattr(exc, "status_code", None)
     error = getattr(exc, "error", None)

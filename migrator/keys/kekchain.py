@@ -1,4 +1,5 @@
-"""The plan's KEKs: the current one (`keys`) and earlier ones (`keys.previous`).
+"""The plan's KEKs: the current one (`keys`) and earlier ones (`keys.previous`), each with the
+signing key beside it.
 
 New data keys are wrapped under the current KEK only. A data key wrapped under an earlier KEK is
 unwrapped by whichever KEK of the chain wrapped it, so a plan whose KEK was rotated keeps reading
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.datakey import DataKey
 from migrator.keys.provider import KeyProvider, WrappedKey
+from migrator.keys.signing import AnyOf
 
 
 class KekChain:
@@ -22,6 +24,7 @@ class KekChain:
         self.current = current
         self.previous = tuple(previous)
         self.name = current.name
+        self.signer = current.signer  # what this plan signs with
 
     @classmethod
     def of(cls, provider: KeyProvider) -> KekChain:
@@ -32,6 +35,11 @@ class KekChain:
     def labels(self) -> tuple[str, ...]:
         """Where each KEK is named in the plan, current first."""
         return ("keys", *(f"keys.previous[{i}]" for i in range(len(self.previous))))
+
+    def trust(self) -> AnyOf:
+        """The signing keys this plan's readers trust: the current KEK's and each earlier
+        one's (a keyring signed before the signing key changed reads until `keys rotate`)."""
+        return AnyOf([self.current.signer, *(p.signer for p in self.previous)])
 
     def describe(self) -> str:
         if not self.previous:

@@ -1,66 +1,72 @@
 """Per-dataset data keys, kept wrapped at the destination so restore needs nothing local.
 
-A dataset starts with one data key, wrapped under the plan's KEK in `{dataset}/_keys/datakey.json`.
-`migrator keys rotate` replaces that with a keyring, `{dataset}/_keys/keyring-NNNNNN.json`: every
-data key the dataset ever used, each wrapped under the current KEK, and which one is current. A
-rotation writes a new revision, then deletes the ones before it; the highest revision present is
-in force, so a crash between the two leaves a readable keyring either way (docs/FORMAT.md §10).
+A dataset starts with one data key, in a keyring of that one key: `{dataset}/_keys/datakey.json`
+(revision 0). `migrator keys rotate` writes the next revision,
+`{dataset}/_keys/keyring-NNNNNN.json`, then deletes the ones before it; the highest revision
+present is in force, so a crash between the two leaves a readable keyring either way
+(docs/FORMAT.md §10). Every revision is signed by
+the plan's signing key (keyring_doc.py), and a keyring that signature does not vouch for is
+refused, by readers and writers alike.
 
 Every chunk names its data key in its header, so readers pick the key chunk by chunk
-(`Keyring.for_chunk`); new chunks are sealed under `sealing_key`: the current key, except that
-a generation already under way finishes under the key it began with.
+(`Keyring.for_chunk`); the keyring says which key seals each generation
+(`Keyring.sealing_key`): the current key from the generation a rotation chose, the key before
+it for the generations before, a generation under way at the rotation included.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
-
-import orjson
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import NoReturn
 
 from migrator.codec.chunk import read_header
-from migrator.codec.generation import generation_of_key, generations_prefix
-from migrator.codec.manifest import MANIFEST_NAME
 from migrator.errors import (
     FormatError,
     KeyProviderError,
     MisplacedChunkError,
     MissingObjectError,
-    TamperedError,
-    UnknownVersionError,
     WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
-from migrator.keys.provider import KeyProvider, WrappedKey
-from migrator.stores.base import ObjectInfo, ObjectStore
+from migrator.keys.keyring_doc import (
+    StoredKeyring,
+    data_key_object,
+    first_keyring,
+    keyring_object,
+    keys_prefix,
+    parse_keyring,
+)
+from migrator.keys.provider import KeyProvider
+from migrator.keys.signing import AnyOf, SignatureVerifier, TrustedKeys
+from migrator.stores.base import ObjectStore
 
-KEYRING_FORMAT = "migrator/keyring"
-KEYRING_VERSION = 1
-INFO_KEYRING_MAC = b"migrator/v1/keyring-mac"
-KEY_ID_METADATA = "migrator-key-id"  # set on every data chunk by the pipeline
+__all__ = [
+    "KEY_ID_METADATA",
+    "Keyring",
+    "StoredKeyring",
+    "check_signer_recorded",
+    "data_key_object",
+    "key_context",
+    "key_for",
+    "keyring_object",
+    "keys_prefix",
+    "ledger_trust",
+    "list_key_objects",
+    "load_data_key",
+    "load_keyring",
+    "load_or_create_keyring",
+    "open_keyring",
+    "plan_trust",
+    "read_keyring",
+    "revision_of",
+]
+
+# Set on every data chunk by the pipeline, for people and for `verify --quick`; never used to
+# choose a key (anyone who can write the destination can set it).
+KEY_ID_METADATA = "migrator-key-id"
 _REVISION = re.compile(r"keyring-(\d{6,})\.json")
-_HEX_KEY_ID = re.compile(r"[0-9a-f]{32}")
-_PROBES = 8  # objects of an open generation looked at to find the key it began with
-
-
-def keys_prefix(dataset: str) -> str:
-    return f"{dataset}/_keys/"
-
-
-def data_key_object(dataset: str) -> str:
-    """The dataset's first (and until a rotation, only) data key, wrapped."""
-    return f"{keys_prefix(dataset)}datakey.json"
-
-
-def keyring_object(dataset: str, revision: int) -> str:
-    return f"{keys_prefix(dataset)}keyring-{revision:06d}.json"
 
 
 def revision_of(object_key: str) -> int | None:
@@ -74,128 +80,27 @@ def key_context(plan: str, dataset: str) -> dict[str, str]:
     return {"migrator:plan": plan, "migrator:dataset": dataset}
 
 
-# --- the stored form ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredKeyring:
-    """A dataset's data keys as stored: wrapped, oldest first, with the current one's id.
-
-    Revision 0 is `datakey.json`, a dataset's single first key; revisions 1 and up are keyring
-    objects. Nothing in it is secret.
-    """
-
-    plan: str
-    dataset: str
-    revision: int
-    current: str  # key id (hex) of the data key new generations are sealed with
-    keys: tuple[WrappedKey, ...]
-    mac: str | None = None  # hex HMAC of the rest under the current key; None for revision 0
-
-    @property
-    def object_key(self) -> str:
-        if self.revision == 0:
-            return data_key_object(self.dataset)
-        return keyring_object(self.dataset, self.revision)
-
-    def body(self) -> dict[str, Any]:
-        """Every field but `mac`; its canonical JSON is what the mac covers."""
-        return {
-            "format": KEYRING_FORMAT,
-            "version": KEYRING_VERSION,
-            "plan": self.plan,
-            "dataset": self.dataset,
-            "revision": self.revision,
-            "current": self.current,
-            "keys": [w.as_dict() for w in self.keys],
-        }
-
-    def to_json(self, current: DataKey) -> bytes:
-        """The keyring object, sealed by a MAC under the current data key."""
-        if self.revision < 1:
-            raise ValueError("revision 0 is datakey.json: a single wrapped key, not a keyring")
-        doc = self.body() | {"mac": _mac(current, self.body())}
-        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-
-
-def _mac(current: DataKey, body: dict[str, Any]) -> str:
-    """HMAC-SHA256 under a key derived from the current data key: without the data keys, no one
-    can choose another current key or drop, add or reorder keys unnoticed."""
-    mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_KEYRING_MAC).derive(
-        current.secret
-    )
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hmac.new(mac_key, canonical, hashlib.sha256).hexdigest()
-
-
-def _parse_keyring(
-    data: bytes, plan: str, dataset: str, revision: int, object_key: str
-) -> StoredKeyring:
-    """The keyring, checked for shape; its mac is checked once the keys are open."""
-
-    def bad(message: str) -> NoReturn:
-        raise TamperedError(f"keyring is malformed: {message}", object_key=object_key)
-
-    try:
-        doc: Any = orjson.loads(data)
-    except ValueError as exc:
-        bad(str(exc))
-    if not isinstance(doc, dict) or doc.get("format") != KEYRING_FORMAT:
-        bad(f"format is not {KEYRING_FORMAT!r}")
-    if doc.get("version") != KEYRING_VERSION:
-        raise UnknownVersionError(
-            f"keyring version {doc.get('version')!r} is not supported (this build reads"
-            f" {KEYRING_VERSION})",
-            object_key=object_key,
-        )
-    fields = {"format", "version", "plan", "dataset", "revision", "current", "keys", "mac"}
-    if set(doc) != fields:
-        bad(f"fields are {sorted(doc)}, expected {sorted(fields)}")
-    if (doc["plan"], doc["dataset"]) != (plan, dataset):
-        raise MisplacedChunkError(
-            f"keyring belongs to plan {doc['plan']!r} dataset {doc['dataset']!r}, expected"
-            f" plan {plan!r} dataset {dataset!r}",
-            object_key=object_key,
-        )
-    if doc["revision"] != revision or type(doc["revision"]) is not int:
-        raise MisplacedChunkError(
-            f"keyring says revision {doc['revision']!r}, its object name {revision}",
-            object_key=object_key,
-        )
-    if not isinstance(doc["keys"], list) or not doc["keys"]:
-        bad("keys is not a non-empty list")
-    keys = tuple(WrappedKey.from_dict(k, object_key=object_key) for k in doc["keys"])
-    ids = [w.key_id for w in keys]
-    if len(set(ids)) != len(ids) or not all(_HEX_KEY_ID.fullmatch(i) for i in ids):
-        bad("key ids are not distinct 32-digit hex fingerprints")
-    if doc["current"] not in ids:
-        bad(f"current key {doc['current']!r} is not one of its keys")
-    if not isinstance(doc["mac"], str):
-        bad("mac is not a string")
-    return StoredKeyring(plan, dataset, revision, doc["current"], keys, doc["mac"])
-
-
 def list_key_objects(store: ObjectStore, dataset: str) -> tuple[int | None, list[str]]:
     """(the revision in force: the highest keyring revision, else 0 for datakey.json, else None;
     the key objects it supersedes: lower revisions, and datakey.json once a keyring exists)."""
     revisions: list[int] = []
-    legacy = False
+    has_first = False  # datakey.json, revision 0
     for info in store.list(keys_prefix(dataset)):
         if info.key == data_key_object(dataset):
-            legacy = True
+            has_first = True
         elif (revision := revision_of(info.key)) is not None:
             revisions.append(revision)
     if not revisions:
-        return (0 if legacy else None), []
+        return (0 if has_first else None), []
     revisions.sort()
-    superseded = [data_key_object(dataset)] if legacy else []
+    superseded = [data_key_object(dataset)] if has_first else []
     superseded += [keyring_object(dataset, r) for r in revisions[:-1]]
     return revisions[-1], superseded
 
 
 def read_keyring(store: ObjectStore, plan: str, dataset: str) -> StoredKeyring:
-    """The dataset's keyring in force, still wrapped; MissingObjectError if it has no data key
-    (it was never migrated)."""
+    """The dataset's keyring in force, still wrapped and not yet checked for its signature;
+    MissingObjectError if it has no data key (it was never migrated)."""
     for attempt in range(2):
         revision, _ = list_key_objects(store, dataset)
         if revision is None:
@@ -209,10 +114,7 @@ def read_keyring(store: ObjectStore, plan: str, dataset: str) -> StoredKeyring:
             if attempt:
                 raise
             continue  # a rotation replaced it between the listing and the read: list again
-        if revision > 0:
-            return _parse_keyring(data, plan, dataset, revision, okey)
-        wrapped = WrappedKey.from_json(data, object_key=okey)
-        return StoredKeyring(plan, dataset, 0, wrapped.key_id, (wrapped,))
+        return parse_keyring(data, plan, dataset, revision, okey)
     raise AssertionError("unreachable")
 
 
@@ -220,18 +122,27 @@ def read_keyring(store: ObjectStore, plan: str, dataset: str) -> StoredKeyring:
 
 
 class Keyring:
-    """A dataset's data keys, unwrapped, by key id. Holds key material: never print or pickle
-    it (its repr shows only key ids)."""
+    """A dataset's data keys, unwrapped, by key id; which of them seals which generation; and
+    the signing keys its keyring lists (the ledger's). Holds key material: never print or
+    pickle it (its repr shows only key ids)."""
 
-    __slots__ = ("_keys", "current", "dataset", "first")
+    __slots__ = ("_keys", "_sealing", "current", "dataset", "first", "signers")
 
-    def __init__(self, dataset: str, keys: Sequence[DataKey], current: DataKey) -> None:
-        if not keys or current not in keys:
-            raise ValueError("a keyring holds its current key")
+    def __init__(
+        self,
+        dataset: str,
+        keys: Sequence[DataKey],
+        sealing: Sequence[tuple[int, DataKey]],
+        signers: TrustedKeys | None = None,
+    ) -> None:
+        if not keys or not sealing or any(k not in keys for _, k in sealing):
+            raise ValueError("a keyring holds the keys that seal")
         self.dataset = dataset
-        self.current = current  # new generations are sealed with it
+        self._sealing = tuple(sealing)
+        self.current = sealing[-1][1]  # new generations are sealed with it
         self.first = keys[0]  # the dataset's first data key
         self._keys = {k.key_id: k for k in keys}
+        self.signers = signers or TrustedKeys(())
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -242,6 +153,21 @@ class Keyring:
 
     def get(self, key_id: bytes) -> DataKey | None:
         return self._keys.get(key_id)
+
+    def sealing_key(self, generation: int) -> DataKey:
+        """The key that seals `generation`, as the signed keyring says: every shard of a
+        generation, resumed or not, under one key (and one name tag per object)."""
+        key = self._sealing[0][1]
+        for first, candidate in self._sealing:
+            if first > generation:
+                break
+            key = candidate
+        return key
+
+    def sealing_from(self, key: DataKey) -> int | None:
+        """The first generation `key` seals, as the current key; None if it never did."""
+        starts = [first for first, k in self._sealing if k == key]
+        return starts[-1] if starts else None
 
     def for_chunk(self, data: bytes | memoryview, *, object_key: str | None = None) -> DataKey:
         """The key a stored chunk's header names. A header that cannot be read or names a key
@@ -267,9 +193,24 @@ def key_for(keys: DataKey | Keyring, data: bytes | memoryview, object_key: str |
     return keys if isinstance(keys, DataKey) else keys.for_chunk(data, object_key=object_key)
 
 
-def open_keyring(stored: StoredKeyring, provider: KeyProvider) -> tuple[Keyring, list[int]]:
-    """Unwrap every data key with whichever KEK of the plan wrapped it: the keyring, and for
-    each key which KEK opened it (0 the current one, i + 1 keys.previous[i])."""
+def plan_trust(provider: KeyProvider) -> AnyOf:
+    """The signing keys the plan trusts: its KEK's and each earlier KEK's (keys.previous)."""
+    return KekChain.of(provider).trust()
+
+
+def ledger_trust(keyring: Keyring, provider: KeyProvider) -> AnyOf:
+    """The signing keys a dataset's ledger segments verify with: the plan's, and every earlier
+    one its (verified) keyring lists."""
+    return AnyOf([plan_trust(provider), keyring.signers])
+
+
+def open_keyring(
+    stored: StoredKeyring, provider: KeyProvider, trust: SignatureVerifier | None = None
+) -> tuple[Keyring, list[int]]:
+    """Unwrap every data key with whichever KEK of the plan wrapped it, then check the keyring's
+    signature with a signing key the plan trusts (`trust`, by default `plan_trust`): the
+    keyring, and for each key which KEK opened it (0 the current one, i + 1 keys.previous[i]).
+    A keyring the signature does not vouch for is an UntrustedKeyError naming it."""
     chain = KekChain.of(provider)
     okey = stored.object_key
     where = f"dataset {stored.dataset}"
@@ -290,20 +231,18 @@ def open_keyring(stored: StoredKeyring, provider: KeyProvider) -> tuple[Keyring,
             raise KeyProviderError(f"{okey}: {where}: {exc}") from None
         keys.append(key)
         openers.append(opener)
-    current = next(k for k in keys if k.key_id.hex() == stored.current)
-    sealed = stored.revision == 0 or (
-        stored.mac is not None and hmac.compare_digest(stored.mac, _mac(current, stored.body()))
-    )
-    if not sealed:
-        raise TamperedError(
-            "keyring was altered: its MAC does not match its keys and current key",
-            object_key=okey,
-        )
-    return Keyring(stored.dataset, keys, current), openers
+    try:
+        signers = stored.trusted_signers(trust or chain.trust())
+    except KeyProviderError as exc:  # the signing key's service could not be asked
+        raise KeyProviderError(f"{okey}: {where}: {exc}") from None
+    by_id = {k.key_id.hex(): k for k in keys}
+    sealing = [(first, by_id[key_id]) for first, key_id in stored.sealing]
+    return Keyring(stored.dataset, keys, sealing, signers), openers
 
 
 def load_keyring(store: ObjectStore, provider: KeyProvider, plan: str, dataset: str) -> Keyring:
-    """Every data key of the dataset, unwrapped; MissingObjectError if it was never migrated."""
+    """Every data key of the dataset, unwrapped and vouched for by the plan's signing key;
+    MissingObjectError if it was never migrated."""
     return open_keyring(read_keyring(store, plan, dataset), provider)[0]
 
 
@@ -312,66 +251,33 @@ def load_data_key(store: ObjectStore, provider: KeyProvider, plan: str, dataset:
     return load_keyring(store, provider, plan, dataset).current
 
 
-def load_or_create_data_key(
-    store: ObjectStore, provider: KeyProvider, plan: str, dataset: str
-) -> DataKey:
-    """The key new chunks of the dataset are sealed with (`sealing_key`); a dataset without
-    one gets its first data key, stored wrapped."""
-    return sealing_key(store, load_or_create_keyring(store, provider, plan, dataset), dataset)
-
-
 def load_or_create_keyring(
     store: ObjectStore, provider: KeyProvider, plan: str, dataset: str
 ) -> Keyring:
-    """The dataset's keyring; a dataset without one gets its first data key, stored wrapped."""
+    """The dataset's keyring, for a writer; a dataset without one gets its first data key, in
+    a keyring signed by the plan's signing key. A writer signs its ledger with that key, so
+    the keyring must list it (`check_signer_recorded`)."""
     try:
-        return load_keyring(store, provider, plan, dataset)
+        keyring = load_keyring(store, provider, plan, dataset)
     except MissingObjectError:
         key, wrapped = provider.generate_data_key(key_context(plan, dataset))
-        store.put(data_key_object(dataset), wrapped.to_json(), {"migrator-kind": "wrapped-key"})
-        return Keyring(dataset, [key], key)
+        stored = first_keyring(plan, dataset, wrapped).signed(provider.signer)
+        store.put(stored.object_key, stored.to_json(), {"migrator-kind": "keyring"})
+        return Keyring(dataset, [key], [(1, key)], TrustedKeys(stored.signers))
+    check_signer_recorded(keyring, provider)
+    return keyring
 
 
-# --- which key seals ---------------------------------------------------------------------
-
-
-def open_generation_key(
-    store: ObjectStore, keyring: Keyring, dataset: str, records: Sequence[int] | None = None
-) -> tuple[int, DataKey] | None:
-    """(generation, key) of a generation under way that began under a key of the keyring: the
-    generation after the newest generation record, if objects are stored under it. `records`:
-    the generations with a record, when the caller has listed them already."""
-    if records is None:
-        listed = (generation_of_key(o.key) for o in store.list(generations_prefix(dataset)))
-        records = [g for g in listed if g is not None]
-    generation = max(records, default=0) + 1
-    for n, info in enumerate(store.list(f"{dataset}/g{generation:06d}/")):
-        if n >= _PROBES:
-            break
-        key = _sealed_with(store, keyring, info)
-        if key is not None:
-            return generation, key
-    return None
-
-
-def sealing_key(store: ObjectStore, keyring: Keyring, dataset: str) -> DataKey:
-    """The current key, except that a generation under way finishes under the key it began
-    with: resumed, its shards never mix two keys (nor two name tags of one object)."""
-    if len(keyring) == 1:
-        return keyring.current
-    under_way = open_generation_key(store, keyring, dataset)
-    return under_way[1] if under_way is not None else keyring.current
-
-
-def _sealed_with(store: ObjectStore, keyring: Keyring, info: ObjectInfo) -> DataKey | None:
-    """The keyring's key a stored chunk was sealed with: from its metadata, else its header."""
-    recorded = info.metadata.get(KEY_ID_METADATA)
-    if recorded is None and not info.key.endswith(f"/{MANIFEST_NAME}"):
-        head = store.head(info.key)
-        recorded = head.metadata.get(KEY_ID_METADATA) if head is not None else None
-    if recorded is not None and _HEX_KEY_ID.fullmatch(recorded):
-        return keyring.get(bytes.fromhex(recorded))
-    try:  # a manifest (small), or an object stored without the pipeline's metadata
-        return keyring.get(read_header(store.get(info.key), object_key=info.key).key_id)
-    except FormatError:
-        return None
+def check_signer_recorded(keyring: Keyring, provider: KeyProvider) -> None:
+    """The plan's signing key is one the keyring lists, so whoever later audits with the keyring
+    finds every key the ledger was signed with; a signing key new to the plan is recorded by
+    `migrator keys rotate`, as a new KEK is."""
+    public = provider.signer.public_key()
+    if keyring.signers.public_key_for(public.key_id) is None:
+        raise KeyProviderError(
+            f"{keys_prefix(keyring.dataset)}: dataset {keyring.dataset}: the plan's signing key"
+            f" {public.key_id} ({provider.signer.describe()}) is not yet recorded in the"
+            f" dataset's keyring (it lists {keyring.signers.describe()}); run `migrator keys"
+            " rotate` to record it, keeping the earlier KEK and its signing key in"
+            " keys.previous until then"
+        )

@@ -1,4 +1,5 @@
-"""Local KEK file provider: the rehearsal and on-premises option; the KEK is a 0600 file."""
+"""Local KEK file provider: the rehearsal and on-premises option; the KEK is a 0600 file, and
+the plan's signing key another one beside it (migrator/keys/local_signing.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from migrator.errors import KeyProviderError, UsageError, WrongKeyError
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
+from migrator.keys.local_signing import LocalSigner, default_signing_key_file
 from migrator.keys.provider import WrappedKey, check_provider
+from migrator.keys.signing import Signer
 
 KEK_HEADER = b"migrator-kek-v1 "
 
@@ -53,11 +56,18 @@ class LocalKeyProvider:
 
     name = "local"
 
-    def __init__(self, kek_file: Path) -> None:
+    def __init__(
+        self, kek_file: Path, signing_key_file: Path | None = None, *, current: bool = True
+    ) -> None:
+        """`signing_key_file`: the plan's signing key, by default beside the KEK file; the
+        current KEK's is made if absent, an earlier one's (`current=False`) only read."""
         self._path = kek_file
         secret = self._read(kek_file)
         self._aead = AESGCM(secret)
         self.kek_id = _kek_id(secret)
+        self.signer: Signer = LocalSigner(
+            signing_key_file or default_signing_key_file(kek_file), create=current
+        )
 
     @staticmethod
     def _read(path: Path) -> bytes:

@@ -11,6 +11,7 @@ import orjson
 
 from migrator.errors import TamperedError, WrongKeyError
 from migrator.keys.datakey import DataKey
+from migrator.keys.signing import Signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +73,12 @@ def check_provider(wrapped: WrappedKey, name: str) -> None:
 
 
 class KeyProvider(Protocol):
-    """Generates and unwraps data keys; the KEK never leaves it."""
+    """Generates and unwraps data keys; the KEK never leaves it. Beside the KEK, in the same
+    key service, the plan's signing key (`signer`): it vouches for keyrings and signs the audit
+    ledger, and no data key gives it."""
 
     name: str
+    signer: Signer
 
     def generate_data_key(self, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
         """A fresh data key, and the same key wrapped under the KEK bound to `context`."""

@@ -19,6 +19,7 @@ import orjson
 import xxhash
 import zstandard
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -57,6 +58,7 @@ from migrator.codec.ledger import (
 )
 from migrator.codec.manifest import (
     ChunkRef,
+    RecordsLayout,
     ShardManifest,
     manifest_key,
     object_part_key,
@@ -74,6 +76,7 @@ from migrator.errors import (
     WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
+from migrator.keys.local_signing import MemorySigner
 
 KEY = DataKey(bytes(range(32)))
 OTHER_KEY = DataKey(bytes(range(1, 33)))
@@ -258,6 +261,7 @@ def _manifests() -> tuple[ShardManifest, ...]:
         extra={"csv_header": "id,name\n", "source": {"files": 2}},
         added_digest="1" * 32,
         digest="1" * 32,
+        records_layout=RecordsLayout("csv", "id", ","),
     )
     delta = ShardManifest(
         plan=PLAN,
@@ -277,6 +281,7 @@ def _manifests() -> tuple[ShardManifest, ...]:
         added_digest="2" * 32,
         removed_digest="3" * 32,
         digest="4" * 32,
+        records_layout=RecordsLayout("jsonl", "id"),
     )
     parts = []
     for name, count in (("videos/a.mp4", 2), ("docs/ü.pdf", 1)):
@@ -394,7 +399,9 @@ def _spool_parse(data: bytes) -> object:
 # --- the table ----------------------------------------------------------------------------
 
 
-LEDGER_KEYS = LedgerKeys(KEY)
+# A fixed signing key (ECDSA signatures themselves are randomized).
+LEDGER_SIGNER = MemorySigner(ec.derive_private_key(7, ec.SECP256R1()))
+LEDGER_KEYS = LedgerKeys(KEY, LEDGER_SIGNER)
 LEDGER_SEGMENT = segment_key(DATASET, SHARD, 1)
 
 
@@ -446,7 +453,9 @@ def _ledger_wrap(line: bytes) -> bytes:
     genesis = genesis_link(PLAN, DATASET, SHARD)
     if not isinstance(head, str) or len(head) != 64:
         head = genesis
-    header = LedgerSegment(PLAN, DATASET, SHARD, 1, 0, 1, genesis, head, "", ())
+    header = LedgerSegment(
+        PLAN, DATASET, SHARD, 1, 0, 1, genesis, head, LEDGER_KEYS.signing_key_id, "", ()
+    )
     signed = header.header() | {"signature": LEDGER_KEYS.sign(header.signed_bytes()).hex()}
     return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS) + b"\n" + line + b"\n"
 
@@ -562,7 +571,7 @@ def _build() -> tuple[Target, ...]:
                 dataset=DATASET,
                 shard=SHARD,
                 segment=1,
-                verify_key=LEDGER_KEYS.verify_key,
+                verifier=LEDGER_SIGNER,
                 object_key=LEDGER_SEGMENT,
             ),
             seeds=ledger_seeds,

@@ -65,6 +65,7 @@ def make_site(root: Path, source: Source, keys_from: Path | None = None) -> Path
     (root / "data").symlink_to(source.data, target_is_directory=True)
     if keys_from is not None:
         shutil.copy2(keys_from / "kek.key", root / "kek.key")
+        shutil.copy2(keys_from / "kek.signing.key", root / "kek.signing.key")  # it signed them
         for name in DATASETS:
             wrapped = Path("dest/t", name, "_keys/datakey.json")
             (root / wrapped).parent.mkdir(parents=True)

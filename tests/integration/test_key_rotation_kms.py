@@ -23,6 +23,7 @@ from tests.unit.test_key_rotation import (
     sealed_with,
     use_keys,
 )
+from tests.unit.test_planted_keys import audit_report
 from tests.unit.test_sync_generations import LiveSource, Site, assert_same
 
 integration = pytest.mark.integration
@@ -34,8 +35,16 @@ def kms(moto_server: MotoServer) -> Any:
 
 
 def kms_kek(kms: Any, moto_server: MotoServer) -> AwsKmsKeyProvider:
+    """A KMS KEK and the signing key beside it."""
     arn = str(kms.create_key(Description="migrator rotation test KEK")["KeyMetadata"]["Arn"])
-    return AwsKmsKeyProvider(arn, region=REGION, endpoint_url=moto_server.endpoint_url)
+    signing = kms.create_key(
+        Description="migrator rotation test signing key",
+        KeySpec="ECC_NIST_P256",
+        KeyUsage="SIGN_VERIFY",
+    )["KeyMetadata"]["Arn"]
+    return AwsKmsKeyProvider(
+        arn, region=REGION, endpoint_url=moto_server.endpoint_url, signing_key_id=signing
+    )
 
 
 @integration
@@ -64,9 +73,15 @@ def test_rotation_into_a_new_kms_key(
     for name in NAMES:
         stored = read_keyring(site.store, site.plan.name, name)
         assert {(w.provider, w.kek_id) for w in stored.keys} == {("aws-kms", new.key_id)}
+        # Signed by the new KMS signing key; the old one stays listed for the ledger it signed.
+        signers = [s.key_id for s in stored.signers]
+        assert stored.signed_by == new.signer.public_key().key_id == signers[-1]
+        assert signers == [old.signer.public_key().key_id, stored.signed_by]
 
     use_keys(site, new)  # the old KEK retired
     site.verify_ok()
+    # The ledger the old signing key signed verifies through the signers the keyrings list.
+    assert audit_report(site).ok
     restores_every_generation(site, captured, tmp_path / "rotated")
     live.mutate()
     live.write()

@@ -22,6 +22,8 @@ from migrator.codec.ledger import LedgerEntry, entry_link, segment_key
 from migrator.engine.audit import Auditor
 from migrator.engine.audit_report import FINDINGS
 from migrator.errors import StoreError
+from migrator.keys.local import LocalKeyProvider
+from migrator.keys.local_signing import MemorySigner
 from migrator.state.leases import WORKER_ID_ENV
 from migrator.stores.base import Buffer
 from migrator.stores.memory import MemoryStore
@@ -123,24 +125,34 @@ def test_bulk_sync_and_compaction_audit_clean(pristine: Path) -> None:
 
 def test_the_exported_audit_key_alone_suffices(site: Path) -> None:
     doc = json.loads((site / "audit-key.json").read_text())
-    assert set(doc) == {"format", "version", "plan", "algorithm", "datasets"}
-    assert set(doc["datasets"]) == {"profiles", "videos"}
-    # The auditor has the plan, read access and the key file: no KEK, no state store.
+    assert set(doc) == {"format", "version", "plan", "signing_keys"}
+    signer = LocalKeyProvider(site / "kek.key").signer.public_key()
+    assert [k["key_id"] for k in doc["signing_keys"]] == [signer.key_id]
+    assert doc["signing_keys"][0]["algorithm"] == "ecdsa-p256-sha256"
+    # The auditor has the plan, read access and the key file: no KEK, no signing key, no state.
     (site / "kek.key").unlink()
+    (site / "kek.signing.key").unlink()
     shutil.rmtree(site / "state")
     code, report = audit(site, "--audit-key-file", "audit-key.json", "--full")
     assert code == 0, findings(report)
     assert all("manifests were not opened" in " ".join(d["notes"]) for d in report["datasets"])
+    assert all(d["audit_key"] == signer.key_id for d in report["datasets"])
+    assert not (site / "kek.signing.key").exists()  # nothing made a signing key on the way
     _, seg = busiest_segment(site)
     rows = lines(seg)
     write_lines(seg, rows[:2] + rows[3:])
     code, report = audit(site, "--audit-key-file", "audit-key.json")
     assert code == 1 and "gap" in kinds(report)
-    # a key file of another plan's ledger: every signature fails
-    doc["datasets"]["profiles"] = "ab" * 32
+    # A key file of someone else's signing key: no keyring and no segment verifies with it.
+    doc["signing_keys"] = [MemorySigner.generate().public_key().as_dict()]
     (site / "other-key.json").write_text(json.dumps(doc))
     code, report = audit(site, "--audit-key-file", "other-key.json", "--dataset", "profiles")
-    assert code == 1 and kinds(report) >= {"forged"}
+    assert code == 1 and kinds(report) >= {"forged", "untrusted-keyring"}
+    # A key file whose key id is not its public key's fingerprint is refused, not believed.
+    doc["signing_keys"][0]["key_id"] = signer.key_id
+    (site / "lying-key.json").write_text(json.dumps(doc))
+    done = run_cli("audit", "plan.yaml", "--audit-key-file", "lying-key.json", cwd=site)
+    assert done.returncode == 2 and "is not its public key's fingerprint" in done.stderr
 
 
 def _forge_next(rows: list[bytes], object_key: str) -> bytes:

@@ -70,7 +70,10 @@ KMS_ACTIONS = {
     "generate_data_key": {"kms:GenerateDataKey"},
     "decrypt": {"kms:Decrypt"},
     "encrypt": {"kms:Encrypt"},  # `migrator keys rotate` re-wraps data keys
+    "sign": {"kms:Sign"},  # the signing key: keyrings and ledger segments
+    "get_public_key": {"kms:GetPublicKey"},
 }
+SIGNING_ACTIONS = {"kms:Sign", "kms:GetPublicKey"}
 BUCKET_LEVEL = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
 
 
@@ -332,6 +335,7 @@ def test_the_pool_named_in_the_docs_is_the_assets_pool() -> None:
 def test_iam_policy_grants_exactly_what_the_code_calls() -> None:
     s3_calls = _client_calls(ROOT / "migrator" / "stores" / "s3.py")
     kms_calls = _client_calls(ROOT / "migrator" / "keys" / "aws_kms.py")
+    kms_calls |= _client_calls(ROOT / "migrator" / "keys" / "aws_kms_signing.py")
     assert s3_calls and kms_calls
     unmapped = (s3_calls - S3_ACTIONS.keys()) | (kms_calls - KMS_ACTIONS.keys())
     assert not unmapped, f"new client calls: map them to IAM actions, update the policy: {unmapped}"
@@ -360,6 +364,8 @@ def test_iam_policy_scopes_each_action_to_the_prefix_bucket_or_key() -> None:
             assert statement["Condition"]["StringLike"]["s3:prefix"] == ["${PREFIX}*"]
         elif all(a.startswith("s3:") for a in actions):
             assert resource == "arn:aws-us-gov:s3:::${BUCKET}/${PREFIX}*"
+        elif actions == SIGNING_ACTIONS:  # the signing key alone: no data key is made with it
+            assert resource == "${KMS_SIGNING_KEY_ARN}"
         else:
             assert actions == {"kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"}
             assert resource == "${KMS_KEY_ARN}"

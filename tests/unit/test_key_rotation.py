@@ -16,7 +16,7 @@ from migrator.codec.chunk import read_header
 from migrator.engine.compact import Compactor
 from migrator.engine.cutover import CutoverGate
 from migrator.engine.rotate import DatasetRotation, KeyRotation
-from migrator.errors import PlanError, StoreError, TamperedError, WrongKeyError
+from migrator.errors import PlanError, StoreError, UntrustedKeyError, WrongKeyError
 from migrator.keys.kekchain import KekChain
 from migrator.keys.keyring import load_keyring, read_keyring
 from migrator.keys.local import LocalKeyProvider, init_kek_file
@@ -51,13 +51,18 @@ class FlakyStore(MemoryStore):
         super().delete(key)
 
 
-def migrated(tmp_path: Path, syncs: int = 1) -> tuple[LiveSource, Site, dict[int, Snapshot]]:
-    """A bulk copy and `syncs` syncs under the plan's first KEK; what each generation captured."""
+def migrated(
+    tmp_path: Path, syncs: int = 1, provider: KeyProvider | None = None
+) -> tuple[LiveSource, Site, dict[int, Snapshot]]:
+    """A bulk copy and `syncs` syncs under the plan's first KEK (or `provider`); what each
+    generation captured."""
     live = LiveSource(tmp_path, random.Random(31))
     live.seed(profiles=240, rows=150, videos=8)
     live.write()
     site = Site(tmp_path)
     site.store = FlakyStore()
+    if provider is not None:
+        use_keys(site, provider)
     captured = {}
     for gen in range(1, syncs + 2):
         if gen > 1:
@@ -284,11 +289,12 @@ def test_a_keyring_whose_current_key_was_swapped_is_refused(tmp_path: Path) -> N
     rotate(site, site.provider, new_data_key=True)
     okey = "videos/_keys/keyring-000001.json"
     doc = orjson.loads(site.store.get(okey))
-    doc["current"] = doc["keys"][0]["key_id"]  # back to the first key, without the MAC's key
+    first = doc["keys"][0]["key_id"]
+    doc["sealing"][-1]["key_id"] = first  # back to the first key, without the signing key
     site.store.put(okey, orjson.dumps(doc))
-    with pytest.raises(TamperedError, match="keyring was altered") as err:
+    with pytest.raises(UntrustedKeyError, match="does not verify with signing key") as err:
         load_keyring(site.store, site.provider, site.plan.name, "videos")
-    assert err.value.object_key == okey
+    assert err.value.object_key == okey and err.value.key_id == first
 
 
 def test_the_plan_names_earlier_keks_in_keys_previous(tmp_path: Path) -> None:
@@ -345,11 +351,14 @@ def test_keys_rotate_on_the_command_line(tmp_path: Path) -> None:
 
     done = run_cli("keys", "rotate", "plan.yaml", "--new-data-key", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # The new KEK's signing key (beside it) signs the rotated keyrings.
+    signing_key = LocalKeyProvider(tmp_path / "kek2.key").signer.public_key().key_id
     shown = done.stdout + done.stderr
     for name in NAMES:
         assert re.search(
             rf"^{name}: re-wrapped 1 of 2 data key\(s\) under local KEK \S+kek2\.key .*added"
-            rf" data key [0-9a-f]{{32}}, now current; wrote {name}/_keys/keyring-000001\.json;"
+            r" data key [0-9a-f]{32}, now current \(it seals generation 2 on\); signed by"
+            rf" signing key {signing_key}; wrote {name}/_keys/keyring-000001\.json;"
             r" removed 1 superseded key object\(s\)$",
             done.stdout,
             re.MULTILINE,
