@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import ContainerClient, StorageStreamDownloader
+from azure.storage.blob import BlobProperties, ContainerClient, StorageStreamDownloader
 
 from migrator.errors import SourceError
 from migrator.sources.base import SourceObject
@@ -90,12 +90,14 @@ class AzureSource:
     def list(self) -> Iterator[SourceObject]:
         """List Blobs pages, in the service's (lexicographic) name order."""
         blobs = self._client.list_blobs(
-            name_starts_with=self.prefix or None, results_per_page=self.page_size
+            name_starts_with=self.prefix or None,
+            include=["metadata"],
+            results_per_page=self.page_size,
         )
         skip = len(self.prefix)
         try:
             for blob in blobs:
-                if blob.name.endswith("/"):  # a folder marker (hierarchical namespace)
+                if _folder_marker(blob):
                     continue
                 yield SourceObject(blob.name[skip:], blob.size, str(blob.etag).strip('"'))
         except AzureError as exc:
@@ -162,6 +164,12 @@ class AzureSource:
         lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
         reason = f"{code or type(exc).__name__}: {lines[0] if lines else ''}"
         raise SourceError(f"{where}: {operation} failed: {reason}") from exc
+
+
+def _folder_marker(blob: BlobProperties) -> bool:
+    """A zero-byte `dir/` blob, or a hierarchical namespace's folder (`hdi_isfolder`)."""
+    folder = blob.name.endswith("/") or (blob.metadata or {}).get("hdi_isfolder") == "true"
+    return folder and blob.size == 0
 
 
 class _BlobReader(io.RawIOBase):

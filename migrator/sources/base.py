@@ -1,7 +1,10 @@
 """The seam for source I/O: local files, an S3 bucket or an Azure container look the same.
 
-Listings stream in name order and are never held whole; reads check the object's version, so a
-part read after the object changed is refused instead of mixed with parts of the old content.
+Listings stream in name order (lexicographic: code points, or UTF-16 code units as Azure Blob
+sorts) and are never held whole; reads check the object's version, so a part read after the
+object changed is refused instead of mixed with parts of the old content. Zero-byte folder
+markers (`dir/` as S3 consoles make them, Azure's `hdi_isfolder` blobs) hold no data and are not
+listed; every other object is, whatever its name.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import fnmatch
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from migrator.objectnames import ListingNameCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,38 @@ class FilteredSource:
         for obj in self.inner.list():
             if included(obj.name, self.include):
                 yield obj
+
+    def open(self, obj: SourceObject) -> BinaryIO:
+        return self.inner.open(obj)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        return self.inner.read_range(obj, offset, length)
+
+    def location(self, obj: SourceObject) -> str:
+        return self.inner.location(obj)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+class RestorableNames:
+    """An objects dataset's source: names restore could not write back as the same paths are
+    refused by name (objectnames), all of them at once when the listing ends.
+
+    A name is only known to be a folder once a name under it comes, so the refusal comes at the
+    end of the listing: a consumer lists the whole source before it moves a byte (run does).
+    """
+
+    def __init__(self, inner: Source, dataset: str) -> None:
+        self.inner = inner
+        self.dataset = dataset
+
+    def list(self) -> Iterator[SourceObject]:
+        check = ListingNameCheck(self.inner.describe())
+        for obj in self.inner.list():
+            if check.accept(obj.name):
+                yield obj
+        check.finish(f"dataset {self.dataset}")
 
     def open(self, obj: SourceObject) -> BinaryIO:
         return self.inner.open(obj)

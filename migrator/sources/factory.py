@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from migrator.errors import UsageError
 from migrator.plan.model import DatasetPlan, SourcePlan
-from migrator.sources.base import FilteredSource, Source
+from migrator.sources.base import FilteredSource, RestorableNames, Source
 from migrator.sources.local import LocalSource
 
 # Where azure-identity signs in, by the account's DNS suffix; other hosts use the public cloud.
@@ -35,7 +35,9 @@ def open_source(ds: DatasetPlan) -> Source:
         inner = _azure_source(ds.name, plan)
     else:
         raise UsageError(f"dataset {ds.name}: source kind {plan.kind!r} is not supported")
-    return FilteredSource(inner, ds.include)
+    filtered = FilteredSource(inner, ds.include)
+    # Records files are read, never restored by name; objects are written back at their names.
+    return RestorableNames(filtered, ds.name) if ds.kind == "objects" else filtered
 
 
 def _azure_source(dataset: str, plan: SourcePlan) -> Source:

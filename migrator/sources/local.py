@@ -1,4 +1,4 @@
-"""Local source files (exports, mounted volumes): listed in sorted order, one folder at a time."""
+"""Local source files (exports, mounted volumes): listed in name order, one folder at a time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from migrator.sources.base import SourceObject
 
 def _version(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _order(entry: os.DirEntry[str]) -> str:
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
 
 
 class LocalSource:
@@ -33,7 +37,8 @@ class LocalSource:
     def _walk(self, folder: Path, rel: str) -> Iterator[SourceObject]:
         try:
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                # A folder sorts as its name and a '/': the walk yields whole names in order.
+                entries = sorted(it, key=_order)
         except OSError as exc:
             raise SourceError(f"{folder}: cannot list ({exc.strerror})") from None
         for entry in entries:

@@ -84,7 +84,7 @@ class S3Source:
             for page in pages:
                 for item in page.get("Contents", []):
                     key = item["Key"]
-                    if key.endswith("/"):  # a "folder" placeholder from the console
+                    if key.endswith("/") and item["Size"] == 0:  # a console's folder marker
                         continue
                     yield SourceObject(key[skip:], item["Size"], item["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as exc:
