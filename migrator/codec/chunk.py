@@ -23,13 +23,30 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.chunk_header import (
+    CHECKSUM_BYTES,
+    COMMITMENT_BYTES,
+    COMPRESSION_ZSTD,
+    FORMAT_VERSION,
+    KEYING,
+    MAGIC,
+    MAX_PLAIN_BYTES,
+    MAX_ZSTD_EXPANSION,
+    NAME_TAG_BYTES,
+    NONCE_BYTES,
+    PREFIX,
+    SALT_BYTES,
+    TAG_BYTES,
+    TAIL,
+    ChunkHeader,
+    read_header,
+)
+from migrator.codec.identity import ChunkIdentity
 from migrator.errors import (
     DigestMismatchError,
     MisplacedChunkError,
     TamperedError,
     TruncatedError,
-    UnknownVersionError,
     WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
@@ -38,6 +55,8 @@ __all__ = [
     "COMPRESSION_ZSTD",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_PLAIN_BYTES",
+    "MAX_ZSTD_EXPANSION",
     "ChunkEncoder",
     "ChunkHeader",
     "EncodedChunk",
@@ -47,37 +66,13 @@ __all__ = [
     "read_header",
 ]
 
-FORMAT_VERSION: int = 1
-MAGIC: bytes = b"MGRC"
-COMPRESSION_ZSTD = 1
-
-SALT_BYTES = 32
-NONCE_BYTES = 12
-TAG_BYTES = 16
-KEY_ID_BYTES = 16
-NAME_TAG_BYTES = 16
-COMMITMENT_BYTES = 32
-CHECKSUM_BYTES = 8
-
 # HKDF-SHA256 info labels; each output is derived separately from (data key, salt).
 INFO_AES_KEY = b"migrator/v1/chunk/aes-256-gcm-key"
 INFO_NONCE = b"migrator/v1/chunk/aes-256-gcm-nonce"
 INFO_COMMIT_KEY = b"migrator/v1/chunk/commitment-key"
 INFO_NAME_TAG_KEY = b"migrator/v1/name-tag-key"
 
-_PREFIX = struct.Struct(">4sBB")  # magic, version, compression
-_IDENTITY_HEAD = struct.Struct(">BH")  # kind, plan length
-_U16 = struct.Struct(">H")
-_IDENTITY_TAIL = struct.Struct(">IIQ16s")  # generation, shard, sequence, name_tag
-_KEYING = struct.Struct(">16s32sQQ")  # key_id, salt, plaintext size, ciphertext size
-
-_MIN_IDENTITY = _IDENTITY_HEAD.size + _U16.size + _IDENTITY_TAIL.size  # 37: empty plan/dataset
-_TAIL = _KEYING.size + COMMITMENT_BYTES + CHECKSUM_BYTES  # 104
-MIN_HEADER_BYTES = _PREFIX.size + _MIN_IDENTITY + _TAIL  # 147
 MAX_LEVEL = 22
-# A zstd block has a 3-byte header and holds at most 128 KiB: no frame can hold more content per
-# compressed byte than this. A larger claim is forged, and is refused before allocating it.
-MAX_ZSTD_EXPANSION = 128 * 1024 // 3 + 1
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -95,33 +90,6 @@ class EncodedChunk:
         return (
             f"EncodedChunk(plain_size={self.plain_size}, stored_size={self.stored_size}, "
             f"plain_xxh3={self.plain_xxh3.hex()}, stored_xxh3={self.stored_xxh3.hex()})"
-        )
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ChunkHeader:
-    """Parsed, checksum-verified header fields. Holds nothing secret."""
-
-    version: int
-    compression: int
-    identity: ChunkIdentity
-    key_id: bytes
-    salt: bytes
-    plain_size: int
-    cipher_size: int  # ciphertext plus the 16-byte GCM tag
-    commitment: bytes
-    header_size: int
-    raw: bytes  # the header bytes exactly as stored
-
-    @property
-    def stored_size(self) -> int:
-        return self.header_size + self.cipher_size
-
-    def __repr__(self) -> str:
-        return (
-            f"ChunkHeader(version={self.version}, {self.identity.describe()}, "
-            f"key_id={self.key_id.hex()}, plain_size={self.plain_size}, "
-            f"cipher_size={self.cipher_size}, header_size={self.header_size})"
         )
 
 
@@ -212,6 +180,11 @@ class ChunkEncoder:
             raise ValueError(f"identity does not fit the header: {exc}") from None
         view = memoryview(plaintext)
         plain_size = view.nbytes
+        if plain_size > MAX_PLAIN_BYTES:
+            raise ValueError(
+                f"{plain_size} plaintext bytes is more than a chunk may hold ({MAX_PLAIN_BYTES}):"
+                f" {identity.describe()}"
+            )
         plain_xxh3 = xxhash.xxh3_128_digest(view)
         compressed = self._cctx.compress(view)
 
@@ -223,9 +196,9 @@ class ChunkEncoder:
         cipher_size = len(compressed) + TAG_BYTES
         before_commitment = b"".join(
             (
-                _PREFIX.pack(MAGIC, FORMAT_VERSION, COMPRESSION_ZSTD),
+                PREFIX.pack(MAGIC, FORMAT_VERSION, COMPRESSION_ZSTD),
                 ident,
-                _KEYING.pack(key.key_id, salt, plain_size, cipher_size),
+                KEYING.pack(key.key_id, salt, plain_size, cipher_size),
             )
         )
         before_checksum = before_commitment + _commitment(keys.commit_key, before_commitment)
@@ -256,77 +229,6 @@ class ChunkEncoder:
         )
 
 
-def read_header(data: bytes | memoryview, *, object_key: str | None = None) -> ChunkHeader:
-    """Parse and checksum-verify a chunk header; does not need the key."""
-    view = memoryview(data).cast("B")
-    size = view.nbytes
-    if size < MIN_HEADER_BYTES:
-        raise TruncatedError(
-            f"{size} bytes is too short for a chunk header (at least {MIN_HEADER_BYTES})",
-            object_key=object_key,
-        )
-    magic, version, compression = _PREFIX.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise TamperedError("not a migrator chunk (bad magic)", object_key=object_key)
-    if version != FORMAT_VERSION:
-        raise UnknownVersionError(
-            f"chunk format version {version} is not supported (this build reads {FORMAT_VERSION})",
-            object_key=object_key,
-        )
-
-    at = _PREFIX.size
-    kind_id, plan_len = _IDENTITY_HEAD.unpack_from(view, at)
-    plan_at = at + _IDENTITY_HEAD.size
-    if size < MIN_HEADER_BYTES + plan_len:
-        raise TruncatedError(
-            f"{size} bytes is shorter than the header it declares", object_key=object_key
-        )
-    (dataset_len,) = _U16.unpack_from(view, plan_at + plan_len)
-    header_size = MIN_HEADER_BYTES + plan_len + dataset_len
-    if size < header_size:
-        raise TruncatedError(
-            f"{size} bytes is shorter than the {header_size}-byte header it declares",
-            object_key=object_key,
-        )
-    raw = bytes(view[:header_size])
-    checksum_at = header_size - CHECKSUM_BYTES
-    if xxhash.xxh3_64_digest(raw[:checksum_at]) != raw[checksum_at:]:
-        raise TamperedError("header checksum mismatch: header bytes changed", object_key=object_key)
-
-    if compression != COMPRESSION_ZSTD:
-        raise UnknownVersionError(
-            f"compression algorithm {compression} is not supported", object_key=object_key
-        )
-    try:
-        kind = ChunkKind(kind_id)
-        dataset_at = plan_at + plan_len + _U16.size
-        plan = raw[plan_at : plan_at + plan_len].decode("utf-8")
-        dataset = raw[dataset_at : dataset_at + dataset_len].decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TamperedError(f"malformed header identity: {exc}", object_key=object_key) from None
-    tail_at = dataset_at + dataset_len
-    generation, shard, sequence, name_tag = _IDENTITY_TAIL.unpack_from(raw, tail_at)
-    keying_at = tail_at + _IDENTITY_TAIL.size
-    key_id, salt, plain_size, cipher_size = _KEYING.unpack_from(raw, keying_at)
-    commitment_at = keying_at + _KEYING.size
-    if cipher_size < TAG_BYTES:
-        raise TamperedError(
-            f"ciphertext size {cipher_size} is smaller than the GCM tag", object_key=object_key
-        )
-    return ChunkHeader(
-        version=version,
-        compression=compression,
-        identity=ChunkIdentity(kind, plan, dataset, generation, shard, sequence, name_tag),
-        key_id=key_id,
-        salt=salt,
-        plain_size=plain_size,
-        cipher_size=cipher_size,
-        commitment=raw[commitment_at:checksum_at],
-        header_size=header_size,
-        raw=raw,
-    )
-
-
 class _Decompressor(threading.local):
     """zstd decompression contexts are not thread-safe: one per thread."""
 
@@ -344,12 +246,17 @@ def decode_chunk(
     *,
     object_key: str | None = None,
     expected_plain_xxh3: bytes | None = None,
+    expected_plain_size: int | None = None,
 ) -> bytes:
-    """Verify and open one stored chunk; every failure is a distinct FormatError subclass."""
+    """Verify and open one stored chunk; every failure is a distinct FormatError subclass.
+
+    `expected_plain_size` is the plaintext size the reader knows the chunk has (its manifest
+    entry's): a header declaring another is refused before anything is decompressed, so no
+    chunk makes its reader allocate more than its manifest, or the format, allows."""
     view = memoryview(data).cast("B")
     header = read_header(view, object_key=object_key)
     want = expected.to_bytes()
-    if header.raw[_PREFIX.size : header.header_size - _TAIL] != want:
+    if header.raw[PREFIX.size : header.header_size - TAIL] != want:
         raise MisplacedChunkError(
             f"chunk is misplaced: expected {expected.describe()}, "
             f"found {header.identity.describe()}",
@@ -387,6 +294,12 @@ def decode_chunk(
             "authentication failed: ciphertext or tag changed", object_key=object_key
         ) from None
 
+    if expected_plain_size is not None and header.plain_size != expected_plain_size:
+        raise TamperedError(
+            f"header declares {header.plain_size} plaintext bytes, its manifest records"
+            f" {expected_plain_size}",
+            object_key=object_key,
+        )
     plain = _decompress(compressed, header.plain_size, object_key)
     if expected_plain_xxh3 is not None and xxhash.xxh3_128_digest(plain) != expected_plain_xxh3:
         raise DigestMismatchError(

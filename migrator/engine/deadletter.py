@@ -35,6 +35,7 @@ from migrator.errors import (
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, key_for
 from migrator.plan.model import DatasetPlan, Plan
+from migrator.state.private import open_private, write_private
 from migrator.stores.base import ObjectStore
 
 FOLDER = "_deadletters"
@@ -88,7 +89,7 @@ class DeadLetterSpool:
         if not self.path.exists():
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.path.touch()
+                open_private(self.path).close()
             return
         keep = 0
         with self.path.open("rb") as fh:
@@ -96,7 +97,7 @@ class DeadLetterSpool:
                 if entry[0] >= next_file:
                     break
                 keep = end
-        with self.path.open("ab") as fh:
+        with open_private(self.path) as fh:
             fh.truncate(keep)
 
     def add(self, file_index: int, name: str, bad: list[BadRecord]) -> None:
@@ -114,7 +115,7 @@ class DeadLetterSpool:
         if not self._buffer:
             return
         try:
-            with self.path.open("ab") as fh:
+            with open_private(self.path) as fh:
                 fh.write(self._buffer)
         except OSError as exc:
             raise StateError(f"{self.path}: cannot write the dead-letter spool ({exc})") from None
@@ -258,7 +259,7 @@ def store_dead_letters(
     store.put(dead_letters_key(ds.name, generation, 0), first, metadata)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_bytes(orjson.dumps({"records": total, "chunks": len(counts)}))
+    write_private(tmp, orjson.dumps({"records": total, "chunks": len(counts)}))
     os.replace(tmp, marker)
     return total
 

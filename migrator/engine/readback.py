@@ -59,6 +59,7 @@ def read_chunk(
         key_for(key, data, ref.object_key),
         object_key=ref.object_key,
         expected_plain_xxh3=bytes.fromhex(ref.plain_xxh3),
+        expected_plain_size=ref.plain_size,
     )
     # A valid chunk that is not the one the manifest recorded: a stale or replayed copy.
     if xxhash.xxh3_128_hexdigest(data) != ref.stored_xxh3:

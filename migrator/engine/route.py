@@ -21,17 +21,12 @@ import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
 from migrator.engine.deadletter import DeadLetterSpool
-from migrator.engine.route_blocks import (
-    BadRecord,
-    BlockResult,
-    BlockTask,
-    first_record_end,
-    record_cut,
-    route_block,
-)
+from migrator.engine.route_blocks import BadRecord, BlockResult, BlockTask, route_block
 from migrator.errors import SourceError, StateError
 from migrator.sources.base import Source, SourceObject
+from migrator.sources.framing import DEFAULT_MAX_RECORD, RecordBlocks
 from migrator.state.model import RouteCheckpoint
+from migrator.state.private import open_private, write_private
 from migrator.state.store import StateStore
 
 # Make routing durable every this many source bytes (and at the end): an fsync per spool.
@@ -51,6 +46,7 @@ class RecordsSpec:
     # deltas are applied to records the old header describes.
     csv_header: bytes | None = None
     on_bad_record: str = "fail"  # fail | quarantine: a bad record stops routing, or is set aside
+    max_record_size: int = DEFAULT_MAX_RECORD  # bytes; a longer record stops routing
 
     @property
     def quarantines(self) -> bool:
@@ -89,11 +85,10 @@ class ShardSpools:
         its digest spool is cut where its entries' lengths add up to the same size."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for shard, size in enumerate(sizes):
-            with spool_path(self.folder, shard).open("ab") as fh:
+            with open_private(spool_path(self.folder, shard)) as fh:
                 fh.truncate(size)
             dpath = digests_path(self.folder, shard)
-            with dpath.open("ab") as fh:
-                pass
+            open_private(dpath).close()
             data = dpath.read_bytes()
             covered = cut = 0
             while covered < size:
@@ -103,11 +98,13 @@ class ShardSpools:
                 cut += DIGEST_ENTRY.size
             if covered != size:
                 raise StateError(f"{dpath}: digest spool does not end on a record of its spool")
-            with dpath.open("ab") as fh:
+            with open_private(dpath) as fh:
                 fh.truncate(cut)
             self.sizes[shard] = size
 
-    def append_block(self, shard: int, records: bytes, digests: bytes, nbytes: int) -> None:
+    def append_block(
+        self, shard: int, records: bytes | bytearray, digests: bytes | bytearray, nbytes: int
+    ) -> None:
         """A run of the shard's records (each with its line feed) and their digest entries."""
         dbuf = self.dbuffers[shard]
         dbuf += digests
@@ -151,7 +148,7 @@ class ShardSpools:
 def _writing(path: Path) -> Iterator[BinaryIO]:
     """A spool opened for appending; a failed write (a full disk) names the spool."""
     try:
-        with path.open("ab") as fh:
+        with open_private(path) as fh:
             yield fh
     except OSError as exc:
         raise StateError(
@@ -245,7 +242,7 @@ def scan_digests(
     the source's listing when the caller took one already, else the source is listed here."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(spec.shards):
-        digests_path(folder, shard).write_bytes(b"")
+        write_private(digests_path(folder, shard), b"")
     spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
     csv_header: bytes | None = None
     # Records a quarantining dataset sets aside never reach the destination: skip them here too.
@@ -304,9 +301,9 @@ def _route_file(
     path = spec.source.location(src)
     is_csv = spec.fmt == "csv"
     with spec.source.open(src) as fh:
-        reader = _Blocks(fh)
+        reader = RecordBlocks(fh, is_csv, path, spec.max_record_size, BLOCK_BYTES)
         if is_csv:
-            header = reader.first_record(is_csv)
+            header = reader.first_record()
             if header is None:  # no record at all: nothing to route
                 return csv_header
             record, line = header
@@ -331,8 +328,9 @@ def _route_file(
                 spools.keep_records,
                 offset_before,
                 quarantine is not None,
+                spec.max_record_size,
             )
-            for data, lines_before, offset_before in reader.blocks(is_csv)
+            for data, lines_before, offset_before in reader.blocks()
         )
         for result in runner.map(tasks):
             for shard, records, digests, nbytes in result.runs:
@@ -340,54 +338,3 @@ def _route_file(
             if result.bad and quarantine is not None:
                 quarantine(result.bad)
     return csv_header
-
-
-class _Blocks:
-    """A file cut into blocks of whole records, with the count of lines before each."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
-        self.data = b""
-        self.eof = False
-        self.lines = 0
-        self.offset = 0  # bytes of the file before self.data
-
-    def _more(self) -> bool:
-        if self.eof:
-            return False
-        more = self.fh.read(BLOCK_BYTES)
-        if not more:
-            self.eof = True
-            return False
-        self.data += more
-        return True
-
-    def first_record(self, is_csv: bool) -> tuple[bytes, int] | None:
-        """The first non-blank record (the CSV header) and its line number."""
-        while True:
-            end = first_record_end(self.data, is_csv)
-            if end == 0 and self._more():
-                continue
-            if end == 0 and not self.data:
-                return None
-            record = self.data[: end - 1] if end else self.data
-            self.data = self.data[end:] if end else b""
-            self.offset += end or len(record)
-            line = self.lines + 1
-            self.lines += record.count(b"\n") + 1
-            if record.strip():
-                return record, line
-
-    def blocks(self, is_csv: bool) -> Iterator[tuple[bytes, int, int]]:
-        while True:
-            grew = self._more()
-            cut = len(self.data) if self.eof else record_cut(self.data, is_csv)
-            if cut == 0 and grew:
-                continue  # a record longer than a block: read on
-            block, self.data = self.data[:cut], self.data[cut:]
-            if block:
-                yield block, self.lines, self.offset
-                self.lines += block.count(b"\n")
-                self.offset += len(block)
-            if self.eof and not self.data:
-                return

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
-from migrator.errors import BadRecordError
+from migrator.errors import BadRecordError, RecordTooLargeError
 from migrator.sharding import shard_of
+from migrator.sources.framing import DEFAULT_MAX_RECORD
 from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
 
 _pack_entry = DIGEST_ENTRY.pack
@@ -35,6 +36,7 @@ class BlockTask:
     keep_records: bool = True
     offset_before: int = 0  # bytes of the file before this block
     quarantine: bool = False  # set bad records aside (BlockResult.bad) instead of raising
+    max_record: int = DEFAULT_MAX_RECORD  # longer records end routing (RecordTooLargeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class BadRecord:
 @dataclass(frozen=True, slots=True)
 class BlockResult:
     # (shard, its records with their line feeds, their digest entries, their bytes in the spool)
-    runs: list[tuple[int, bytes, bytes, int]]
+    runs: list[tuple[int, bytearray, bytearray, int]]
     bad: list[BadRecord]  # records set aside (quarantine), in file order
 
 
@@ -69,13 +71,15 @@ def route_block(task: BlockTask) -> BlockResult:
     sizes: dict[int, int] = {}
     bad: list[BadRecord] = []
     shards, keep, key_of, path = task.shards, task.keep_records, reader.key, task.path
-    line, offset = task.lines_before, task.offset_before
+    line, offset, limit = task.lines_before, task.offset_before, task.max_record
     for record in records:
         line += 1
         first, at = line, offset
         offset += len(record) + 1
         if is_csv:
             line += record.count(b"\n")
+        if len(record) > limit:
+            raise RecordTooLargeError(path, first, at, len(record), limit, True)
         if not record.strip():
             continue
         try:
@@ -98,32 +102,5 @@ def route_block(task: BlockTask) -> BlockResult:
             buf = recs[shard]
             buf += record
             buf += b"\n"
-    runs = [(s, bytes(recs[s]), bytes(digs[s]), sizes[s]) for s in sorted(digs)]
+    runs = [(s, recs[s], digs[s], sizes[s]) for s in sorted(digs)]
     return BlockResult(runs, bad)
-
-
-def record_cut(data: bytes, is_csv: bool) -> int:
-    """Where the last whole record of `data` ends (just past its line feed), 0 if none does;
-    a CSV record ends only at a line feed outside quotes (data starts on a record)."""
-    nl = data.rfind(b"\n")
-    if not is_csv:
-        return nl + 1
-    while nl >= 0 and data.count(b'"', 0, nl) % 2:
-        nl = data.rfind(b"\n", 0, nl)
-    return nl + 1
-
-
-def first_record_end(data: bytes, is_csv: bool) -> int:
-    """Just past the first record's line feed, 0 if `data` holds no whole record."""
-    pos = 0
-    quotes = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return 0
-        if is_csv:
-            quotes += data.count(b'"', pos, nl)
-            if quotes % 2:
-                pos = nl + 1
-                continue
-        return nl + 1

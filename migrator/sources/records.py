@@ -16,27 +16,28 @@ from migrator.errors import BadRecordError, SourceError
 
 READ_BLOCK = 8 * 1024 * 1024
 
-# The csv module refuses fields over 128 KiB by default; a record's size is bounded by the plan's
-# chunk size, not by this parser, so lift the limit (process-wide, as the module only allows).
+# The csv module refuses fields over 128 KiB by default; a record's size is bounded by the
+# dataset's max_record_size (sources/framing.py), not by this parser, so lift the limit
+# (process-wide, as the module only allows).
 csv.field_size_limit(2**31 - 1)
 
 
 def iter_lines(fh: BinaryIO, block: int = READ_BLOCK) -> Iterator[list[bytes]]:
-    """Lists of complete lines (without their line feed); a last line without one counts too."""
-    rest = b""
-    while True:
-        data = fh.read(block)
-        if not data:
-            break
-        data = rest + data if rest else data
+    """Lists of complete lines (without their line feed); a last line without one counts too.
+    A long line is gathered in pieces and joined once: each byte is copied a bounded number of
+    times, however long the line."""
+    pending: list[bytes] = []
+    while data := fh.read(block):
         cut = data.rfind(b"\n")
         if cut < 0:
-            rest = data
+            pending.append(data)
             continue
+        head = b"".join((*pending, data[:cut])) if pending else data[:cut]
         rest = data[cut + 1 :]
-        yield data[:cut].split(b"\n")
-    if rest:
-        yield [rest]
+        pending = [rest] if rest else []
+        yield head.split(b"\n")
+    if pending:
+        yield [b"".join(pending)]
 
 
 def iter_csv_records(lines: Iterator[list[bytes]]) -> Iterator[list[bytes]]:

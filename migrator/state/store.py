@@ -39,6 +39,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from migrator.errors import StateError
+from migrator.keys.datakey import DataKey
 from migrator.state import migrate
 from migrator.state.leases import Lease, LeaseLostError
 from migrator.state.model import (
@@ -53,6 +54,7 @@ from migrator.state.model import (
     UploadEntry,
     check_shard_move,
 )
+from migrator.state.private import open_private, private_sqlite
 from migrator.state.schema import (
     chunks,
     generations,
@@ -63,6 +65,14 @@ from migrator.state.schema import (
     shard_maps,
     shards,
     uploads,
+)
+from migrator.state.sealed import (
+    UPLOAD_DIGEST,
+    StateSealer,
+    is_sealed,
+    legacy_marker,
+    no_key,
+    seal_legacy_rows,
 )
 
 Fence = Mapping[tuple[str, int], Lease]  # the leases a writer holds, by (dataset, shard)
@@ -191,7 +201,8 @@ class StateStore:
             if self.dialect == "sqlite":
                 self._file = Path(parsed.database or "")
                 self.path = str(self._file)
-                self._file.parent.mkdir(parents=True, exist_ok=True)
+                if parsed.database not in (None, "", ":memory:"):
+                    private_sqlite(self._file)  # state_dir 0700, the database 0600
                 self.engine = _sqlite_engine(url)
             else:
                 self.engine = create_engine(
@@ -230,6 +241,7 @@ class StateStore:
         self._fast_lock = threading.Lock()
         self._fast_connections: list[Any] = []
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._sealers: dict[str, StateSealer] = {}  # by dataset: see bind_dataset_key
         self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         chunk_insert = self._insert(chunks)
         self._chunk_upsert = chunk_insert.on_conflict_do_update(
@@ -351,6 +363,49 @@ class StateStore:
                 " each plan its own database (state_url) or state_dir"
             )
 
+    # --- sealed values (state/sealed.py) -------------------------------------------------
+
+    def bind_dataset_key(self, dataset: str, first: DataKey) -> None:
+        """Names and digests of `dataset` are sealed under a key derived from its first data
+        key: bind it before writing or reading them. The first bind seals what an older
+        release stored in plain."""
+        sealer = StateSealer(dataset, first)
+        marker = legacy_marker(dataset)
+        with self._read() as conn:
+            done = conn.execute(select(meta.c.value).where(meta.c.key == marker)).first()
+        if done is None:
+            with self._write(f"seal dataset {dataset}'s values") as conn:
+                seal_legacy_rows(conn, sealer)
+                conn.execute(
+                    self._insert(meta).on_conflict_do_nothing(index_elements=["key"]),
+                    {"key": marker, "value": "1"},
+                )
+        self._sealers[dataset] = sealer
+
+    def _sealer(self, dataset: str, what: str) -> StateSealer:
+        sealer = self._sealers.get(dataset)
+        if sealer is None:
+            raise no_key(dataset, what)
+        return sealer
+
+    def _open_text(self, dataset: str, column: str, value: str | None) -> str | None:
+        if value is None or not is_sealed(value):
+            return value
+        return self._sealer(dataset, column).open_text(column, value)
+
+    def _open_bytes(self, dataset: str, column: str, value: bytes | None) -> bytes | None:
+        if value is None or not is_sealed(value):
+            return value
+        return self._sealer(dataset, column).open_bytes(column, value)
+
+    def _chunk(self, row: Sequence[Any]) -> CommittedChunk:
+        """A chunks row (_CHUNK_COLUMNS) with its name and plaintext digest opened."""
+        dataset = row[0]
+        values = list(row)
+        values[5] = self._open_text(dataset, "name", values[5])
+        values[9] = self._open_text(dataset, "plain_xxh3", values[9])
+        return CommittedChunk(*values)
+
     # --- locks between processes ---------------------------------------------------------
 
     @contextlib.contextmanager
@@ -361,7 +416,7 @@ class StateStore:
         if self._file is not None:
             path = self._file.parent / "locks" / f"{name}.lock"
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as fh:
+            with open_private(path) as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
                     yield
@@ -499,8 +554,9 @@ class StateStore:
             return None
         blob = bytes(row[2])
         sizes = struct.unpack(f">{len(blob) // 8}Q", blob)
-        header = None if row[3] is None else bytes(row[3])
-        return RouteCheckpoint(int(row[0]), row[1], sizes, header, bool(row[4]))
+        header = self._open_bytes(dataset, "csv_header", None if row[3] is None else bytes(row[3]))
+        listing = self._open_text(dataset, "inventory_digest", row[1])
+        return RouteCheckpoint(int(row[0]), listing or "", sizes, header, bool(row[4]))
 
     def last_csv_header(self, dataset: str, before: int) -> bytes | None:
         """The CSV header the last completed routing before generation `before` saw."""
@@ -515,16 +571,21 @@ class StateStore:
                 .order_by(routes.c.generation.desc())
                 .limit(1)
             ).fetchone()
-        return None if row is None or row[0] is None else bytes(row[0])
+        if row is None or row[0] is None:
+            return None
+        return self._open_bytes(dataset, "csv_header", bytes(row[0]))
 
     def save_route_checkpoint(self, dataset: str, generation: int, cp: RouteCheckpoint) -> None:
+        sealer = self._sealer(dataset, "the routing checkpoint")
         row = {
             "dataset": dataset,
             "generation": generation,
             "next_file": cp.next_file,
-            "inventory_digest": cp.inventory_digest,
+            "inventory_digest": sealer.seal_text("inventory_digest", cp.inventory_digest),
             "spool_sizes": struct.pack(f">{len(cp.spool_sizes)}Q", *cp.spool_sizes),
-            "csv_header": cp.csv_header,
+            "csv_header": (
+                None if cp.csv_header is None else sealer.seal_bytes("csv_header", cp.csv_header)
+            ),
             "complete": int(cp.complete),
         }
         with self._write("save the routing checkpoint") as conn:
@@ -595,6 +656,10 @@ class StateStore:
     ) -> None:
         """The shard's manifest is stored (or the generation left it untouched: no manifest),
         and its inventory is what the next sync diffs against: both in one transaction."""
+        if digest is not None:
+            digest = self._sealer(dataset, "shard digests").seal_text("digest", digest)
+        if inventory is not None:
+            inventory = self._sealer(dataset, "inventories").seal_bytes("blob", inventory)
         with self._write(f"complete shard {shard}") as conn:
             self._check_fence(conn, dataset, [shard], fence)
             old = _status(conn, dataset, generation, shard)
@@ -661,8 +726,14 @@ class StateStore:
                 .order_by(shards.c.shard, shards.c.generation)
             ).fetchall()
         out: dict[int, list[ShardHeadRow]] = {}
+        # Only a generation record needs the digest: a reader without the dataset's key gets
+        # it sealed (never hex, so never taken for one).
+        sealer = self._sealers.get(dataset)
         for r in rows:
-            head = ShardHeadRow(r[1], r[2], r[3] or "", bool(r[4]), r[5], r[6] or "", r[7], r[8])
+            digest = r[6] or ""
+            if sealer is not None:
+                digest = sealer.open_text("digest", digest)
+            head = ShardHeadRow(r[1], r[2], r[3] or "", bool(r[4]), r[5], digest, r[7], r[8])
             out.setdefault(int(r[0]), []).append(head)
         return out
 
@@ -735,7 +806,7 @@ class StateStore:
                 .order_by(shard_maps.c.generation.desc())
                 .limit(1)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else self._open_bytes(dataset, "blob", bytes(row[0]))
 
     def prune_inventories(self, dataset: str, shard: int, keep_from: int) -> None:
         """Drop inventories older than the newest one before `keep_from`: no sync needs them."""
@@ -889,6 +960,7 @@ class StateStore:
         ledger heads of the batch's shards move in the same transaction."""
         batch = list(chunks_)
         now = time.time()
+        sealers = {c.dataset: self._sealer(c.dataset, "chunk names and digests") for c in batch}
         rows = [
             {
                 "dataset": c.dataset,
@@ -896,11 +968,11 @@ class StateStore:
                 "object_key": c.object_key,
                 "shard": c.shard,
                 "sequence": c.sequence,
-                "name": c.name,
+                "name": None if c.name is None else sealers[c.dataset].seal_text("name", c.name),
                 "records": c.records,
                 "plain_size": c.plain_size,
                 "stored_size": c.stored_size,
-                "plain_xxh3": c.plain_xxh3,
+                "plain_xxh3": sealers[c.dataset].seal_text("plain_xxh3", c.plain_xxh3),
                 "stored_xxh3": c.stored_xxh3,
                 "source_end": c.source_end,
                 "source_version": c.source_version,
@@ -937,12 +1009,13 @@ class StateStore:
         self, dataset: str, generation: int, object_key: str
     ) -> CommittedChunk | None:
         rows = self._fetch(_BY_CHUNK_KEY, {"d": dataset, "g": generation, "k": object_key})
-        return CommittedChunk(*rows[0]) if rows else None
+        return self._chunk(rows[0]) if rows else None
 
     def shard_chunks(self, dataset: str, generation: int, shard: int) -> Iterator[CommittedChunk]:
-        """In (name, sequence) order: records by sequence, object parts grouped by object."""
-        for row in self._fetch(_BY_SHARD, {"d": dataset, "g": generation, "s": shard}):
-            yield CommittedChunk(*row)
+        """In (name, sequence) order: records by sequence, object parts grouped by object
+        (sorted here: the database holds the names sealed)."""
+        rows = self._fetch(_BY_SHARD, {"d": dataset, "g": generation, "s": shard})
+        yield from sorted(map(self._chunk, rows), key=lambda c: (c.name or "", c.sequence))
 
     # --- audit ledger heads ------------------------------------------------------------
 
@@ -1009,14 +1082,16 @@ class StateStore:
     def journaled_upload(self, object_key: str) -> UploadEntry | None:
         with self._read() as conn:
             row = conn.execute(_UPLOAD, {"k": object_key}).fetchone()  # rare: not the fast path
-        return None if row is None else _upload(row)
+        return None if row is None else self._upload(row)
 
     def journal_upload(self, entry: UploadEntry) -> None:
         row = {
             "object_key": entry.object_key,
             "upload_id": entry.upload_id,
             "salt": entry.salt,
-            "plain_xxh3": entry.plain_xxh3,
+            "plain_xxh3": self._sealer(_dataset_of(entry.object_key), UPLOAD_DIGEST).seal_bytes(
+                UPLOAD_DIGEST, entry.plain_xxh3
+            ),
             "stored_xxh3": entry.stored_xxh3,
             "stored_size": entry.stored_size,
             "started_at": time.time(),
@@ -1031,7 +1106,12 @@ class StateStore:
     def journaled_uploads(self) -> list[UploadEntry]:
         with self._read() as conn:
             rows = conn.execute(select(*_UPLOAD_COLUMNS).order_by(uploads.c.object_key))
-            return [_upload(r) for r in rows]
+            return [self._upload(r) for r in rows]
+
+    def _upload(self, row: Any) -> UploadEntry:
+        digest = self._open_bytes(_dataset_of(row[0]), UPLOAD_DIGEST, bytes(row[3]))
+        assert digest is not None
+        return UploadEntry(row[0], row[1], bytes(row[2]), digest, bytes(row[4]), int(row[5]))
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -1078,8 +1158,9 @@ def _ledger_row(head: LedgerHead) -> dict[str, Any]:
     }
 
 
-def _upload(row: Any) -> UploadEntry:
-    return UploadEntry(row[0], row[1], bytes(row[2]), bytes(row[3]), bytes(row[4]), int(row[5]))
+def _dataset_of(object_key: str) -> str:
+    """The dataset an object key belongs to: its first segment (FORMAT.md §4)."""
+    return object_key.partition("/")[0]
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -140,6 +140,14 @@ def _on_key(verb: str) -> Callable[..., tuple[str, str]]:
     return point
 
 
+def _publish(self: LocalStore, _temp: Any, path: Any) -> tuple[str, str]:
+    """The rename that makes a local write visible: before it, the data lies in a temporary."""
+    rel = path.relative_to(self.root).as_posix()
+    if rel.startswith(".meta/"):
+        return "local-publish-meta", rel.removeprefix(".meta/").removesuffix(".json")
+    return "local-publish", rel
+
+
 def _upload(verb: str) -> Callable[..., tuple[str, str]]:
     def point(_self: Any, key: str, *args: Any, **_k: Any) -> tuple[str, str]:
         part = f" part {args[1]}" if verb == "part" else ""
@@ -201,6 +209,7 @@ def install_crash_points() -> None:
     for store in (LocalStore, S3Store):
         _wrap(store, "put", _on_key("put"))
         _wrap(store, "delete", _on_key("delete"))
+    _wrap(LocalStore, "_publish", _publish)
     for verb, method in (
         ("begin", "begin_upload"),
         ("part", "upload_part"),

@@ -511,6 +511,16 @@ def check_whole(migrator: Migrator, site: Site, expected: Version) -> None:
     if spooled:
         names = [p.relative_to(site.root).as_posix() for p in spooled]
         raise LeftBehind(f"spool files left in state_dir after their generation: {names}")
+    if site.s3 is None:  # a local folder: no temporary of a killed write, no sidecar alone
+        dest = site.root / "dest" / "t"
+        files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+        meta = {f for f in files if f.startswith(".meta/")}
+        described = {f[len(".meta/") : -len(".json")] for f in meta if f.endswith(".json")}
+        objects = files - meta
+        alone = sorted((objects - described) | {f for f in meta if not f.endswith(".json")})
+        orphans = sorted(f".meta/{f}.json" for f in described - objects)
+        if alone or orphans:
+            raise LeftBehind(f"files of killed writes in the destination: {alone + orphans}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from migrator.errors import StateError
+from migrator.keys.datakey import DataKey
 from migrator.state import migrate
 from migrator.state.leases import LeaseKeeper, LeaseLostError
 from migrator.state.model import (
@@ -37,10 +38,19 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+KEY = DataKey(bytes(range(32)))  # the datasets' first data key: names, digests are sealed
+
+
+def keyed(store: StateStore, *datasets: str) -> StateStore:
+    for dataset in datasets or ("profiles",):
+        store.bind_dataset_key(dataset, KEY)
+    return store
+
+
 @pytest.fixture
 def state(url: str) -> Iterator[StateStore]:
     with StateStore(url) as store:
-        yield store
+        yield keyed(store, "profiles", "k")
 
 
 def chunk(shard: int, seq: int, *, gen: int = 1, size: int = 1000) -> CommittedChunk:
@@ -107,6 +117,7 @@ def test_a_store_serves_one_plan(state: StateStore) -> None:
 
 def test_leases_exclude_lapse_and_fence_writers(url: str) -> None:
     with StateStore(url) as a_store, StateStore(url) as b_store:
+        keyed(a_store), keyed(b_store)
         a = LeaseKeeper(a_store, ttl=1.0, owner="host-a:1:aa")
         b = LeaseKeeper(b_store, ttl=1.0, owner="host-b:2:bb")
         try:

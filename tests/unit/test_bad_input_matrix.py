@@ -32,6 +32,7 @@ from migrator.cli import main
 from migrator.demo.motoserver import MotoServer, s3_client
 from migrator.engine.route_blocks import BadRecord
 from migrator.keys.keyring import key_context
+from migrator.keys.keyring_doc import first_keyring
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from tests.planfiles import (
     AWS_TEST_ENV,
@@ -129,6 +130,7 @@ def make_site(
     *,
     quarantine: bool = False,
     chunk_size: str = "64KiB",
+    memory_budget: str = "2MiB",
     destination: str = "{kind: local, path: dest, prefix: t/}",
 ) -> Site:
     key = "video_id" if fmt == "csv" else "user_id"
@@ -138,6 +140,7 @@ def make_site(
         datasets=f"  - {{name: ds, kind: records, format: {fmt}, source: {{kind: local,"
         f" path: data/src}}, key: {key}, shards: 3{policy}}}\n",
         chunk_size=chunk_size,
+        memory_budget=memory_budget,
         destination=destination,
     )
     return Site(root, fmt)
@@ -452,7 +455,8 @@ def test_csv_rows_that_are_not_utf8_migrate_byte_for_byte(tmp_path: Path, cli: A
 
 
 def test_a_record_larger_than_the_chunk_size_migrates_intact(tmp_path: Path, cli: Any) -> None:
-    site = make_site(tmp_path, "jsonl", chunk_size="64KiB")
+    # A budget of 4 MiB admits records of 512 KiB (max_record_size: an eighth of it).
+    site = make_site(tmp_path, "jsonl", chunk_size="64KiB", memory_budget="4MiB")
     blob = random.Random(5).randbytes(150_000).hex().encode()  # compresses only to half
     huge = b'{"user_id": "big", "blob": "%s"}' % blob  # 300 KB: over 4 chunks' worth
     records = [good_jsonl(i) for i in range(50)] + [huge] + [good_jsonl(i) for i in range(50, 60)]
@@ -569,8 +573,10 @@ def test_a_rotated_data_key_names_every_chunk_sealed_under_the_old_one(
     site, records = migrated
     wrapped = site.dest / "_keys" / "datakey.json"
     pristine = wrapped.read_bytes()
-    _, other = LocalKeyProvider(site.root / "kek.key").generate_data_key(key_context("test", "ds"))
-    wrapped.write_bytes(other.to_json())
+    owner = LocalKeyProvider(site.root / "kek.key")
+    _, other = owner.generate_data_key(key_context("test", "ds"))
+    # Another data key, in a keyring the owner signed (an unsigned one is refused outright).
+    wrapped.write_bytes(first_keyring("test", "ds", other).signed(owner.signer).to_json())
     verify = json.loads(cli("verify", site.plan, "--json").out)
     chunks = sorted(p.relative_to(site.dest.parent).as_posix() for p in site.dest.rglob("*.mgc"))
     named = {p["object_key"] for p in verify["problems"]}

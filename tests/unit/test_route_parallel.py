@@ -15,12 +15,14 @@ import migrator.engine.route as route
 from migrator.codec.digests import DIGEST_ENTRY, key_hash, record_digest
 from migrator.engine.route import RecordsSpec, digests_path, route_records, spool_path
 from migrator.errors import SourceError
+from migrator.keys.datakey import DataKey
 from migrator.sharding import shard_of
 from migrator.sources.local import LocalSource
 from migrator.state.store import StateStore
 from tests.planfiles import split_records
 
 SHARDS = 5
+KEY = DataKey(bytes(32))  # the dataset's first data key: the state store seals with it
 
 
 def jsonl_source(folder: Path) -> dict[bytes, bytes]:
@@ -66,6 +68,7 @@ def route_with(tmp: Path, folder: Path, fmt: str, key: str, processes: int) -> P
     spec = RecordsSpec("d", 1, fmt, key, SHARDS, LocalSource(folder))
     out = tmp / f"spool-{processes}"
     with StateStore.sqlite_file(tmp / f"state-{processes}.sqlite") as state:
+        state.bind_dataset_key("d", KEY)  # the checkpoint's listing digest is sealed
         route_records(spec, state, out, buffer_budget=1 << 20, processes=processes)
     return out
 
@@ -108,5 +111,6 @@ def test_a_bad_record_in_a_worker_names_its_file_and_line(tmp_path: Path) -> Non
         StateStore.sqlite_file(tmp_path / "s.sqlite") as state,
         pytest.raises(SourceError, match=r"a\.jsonl:3001: malformed JSON"),
     ):
+        state.bind_dataset_key("d", KEY)
         route_records(state=state, spec=spec, spool_dir=tmp_path / "o", buffer_budget=1 << 20,
                       processes=2)  # fmt: skip

@@ -78,6 +78,8 @@ KEY = DataKey(os.urandom(32))
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[StateStore]:
     with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
+        for dataset in ("k", "videos"):  # what the object keys begin with: digests are sealed
+            state.bind_dataset_key(dataset, KEY)
         yield state
 
 
