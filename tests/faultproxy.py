@@ -27,13 +27,25 @@ from dataclasses import dataclass
 from io import BufferedReader
 from types import TracebackType
 from typing import Literal, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 SLOW_DOWN_XML = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message>"
     b"<RequestId>faultproxy</RequestId></Error>"
 )
+
+
+def s3_error_xml(code: str, message: str) -> bytes:
+    """An S3 error body, as a look-alike answers what it lacks: s3_error_xml("NotImplemented",
+    "A header you provided implies functionality that is not implemented")."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>faultproxy</RequestId></Error>"
+    ).encode()
+
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_HEAD_BYTES = 64 * 1024
 _POLL_SECONDS = 0.1  # how often the accept loop looks at the stop flag
@@ -63,8 +75,10 @@ def matching(
     path_has: str | None = None,
     query_has: str | None = None,
     header: str | None = None,
+    query_param: str | None = None,
 ) -> Match:
-    """A rule predicate: every given condition must hold (`header` is a name that is present)."""
+    """A rule predicate: every given condition must hold (`header` is a name that is present,
+    `query_param` the exact name of a query parameter, with or without a value: "uploads")."""
 
     def match(request: SeenRequest) -> bool:
         return (
@@ -72,6 +86,10 @@ def matching(
             and (path_has is None or path_has in request.path)
             and (query_has is None or query_has in request.query)
             and (header is None or header.lower() in request.headers)
+            and (
+                query_param is None
+                or query_param in parse_qs(request.query, keep_blank_values=True)
+            )
         )
 
     return match
@@ -191,8 +209,11 @@ class FaultProxy:
         path_has: str | None = None,
         query_has: str | None = None,
         header: str | None = None,
+        query_param: str | None = None,
     ) -> int:
-        match = matching(method, path_has=path_has, query_has=query_has, header=header)
+        match = matching(
+            method, path_has=path_has, query_has=query_has, header=header, query_param=query_param
+        )
         return sum(1 for request in self.requests if match(request))
 
     def clear_requests(self) -> None:
@@ -225,6 +246,18 @@ class FaultProxy:
                 headers=headers,
             )
         )
+
+    def fail_every(
+        self,
+        *,
+        status: int,
+        body: bytes,
+        match: Match,
+        content_type: str = "application/xml",
+    ) -> None:
+        """Answer every matching request with `status` and `body`, for as long as the rule
+        stands (clear_faults ends it): an operation the server does not have."""
+        self._add(_Rule("fail", None, match, status=status, body=body, content_type=content_type))
 
     def reset_next(
         self, n: int = 1, *, match: Match | None = None, at: ResetAt = "request"

@@ -5,10 +5,15 @@ bytes of the first attempt: same plaintext (xxh3-128 journaled), re-sealed under
 salt, giving the same stored digest. Then only the parts the store lacks are sent. Anything else
 aborts the old upload and starts afresh under a fresh salt; a mismatching re-seal is dropped
 unsent, so no two different ciphertexts under one key and nonce ever leave the process.
+
+A store whose server cannot list an upload's parts (an S3 look-alike without ListParts) gets the
+same fresh start; one that cannot list unfinished uploads leaves the state journal the only
+record of them. Either is said once, as a warning, and the run goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 from collections.abc import Callable
 from typing import Protocol
@@ -17,11 +22,14 @@ import xxhash
 
 from migrator.codec.chunk import ChunkEncoder, EncodedChunk
 from migrator.codec.identity import ChunkIdentity
+from migrator.errors import StoreError, UnsupportedOperationError
 from migrator.keys.datakey import DataKey
 from migrator.state.model import UploadEntry
-from migrator.stores.base import Buffer, MultipartStore, ObjectStore, PartInfo
+from migrator.stores.base import Buffer, MultipartStore, ObjectStore, PartInfo, UnfinishedWrites
 
 Plaintext = bytes | bytearray | memoryview
+
+log = logging.getLogger(__name__)
 
 
 class UploadJournal(Protocol):
@@ -96,14 +104,15 @@ class ChunkUploader:
         if entry is None:
             return None
         if xxhash.xxh3_128_digest(plaintext) == entry.plain_xxh3:
-            encoded = encoder.encode(plaintext, identity, key, out=out, salt=entry.salt)
-            parts = mp.uploaded_parts(object_key, entry.upload_id)
-            if encoded.stored_xxh3 == entry.stored_xxh3 and parts is not None:
-                meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
-                self._send(mp, object_key, entry.upload_id, encoded.data, parts, meta)
-                return encoded
-        # Not the same bytes, or the upload is gone: start over under a fresh salt.
-        mp.abort_upload(object_key, entry.upload_id)
+            parts = _parts_held(mp, self.store.describe(), object_key, entry.upload_id)
+            if parts is not None:
+                encoded = encoder.encode(plaintext, identity, key, out=out, salt=entry.salt)
+                if encoded.stored_xxh3 == entry.stored_xxh3:
+                    meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
+                    self._send(mp, object_key, entry.upload_id, encoded.data, parts, meta)
+                    return encoded
+        # Not the same bytes, or the upload is gone or unlistable: start over under a fresh salt.
+        _abort_left_behind(mp, self.store.describe(), object_key, entry.upload_id)
         self.journal.forget_upload(object_key)
         return None
 
@@ -135,13 +144,79 @@ class ChunkUploader:
 
 def abort_orphaned_uploads(store: ObjectStore, journal: UploadJournal, prefix: str) -> int:
     """Abort unfinished uploads under prefix that the journal does not know: a crash between
-    begin and journal, or another run's leftovers. Returns how many were aborted."""
+    begin and journal, or another run's leftovers. Returns how many were aborted.
+
+    A store that cannot list them is warned about once and skipped: the journal still names the
+    uploads this process began, and ChunkUploader resumes or aborts each of those.
+    A local folder's unfinished writes are the files killed writes left there.
+    """
+    # A store leaves files of killed writes (a local folder) or multipart uploads, not both.
+    if isinstance(store, UnfinishedWrites):
+        removed = store.remove_unfinished_writes(prefix)
+        if removed or not isinstance(store, MultipartStore):
+            return removed
     if not isinstance(store, MultipartStore):
         return 0
+    try:
+        uploads = list(store.list_uploads(prefix))
+    except UnsupportedOperationError as exc:
+        if exc.newly_found:
+            log.warning(
+                "%s: cannot list unfinished multipart uploads (%s is not supported): the state"
+                " journal is the only record of them; an upload begun just before a crash and"
+                " not yet journaled stays until the bucket's lifecycle rule"
+                " (AbortIncompleteMultipartUpload) removes it",
+                store.describe(),
+                exc.operation,
+            )
+        return 0
     aborted = 0
-    for object_key, upload_id in list(store.list_uploads(prefix)):
+    for object_key, upload_id in uploads:
         entry = journal.journaled_upload(object_key)
         if entry is None or entry.upload_id != upload_id:
-            store.abort_upload(object_key, upload_id)
+            try:
+                store.abort_upload(object_key, upload_id)
+            except UnsupportedOperationError as exc:
+                _warn_cannot_abort(store.describe(), exc)
+                break  # the rest would be refused alike
             aborted += 1
     return aborted
+
+
+def _parts_held(
+    mp: MultipartStore, where: str, object_key: str, upload_id: str
+) -> dict[int, PartInfo] | None:
+    """The parts the store holds of an upload; None when it is gone or they cannot be listed."""
+    try:
+        return mp.uploaded_parts(object_key, upload_id)
+    except UnsupportedOperationError as exc:
+        if exc.newly_found:
+            log.warning(
+                "%s: cannot list the parts of a multipart upload (%s is not supported): an"
+                " interrupted upload is aborted and sent again in full, under a fresh salt",
+                where,
+                exc.operation,
+            )
+        return None
+
+
+def _abort_left_behind(mp: MultipartStore, where: str, object_key: str, upload_id: str) -> None:
+    """Abort an upload nothing will complete; one the store cannot abort is left, with a
+    warning, for the bucket's lifecycle rule: what is sent next is under a fresh salt anyway."""
+    try:
+        mp.abort_upload(object_key, upload_id)
+    except UnsupportedOperationError as exc:
+        _warn_cannot_abort(where, exc)
+    except StoreError as exc:
+        log.warning("upload %s of %s left unfinished: %s", upload_id, object_key, exc)
+
+
+def _warn_cannot_abort(where: str, exc: UnsupportedOperationError) -> None:
+    if exc.newly_found:
+        log.warning(
+            "%s: cannot abort multipart uploads (%s is not supported): uploads left unfinished"
+            " stay until the bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes"
+            " them",
+            where,
+            exc.operation,
+        )

@@ -66,6 +66,8 @@ class MultipartStore(Protocol):
 
     The engine (engine/upload.py) drives these: it decides part boundaries (`part_size`) and
     journals the upload so that a restarted run re-sends only the parts the store lacks.
+    `uploaded_parts`, `abort_upload` and `list_uploads` are optional on some servers (S3
+    look-alikes): they may raise UnsupportedOperationError, and the engine does without them.
     """
 
     multipart_threshold: int  # objects larger than this go through the methods below
@@ -90,3 +92,12 @@ class MultipartStore(Protocol):
 
     def list_uploads(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """(key, upload_id) of every unfinished upload under prefix: for orphan clean-up."""
+
+
+@runtime_checkable
+class UnfinishedWrites(Protocol):
+    """Stores whose killed writes leave files behind (a local folder). The engine clears a
+    prefix it owns before writing there, as it aborts multipart uploads nobody journaled."""
+
+    def remove_unfinished_writes(self, prefix: str) -> int:
+        """Remove what killed writes left under prefix; returns how many files."""

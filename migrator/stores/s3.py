@@ -22,7 +22,9 @@ from migrator.stores.base import (
     ObjectInfo,
     PartInfo,
 )
+from migrator.stores.s3_compat import OptionalOperations, ServiceChecksums, is_refusal
 from migrator.stores.s3_config import S3ClientSettings, build_s3_client
+from migrator.stores.s3_retention import ObjectRetention, object_lock_enabled
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -55,7 +57,10 @@ class S3Store:
     """Keys are joined to `prefix`; every put and part carries a service-checked checksum.
 
     `client`, when given, is used as is and the client settings below are ignored.
+    What an S3 look-alike lacks (ListMultipartUploads, ListParts, checksum headers) is learnt
+    once per store and remembered (s3_compat.py): UnsupportedOperationError, or Content-MD5.
     `sse_kms_key_id` adds SSE-KMS (on top of the client-side encryption) to every object.
+    `retention` puts generation records and ledger segments under Object Lock (s3_retention.py).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class S3Store:
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
         allow_small_parts: bool = False,
+        retention: ObjectRetention | None = None,
     ) -> None:
         if checksum_algorithm not in CHECKSUM_ALGORITHMS:
             raise ValueError(
@@ -98,6 +104,7 @@ class S3Store:
         self.prefix = stripped + "/" if stripped else ""
         self.checksum_algorithm = cast("ChecksumAlgorithmType", checksum_algorithm)
         self.sse_kms_key_id = sse_kms_key_id
+        self.retention = retention
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         # Settings are validated even when a client is given, so bad arguments fail the same way.
@@ -114,6 +121,8 @@ class S3Store:
         )
         self._client: S3Client = client if client is not None else build_s3_client(self.settings)
         self._checksum_field = f"Checksum{checksum_algorithm}"  # e.g. ChecksumCRC32
+        self._optional = OptionalOperations(self.describe())
+        self._checksums = ServiceChecksums(self.checksum_algorithm, self.describe())
         self._sse_args: dict[str, Any] = (
             {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key_id}
             if sse_kms_key_id
@@ -125,13 +134,16 @@ class S3Store:
     def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
         full_key = self._full_key(key)
         try:
-            self._client.put_object(
+            # With a checksum, which Object Lock requires: the algorithm's, or Content-MD5.
+            self._checksums.send(
+                self._client.put_object,
+                "body",
                 Bucket=self.bucket,
                 Key=full_key,
                 Body=data if isinstance(data, bytes) else bytes(data),
                 Metadata=dict(metadata or {}),
-                ChecksumAlgorithm=self.checksum_algorithm,
                 **self._sse_args,
+                **(self.retention.put_args(metadata or {}) if self.retention else {}),
             )
         except (ClientError, BotoCoreError) as exc:
             self._raise("put", full_key, exc)
@@ -190,16 +202,21 @@ class S3Store:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket can hold objects under retention (checked before a run)."""
+        return object_lock_enabled(self._client, self.bucket)
+
     # --- MultipartStore -------------------------------------------------------------------
 
     def begin_upload(self, key: str, metadata: dict[str, str]) -> str:
         full_key = self._full_key(key)
         try:
-            response = self._client.create_multipart_upload(
+            response = self._checksums.send(
+                self._client.create_multipart_upload,
+                "announce",
                 Bucket=self.bucket,
                 Key=full_key,
                 Metadata=dict(metadata),
-                ChecksumAlgorithm=self.checksum_algorithm,
                 **self._sse_args,
             )
         except (ClientError, BotoCoreError) as exc:
@@ -208,6 +225,7 @@ class S3Store:
 
     def uploaded_parts(self, key: str, upload_id: str) -> dict[int, PartInfo] | None:
         full_key = self._full_key(key)
+        self._optional.check("ListParts")
         paginator = self._client.get_paginator("list_parts")
         parts: dict[int, PartInfo] = {}
         try:
@@ -224,6 +242,8 @@ class S3Store:
         except ClientError as exc:
             if _error_code(exc) == _NO_SUCH_UPLOAD:
                 return None
+            if is_refusal(exc, method_not_allowed=True):
+                self._optional.refused("ListParts", exc)
             self._raise(f"list parts of upload {upload_id}", full_key, exc)
         except BotoCoreError as exc:
             self._raise(f"list parts of upload {upload_id}", full_key, exc)
@@ -239,13 +259,14 @@ class S3Store:
         body = data if isinstance(data, bytes) else bytes(data)
         try:
             # The checksum goes in a header (or trailer) S3 checks: a corrupted body is rejected.
-            response = self._client.upload_part(
+            response = self._checksums.send(
+                self._client.upload_part,
+                "body",
                 Bucket=self.bucket,
                 Key=full_key,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ChecksumAlgorithm=self.checksum_algorithm,
             )
         except (ClientError, BotoCoreError) as exc:
             self._raise(f"upload part {number} of upload {upload_id}", full_key, exc)
@@ -287,11 +308,14 @@ class S3Store:
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         full_key = self._full_key(key)
+        self._optional.check("AbortMultipartUpload")
         try:
             self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=full_key, UploadId=upload_id
             )
         except ClientError as exc:
+            if is_refusal(exc, method_not_allowed=True):
+                self._optional.refused("AbortMultipartUpload", exc)
             if _error_code(exc) != _NO_SUCH_UPLOAD:
                 self._raise(f"abort upload {upload_id}", full_key, exc)
         except BotoCoreError as exc:
@@ -299,12 +323,17 @@ class S3Store:
 
     def list_uploads(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         full_prefix = self.prefix + prefix
+        self._optional.check("ListMultipartUploads")
         paginator = self._client.get_paginator("list_multipart_uploads")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for upload in page.get("Uploads", []):
                     yield upload["Key"][len(self.prefix) :], upload["UploadId"]
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if is_refusal(exc, method_not_allowed=True):
+                self._optional.refused("ListMultipartUploads", exc)
+            self._raise("list uploads", full_prefix, exc)
+        except BotoCoreError as exc:
             self._raise("list uploads", full_prefix, exc)
 
     # --- helpers --------------------------------------------------------------------------
@@ -312,8 +341,8 @@ class S3Store:
     def _open(self, key: str, full_key: str) -> StreamingBody:
         try:
             # ChecksumMode makes botocore check the stored checksum against the bytes read.
-            response = self._client.get_object(
-                Bucket=self.bucket, Key=full_key, ChecksumMode="ENABLED"
+            response = self._checksums.send(
+                self._client.get_object, "read", Bucket=self.bucket, Key=full_key
             )
         except ClientError as exc:
             if _error_code(exc) in _MISSING_CODES:
@@ -335,13 +364,14 @@ class S3Store:
                 f" object ({info.size} bytes) is too large to copy: pass it to begin_upload"
             )
         try:
-            self._client.copy_object(
+            self._checksums.send(
+                self._client.copy_object,
+                "announce",
                 Bucket=self.bucket,
                 Key=full_key,
                 CopySource={"Bucket": self.bucket, "Key": full_key},
                 Metadata=dict(metadata),
                 MetadataDirective="REPLACE",
-                ChecksumAlgorithm=self.checksum_algorithm,
                 **self._sse_args,
             )
         except (ClientError, BotoCoreError) as exc:

@@ -12,7 +12,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from migrator.stores.base import Buffer, MultipartStore, ObjectInfo, ObjectStore, PartInfo
+from migrator.stores.base import (
+    Buffer,
+    MultipartStore,
+    ObjectInfo,
+    ObjectStore,
+    PartInfo,
+    UnfinishedWrites,
+)
 
 
 class TokenBucket:
@@ -126,6 +133,12 @@ class _Wrapper:
     def list_uploads(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         self._sending("list_uploads", 0)
         return self._multipart().list_uploads(prefix)
+
+    def remove_unfinished_writes(self, prefix: str) -> int:
+        """The wrapped store's; none when it leaves no files of killed writes."""
+        if not isinstance(self.inner, UnfinishedWrites):
+            return 0
+        return self.inner.remove_unfinished_writes(prefix)
 
 
 class ThrottledStore(_Wrapper):
