@@ -7,28 +7,28 @@ to another shard, or a chunk dropped from it, is detected on open.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import pairwise
 from typing import Any
 
 import orjson
 
-from migrator.codec.body import HEX128 as _HEX128
 from migrator.codec.body import U32 as _U32
 from migrator.codec.body import BodyReader
 from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tagger
 from migrator.codec.digests import ZERO_DIGEST
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.errors import FormatError, TamperedError, TruncatedError
+from migrator.codec.manifest_rules import KIND_OBJECTS, KIND_RECORDS, check_layout, check_manifest
+from migrator.errors import FormatError, TamperedError, UnknownVersionError
 from migrator.keys.datakey import DataKey
 
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
+    "READABLE_VERSIONS",
     "ChunkRef",
+    "RecordsLayout",
     "ShardManifest",
     "manifest_key",
     "object_part_key",
@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "migrator/shard-manifest"
-MANIFEST_VERSION = 2  # 2: generation chains (previous, removed, digests) and part versions
+# 2: generation chains (previous, removed, digests) and part versions; 3: records_layout
+MANIFEST_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # a version-2 manifest records no layout: readers take the plan's
 MANIFEST_NAME = "manifest.mgc"  # a shard's manifest object, under its shard prefix
-KIND_RECORDS = "records"
-KIND_OBJECTS = "objects"
 
 _CHUNK_FIELDS = frozenset(
     (
@@ -57,7 +57,7 @@ _CHUNK_FIELDS = frozenset(
         "version",
     )
 )
-_BODY_FIELDS = frozenset(
+_V2_FIELDS = frozenset(
     (
         "format",
         "version",
@@ -82,6 +82,9 @@ _BODY_FIELDS = frozenset(
         "digest",
     )
 )
+_BODY_FIELDS = _V2_FIELDS | {"records_layout"}
+_LAYOUT_FIELDS = frozenset(("format", "key", "csv_delimiter"))
+RECORD_FORMATS = ("jsonl", "csv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,32 @@ class ChunkRef:
     name: str | None = None  # object parts: the source object's relative name
     name_tag: str | None = None  # object parts: hex of object_tag
     version: str | None = None  # object parts: the source object's version when it was read
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsLayout:
+    """How a records shard's records are framed and keyed, recorded beside them so a reader
+    needs no plan to split records or to match the key hashes a delta removes."""
+
+    format: str  # "jsonl" | "csv"
+    key: str  # the top-level field (jsonl) or header column (csv) holding the shard key
+    csv_delimiter: str | None = None  # csv: one character; jsonl: None
+
+    def problem(self) -> str | None:
+        """What makes the layout unusable, or None."""
+        if self.format not in RECORD_FORMATS:
+            return f"format {self.format!r} is neither 'jsonl' nor 'csv'"
+        if not self.key:
+            return "key is empty"
+        if self.format == "jsonl" and self.csv_delimiter is not None:
+            return "a jsonl layout names a csv_delimiter"
+        if self.format == "csv" and (
+            self.csv_delimiter is None
+            or len(self.csv_delimiter) != 1
+            or self.csv_delimiter in '"\r\n'
+        ):
+            return f"csv_delimiter {self.csv_delimiter!r} is not one character (no quote, CR, LF)"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +154,8 @@ class ShardManifest:
     added_digest: str = ZERO_DIGEST  # order-independent digest of what the chunks hold
     removed_digest: str = ZERO_DIGEST  # ... of the entries this generation removed or replaced
     digest: str = ZERO_DIGEST  # ... of the shard after this generation: previous + added - removed
+    # records: how its records are framed and keyed (None only in a version-2 manifest)
+    records_layout: RecordsLayout | None = None
 
     @property
     def is_base(self) -> bool:
@@ -182,6 +213,12 @@ def _chunk_body(ref: ChunkRef) -> dict[str, Any]:
     }
 
 
+def _layout_body(layout: RecordsLayout | None) -> dict[str, Any] | None:
+    if layout is None:
+        return None
+    return {"format": layout.format, "key": layout.key, "csv_delimiter": layout.csv_delimiter}
+
+
 def _body(manifest: ShardManifest) -> bytes:
     return orjson.dumps(
         {
@@ -206,6 +243,7 @@ def _body(manifest: ShardManifest) -> bytes:
             "added_digest": manifest.added_digest,
             "removed_digest": manifest.removed_digest,
             "digest": manifest.digest,
+            "records_layout": _layout_body(manifest.records_layout),
         },
         option=orjson.OPT_SORT_KEYS,
     )
@@ -214,7 +252,8 @@ def _body(manifest: ShardManifest) -> bytes:
 def seal_manifest(manifest: ShardManifest, key: DataKey, encoder: ChunkEncoder) -> bytes:
     """Check the manifest is self-consistent, then seal it as a MANIFEST chunk."""
     try:
-        _check(manifest, manifest.chunk_count, object_tagger(key), None)
+        check_manifest(manifest, manifest.chunk_count, object_tagger(key), None)
+        check_layout(manifest, None)
     except FormatError as exc:
         raise ValueError(f"refusing to seal an inconsistent manifest: {exc}") from None
     return bytes(encoder.encode(_body(manifest), manifest.identity(), key).data)
@@ -234,13 +273,15 @@ def open_manifest(
     expected = ChunkIdentity(ChunkKind.MANIFEST, plan, dataset, generation, shard, 0)
     body = decode_chunk(data, expected, key, object_key=object_key)
     reader = _BodyReader(object_key)
-    manifest, declared_count = reader.manifest(body)
+    manifest, declared_count, version = reader.manifest(body)
     sealed_as = (plan, dataset, generation, shard)
     if (manifest.plan, manifest.dataset, manifest.generation, manifest.shard) != sealed_as:
         raise TamperedError(
             "manifest body names another shard than its seal", object_key=object_key
         )
-    _check(manifest, declared_count, object_tagger(key), object_key)
+    check_manifest(manifest, declared_count, object_tagger(key), object_key)
+    if version >= 3:
+        check_layout(manifest, object_key)
     return manifest
 
 
@@ -267,13 +308,42 @@ class _BodyReader(BodyReader):
             version=self.opt_str(f, "version", where),
         )
 
-    def manifest(self, body: bytes) -> tuple[ShardManifest, int]:
-        doc = self.document(body, MANIFEST_FORMAT, MANIFEST_VERSION)
-        f = self.fields(doc, _BODY_FIELDS, "manifest")
+    def versioned(self, body: bytes) -> tuple[object, int]:
+        """The parsed body and its version; a well-formed version this build does not read is
+        named as such before the schema is checked (a newer writer's fields look like tampering)."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise self.bad(f"not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+            return doc, MANIFEST_VERSION  # the schema check names what is wrong
+        version = doc.get("version")
+        if type(version) is not int:
+            raise self.bad("version is not an integer")
+        if version not in READABLE_VERSIONS:
+            raise UnknownVersionError(
+                f"manifest version {version} is not supported (this build reads"
+                f" {', '.join(map(str, READABLE_VERSIONS))})",
+                object_key=self.object_key,
+            )
+        return doc, version
+
+    def layout(self, obj: object) -> RecordsLayout | None:
+        if obj is None:
+            return None
+        f = self.fields(obj, _LAYOUT_FIELDS, "records_layout")
+        return RecordsLayout(
+            format=self.str_(f, "format", "records_layout"),
+            key=self.str_(f, "key", "records_layout"),
+            csv_delimiter=self.opt_str(f, "csv_delimiter", "records_layout"),
+        )
+
+    def manifest(self, body: bytes) -> tuple[ShardManifest, int, int]:
+        """(the manifest, its declared chunk_count, its version)."""
+        doc, version = self.versioned(body)
+        f = self.fields(doc, _BODY_FIELDS if version >= 3 else _V2_FIELDS, "manifest")
         if f["format"] != MANIFEST_FORMAT:
             raise self.bad(f"format is {f['format']!r}, not {MANIFEST_FORMAT!r}")
-        if type(f["version"]) is not int:
-            raise self.bad("version is not an integer")
         created_at = self.str_(f, "created_at", "manifest")
         try:
             datetime.fromisoformat(created_at)
@@ -307,129 +377,6 @@ class _BodyReader(BodyReader):
             added_digest=self.hex128(f, "added_digest", "manifest"),
             removed_digest=self.hex128(f, "removed_digest", "manifest"),
             digest=self.hex128(f, "digest", "manifest"),
+            records_layout=self.layout(f.get("records_layout")),
         )
-        return manifest, self.int_(f, "chunk_count", "manifest")
-
-
-def _check(
-    manifest: ShardManifest,
-    declared_count: int,
-    tag: Callable[[str], bytes],
-    object_key: str | None,
-) -> None:
-    """Counts, sequences and totals agree: the checks that catch a dropped chunk."""
-
-    def tampered(message: str) -> TamperedError:
-        return TamperedError(f"inconsistent manifest: {message}", object_key=object_key)
-
-    def truncated(message: str) -> TruncatedError:
-        return TruncatedError(f"shard is missing chunks: {message}", object_key=object_key)
-
-    listed = len(manifest.chunks)
-    if listed < declared_count:
-        raise truncated(f"manifest lists {listed} chunks, chunk_count is {declared_count}")
-    if listed > declared_count:
-        raise tampered(f"manifest lists {listed} chunks, chunk_count is {declared_count}")
-
-    if manifest.kind == KIND_RECORDS:
-        _check_records(manifest.chunks, tampered, truncated)
-    elif manifest.kind == KIND_OBJECTS:
-        _check_objects(manifest.chunks, tag, tampered, truncated)
-    else:
-        raise tampered(f"kind {manifest.kind!r} is neither {KIND_RECORDS!r} nor {KIND_OBJECTS!r}")
-
-    _check_chain(manifest, tampered)
-
-    if len({ref.object_key for ref in manifest.chunks}) != listed:
-        raise tampered("two chunks share one object key")
-    for total, declared in (
-        ("record_count", manifest.record_count),
-        ("plain_bytes", manifest.plain_bytes),
-        ("stored_bytes", manifest.stored_bytes),
-    ):
-        summed = sum(getattr(ref, _SUMMED[total]) for ref in manifest.chunks)
-        if summed < declared:
-            raise truncated(f"chunks add up to {total} {summed}, manifest says {declared}")
-        if summed > declared:
-            raise tampered(f"chunks add up to {total} {summed}, manifest says {declared}")
-
-
-def _check_chain(manifest: ShardManifest, tampered: Callable[[str], TamperedError]) -> None:
-    """A base removes nothing and follows nothing; a delta follows an earlier generation."""
-    if manifest.previous == 0:
-        if manifest.previous_xxh3 is not None or manifest.removed or manifest.removed_records:
-            raise tampered("a base manifest names a previous generation or removals")
-        if manifest.removed_digest != ZERO_DIGEST:
-            raise tampered("a base manifest has a removed digest")
-    else:
-        if manifest.previous >= manifest.generation:
-            raise tampered(
-                f"generation {manifest.generation} follows generation {manifest.previous}"
-            )
-        if manifest.previous_xxh3 is None:
-            raise tampered("a delta manifest lacks its previous manifest's digest")
-    if len(set(manifest.removed)) != len(manifest.removed):
-        raise tampered("a removal is listed twice")
-    if manifest.kind == KIND_RECORDS:
-        for value in manifest.removed:
-            if not _HEX128.fullmatch(value):
-                raise tampered("a removed record key hash is not 32 lowercase hex digits")
-
-
-_SUMMED = {"record_count": "records", "plain_bytes": "plain_size", "stored_bytes": "stored_size"}
-
-
-def _check_sequences(
-    sequences: list[int],
-    what: str,
-    tampered: Callable[[str], TamperedError],
-    truncated: Callable[[str], TruncatedError],
-) -> None:
-    """Must be 0..n-1: a repeat or step back is an edit, a gap in a rising run a lost chunk."""
-    for previous, current in pairwise(sequences):
-        if current <= previous:
-            raise tampered(f"{what}: sequence {current} follows {previous}")
-    for expected, sequence in enumerate(sequences):
-        if sequence != expected:
-            raise truncated(f"{what}: sequence {expected} is missing")
-
-
-def _check_records(
-    chunks: tuple[ChunkRef, ...],
-    tampered: Callable[[str], TamperedError],
-    truncated: Callable[[str], TruncatedError],
-) -> None:
-    for ref in chunks:
-        if ref.name is not None or ref.name_tag is not None or ref.version is not None:
-            raise tampered(f"records chunk {ref.object_key} carries an object name")
-    _check_sequences([ref.sequence for ref in chunks], "records chunks", tampered, truncated)
-
-
-def _check_objects(
-    chunks: tuple[ChunkRef, ...],
-    tag: Callable[[str], bytes],
-    tampered: Callable[[str], TamperedError],
-    truncated: Callable[[str], TruncatedError],
-) -> None:
-    parts: dict[str, list[ChunkRef]] = {}
-    for ref in chunks:
-        if ref.name is None or ref.name_tag is None:
-            raise tampered(f"object part {ref.object_key} has no name or name tag")
-        if ref.records != 0:
-            raise tampered(f"object part {ref.object_key} claims {ref.records} records")
-        if ref.version is None:
-            raise tampered(f"object part {ref.object_key} has no source version")
-        parts.setdefault(ref.name, []).append(ref)
-    names_by_tag: dict[str, str] = {}
-    for name, refs in parts.items():
-        name_tag = tag(name).hex()
-        if names_by_tag.setdefault(name_tag, name) != name:
-            raise tampered(f"two object names share name tag {name_tag}")
-        for ref in refs:
-            if ref.name_tag != name_tag:
-                raise tampered(f"name tag of {ref.object_key} does not match its name")
-            if ref.version != refs[0].version:
-                raise tampered(f"parts of object {name_tag} come from different versions")
-        # name the object by its tag: names stay out of logs
-        what = f"parts of object {name_tag}"
-        _check_sequences([ref.sequence for ref in refs], what, tampered, truncated)
+        return manifest, self.int_(f, "chunk_count", "manifest"), version

@@ -15,6 +15,7 @@ from migrator.codec.chunk import ChunkEncoder, decode_chunk, object_tag, read_he
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.codec.manifest import (
     ChunkRef,
+    RecordsLayout,
     ShardManifest,
     manifest_key,
     object_part_key,
@@ -69,6 +70,7 @@ def records_manifest(n: int = 3) -> ShardManifest:
         stored_bytes=sum(c.stored_size for c in chunks),
         created_at="2024-05-01T12:00:00+00:00",
         extra={"csv_header": "id,name\n", "source": {"files": 2}},
+        records_layout=RecordsLayout("csv", "id", ","),
     )
 
 
@@ -161,7 +163,8 @@ def test_body_is_canonical_json() -> None:
     body = body_of(records_manifest())
     assert list(body) == sorted(body)
     assert body["format"] == "migrator/shard-manifest"
-    assert body["version"] == 2
+    assert body["version"] == 3
+    assert body["records_layout"] == {"format": "csv", "key": "id", "csv_delimiter": ","}
     assert body["chunk_count"] == 3
     assert body["chunks"][0]["name"] is None
 
@@ -357,9 +360,81 @@ def test_malformed_body_is_tampering(body: bytes) -> None:
 
 
 def test_unknown_manifest_version() -> None:
-    body = set_field(("version",), 3)(body_of(records_manifest()))
-    with pytest.raises(UnknownVersionError, match="version 3"):
+    body = set_field(("version",), 4)(body_of(records_manifest()))
+    with pytest.raises(UnknownVersionError, match="version 4"):
         open_(reseal(body))
+
+
+# --- records layout (version 3) and version-2 manifests -------------------------------------
+
+
+def as_version_2(body: dict[str, Any]) -> dict[str, Any]:
+    """The body a version-2 writer sealed: no records_layout field."""
+    return {**delete_field("records_layout")(body), "version": 2}
+
+
+@pytest.mark.parametrize("make", [records_manifest, objects_manifest])
+def test_version_2_manifest_opens_without_a_layout(make: Any) -> None:
+    manifest = make()
+    opened = open_(reseal(as_version_2(body_of(manifest))))
+    assert opened == dataclasses.replace(manifest, records_layout=None)
+
+
+@pytest.mark.parametrize(
+    ("layout", "extra"),
+    [
+        (RecordsLayout("csv", "id", ";"), {"csv_header": "id;name"}),
+        (RecordsLayout("csv", "名", "\t"), {"csv_header": "名\tx"}),
+        (RecordsLayout("jsonl", "user_id"), {}),
+    ],
+)
+def test_layout_round_trip(layout: RecordsLayout, extra: dict[str, Any]) -> None:
+    manifest = dataclasses.replace(records_manifest(), records_layout=layout, extra=extra)
+    assert open_(seal_manifest(manifest, KEY, ENCODER)).records_layout == layout
+
+
+LAYOUT = ("records_layout",)
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        set_field(LAYOUT, None),  # version 3: a records manifest says how its records are keyed
+        delete_field("records_layout"),
+        lambda body: {**as_version_2(body), "records_layout": body["records_layout"]},
+        set_field(LAYOUT, "jsonl"),
+        set_field((*LAYOUT, "format"), "xml"),
+        set_field((*LAYOUT, "key"), ""),
+        set_field((*LAYOUT, "key"), 7),
+        set_field((*LAYOUT, "csv_delimiter"), None),
+        set_field((*LAYOUT, "format"), "jsonl"),  # jsonl has no delimiter
+        set_field(LAYOUT, {"format": "jsonl", "key": "id", "csv_delimiter": None}),  # a header
+        set_field(("extra",), {}),  # csv records without their header row
+        set_field(LAYOUT, {"format": "csv", "key": "id", "csv_delimiter": None}),
+        set_field(LAYOUT, {"format": "csv", "key": "id", "csv_delimiter": ";;"}),
+        set_field(LAYOUT, {"format": "csv", "key": "id", "csv_delimiter": '"'}),
+        set_field(LAYOUT, {"format": "csv", "key": "id", "csv_delimiter": "\n"}),
+        set_field(LAYOUT, {"format": "jsonl", "key": "id", "csv_delimiter": None, "x": 1}),
+        set_field(LAYOUT, {"format": "jsonl", "key": "id"}),
+    ],
+)
+def test_altered_records_layout_is_tampering(alter: Any) -> None:
+    with pytest.raises(TamperedError):
+        open_(reseal(alter(body_of(records_manifest()))))
+
+
+def test_objects_manifest_has_no_records_layout() -> None:
+    body = set_field(LAYOUT, {"format": "jsonl", "key": "id", "csv_delimiter": None})(
+        body_of(objects_manifest())
+    )
+    with pytest.raises(TamperedError, match="records layout"):
+        open_(reseal(body))
+
+
+def test_seal_refuses_records_without_a_layout() -> None:
+    manifest = dataclasses.replace(records_manifest(), records_layout=None)
+    with pytest.raises(ValueError, match="records layout is missing"):
+        seal_manifest(manifest, KEY, ENCODER)
 
 
 # --- writer side ---------------------------------------------------------------------------
