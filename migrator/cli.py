@@ -25,9 +25,20 @@ from migrator.plan.model import Plan, load_plan
 from migrator.sizes import format_size, parse_rate, parse_size
 
 if TYPE_CHECKING:
+    from migrator.engine.audit_report import AuditReport
+    from migrator.engine.head_file import ExportedHead
     from migrator.state.store import StateStore
+    from migrator.stores.base import ObjectStore
 
 _debug = False
+
+# verify, audit and restore: a head an auditor exported (`audit --export-head`) to hold to
+_EXPECT_HEAD = click.option(
+    "--expect-head",
+    type=click.Path(dir_okay=False),
+    help="A head `audit --export-head` wrote earlier: a destination older than it, or whose"
+    " record of that generation differs, is reported as a rollback.",
+)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -37,8 +48,18 @@ def _console(stderr: bool = False) -> Console:
     return console
 
 
-def _load(path: str, *, check_sources: bool = True) -> Plan:
-    return load_plan(path, check_sources=check_sources)
+def _load(
+    path: str, *, check_sources: bool = True, allow_loopback: bool = False, rehearsal: bool = False
+) -> Plan:
+    """The plan, once its residency and FIPS checks pass: every command reads its plan here,
+    so none opens a destination, key service or state store the checks refuse (exit 2)."""
+    from migrator.residency import enforce_residency, loopback_allowed
+
+    plan = load_plan(path, check_sources=check_sources)
+    if allow_loopback:
+        plan = loopback_allowed(plan)  # the flag travels with the plan, to wiring's checks too
+    enforce_residency(plan, rehearsal=rehearsal)
+    return plan
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,8 +67,11 @@ def _load(path: str, *, check_sources: bool = True) -> Plan:
 @click.version_option(package_name="migrator")
 def cli(debug: bool) -> None:
     """Encrypted, resumable data migration into sovereign clouds."""
+    from migrator.console_warnings import show_warnings_on_stderr
+
     global _debug
     _debug = debug
+    show_warnings_on_stderr()
 
 
 @cli.command("plan")
@@ -101,8 +125,8 @@ def plan_cmd(
             option = "--rate" if rate is not None else "--workers"
             raise click.UsageError(f"{option} is an option of --estimate")
     per_worker = _rate(rate, "--rate")
-    plan = _load(plan_file, check_sources=not estimate)
-    checks = enforce_residency(plan, allow_loopback=allow_loopback)
+    plan = _load(plan_file, check_sources=not estimate, allow_loopback=allow_loopback)
+    checks = enforce_residency(plan)
     if estimate:
         _plan_estimate(plan, workers, per_worker, as_json)
         if checks and not as_json:
@@ -263,16 +287,14 @@ def run_cmd(
     """Migrate every dataset of PLAN; rerun to resume after an interruption."""
     from migrator.display import RichProgress, run_table
     from migrator.engine.run import MigrationRun
-    from migrator.residency import enforce_residency
     from migrator.wiring import open_key_provider, open_state, open_store
 
     limit = _rate(bwlimit, "--bwlimit")
     if dry_run:
         _dry_run(plan_file, synthetic, allow_loopback)
         return
-    plan = _load(plan_file)
+    plan = _load(plan_file, allow_loopback=allow_loopback)
     _check_dataset_names(plan, datasets)
-    enforce_residency(plan, allow_loopback=allow_loopback)
     limit = limit or plan.bandwidth_limit
     store = open_store(plan, bandwidth_limit=limit)
     provider = open_key_provider(plan)
@@ -348,7 +370,7 @@ def _dry_run(plan_file: str, synthetic: str, allow_loopback: bool) -> None:
         size = parse_size(synthetic)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--synthetic") from None
-    plan = _load(plan_file, check_sources=False)
+    plan = _load(plan_file, check_sources=False, allow_loopback=allow_loopback, rehearsal=True)
     with RichProgress(_console(stderr=True)) as progress:
         report = Rehearsal(
             plan, synthetic_size=size, allow_loopback=allow_loopback, progress=progress
@@ -458,6 +480,7 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
     help="HEAD each object (presence, size, recorded digest) instead of reading it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_EXPECT_HEAD
 def verify_cmd(
     plan_file: str,
     sample: float,
@@ -465,6 +488,7 @@ def verify_cmd(
     datasets: Sequence[str],
     quick: bool,
     as_json: bool,
+    expect_head: str | None,
 ) -> None:
     """Read the destination back and check every tag and digest against the manifests."""
     from migrator.display import verify_json, verify_summary, verify_table
@@ -473,12 +497,21 @@ def verify_cmd(
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
+    head = _expected_head(plan, expect_head)
     store = open_store(plan)
     provider = open_key_provider(plan)
     with _existing_state(plan) as state:
         workers = _readers()
         report = Verifier(
-            plan, store, provider, state, sample=sample, seed=seed, workers=workers, quick=quick
+            plan,
+            store,
+            provider,
+            state,
+            sample=sample,
+            seed=seed,
+            workers=workers,
+            quick=quick,
+            head=head,
         ).verify(set(datasets) or None)
     if as_json:
         click.echo(orjson.dumps(verify_json(report), option=orjson.OPT_INDENT_2).decode())
@@ -522,6 +555,11 @@ def compact_cmd(plan_file: str, datasets: Sequence[str]) -> None:
             f"compacted {r.name}: {what}; deleted {r.objects_deleted} old objects and"
             f" {r.records_deleted} older generation records ({r.seconds:.1f} s)"
         )
+        if r.records_deleted and plan.destination.retention is not None:
+            click.echo(
+                f"  {r.name}: the deleted generation records stay stored as locked noncurrent"
+                " versions until their Object Lock retention lapses (destination.retention)"
+            )
 
 
 @cli.command("cutover")
@@ -555,8 +593,16 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
 @click.option(
     "--audit-key-file",
     type=click.Path(dir_okay=False),
-    help="Check with the audit keys `migrator keys audit-key` exported: no KEK needed (the"
-    " manifests, sealed under the data keys, are then not opened).",
+    help="Check with the signing keys `migrator keys audit-key` exported (public keys only): no"
+    " KEK or key service needed (the manifests, sealed under the data keys, are then not opened).",
+)
+@_EXPECT_HEAD
+@click.option(
+    "--export-head",
+    type=click.Path(dir_okay=False),
+    help="After a clean audit, write each dataset's head (newest generation, SHA-256 of its"
+    " record, ledger heads) to FILE, for later --expect-head; keep it where the destination's"
+    " writers cannot change it.",
 )
 def audit_cmd(
     plan_file: str,
@@ -564,35 +610,66 @@ def audit_cmd(
     as_json: bool,
     full: bool,
     audit_key_file: str | None,
+    expect_head: str | None,
+    export_head: str | None,
 ) -> None:
     """Check every shard's audit ledger: the chain whole (no gap, reorder, alteration or
     forgery), through the heads the state store and the manifests bind, and explaining every
     stored data object. Exits 0 only when nothing is found."""
     from migrator.audit_tables import audit_tables
-    from migrator.engine.audit import Auditor, read_audit_key_file
+    from migrator.engine.audit import Auditor
+    from migrator.engine.audit_key import read_audit_key_file
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
-    verify_keys = None
     only = set(datasets) or None
+    audit_keys = None
     if audit_key_file is not None:
-        verify_keys = read_audit_key_file(Path(audit_key_file), plan.name)
-        if missing := sorted((only or {d.name for d in plan.datasets}) - verify_keys.keys()):
-            if datasets:
-                raise UsageError(f"{audit_key_file}: holds no audit key of {', '.join(missing)}")
-            only = {d.name for d in plan.datasets} & verify_keys.keys()
+        audit_keys = read_audit_key_file(Path(audit_key_file), plan.name)
+    head = _expected_head(plan, expect_head)
+    store = open_store(plan)
     with _existing_state(plan) as state:
         report = Auditor(
             plan,
-            open_store(plan),
-            provider=None if verify_keys is not None else open_key_provider(plan),
-            verify_keys=verify_keys,
+            store,
+            provider=None if audit_keys is not None else open_key_provider(plan),
+            audit_keys=audit_keys,
             state=state,
             full=full,
             workers=_readers(),
+            expected=head,
         ).audit(only)
+    if export_head is not None:
+        _export_head(plan, store, report, Path(export_head))
     _show(report.to_json(), audit_tables(report), as_json, ok=report.ok)
+
+
+def _export_head(plan: Plan, store: ObjectStore, report: AuditReport, path: Path) -> None:
+    """What a clean audit saw, for a later --expect-head; a damaged destination's head would
+    anchor the damage, so none is written then."""
+    from migrator.engine.head_file import LedgerMark, dataset_head, head_document
+
+    if not report.ok:
+        click.echo(
+            f"migrator: {path}: head not written: the audit found {report.findings} problems",
+            err=True,
+        )
+        return
+    heads = {
+        d.dataset: dataset_head(
+            store, d.dataset, {s.shard: LedgerMark(*s.head) for s in d.shards if s.head}
+        )
+        for d in report.datasets
+    }
+    try:
+        path.write_bytes(head_document(plan.name, store.describe(), heads))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the head file ({exc.strerror})") from None
+    click.echo(
+        f"head exported to {path}: keep it where the destination's writers cannot change it",
+        err=True,
+    )
 
 
 @cli.command("restore")
@@ -611,16 +688,42 @@ def audit_cmd(
     default=None,
     help="Restore as of this generation (default: the latest committed one).",
 )
-def restore_cmd(plan_file: str, dataset: str, out_dir: str, generation: int | None) -> None:
+@_EXPECT_HEAD
+@click.option(
+    "--allow-rollback",
+    is_flag=True,
+    help="Restore the destination's newest generation even when the state store or"
+    " --expect-head knows a newer one was committed (the rollback is still reported).",
+)
+def restore_cmd(
+    plan_file: str,
+    dataset: str,
+    out_dir: str,
+    generation: int | None,
+    expect_head: str | None,
+    allow_rollback: bool,
+) -> None:
     """Rebuild a dataset from the destination: records as JSONL/CSV, objects at their paths,
-    as of its latest sync (or --generation): base, then every delta in order."""
+    as of its latest sync (or --generation): base, then every delta in order. Refuses a
+    destination older than what the state store or --expect-head knows committed. Exits 3
+    naming every object it could not write at its name (the others are written)."""
     from migrator.engine.restore import Restorer
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
-    report = Restorer(plan, open_store(plan), open_key_provider(plan), workers=_readers()).restore(
-        dataset, Path(out_dir), generation
-    )
+    head = _expected_head(plan, expect_head)
+    with _existing_state(plan) as state:
+        report = Restorer(
+            plan,
+            open_store(plan),
+            open_key_provider(plan),
+            workers=_readers(),
+            state=state,
+            expected=head,
+            allow_rollback=allow_rollback,
+        ).restore(dataset, Path(out_dir), generation)
+    for message in report.rollbacks:
+        click.echo(f"migrator: warning: {message} (restored anyway: --allow-rollback)", err=True)
     click.echo(
         f"restored {report.dataset}: {report.files} files, {report.records:,} records,"
         f" {format_size(report.bytes)} into {out_dir} (generation {report.generation})"
@@ -777,11 +880,21 @@ def keys_group() -> None:
 @keys_group.command("init")
 @click.argument("path", type=click.Path(dir_okay=False))
 def keys_init_cmd(path: str) -> None:
-    """Create a new local KEK file (mode 0600); never overwrites an existing file."""
+    """Create a new local KEK file (mode 0600), and the signing key file beside it if there is
+    none; never overwrites an existing file."""
     from migrator.keys.local import init_kek_file
+    from migrator.keys.local_signing import default_signing_key_file, init_signing_key_file
 
     kek_id = init_kek_file(Path(path))
     click.echo(f"created KEK {path} (id {kek_id}); keep it secret and back it up")
+    signing = default_signing_key_file(Path(path))
+    existed = signing.exists()
+    signing_id = init_signing_key_file(signing, exist_ok=True)
+    what = "kept the signing key" if existed else "created signing key"
+    click.echo(
+        f"{what} {signing} (id {signing_id}): it signs keyrings and the audit ledger; keep it"
+        " secret, back it up, and give the KEK without it to whoever only restores"
+    )
 
 
 @keys_group.command("audit-key")
@@ -795,30 +908,36 @@ def keys_init_cmd(path: str) -> None:
     help="The file to write (public keys only: nothing in it is secret).",
 )
 def keys_audit_key_cmd(plan_file: str, datasets: Sequence[str], out_file: str) -> None:
-    """Export each dataset's audit key: the public key its ledger's signatures verify with.
-    With it, `migrator audit PLAN --audit-key-file FILE` checks the ledgers without the KEK;
-    it can neither decrypt nor sign anything."""
-    from migrator.codec.ledger import LedgerKeys
-    from migrator.engine.audit import audit_key_document
-    from migrator.keys.keyring import load_keyring
+    """Export the plan's audit key: the public keys of every signing key its keyrings and
+    ledgers were signed with (the current one, and the earlier ones each dataset's keyring
+    lists). With it, `migrator audit PLAN --audit-key-file FILE` checks the ledgers without
+    the KEK or the key service; it can neither decrypt nor sign anything."""
+    from migrator.engine.audit_key import audit_key_document
+    from migrator.errors import MissingObjectError
+    from migrator.keys.keyring import plan_trust, read_keyring
     from migrator.wiring import open_key_provider, open_store
 
     plan = _load(plan_file, check_sources=False)
     _check_dataset_names(plan, datasets)
     store = open_store(plan)
     provider = open_key_provider(plan)
-    keys = {}
+    current = provider.signer.public_key()
+    keys = {current.key_id: current}
     for ds in plan.datasets:
         if datasets and ds.name not in datasets:
             continue
-        keyring = load_keyring(store, provider, plan.name, ds.name)
-        keys[ds.name] = LedgerKeys(keyring.first).verify_key
+        try:
+            stored = read_keyring(store, plan.name, ds.name)
+        except MissingObjectError:
+            continue  # never migrated: nothing signed yet
+        for key in stored.trusted_signers(plan_trust(provider)).keys:
+            keys.setdefault(key.key_id, key)
     out = Path(out_file)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(audit_key_document(plan.name, keys))
+    tmp.write_bytes(audit_key_document(plan.name, list(keys.values())))
     tmp.replace(out)
-    for name, key in keys.items():
-        click.echo(f"{name}: audit key {key.hex()}")
+    for key in keys.values():
+        click.echo(f"signing key {key.key_id} ({key.source})")
     click.echo(f"wrote {out_file}: give it to auditors with the plan file and read access")
 
 
@@ -842,12 +961,10 @@ def keys_rotate_cmd(
     wrapped it (`keys` or `keys.previous`); nothing is re-encrypted. Rerun to finish an
     interrupted rotation; a rerun with nothing to do changes nothing."""
     from migrator.engine.rotate import KeyRotation
-    from migrator.residency import enforce_residency
     from migrator.wiring import open_key_provider, open_store
 
-    plan = _load(plan_file, check_sources=False)
+    plan = _load(plan_file, check_sources=False, allow_loopback=allow_loopback)
     _check_dataset_names(plan, datasets)
-    enforce_residency(plan, allow_loopback=allow_loopback)
     rotation = KeyRotation(plan, open_store(plan), open_key_provider(plan))
     kek = rotation.chain.current.describe()
     results = rotation.rotate(set(datasets) or None, new_data_key=new_data_key)
@@ -862,7 +979,12 @@ def keys_rotate_cmd(
         else:
             what = f"re-wrapped {r.rewrapped} of {r.keys} data key(s) under {kek}"
             if r.new_key is not None:
-                what += f"; added data key {r.new_key}, now current"
+                what += (
+                    f"; added data key {r.new_key}, now current (it seals generation"
+                    f" {r.new_key_from} on)"
+                )
+            if r.resigned:
+                what += f"; signed by signing key {r.signed_by}"
             what += f"; wrote {r.written}"
             if r.kept_unused:
                 what += f"; current data key {r.current} has sealed nothing yet: no other added"
@@ -878,9 +1000,45 @@ def keys_rotate_cmd(
             )
     if plan.keys.previous and not datasets:
         click.echo(
-            "every data key is wrapped under keys: once no other copy of the plan still needs"
-            " them, remove keys.previous from the plan and retire those KEKs"
+            "every data key is wrapped under keys, every keyring signed by its signing key:"
+            " once no other copy of the plan still needs them, remove keys.previous from the"
+            " plan and retire those KEKs (the keyrings keep the public keys of their signing"
+            " keys, for audits of what those signed)"
         )
+
+
+def _expected_head(plan: Plan, path: str | None) -> ExportedHead | None:
+    from migrator.engine.head_file import read_head_file
+
+    return None if path is None else read_head_file(Path(path), plan)
+
+
+@cli.command("crypto")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def crypto_cmd(as_json: bool) -> None:
+    """The crypto backend every seal and unseal goes through: its OpenSSL, whether it runs in
+    FIPS mode (what a plan's `fips: required` demands) and the algorithms it offers."""
+    from migrator.residency import crypto_backend
+    from migrator.residency.fips import FIPS_HOW_TO
+
+    backend = crypto_backend()
+    if as_json:
+        click.echo(orjson.dumps(asdict(backend), option=orjson.OPT_INDENT_2).decode())
+        return
+    t = Table(title="crypto backend", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("library", backend.library)
+    t.add_row("OpenSSL", f"{backend.openssl} (0x{backend.openssl_number:08x})")
+    t.add_row("FIPS mode", "[green]on[/]" if backend.fips else "[yellow]off[/]")
+    t.add_row("TLS (Python's ssl)", backend.tls)
+    t.add_row("TLS FIPS mode", "[green]on[/]" if backend.tls_fips else "[yellow]off[/]")
+    for name, offered in backend.algorithms.items():
+        t.add_row(name, "offered" if offered else "[red]not offered[/]")
+    console = _console()
+    console.print(t)
+    if not (backend.fips and backend.tls_fips):
+        console.print(f"plans with fips: required refuse to run here: {FIPS_HOW_TO}")
 
 
 def _check_dataset_names(plan: Plan, names: Sequence[str]) -> None:

@@ -40,6 +40,19 @@ class StoreError(MigratorError):
     """A destination or source store failed; names the object key."""
 
 
+class UnsupportedOperationError(StoreError):
+    """The store's server does not offer an optional operation (an S3 look-alike answering
+    ListParts with 501 NotImplemented): names the store and the operation. `newly_found` is
+    True for the refusal the server itself gave a store, False when the store answered from
+    what it remembered, so that callers say once what they do instead."""
+
+    def __init__(self, message: str, *, store: str, operation: str, newly_found: bool) -> None:
+        self.store = store
+        self.operation = operation
+        self.newly_found = newly_found
+        super().__init__(message)
+
+
 class KeyProviderError(MigratorError):
     """A key provider could not generate, wrap or unwrap a key."""
 
@@ -72,6 +85,56 @@ class BadRecordError(SourceError):
     def __reduce__(self) -> tuple[type[BadRecordError], tuple[str, int, str, int | None]]:
         # Raised in routing worker processes: pickled back with every field.
         return (type(self), (self.path, self.line, self.reason, self.offset))
+
+
+class RecordTooLargeError(SourceError):
+    """A source record longer than the dataset's max_record_size: its file, the line and byte
+    offset where it starts. Never quarantined: holding it is what the limit prevents."""
+
+    def __init__(
+        self, path: str, line: int, offset: int, size: int, limit: int, complete: bool
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.offset = offset
+        self.size = size
+        self.limit = limit
+        self.complete = complete
+        found = f"is {size:,} bytes" if complete else f"runs past {size:,} bytes without ending"
+        super().__init__(
+            f"{path}:{line}: the record starting at byte {offset:,} {found}, more than the"
+            f" dataset's max_record_size ({limit:,} bytes). A record ends at a line feed (in"
+            " CSV, one outside quotes: a quote never closed runs to the end of the file); fix"
+            " the file, or raise max_record_size (and memory_budget)"
+        )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[RecordTooLargeError], tuple[str, int, int, int, int, bool]]:
+        # Raised in routing worker processes: pickled back with every field.
+        fields = (self.path, self.line, self.offset, self.size, self.limit, self.complete)
+        return (type(self), fields)
+
+
+class UnrestorableNamesError(SourceError):
+    """Object names a restore could not write back as the same paths: the first few, counted."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, names: list[str], count: int) -> None:
+        self.names = names
+        self.count = count
+        super().__init__(message)
+
+
+class RestoreIncompleteError(MigratorError):
+    """A restore wrote fewer objects than the manifests list: names those it did not write."""
+
+    def __init__(self, message: str, *, written: int, names: list[str], count: int) -> None:
+        self.written = written
+        self.names = names
+        self.count = count
+        super().__init__(message)
 
 
 # --- format errors: reading back a stored chunk or manifest -----------------------------
@@ -117,3 +180,21 @@ class DigestMismatchError(FormatError):
 
 class UnexpectedObjectError(FormatError):
     """An object under a shard's prefix that its manifest does not list."""
+
+
+class RollbackError(FormatError):
+    """The destination is older than a generation known to be committed (by the state store,
+    or a head an auditor exported): its newest generation record, or its tail, was removed or
+    put back to an earlier version. Names the dataset and the generation record's key."""
+
+
+class UntrustedKeyError(FormatError):
+    """A data key no signature of the plan's signing key vouches for: a keyring entry someone
+    else wrapped (kms:Encrypt, a Key Vault public key), or a keyring unsigned or signed by
+    another key. Refused, never sealed under; names the key object and the key id."""
+
+    def __init__(
+        self, message: str, *, object_key: str | None = None, key_id: str | None = None
+    ) -> None:
+        self.key_id = key_id
+        super().__init__(message, object_key=object_key)

@@ -119,7 +119,7 @@ class Rehearsal:
         self.workdir = plan.state_dir / "dry-run"
 
     def run(self) -> DryRunReport:
-        checks = enforce_residency(self.plan, allow_loopback=self.allow_loopback)
+        checks = enforce_residency(self.plan, allow_loopback=self.allow_loopback, rehearsal=True)
         report = DryRunReport(self.plan.name, _real_destination(self.plan), checks)
         report.bandwidth_limit = self.plan.bandwidth_limit
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -227,14 +227,21 @@ class Rehearsal:
         if dest.kind == "s3":
             from migrator.demo.motoserver import s3_client
             from migrator.stores.s3 import S3Store
+            from migrator.stores.s3_retention import ObjectRetention
 
             assert dest.bucket is not None and dest.region is not None
             url = self._moto(stack)
             client = s3_client(url, region=dest.region)
             config = {} if dest.region == "us-east-1" else {"LocationConstraint": dest.region}
-            client.create_bucket(Bucket=dest.bucket, CreateBucketConfiguration=config)  # type: ignore[arg-type]
+            client.create_bucket(
+                Bucket=dest.bucket,
+                CreateBucketConfiguration=config,  # type: ignore[arg-type]
+                ObjectLockEnabledForBucket=dest.retention is not None,  # rehearsed as it will run
+            )
             report.substitutions.append(f"destination {report.destination} → moto S3 at {url}")
-            return S3Store(dest.bucket, dest.prefix, client=client, **sizes)
+            lock = dest.retention
+            retention = None if lock is None else ObjectRetention.of(lock.mode, lock.days)
+            return S3Store(dest.bucket, dest.prefix, client=client, retention=retention, **sizes)
         if dest.kind == "azure":
             from azure.storage.blob import ContainerClient
 
@@ -265,8 +272,17 @@ class Rehearsal:
             region = keys.region or self.plan.destination.region or "us-east-1"
             kms = kms_client(url, region=region)
             arn = kms.create_key(Description=f"dry run of {self.plan.name}")["KeyMetadata"]["Arn"]
+            signing = kms.create_key(
+                Description=f"dry run of {self.plan.name}: signing key",
+                KeySpec="ECC_NIST_P256",
+                KeyUsage="SIGN_VERIFY",
+            )["KeyMetadata"]["Arn"]
             report.substitutions.append(f"KMS key {keys.key_id} → moto KMS key {arn}")
-            return AwsKmsKeyProvider(arn, region=region, endpoint_url=url, client=kms)
+            named = keys.signing_key_id or "(none: a real run needs keys.signing_key_id)"
+            report.substitutions.append(f"KMS signing key {named} → moto KMS key {signing}")
+            return AwsKmsKeyProvider(
+                arn, region=region, endpoint_url=url, client=kms, signing_key_id=signing
+            )
         kek = self.workdir / "dry-run-kek.key"
         init_kek_file(kek)
         what = {

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migrator.errors import KeyProviderError, UsageError
+from migrator.errors import KeyProviderError, PlanError, UsageError
 from migrator.keys.kekchain import KekChain
 from migrator.keys.local import LocalKeyProvider
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import KekPlan, Plan
+from migrator.residency import enforce_residency
+from migrator.state.private import private_dir
 from migrator.state.store import StateStore, describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import ThrottledStore, TokenBucket
+
+if TYPE_CHECKING:
+    from migrator.stores.s3 import S3Store
 
 STATE_FILE = "state.sqlite"
 
@@ -59,7 +64,9 @@ def multipart_sizes(plan: Plan) -> dict[str, Any]:
 def open_store(
     plan: Plan, *, bandwidth_limit: int | None = None, bucket: TokenBucket | None = None
 ) -> ObjectStore:
-    """The destination, behind the plan's (or the caller's) bandwidth limit if one is set."""
+    """The destination, behind the plan's (or the caller's) bandwidth limit if one is set;
+    only once the plan's residency and FIPS checks pass (ResidencyError, exit 2)."""
+    enforce_residency(plan)
     store = _open_destination(plan)
     rate = bandwidth_limit or plan.bandwidth_limit
     if bucket is None and rate:
@@ -78,15 +85,18 @@ def _open_destination(plan: Plan) -> ObjectStore:
         from migrator.stores.s3 import S3Store
 
         assert dest.bucket is not None
-        return S3Store(
-            dest.bucket,
-            dest.prefix or "",
-            region=dest.region,
-            endpoint_url=dest.endpoint_url,
-            use_fips=dest.use_fips,
-            sse_kms_key_id=dest.sse_kms_key_id,
-            max_pool_connections=max(10, plan.upload_concurrency * 2),
-            **sizes,
+        return _with_retention(
+            plan,
+            S3Store(
+                dest.bucket,
+                dest.prefix or "",
+                region=dest.region,
+                endpoint_url=dest.endpoint_url,
+                use_fips=True if plan.fips == "required" else dest.use_fips,
+                sse_kms_key_id=dest.sse_kms_key_id,
+                max_pool_connections=max(10, plan.upload_concurrency * 2),
+                **sizes,
+            ),
         )
     from migrator.stores.azure import AzureBlobStore
 
@@ -101,33 +111,78 @@ def _open_destination(plan: Plan) -> ObjectStore:
     )
 
 
+def _with_retention(plan: Plan, store: S3Store) -> S3Store:
+    """The plan's Object Lock retention, once the bucket is known to support it: a plan that
+    asks for it never writes a commit point that could be deleted."""
+    retention = plan.destination.retention
+    if retention is None:
+        return store
+    from migrator.stores.s3_retention import ObjectRetention
+
+    if not store.object_lock_enabled():
+        raise PlanError(
+            str(plan.plan_path),
+            "destination.retention",
+            f"the bucket {store.bucket} has no Object Lock enabled, so generation records and"
+            " ledger segments cannot be retained: enable Object Lock on the bucket (S3 turns"
+            " versioning on with it), use a bucket created with it, or remove"
+            " destination.retention",
+        )
+    store.retention = ObjectRetention.of(retention.mode, retention.days)
+    return store
+
+
 def open_key_provider(plan: Plan) -> KeyProvider:
-    """The plan's KEK; with `keys.previous`, a chain that also unwraps with the earlier KEKs."""
-    current = _kek(plan.keys)
+    """The plan's KEK; with `keys.previous`, a chain that also unwraps with the earlier KEKs;
+    only once the plan's residency and FIPS checks pass."""
+    enforce_residency(plan)
+    fips = plan.fips == "required"
+    field = {"aws-kms": "signing_key_id", "azure-keyvault": "signing_key_name"}
+    if plan.keys.provider in field and getattr(plan.keys, field[plan.keys.provider]) is None:
+        raise PlanError(
+            str(plan.plan_path),
+            f"keys.{field[plan.keys.provider]}",
+            "required: the plan's signing key signs keyrings and the audit ledger, and readers"
+            " check them with it (docs/FORMAT.md §10.6)",
+        )
+    current = _kek(plan.keys, fips)
     if not plan.keys.previous:
         return current
     previous = []
     for index, kek in enumerate(plan.keys.previous):
         try:
-            previous.append(_kek(kek))
+            previous.append(_kek(kek, fips, current=False))
         except (KeyProviderError, ValueError) as exc:
             raise KeyProviderError(f"keys.previous[{index}]: {exc}") from None
     return KekChain(current, previous)
 
 
-def _kek(keys: KekPlan) -> KeyProvider:
+def _kek(keys: KekPlan, fips: bool = False, *, current: bool = True) -> KeyProvider:
+    """A KEK and the signing key beside it; an earlier KEK's (`current=False`) only verifies."""
     if keys.provider == "local":
         assert keys.kek_file is not None
-        return LocalKeyProvider(keys.kek_file)
+        return LocalKeyProvider(keys.kek_file, keys.signing_key_file, current=current)
     if keys.provider == "aws-kms":
         from migrator.keys.aws_kms import AwsKmsKeyProvider
 
         assert keys.key_id is not None
-        return AwsKmsKeyProvider(keys.key_id, region=keys.region, endpoint_url=keys.endpoint_url)
+        # An explicit endpoint is used as is (residency made sure it is a FIPS one if needed).
+        use_fips = True if fips and keys.endpoint_url is None else None
+        return AwsKmsKeyProvider(
+            keys.key_id,
+            region=keys.region,
+            endpoint_url=keys.endpoint_url,
+            use_fips=use_fips,
+            signing_key_id=keys.signing_key_id,
+        )
     from migrator.keys.azure_keyvault import AzureKeyVaultKeyProvider
+    from migrator.keys.azure_keyvault_signing import AzureKeyVaultSigner
 
     assert keys.vault_url is not None and keys.key_name is not None
-    return AzureKeyVaultKeyProvider(keys.vault_url, keys.key_name)
+    signer = None
+    if keys.signing_key_name is not None:
+        signer = AzureKeyVaultSigner(keys.vault_url, keys.signing_key_name)
+    return AzureKeyVaultKeyProvider(keys.vault_url, keys.key_name, signer=signer)
 
 
 def state_url(plan: Plan) -> str:
@@ -142,7 +197,10 @@ def describe_state(plan: Plan) -> str:
 
 
 def open_state(plan: Plan) -> StateStore:
-    """The plan's state store, migrated to this release's schema and bound to the plan."""
+    """The plan's state store, migrated to this release's schema and bound to the plan; only
+    once the plan's checks pass (residency.state_hosts among them)."""
+    enforce_residency(plan)
+    private_dir(plan.state_dir)  # spools and state: 0700, whichever database holds the state
     state = StateStore(state_url(plan))
     try:
         state.claim_for_plan(plan.name)
@@ -155,6 +213,7 @@ def open_state(plan: Plan) -> StateStore:
 def open_existing_state(plan: Plan) -> StateStore | None:
     """The plan's state store if a run or a rebuild made one (opened once), else None: readers
     such as verify work from the destination without one."""
+    enforce_residency(plan)
     url = state_url(plan)
     if url.startswith("sqlite") and not sqlite_file(url).exists():
         return None

@@ -7,23 +7,20 @@ the head the state store committed and every head a manifest binds; and it must 
 stored data: each data object under the shard is the object of a live add (its latest entry,
 with that size and, with `full`, that stored xxh3-128), and each live add's object is stored.
 With the dataset's data keys (the KEK) each manifest's chunks are compared with their entries
-too; with only an audit key (`migrator keys audit-key`) nothing is decrypted.
+too; with only an audit key file (`migrator keys audit-key`) nothing is decrypted. Signatures
+are checked with the plan's signing keys (audit_key.py), never with anything a data key gives.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
-from pathlib import Path
 
-import orjson
 import xxhash
 
 from migrator.codec.ledger import (
-    VERIFY_KEY_BYTES,
     LedgerEntry,
     LedgerKeys,
     LedgerSegment,
@@ -31,23 +28,24 @@ from migrator.codec.ledger import (
     genesis_link,
     parse_segment,
     segment_key,
-    signature_valid,
+    signature_problem,
 )
 from migrator.codec.manifest import MANIFEST_NAME
+from migrator.engine.audit_key import dataset_trust
 from migrator.engine.audit_report import AuditReport, DatasetAudit, Finding, ShardAudit
 from migrator.engine.chain import load_manifest, record_generations
+from migrator.engine.freshness import find_rollbacks, ledger_behind
+from migrator.engine.head_file import ExportedHead
 from migrator.engine.ledger import list_segments
 from migrator.engine.readback import ordered_map
-from migrator.errors import FormatError, MisplacedChunkError, MissingObjectError, UsageError
-from migrator.keys.keyring import Keyring, load_keyring
+from migrator.errors import FormatError, MisplacedChunkError, MissingObjectError
+from migrator.keys.keyring import Keyring
 from migrator.keys.provider import KeyProvider
+from migrator.keys.signing import SignatureVerifier, TrustedKeys
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import LedgerHead
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
-
-AUDIT_KEY_FORMAT = "migrator/audit-key"
-AUDIT_KEY_VERSION = 1
 
 _DATA_KEY = re.compile(r"g(\d{6,})/s(\d{5,})/(.+)")
 
@@ -58,8 +56,8 @@ def _span(numbers: list[int]) -> str:
 
 
 class Auditor:
-    """Audits with the plan's KEK (`provider`: every check), or with exported audit keys
-    (`verify_keys`, by dataset: no manifest is opened)."""
+    """Audits with the plan's KEK and signing keys (`provider`: every check), or with the
+    signing keys of an exported audit key file (`audit_keys`: no manifest is opened)."""
 
     def __init__(
         self,
@@ -67,20 +65,24 @@ class Auditor:
         store: ObjectStore,
         *,
         provider: KeyProvider | None = None,
-        verify_keys: Mapping[str, bytes] | None = None,
+        audit_keys: TrustedKeys | None = None,
         state: StateStore | None = None,
         full: bool = False,
         workers: int = 4,
+        expected: ExportedHead | None = None,
     ) -> None:
-        if (provider is None) == (verify_keys is None):
+        """expected: a head an auditor exported earlier, which the destination must not be
+        older than (generation records and ledgers)."""
+        if (provider is None) == (audit_keys is None):
             raise ValueError("audit with either the plan's KEK or audit keys")
         self.plan = plan
         self.store = store
         self.provider = provider
-        self.verify_keys = verify_keys
+        self.audit_keys = audit_keys
         self.state = state
         self.full = full
         self.workers = workers
+        self.expected = expected
 
     def audit(self, only: set[str] | None = None) -> AuditReport:
         report = AuditReport(self.plan.name, self.full)
@@ -92,20 +94,20 @@ class Auditor:
 
     def _dataset(self, ds: DatasetPlan, pool: ThreadPoolExecutor) -> DatasetAudit:
         da = DatasetAudit(ds.name)
-        keyring: Keyring | None = None
-        keys: LedgerKeys | None = None
-        if self.verify_keys is not None:
-            verify_key = self.verify_keys[ds.name]
-        else:
-            assert self.provider is not None
-            try:
-                keyring = load_keyring(self.store, self.provider, self.plan.name, ds.name)
-            except MissingObjectError:
-                da.notes.append("never migrated: the dataset has no data key, hence no ledger")
-                return da
-            keys = LedgerKeys(keyring.first)
-            verify_key = keys.verify_key
-        da.verify_key = verify_key.hex()
+        who = dataset_trust(
+            self.store,
+            self.plan.name,
+            ds.name,
+            provider=self.provider,
+            audit_keys=self.audit_keys,
+        )
+        if who.trust is None:
+            da.notes.append("never migrated: the dataset has no data key, hence no ledger")
+            return da
+        if who.problem is not None:
+            da.findings.append(Finding("untrusted-keyring", who.keyring_object, who.problem))
+        keyring, keys, trust = who.keyring, who.tags, who.trust
+        da.verify_key = ", ".join(who.key_ids)
         da.checks = ["ledger chain and signatures", "stored objects against the ledger"]
         if self.full:
             da.checks.append("stored objects' xxh3-128 (--full)")
@@ -114,7 +116,11 @@ class Auditor:
         if keyring is not None:
             da.checks.append("manifests: bound ledger heads and chunks")
         else:
-            da.notes.append("audited with the audit key alone: manifests were not opened")
+            da.notes.append(
+                "audited with the audit key alone: manifests were not opened"
+                if who.problem is None
+                else "the keyring is not vouched for: manifests were not opened"
+            )
         segments, strays = list_segments(self.store, ds.name)
         for key in strays:
             da.findings.append(
@@ -125,16 +131,26 @@ class Auditor:
                 message = f"a segment of shard {shard}, which the dataset does not have"
                 da.findings.append(Finding("unexpected-ledger-object", key, message))
         stored, manifests = self._stored(ds, da)
+        known = self.expected.datasets.get(ds.name) if self.expected is not None else None
+        if self.state is not None or known is not None:
+            da.checks.append("freshness: the newest generation record against the known heads")
+        for rollback in find_rollbacks(self.store, ds.name, state=self.state, head=self.expected):
+            da.findings.append(Finding("rollback", rollback.object_key, rollback.message))
         committed = max(record_generations(self.store, ds.name), default=0)
         # The heads the state store committed, every shard's in one query.
         heads = None if self.state is None else self.state.ledger_heads(ds.name, range(ds.shards))
         for shard in range(ds.shards):
             sa = ShardAudit(shard)
             da.shards.append(sa)
-            live, ends = self._walk(ds.name, shard, segments.get(shard, []), verify_key, sa, pool)
+            live, ends = self._walk(ds.name, shard, segments.get(shard, []), trust, sa, pool)
             self._objects(live, stored.get(shard, {}), committed, sa, pool)
             if heads is not None:
                 self._state_head(ds.name, shard, heads.get(shard), ends, sa)
+            if known is not None and (mark := known.ledger.get(shard)) is not None:
+                assert self.expected is not None
+                last = sa.head[0] if sa.head is not None else 0
+                if behind := ledger_behind(mark, ends, last, self.expected.source):
+                    sa.found(behind[0], segment_key(ds.name, shard, mark.segment), behind[1])
             if keyring is not None and keys is not None:
                 for gen, mkey in manifests.get(shard, []):
                     self._manifest(ds.name, shard, gen, mkey, keyring, keys, live, ends, sa)
@@ -169,7 +185,7 @@ class Auditor:
         dataset: str,
         shard: int,
         numbered: list[tuple[int, str]],
-        verify_key: bytes,
+        trust: SignatureVerifier,
         sa: ShardAudit,
         pool: ThreadPoolExecutor,
     ) -> tuple[dict[str, LedgerEntry], dict[int, tuple[int, str]]]:
@@ -213,12 +229,12 @@ class Auditor:
                 lost = True
                 continue
             sa.segments += 1
-            if not signature_valid(seg, verify_key):
+            if (problem := signature_problem(seg, trust)) is not None:
                 sa.found(
                     "forged",
                     okey,
-                    "the segment's signature does not verify with the audit key: it was altered,"
-                    " or written by someone without the dataset's keys",
+                    f"the segment is not signed by the plan: {problem}; it was altered, or"
+                    " written by someone without the plan's signing key",
                 )
             if not lost and seg.first_index > next_index:
                 sa.found(
@@ -285,7 +301,7 @@ class Auditor:
                 "forged",
                 okey,
                 f"entries numbered {_span(beyond)} lie outside the {seg.count} from {first}"
-                " the segment's header signs: added by someone without the dataset's keys",
+                " the segment's header signs: added by someone without the plan's signing key",
             )
         repeated = sorted(i for i, n in seen.items() if n > 1)
         backwards = next(((a, b) for a, b in pairwise(indices) if b <= a), None)
@@ -504,47 +520,3 @@ class Auditor:
                     f"the manifest of generation {gen} and entry {e.index} record different"
                     " sizes or digests",
                 )
-
-
-# --- the audit key file ------------------------------------------------------------------
-
-
-def audit_key_document(plan: str, verify_keys: Mapping[str, bytes]) -> bytes:
-    """What `migrator keys audit-key` writes: public keys only, nothing secret."""
-    doc = {
-        "format": AUDIT_KEY_FORMAT,
-        "version": AUDIT_KEY_VERSION,
-        "plan": plan,
-        "algorithm": "ed25519",
-        "datasets": {name: key.hex() for name, key in sorted(verify_keys.items())},
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
-
-
-def read_audit_key_file(path: Path, plan: str) -> dict[str, bytes]:
-    """The audit keys in an exported file, by dataset; a UsageError names what is wrong."""
-
-    def bad(message: str) -> UsageError:
-        return UsageError(f"{path}: {message}")
-
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise bad(f"cannot read the audit key file ({exc.strerror})") from None
-    except orjson.JSONDecodeError:
-        raise bad("not an audit key file (not JSON)") from None
-    if not isinstance(doc, dict) or doc.get("format") != AUDIT_KEY_FORMAT:
-        raise bad(f"not an audit key file (format is not {AUDIT_KEY_FORMAT!r})")
-    if doc.get("version") != AUDIT_KEY_VERSION or doc.get("algorithm") != "ed25519":
-        raise bad(f"audit key file version {doc.get('version')!r} is not supported")
-    if doc.get("plan") != plan:
-        raise bad(f"holds the audit keys of plan {doc.get('plan')!r}, not {plan!r}")
-    datasets = doc.get("datasets")
-    if not isinstance(datasets, dict):
-        raise bad("datasets is not an object")
-    keys: dict[str, bytes] = {}
-    for name, value in datasets.items():
-        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
-            raise bad(f"datasets.{name} is not {VERIFY_KEY_BYTES} bytes of hex")
-        keys[name] = bytes.fromhex(value)
-    return keys

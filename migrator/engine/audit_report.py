@@ -26,6 +26,10 @@ FINDINGS: dict[str, str] = {
     "head-mismatch": "the ledger does not pass through a head the state store or a manifest binds",
     "manifest-mismatch": "a manifest's chunk disagrees with the ledger's entry for it",
     "manifest-unreadable": "a manifest cannot be opened",
+    "untrusted-keyring": "the dataset's keyring is not signed by a signing key the plan (or the"
+    " audit key file) trusts: its data keys are refused",
+    "rollback": "the destination is older than a generation the state store or an exported head"
+    " knows committed: its newest generation record (or its whole tail) was removed or replaced",
 }
 
 
@@ -79,7 +83,7 @@ class ShardAudit:
 @dataclass
 class DatasetAudit:
     dataset: str
-    verify_key: str = ""  # hex: the audit key the signatures were checked with
+    verify_key: str = ""  # the signing keys (key ids) the keyring lists, signatures checked with
     checks: list[str] = field(default_factory=list)
     shards: list[ShardAudit] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # not of one shard

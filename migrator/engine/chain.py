@@ -22,8 +22,14 @@ from migrator.codec.generation import (
     generations_prefix,
     open_record,
 )
-from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, open_manifest
-from migrator.errors import SourceError, TamperedError
+from migrator.codec.manifest import (
+    ChunkRef,
+    RecordsLayout,
+    ShardManifest,
+    manifest_key,
+    open_manifest,
+)
+from migrator.errors import SourceError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, key_for
 from migrator.plan.model import DatasetPlan
@@ -146,10 +152,22 @@ def head_chain(
 
 
 def follow_chain(
-    store: ObjectStore, plan: str, dataset: str, shard: int, head: int, key: DataKey | Keyring
+    store: ObjectStore,
+    plan: str,
+    dataset: str,
+    shard: int,
+    head: int,
+    key: DataKey | Keyring,
+    head_xxh3: str | None = None,
 ) -> list[StoredManifest]:
-    """From a head manifest back to its base by the `previous` links (no record needed)."""
+    """From a head manifest back to its base by the `previous` links (no record needed);
+    `head_xxh3`: the stored digest the head manifest must have (the state store's)."""
     links = [load_manifest(store, plan, dataset, head, shard, key)]
+    if head_xxh3 is not None and links[0].stored_xxh3 != head_xxh3:
+        raise TamperedError(
+            "manifest is not the one the state store committed (a stale or replayed copy)",
+            object_key=links[0].object_key,
+        )
     while not links[-1].manifest.is_base:
         links.append(load_manifest(store, plan, dataset, links[-1].manifest.previous, shard, key))
     links.reverse()
@@ -194,20 +212,69 @@ def live_parts(manifest: ShardManifest, dead: set[str]) -> list[ChunkRef]:
     return [ref for ref in manifest.chunks if ref.name not in dead]
 
 
+def plan_layout(ds: DatasetPlan) -> RecordsLayout:
+    """The records layout a writer records in each manifest of a records dataset."""
+    assert ds.format is not None and ds.key is not None  # enforced by the plan model
+    return RecordsLayout(ds.format, ds.key, ds.csv_delimiter if ds.format == "csv" else None)
+
+
+def chain_layout(ds: DatasetPlan, chain: Sequence[ShardManifest]) -> RecordsLayout:
+    """How the chain's records are framed and keyed: as its manifests record it (version 3),
+    the same in every one, else (version-2 manifests record none) as the plan says."""
+    found: RecordsLayout | None = None
+    for m in chain:
+        if m.records_layout is None:
+            continue
+        if found is not None and m.records_layout != found:
+            raise TamperedError(
+                "manifest records another record layout than the one before it in its chain",
+                object_key=manifest_key(m.dataset, m.generation, m.shard),
+            )
+        found = m.records_layout
+    return found or plan_layout(ds)
+
+
+def check_plan_layout(ds: DatasetPlan, chain: Sequence[ShardManifest]) -> None:
+    """A writer extends or folds a chain only under the layout it was written with: key hashes
+    taken under another key field or delimiter would not match the ones it removes."""
+    recorded, planned = chain_layout(ds, chain), plan_layout(ds)
+    for field in ("format", "key", "csv_delimiter"):
+        was, now = getattr(recorded, field), getattr(planned, field)
+        if was != now:
+            raise UsageError(
+                f"dataset {ds.name}: {field} is {now!r} in the plan, but the destination's"
+                f" generations were written with {was!r}; a changed {field} needs a new"
+                " dataset, not a sync"
+            )
+
+
+def check_destination_layout(
+    store: ObjectStore, plan: str, ds: DatasetPlan, key: DataKey | Keyring
+) -> None:
+    """Before a sync: the plan frames and keys records as the newest generation recorded (one
+    head manifest stands for all: a writer never lets them differ)."""
+    record = latest_record(store, plan, ds.name, key)
+    if record is None or not record.shards:
+        return
+    head = record.shards[0]
+    check_plan_layout(ds, [load_manifest(store, plan, ds.name, head.head, 0, key).manifest])
+
+
 class RecordKeys:
     """Key hashes of records read back, to drop those a later generation removed."""
 
-    def __init__(self, ds: DatasetPlan, csv_header: str | None) -> None:
-        assert ds.key is not None
-        self.is_csv = ds.format == "csv"
+    def __init__(self, ds: DatasetPlan, chain: Sequence[ShardManifest]) -> None:
+        layout = chain_layout(ds, chain)
+        self.is_csv = layout.format == "csv"
         self.where = f"dataset {ds.name}"
         if self.is_csv:
-            if csv_header is None:
+            csv_header = csv_header_of(chain)
+            if csv_header is None or layout.csv_delimiter is None:
                 raise TamperedError(f"{self.where}: CSV manifest without its header")
             header = csv_header.encode("utf-8", "surrogateescape")
-            self.csv = CsvKeyReader(ds.key, header, ds.csv_delimiter, self.where)
+            self.csv = CsvKeyReader(layout.key, header, layout.csv_delimiter, self.where)
         else:
-            self.json = JsonKeyReader(ds.key)
+            self.json = JsonKeyReader(layout.key)
 
     def hash(self, record: bytes) -> bytes:
         try:
@@ -224,9 +291,9 @@ class RecordKeys:
 
 
 def split_records(data: bytes, is_csv: bool) -> list[bytes]:
-    """The records of a records chunk, which holds whole records each ended by a line feed
-    (an unbalanced CSV quote means the last one is not whole)."""
-    if (data and not data.endswith(b"\n")) or (is_csv and data.count(b'"') % 2):
+    """The records of a records chunk, which holds one or more whole records each ended by a
+    line feed (an unbalanced CSV quote means the last one is not whole)."""
+    if not data.endswith(b"\n") or (is_csv and data.count(b'"') % 2):
         raise TamperedError("records chunk does not end on a record")
     return split_block(data, is_csv)
 
@@ -256,4 +323,16 @@ def live_record_blocks(
 
 
 def csv_header_of(chain: Sequence[ShardManifest]) -> str | None:
-    return next((h for m in chain if isinstance(h := m.extra.get("csv_header"), str)), None)
+    """The CSV header row the chain's records belong under: one for the whole chain."""
+    found: str | None = None
+    for m in chain:
+        header = m.extra.get("csv_header")
+        if not isinstance(header, str):
+            continue
+        if found is not None and header != found:
+            raise TamperedError(
+                "manifest names another CSV header than the one before it in its chain",
+                object_key=manifest_key(m.dataset, m.generation, m.shard),
+            )
+        found = header
+    return found

@@ -32,6 +32,7 @@ from migrator.codec.manifest import (
 )
 from migrator.engine.chain import (
     RecordKeys,
+    check_plan_layout,
     csv_header_of,
     head_chain,
     latest_record,
@@ -57,10 +58,11 @@ from migrator.engine.upload import abort_orphaned_uploads
 from migrator.engine.verify import Verifier
 from migrator.errors import MigratorError, StateError, UsageError
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import Keyring, load_keyring, sealing_key
+from migrator.keys.keyring import Keyring, check_signer_recorded, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import ShardStatus
+from migrator.state.private import open_private
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectInfo, ObjectStore
 
@@ -115,9 +117,8 @@ class Compactor:
     def _dataset(self, ds: DatasetPlan) -> DatasetCompaction:
         result = DatasetCompaction(ds.name)
         keyring = load_keyring(self.store, self.provider, self.plan.name, ds.name)
-        # New bases are sealed under the current data key (or, resumed, the one they began with).
-        key = sealing_key(self.store, keyring, ds.name)
-        self.run.ledgers[ds.name] = self.run.ledger_writer(ds.name, keyring.first, key)
+        self.state.bind_dataset_key(ds.name, keyring.first)
+        check_signer_recorded(keyring, self.provider)
         latest = self.state.latest_generation(ds.name)
         if latest is None:
             raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
@@ -126,6 +127,9 @@ class Compactor:
                 f"dataset {ds.name}: {latest.kind} generation {latest.generation} is still open;"
                 " finish it with `migrator run` before compacting"
             )
+        # New bases are sealed under the key the signed keyring names for their generation.
+        key = keyring.sealing_key(latest.generation + (1 if latest.committed else 0))
+        self.run.ledgers[ds.name] = self.run.ledger_writer(ds.name, keyring.first, key)
         if latest.committed:
             remove_spools(self.plan, ds.name, upto=latest.generation)  # left by a crash
             record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
@@ -194,6 +198,7 @@ class Compactor:
                     if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
                         self.state.set_shard_status(ds.name, gen, shard, ShardStatus.RUNNING)
                     if ds.kind == "records":
+                        check_plan_layout(ds, chain)  # the new base is stamped with the plan's
                         header = csv_header_of(chain)
                         if header is not None:
                             extra["csv_header"] = header
@@ -245,7 +250,7 @@ class Compactor:
         if path.exists():
             return path
         folder.mkdir(parents=True, exist_ok=True)
-        keys = RecordKeys(ds, csv_header_of(chain)) if any(superseded(chain)) else None
+        keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
 
         def read(manifest: ShardManifest, refs: list[ChunkRef]) -> Iterator[bytes]:
             return ordered_map(
@@ -253,7 +258,7 @@ class Compactor:
             )
 
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
+        with open_private(tmp, "wb") as fh:
             for block in live_record_blocks(chain, read, keys):
                 fh.write(block)
         tmp.replace(path)

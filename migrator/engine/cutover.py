@@ -170,6 +170,8 @@ class CutoverGate:
         nothing = "no committed generation at the destination: run the bulk copy first"
         try:
             key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+            if self.state is not None:
+                self.state.bind_dataset_key(ds.name, key.first)  # its inventories are sealed
             record = latest_record(self.store, self.plan.name, ds.name, key)
         except MissingObjectError:
             gate.problem = nothing  # not even a data key yet
@@ -245,6 +247,7 @@ class CutoverGate:
             source,
             csv_delimiter=ds.csv_delimiter,
             on_bad_record=ds.on_bad_record,
+            max_record_size=self.plan.max_record_size(ds),
         )
         try:
             processes, listing = self._processes(source)

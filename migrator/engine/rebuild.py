@@ -22,7 +22,6 @@ from migrator.codec.digests import (
     pack_objects_map,
     pack_records_inventory,
 )
-from migrator.codec.ledger import LedgerKeys
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
@@ -37,7 +36,7 @@ from migrator.engine.chain import (
 from migrator.engine.ledger import ledger_ends, list_segments
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import StateError
-from migrator.keys.keyring import Keyring, load_keyring
+from migrator.keys.keyring import Keyring, ledger_trust, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.state.model import CommittedChunk, RouteCheckpoint
@@ -89,9 +88,10 @@ class StateRebuilder:
         if not gens and not segments:
             return report  # nothing stored: the next run starts the bulk afresh
         key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        self.state.bind_dataset_key(ds.name, key.first)  # the rows it writes are sealed
         # Each shard's audit ledger goes on from where it ends, committed or not: never anew.
-        verify_key = LedgerKeys(key.first).verify_key
-        for end in ledger_ends(self.store, self.plan.name, ds.name, segments, verify_key):
+        trust = ledger_trust(key, self.provider)
+        for end in ledger_ends(self.store, self.plan.name, ds.name, segments, trust):
             self.state.set_ledger_head(end)
             report.ledgers += 1
         if not gens:
@@ -185,7 +185,7 @@ class StateRebuilder:
         report: RebuildReport,
     ) -> bytes:
         """The digest spool of the shard's live records, as routing would have written it."""
-        keys = RecordKeys(ds, csv_header_of(chain))
+        keys = RecordKeys(ds, chain)
         entries = bytearray()
         for manifest, gone_hex in zip(chain, superseded(chain), strict=True):
             gone = {bytes.fromhex(kh) for kh in gone_hex}  # key hashes, as the records hash

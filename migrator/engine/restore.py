@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
 
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
+    chain_layout,
     csv_header_of,
     head_chain,
     latest_record,
@@ -19,12 +19,21 @@ from migrator.engine.chain import (
     live_record_blocks,
     superseded,
 )
+from migrator.engine.freshness import find_rollbacks
+from migrator.engine.head_file import ExportedHead
 from migrator.engine.readback import ordered_map, read_chunk
-from migrator.errors import TamperedError, UsageError
+from migrator.engine.restore_files import RestoreFolder
+from migrator.errors import UsageError
 from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
+from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
+
+_ROLLBACK_HINT = (
+    "; nothing was restored. To restore the destination as it now is anyway, pass"
+    " --allow-rollback; for an older generation, --generation N"
+)
 
 
 @dataclass
@@ -34,16 +43,31 @@ class RestoreReport:
     records: int = 0
     bytes: int = 0
     generation: int = 0  # the generation record restored: the source as of that run or sync
+    rollbacks: list[str] = field(default_factory=list)  # allowed by allow_rollback, still said
 
 
 class Restorer:
     def __init__(
-        self, plan: Plan, store: ObjectStore, provider: KeyProvider, *, workers: int = 4
+        self,
+        plan: Plan,
+        store: ObjectStore,
+        provider: KeyProvider,
+        *,
+        workers: int = 4,
+        state: StateStore | None = None,
+        expected: ExportedHead | None = None,
+        allow_rollback: bool = False,
     ) -> None:
+        """state, expected: what knows which generations were committed (the state store, a
+        head an auditor exported); a destination older than either is refused (RollbackError)
+        unless allow_rollback."""
         self.plan = plan
         self.store = store
         self.provider = provider
         self.workers = workers
+        self.state = state
+        self.expected = expected
+        self.allow_rollback = allow_rollback
 
     def restore(self, dataset: str, out: Path, generation: int | None = None) -> RestoreReport:
         """The dataset as of its latest committed generation (or `generation`, or the last one
@@ -53,6 +77,11 @@ class Restorer:
             names = ", ".join(d.name for d in self.plan.datasets)
             raise UsageError(f"no dataset {dataset!r} in the plan (it has: {names})")
         key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        rollbacks = find_rollbacks(
+            self.store, ds.name, state=self.state, head=self.expected, at_most=generation
+        )
+        if rollbacks and not self.allow_rollback:
+            raise rollbacks[0].error(_ROLLBACK_HINT)
         record = latest_record(self.store, self.plan.name, ds.name, key, generation)
         if record is None:
             when = "" if generation is None else f" at or before generation {generation}"
@@ -65,16 +94,20 @@ class Restorer:
                 f"dataset {ds.name}: generation {record.generation} has {len(record.shards)}"
                 f" shards, the plan says {ds.shards}"
             )
-        out.mkdir(parents=True, exist_ok=True)
         report = RestoreReport(ds.name, generation=record.generation)
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
+        report.rollbacks = [r.message for r in rollbacks]
+        with (
+            RestoreFolder(out, ds.name) as folder,
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
+        ):
             for head in record.shards:
                 chain = head_chain(self.store, self.plan.name, ds.name, head, key)
                 manifests = [link.manifest for link in chain]
                 if ds.kind == "records":
-                    self._restore_records(ds, manifests, key, out, pool, report)
+                    self._restore_records(ds, manifests, key, folder, pool, report)
                 else:
-                    self._restore_objects(manifests, key, out, pool, report)
+                    self._restore_objects(manifests, key, folder, pool, report)
+        folder.finish()  # fewer objects written than the manifests list: named, never exit 0
         return report
 
     def _chunks(
@@ -89,15 +122,16 @@ class Restorer:
         ds: DatasetPlan,
         chain: list[ShardManifest],
         key: Keyring,
-        out: Path,
+        folder: RestoreFolder,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
     ) -> None:
-        ext = "csv" if ds.format == "csv" else "jsonl"
-        target = out / f"shard-{chain[-1].shard:05d}.{ext}"
+        # framed and keyed as the manifests record it (the plan's word only for old ones)
+        ext = chain_layout(ds, chain).format
+        target = f"shard-{chain[-1].shard:05d}.{ext}"
         header = csv_header_of(chain)
-        keys = RecordKeys(ds, header) if any(superseded(chain)) else None
-        with _AtomicFile(target) as fh:
+        keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
+        with folder.whole_file(target) as fh:
             if header is not None:
                 fh.write(header.encode("utf-8", "surrogateescape") + b"\n")
             for block in live_record_blocks(
@@ -112,91 +146,40 @@ class Restorer:
         self,
         chain: list[ShardManifest],
         key: Keyring,
-        out: Path,
+        folder: RestoreFolder,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
     ) -> None:
         for manifest, gone in zip(chain, superseded(chain), strict=True):
             refs = sorted(live_parts(manifest, gone), key=lambda r: (r.name or "", r.sequence))
-            self._write_objects(manifest, refs, key, out, pool, report)
+            self._write_objects(manifest, refs, key, folder, pool, report)
 
     def _write_objects(
         self,
         manifest: ShardManifest,
         refs: list[ChunkRef],
         key: Keyring,
-        out: Path,
+        folder: RestoreFolder,
         pool: ThreadPoolExecutor,
         report: RestoreReport,
     ) -> None:
-        current: _AtomicFile | None = None
-        current_name: str | None = None
-        try:
-            for ref, data in zip(refs, self._chunks(manifest, refs, key, pool), strict=True):
-                if ref.name != current_name:
-                    if current is not None:
-                        current.commit()
-                        report.files += 1
-                    current_name = ref.name
-                    current = _AtomicFile(out / _safe_relative(ref))
-                    current.open()
-                assert current is not None
-                current.write(data)
-                report.bytes += len(data)
-            if current is not None:
-                current.commit()
+        """Each object whole at its name; one the folder cannot hold is named, its parts unread."""
+        wanted: list[ChunkRef] = []
+        for name, parts in groupby(refs, key=_name):
+            if folder.accepts(name):
+                wanted.extend(parts)
+        pieces = zip(wanted, self._chunks(manifest, wanted, key, pool), strict=True)
+        for name, group in groupby(pieces, key=lambda piece: _name(piece[0])):
+            size = folder.write_object(name, (data for _, data in group))
+            if size is not None:
                 report.files += 1
-                current = None
-        finally:
-            if current is not None:
-                current.discard()
+                report.bytes += size
 
 
 def live_records_of(chain: list[ShardManifest]) -> int:
     return sum(m.record_count - m.removed_records for m in chain)
 
 
-def _safe_relative(ref: ChunkRef) -> Path:
-    """The manifest is authenticated, but a restore must never write outside its folder."""
-    name = ref.name or ""
-    rel = PurePosixPath(name)
-    if not name or rel.is_absolute() or ".." in rel.parts:
-        raise TamperedError(f"unsafe object name {name!r} in manifest", object_key=ref.object_key)
-    return Path(*rel.parts)
-
-
-class _AtomicFile:
-    """Write to a temp file beside the target, rename into place on success."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        self.tmp = target.with_name(f".{target.name}.restoring")
-        self._fh: BinaryIO | None = None
-
-    def open(self) -> None:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.tmp.open("wb")
-
-    def write(self, data: bytes) -> None:
-        assert self._fh is not None
-        self._fh.write(data)
-
-    def commit(self) -> None:
-        assert self._fh is not None
-        self._fh.close()
-        os.replace(self.tmp, self.target)
-
-    def discard(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> _AtomicFile:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
+def _name(ref: ChunkRef) -> str:
+    """An object part's name; never None in a manifest that opened (FORMAT.md §5.2)."""
+    return ref.name or ""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import xxhash
 
@@ -41,19 +41,22 @@ from migrator.codec.manifest import (
     records_chunk_key,
     seal_manifest,
 )
+from migrator.engine.chain import check_destination_layout, plan_layout
 from migrator.engine.deadletter import store_dead_letters
+from migrator.engine.freshness import find_rollbacks
 from migrator.engine.ledger import LedgerItem, LedgerWriter
 from migrator.engine.pipeline import ChunkJob, ChunkPipeline
 from migrator.engine.route import RecordsSpec, digests_path, route_records, spool_path
 from migrator.engine.upload import abort_orphaned_uploads
 from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import load_or_create_keyring, sealing_key
+from migrator.keys.keyring import Keyring, load_or_create_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
+from migrator.sources.framing import read_records_chunk
 from migrator.state.leases import (
     LeaseKeeper,
     dead_on_this_host,
@@ -61,6 +64,7 @@ from migrator.state.leases import (
     worker_identity,
 )
 from migrator.state.model import CommittedChunk, GenerationRow, ShardStatus
+from migrator.state.private import open_private
 from migrator.state.store import Fence, StateStore
 from migrator.stores.base import ObjectStore
 
@@ -262,6 +266,11 @@ class MigrationRun:
         started = time.monotonic()
         report = RunReport(self.plan.name, self.store.describe())
         self.keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
+        # A sync on top of a rolled-back destination would bury the generations it lost.
+        for ds in self.plan.datasets:
+            if not only or ds.name in only:
+                for rollback in find_rollbacks(self.store, ds.name, state=self.state, head=None):
+                    raise rollback.error()
         try:
             for ds in self.plan.datasets:
                 if only and ds.name not in only:
@@ -274,14 +283,16 @@ class MigrationRun:
                     keyring = load_or_create_keyring(
                         self.store, self.provider, self.plan.name, ds.name
                     )
-                    key = sealing_key(self.store, keyring, ds.name)
-                self.ledgers[ds.name] = self.ledger_writer(ds.name, keyring.first, key)
+                self.state.bind_dataset_key(ds.name, keyring.first)  # names, digests: sealed
+                self.ledgers[ds.name] = self.ledger_writer(ds.name, keyring.first, keyring.current)
                 self.ledgers[ds.name].check_known()
+                if ds.kind == "records":  # a sync keys records as the chains it extends
+                    check_destination_layout(self.store, self.plan.name, ds, keyring)
                 selected = sorted(range(ds.shards) if shards is None else shards)
                 if worker:
-                    dr = self._work_as_worker(ds, key, selected, claim, process_started_at())
+                    dr = self._work_as_worker(ds, keyring, selected, claim, process_started_at())
                 else:
-                    dr = self._work_exclusively(ds, key, selected, shards)
+                    dr = self._work_exclusively(ds, keyring, selected, shards)
                 dr.seconds = time.monotonic() - t0
                 report.datasets.append(dr)
         except BaseException:
@@ -295,7 +306,7 @@ class MigrationRun:
         return report
 
     def _work_exclusively(
-        self, ds: DatasetPlan, key: DataKey, selected: list[int], shards: set[int] | None
+        self, ds: DatasetPlan, keyring: Keyring, selected: list[int], shards: set[int] | None
     ) -> DatasetReport:
         """Lease every selected shard (in shard order, so runs never deadlock), then work."""
         for shard in selected:
@@ -303,6 +314,7 @@ class MigrationRun:
         row = self._generation(ds)
         assert row is not None
         gen = row.generation
+        key = self._sealing_key(ds, keyring, gen)
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
         dr.generation_kind = row.kind
         prefix = f"{ds.name}/g{gen:06d}/"
@@ -317,7 +329,7 @@ class MigrationRun:
     def _work_as_worker(
         self,
         ds: DatasetPlan,
-        key: DataKey,
+        keyring: Keyring,
         selected: list[int],
         claim: int | None,
         started_at: float,
@@ -330,6 +342,7 @@ class MigrationRun:
             dr.generation_kind, dr.committed = latest.kind, True
             return dr
         gen = row.generation
+        key = self._sealing_key(ds, keyring, gen)
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
         dr.generation_kind = row.kind
         batch_size = claim or max(1, ds.shards // WORKER_CLAIM_SHARE)
@@ -385,15 +398,23 @@ class MigrationRun:
                 return
             time.sleep(self._poll_seconds())
 
+    def _sealing_key(self, ds: DatasetPlan, keyring: Keyring, gen: int) -> DataKey:
+        """The key the signed keyring names for generation `gen` (never object metadata, which
+        anyone who can write the destination can set); the ledger records chunks under it."""
+        key = keyring.sealing_key(gen)
+        self.ledgers[ds.name].key_id = key.key_id.hex()
+        return key
+
     def ledger_writer(self, dataset: str, first: DataKey, key: DataKey) -> LedgerWriter:
-        """The dataset's ledger writer: signs with the key derived from its first data key,
-        records chunks as sealed under `key`, and stores nothing for a shard in doubt."""
+        """The dataset's ledger writer: signs with the plan's signing key, tags plaintext
+        digests with a key derived from its first data key, records chunks as sealed under
+        `key`, and stores nothing for a shard in doubt."""
         return LedgerWriter(
             self.plan.name,
             dataset,
             self.store,
             self.state,
-            LedgerKeys(first),
+            LedgerKeys(first, self.provider.signer),
             key_id=key.key_id.hex(),
             who=self.keeper.owner if self.keeper is not None else worker_identity(),
             guard=lambda shard: self._check_lease(dataset, shard),
@@ -497,6 +518,7 @@ class MigrationRun:
             csv_delimiter=ds.csv_delimiter,
             csv_header=self.state.last_csv_header(ds.name, gen),
             on_bad_record=ds.on_bad_record,
+            max_record_size=self.plan.max_record_size(ds),
         )
         # One router at a time: shard runs in parallel processes wait for it, then share it.
         with self.state.lock(f"{ds.name}.routing"):
@@ -641,7 +663,7 @@ class MigrationRun:
                     self.progress.advance(prior.source_end - offset)
                     offset, seq = prior.source_end, seq + 1
                     continue
-                buf, cut, records = _read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
+                buf, cut, records = read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
                 # A view, not a slice: the chunk reaches the encoder without another copy.
                 data = memoryview(buf)[:cut] if cut < len(buf) else buf
                 end = offset + cut
@@ -697,6 +719,8 @@ class MigrationRun:
             return shard
 
         # The progress bar's total (an upper bound on a sync); the listing below does the work.
+        # This whole first listing also lets the source refuse names restore could not write
+        # back (sources.base.RestorableNames) before any byte moves.
         total = sum(
             src.size for src in source.list() if shard_of(src.name.encode(), ds.shards) in current
         )
@@ -853,6 +877,7 @@ class MigrationRun:
             added_digest=to_hex(delta.added_digest),
             removed_digest=to_hex(delta.removed_digest),
             digest=to_hex(delta.digest),
+            records_layout=plan_layout(ds) if kind == "records" else None,
         )
         mkey = manifest_key(ds.name, gen, shard)
         sealed = seal_manifest(manifest, key, encoder)
@@ -1070,7 +1095,7 @@ def _objects_delta(
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with open_private(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -1080,7 +1105,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _write_delta_spool(spool: Path, entries: bytes, changed: set[bytes], target: Path) -> None:
     """The records of changed keys, in spool order: what a sync writes for the shard."""
     tmp = target.with_name(target.name + ".tmp")
-    with spool.open("rb", buffering=8 * 1024 * 1024) as src, tmp.open("wb") as out:
+    with spool.open("rb", buffering=8 * 1024 * 1024) as src, open_private(tmp, "wb") as out:
         for kh, length in iter_spool_entries(entries):
             record = src.read(length)
             if kh in changed:
@@ -1088,49 +1113,6 @@ def _write_delta_spool(spool: Path, entries: bytes, changed: set[bytes], target:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)
-
-
-def _read_records_chunk(
-    fh: BinaryIO, offset: int, target: int, is_csv: bool
-) -> tuple[bytes, int, int]:
-    """(buffer, cut, records): the chunk is buffer[:cut], from offset to the last record end
-    within `target` bytes, or one whole record when a single record is larger than the target.
-
-    The spool holds records each ending in a line feed; a CSV record may hold quoted line feeds,
-    so there the cut is the last line feed at which the quote count is even.
-    """
-    fh.seek(offset)
-    data = fh.read(target)
-    cut, records = _record_ends(data, is_csv)
-    if cut > 0 or not data:
-        return data, cut, records
-    more = bytearray(data)
-    while True:
-        block = fh.read(target)
-        if not block:
-            whole = bytes(more)
-            return whole, len(whole), _record_ends(whole, is_csv)[1]
-        more += block
-        cut, records = _record_ends(bytes(more), is_csv)
-        if cut > 0:
-            return bytes(more), cut, records
-
-
-def _record_ends(data: bytes, is_csv: bool) -> tuple[int, int]:
-    """(end of the last whole record, records before it), in one pass over the data."""
-    if not is_csv:
-        cut = data.rfind(b"\n") + 1
-        return cut, data.count(b"\n", 0, cut)
-    end = count = quotes = pos = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return end, count
-        quotes += data.count(b'"', pos, nl)
-        if quotes % 2 == 0:
-            end = nl + 1
-            count += 1
-        pos = nl + 1
 
 
 def _settle_all(pipeline: ChunkPipeline, committer: _Committer) -> None:

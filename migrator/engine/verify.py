@@ -1,7 +1,8 @@
 """`migrator verify`: read the destination back and prove it against its own manifests.
 
-It trusts no local state for the verdict: the state store is only used to notice a shard whose
-manifest lists fewer chunks than were once committed (truncation).
+It trusts no local state for the verdict: the state store, and a head an auditor exported, are
+only used to notice what the destination lost: chunks a manifest no longer lists (truncation),
+and generations committed after its newest generation record (a rollback, engine/freshness.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, shard_prefix
 from migrator.engine.chain import (
     StoredManifest,
+    chain_layout,
     follow_chain,
     listed_objects,
     live_records,
@@ -24,6 +26,8 @@ from migrator.engine.chain import (
     record_generations,
     split_records,
 )
+from migrator.engine.freshness import find_rollbacks
+from migrator.engine.head_file import ExportedHead
 from migrator.engine.readback import ordered_map, read_chunk
 from migrator.errors import (
     FormatError,
@@ -83,10 +87,13 @@ class Verifier:
         seed: int | None = None,
         workers: int = 4,
         quick: bool = False,
+        head: ExportedHead | None = None,
     ) -> None:
         """quick: HEAD each object instead of reading it back (presence, size, and the digest
-        and key id recorded in its metadata); manifests are still read and authenticated."""
+        and key id recorded in its metadata); manifests are still read and authenticated.
+        head: an auditor's exported head the destination must not be older than."""
         self.quick = quick
+        self.head = head
         self.plan = plan
         self.store = store
         self.provider = provider
@@ -124,6 +131,14 @@ class Verifier:
                         continue
                     self._check_head(ds.name, shard, record, chain, report)
                     self._check_record(ds.kind, ds.name, shard, record, chain, report)
+                    try:  # records split as their manifests record the framing
+                        manifests = [link.manifest for link in chain]
+                        is_csv = ds.kind == "records" and (
+                            chain_layout(ds, manifests).format == "csv"
+                        )
+                    except FormatError as exc:
+                        report.problems.append(_problem(ds.name, shard, exc, None))
+                        continue
                     for link in chain:
                         present = {
                             o.key
@@ -132,7 +147,7 @@ class Verifier:
                             )
                         }
                         self._verify_manifest(
-                            ds.name, shard, key, link, present, pool, report, ds.format == "csv"
+                            ds.name, shard, key, link, present, pool, report, is_csv
                         )
         return report
 
@@ -184,11 +199,13 @@ class Verifier:
             # the state store knows which generations were committed: their records must be there
             committed = [g.generation for g in self.state.generations(dataset) if g.committed]
             for gen in sorted(set(committed) - set(gens)):
-                if gens and gen < gens[0]:
-                    continue  # removed by a compaction after it
+                if not gens or not gens[0] < gen < gens[-1]:
+                    continue  # before: removed by a compaction after it; after: a rollback
                 gkey = generation_key(dataset, gen)
                 exc = MissingObjectError("committed generation record is absent", object_key=gkey)
                 report.problems.append(_problem(dataset, None, exc, gkey))
+        for rollback in find_rollbacks(self.store, dataset, state=self.state, head=self.head):
+            report.problems.append(_problem(dataset, None, rollback.error(), rollback.object_key))
         if not gens:
             return None
         try:
@@ -202,15 +219,17 @@ class Verifier:
     ) -> list[StoredManifest] | Problem:
         """The shard's authenticated chain of manifests, or the problem that stops it."""
         head = record.shards[shard] if record is not None and shard < len(record.shards) else None
-        newer = 0
+        newer, newer_xxh3 = 0, None
         if self.state is not None:
             stored = self.state.shard_heads(dataset, shard)
             if stored and (head is None or stored[-1].generation > head.head):
-                newer = stored[-1].generation
+                newer, newer_xxh3 = stored[-1].generation, stored[-1].manifest_xxh3
         mkey = manifest_key(dataset, newer or (head.head if head else 1), shard)
         try:
             if newer or head is None:
-                return follow_chain(self.store, self.plan.name, dataset, shard, newer or 1, key)
+                return follow_chain(
+                    self.store, self.plan.name, dataset, shard, newer or 1, key, newer_xxh3
+                )
             # the head's digest is checked apart, so a replaced head still has its chunks checked
             return load_chain(self.store, self.plan.name, dataset, shard, head.chain, key)
         except MissingObjectError as exc:

@@ -76,6 +76,12 @@ DEFAULT_CHUNK_SIZE = 16 * MiB
 DEFAULT_MEMORY_BUDGET = 512 * MiB
 MIN_CHUNK_SIZE = 64 * KiB
 MAX_CHUNK_SIZE = 1 * GiB
+MIN_RECORD_SIZE = 1 * KiB
+MAX_RECORD_SIZE = 1 * GiB  # with MAX_CHUNK_SIZE: the 2 GiB most a chunk may hold (FORMAT.md §1.3)
+DEFAULT_MAX_RECORD_SIZE = 64 * MiB
+# Routing one record holds it a few times over at once (read, cut, parsed, buffered, and in a
+# routing process): a record may take at most this share of memory_budget.
+RECORD_COPIES = 8
 MAX_SHARDS = 65536
 
 _PATTERN_HINTS = {
@@ -137,6 +143,18 @@ SizeBytes = Annotated[
     ),
 ]
 ChunkSize = Annotated[SizeBytes, AfterValidator(_chunk_size_in_range)]
+
+
+def _record_size_in_range(value: int) -> int:
+    if not MIN_RECORD_SIZE <= value <= MAX_RECORD_SIZE:
+        raise ValueError(
+            f"must be between {format_size(MIN_RECORD_SIZE)} and {format_size(MAX_RECORD_SIZE)}"
+            f" (got {format_size(value)})"
+        )
+    return value
+
+
+RecordSize = Annotated[SizeBytes, AfterValidator(_record_size_in_range)]
 
 
 def _rate_input(value: object) -> int:
@@ -327,12 +345,30 @@ class KekPlan(_PlanModel):
     key_name: VaultKeyName | None = Field(
         default=None, description="azure-keyvault: the key's name in the vault."
     )
+    # The owner's signing key beside the KEK: it signs keyrings and audit ledgers.
+    signing_key_file: PlanPath | None = Field(
+        default=None,
+        description="local: the signing key file (null: KEK_NAME.signing.key beside the KEK"
+        " file, made on first use).",
+    )
+    signing_key_id: KmsKeyId | None = Field(
+        default=None,
+        description="aws-kms: the signing key, an asymmetric ECC_NIST_P256 SIGN_VERIFY key in"
+        " the KEK's region (ARN, alias ARN or 'alias/NAME'); required to run, verify or restore.",
+    )
+    signing_key_name: VaultKeyName | None = Field(
+        default=None,
+        description="azure-keyvault: the signing key's name, an EC P-256 key in the same"
+        " vault; required to run, verify or restore.",
+    )
 
     _kind_field = "provider"
     _kinds = {
-        "local": _Kind(required=("kek_file",)),
-        "aws-kms": _Kind(required=("key_id",), optional=("region", "endpoint_url")),
-        "azure-keyvault": _Kind(required=("vault_url", "key_name")),
+        "local": _Kind(required=("kek_file",), optional=("signing_key_file",)),
+        "aws-kms": _Kind(
+            required=("key_id",), optional=("region", "endpoint_url", "signing_key_id")
+        ),
+        "azure-keyvault": _Kind(required=("vault_url", "key_name"), optional=("signing_key_name",)),
     }
 
     def kek_identity(self) -> tuple[str | None, ...]:
@@ -362,6 +398,19 @@ class KeysPlan(KekPlan):
         if problems:
             raise _field_errors("KeysPlan", problems)
         return self
+
+
+class RetentionPlan(_PlanModel):
+    """S3 Object Lock on the commit points: generation records and ledger segments."""
+
+    mode: Literal["governance", "compliance"] = Field(
+        description="governance: a principal with s3:BypassGovernanceRetention may still delete"
+        " a locked version; compliance: no one can until the retention lapses."
+    )
+    days: Annotated[int, Field(strict=True, ge=1, le=36_500)] = Field(
+        description="Each generation record and ledger segment is locked this many days from"
+        " when it is stored."
+    )
 
 
 class DestinationPlan(_PlanModel):
@@ -396,6 +445,12 @@ class DestinationPlan(_PlanModel):
         description="azure: environment variable holding the account key; with neither,"
         " azure-identity's default credential for the account's cloud is used.",
     )
+    retention: RetentionPlan | None = Field(
+        default=None,
+        description="s3: store generation records and ledger segments under Object Lock"
+        " retention, so that no one can delete a committed generation's record; the bucket"
+        " must have Object Lock enabled (checked before any byte moves).",
+    )
 
     _kind_field = "kind"
     _kinds = {
@@ -408,6 +463,7 @@ class DestinationPlan(_PlanModel):
                 "sse_kms_key_id",
                 "multipart_threshold",
                 "upload_part_size",
+                "retention",
             ),
         ),
         "azure": _Kind(
@@ -479,6 +535,12 @@ class DatasetPlan(_PlanModel):
         " and byte offset; quarantine: set it aside in the dataset's encrypted dead-letter area"
         " and go on.",
     )
+    max_record_size: RecordSize | None = Field(
+        default=None,
+        description="records: the longest record accepted, in bytes without its line feed; a"
+        " longer one stops routing, naming its file, line and byte offset. At most an eighth"
+        " of memory_budget; null: 64MiB, or an eighth of memory_budget if that is less.",
+    )
     part_size: ChunkSize | None = Field(
         default=None,
         description="objects: plaintext bytes per part; default: the plan's chunk_size.",
@@ -494,7 +556,10 @@ class DatasetPlan(_PlanModel):
 
     _kind_field = "kind"
     _kinds = {
-        "records": _Kind(required=("format", "key"), optional=("csv_delimiter", "on_bad_record")),
+        "records": _Kind(
+            required=("format", "key"),
+            optional=("csv_delimiter", "on_bad_record", "max_record_size"),
+        ),
         "objects": _Kind(optional=("part_size",)),
     }
 
@@ -533,6 +598,38 @@ class ResidencyPlan(_PlanModel):
     azure_clouds: tuple[Literal[AZURE_CLOUDS], ...] = Field(  # type: ignore[valid-type]
         default=(), description="Allowed Azure clouds, e.g. [AzureUSGovernment]."
     )
+    unwrap_aws_partitions: tuple[Literal[AWS_PARTITIONS], ...] = Field(  # type: ignore[valid-type]
+        default=(),
+        description="Further partitions a keys.previous KEK may lie in: it only unwraps, e.g."
+        " [aws] while keys move out of a commercial KMS.",
+    )
+    unwrap_azure_clouds: tuple[Literal[AZURE_CLOUDS], ...] = Field(  # type: ignore[valid-type]
+        default=(), description="Further clouds a keys.previous KEK may lie in (it only unwraps)."
+    )
+    state_hosts: tuple[NonEmpty, ...] | None = Field(
+        default=None,
+        description="Hosts a PostgreSQL state store (state_url or MIGRATOR_STATE_URL) may be at,"
+        " exactly; 'localhost' admits a local socket. null: not checked.",
+    )
+    allow_loopback: bool = Field(
+        default=False,
+        description="Also accept loopback endpoints (moto, Azurite) and a local destination"
+        " folder: tests and rehearsals only, like --allow-loopback.",
+    )
+    allow_any: bool = Field(
+        default=False,
+        description="No residency policy, said explicitly: an s3 or azure destination, or cloud"
+        " keys, are refused without a policy unless this is true.",
+    )
+
+    @model_validator(mode="after")
+    def _allow_any_alone(self) -> Self:
+        if self.allow_any:
+            named = [name for name in self.model_fields_set if name != "allow_any"]
+            if named:
+                message = "allow_any: true sets no policy: leave out " + ", ".join(sorted(named))
+                raise _field_errors("ResidencyPlan", [(("allow_any",), message)])
+        return self
 
 
 def _at_least_one(datasets: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -585,7 +682,13 @@ class Plan(_PlanModel):
     )
     residency: ResidencyPlan | None = Field(
         default=None,
-        description="Allowed clouds for the destination and keys; null: no residency policy.",
+        description="Allowed clouds for the destination and keys. Required when the"
+        " destination is s3 or azure or a KEK is in a cloud ({allow_any: true} to go without).",
+    )
+    fips: Literal["auto", "required"] = Field(
+        default="auto",
+        description="required: every endpoint a FIPS 140 endpoint, and the crypto backend"
+        " (OpenSSL) in FIPS mode, or nothing runs. auto: FIPS endpoints in us-gov-* regions.",
     )
     sync_cron: Annotated[str, StringConstraints(strict=True, pattern=CRON_PATTERN)] | None = Field(
         default=None,
@@ -608,6 +711,11 @@ class Plan(_PlanModel):
     def plan_path(self) -> Path | None:
         """The plan file this plan was loaded from (absolute); None if built in code."""
         return self._plan_path
+
+    def max_record_size(self, dataset: DatasetPlan) -> int:
+        """The longest record routing accepts for a records dataset (FORMAT.md §1.3)."""
+        share = self.memory_budget // RECORD_COPIES
+        return dataset.max_record_size or max(MIN_RECORD_SIZE, min(DEFAULT_MAX_RECORD_SIZE, share))
 
     def dataset(self, name: str) -> DatasetPlan:
         for dataset in self.datasets:
@@ -653,6 +761,15 @@ class Plan(_PlanModel):
                 f" (got {format_size(self.memory_budget)})"
             )
             problems.append((("memory_budget",), message))
+        for index, dataset in enumerate(self.datasets):
+            size = dataset.max_record_size
+            if size is not None and size * RECORD_COPIES > self.memory_budget:
+                message = (
+                    f"must be at most an eighth of memory_budget"
+                    f" ({format_size(self.memory_budget // RECORD_COPIES)}), because routing"
+                    f" holds a record several times over (got {format_size(size)})"
+                )
+                problems.append((("datasets", index, "max_record_size"), message))
         if problems:
             raise _field_errors("Plan", problems)
         return self
