@@ -267,8 +267,9 @@ class MigrationRun:
         report = RunReport(self.plan.name, self.store.describe())
         self.keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
         # A sync on top of a rolled-back destination would bury the generations it lost.
+        # (A dataset the state store knows no generation of has nothing to lose: no listing.)
         for ds in self.plan.datasets:
-            if not only or ds.name in only:
+            if (not only or ds.name in only) and self.state.generations(ds.name):
                 for rollback in find_rollbacks(self.store, ds.name, state=self.state, head=None):
                     raise rollback.error()
         try:
