@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
@@ -77,6 +77,19 @@ def _import_errors() -> ModuleType:
     return errors
 
 
+def check_key_address(vault_url: str, key_name: str, key_version: str | None) -> SplitResult:
+    """The vault URL split, if it, the key name and version have the shapes Key Vault accepts
+    (ValueError if not)."""
+    parts = urlsplit(vault_url)
+    if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
+        raise ValueError(f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net")
+    if not KEY_NAME.fullmatch(key_name):
+        raise ValueError(f"{key_name!r} is not a Key Vault key name (1-127 of 0-9, a-z, '-')")
+    if key_version is not None and not KEY_VERSION.fullmatch(key_version):
+        raise ValueError(f"{key_version!r} is not a Key Vault key version")
+    return parts
+
+
 def is_azure_government(vault_url: str) -> bool:
     host = urlsplit(vault_url).hostname or ""
     return host.endswith(GOVERNMENT_DNS_SUFFIX)
@@ -115,15 +128,7 @@ class AzureKeyVaultKeyProvider:
         algorithm: str = DEFAULT_ALGORITHM,
         signer: Signer | None = None,
     ) -> None:
-        parts = urlsplit(vault_url)
-        if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
-            raise ValueError(
-                f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net"
-            )
-        if not KEY_NAME.fullmatch(key_name):
-            raise ValueError(f"{key_name!r} is not a Key Vault key name (1-127 of 0-9, a-z, '-')")
-        if key_version is not None and not KEY_VERSION.fullmatch(key_version):
-            raise ValueError(f"{key_version!r} is not a Key Vault key version")
+        parts = check_key_address(vault_url, key_name, key_version)
         if algorithm not in WRAP_ALGORITHMS:
             raise ValueError(
                 f"algorithm {algorithm!r} is not one of {', '.join(sorted(WRAP_ALGORITHMS))}"
@@ -132,7 +137,7 @@ class AzureKeyVaultKeyProvider:
         self._errors = _import_errors()
         self._client_class: Any = crypto.CryptographyClient
         self._algorithm: Any = crypto.KeyWrapAlgorithm(algorithm)
-        self._vault_host = parts.hostname.lower()
+        self._vault_host = (parts.hostname or "").lower()  # check_key_address: never empty
         self.vault_url = f"https://{parts.netloc}"
         self.key_name = key_name
         self.key_version = key_version

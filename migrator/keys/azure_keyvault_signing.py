@@ -14,13 +14,12 @@ import hashlib
 import importlib
 import threading
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from migrator.errors import KeyProviderError
 from migrator.keys import azure_keyvault
-from migrator.keys.azure_keyvault import KEY_NAME, KEY_VERSION, default_credential, error_status
+from migrator.keys.azure_keyvault import check_key_address, default_credential, error_status
 from migrator.keys.signing import (
     SIGNATURE_BYTES,
     CachedPublicKey,
@@ -55,15 +54,7 @@ class AzureKeyVaultSigner:
         crypto_client: Any | None = None,
         key_client: Any | None = None,
     ) -> None:
-        parts = urlsplit(vault_url)
-        if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
-            raise ValueError(
-                f"{vault_url!r} is not a vault URL such as https://NAME.vault.azure.net"
-            )
-        if not KEY_NAME.fullmatch(key_name):
-            raise ValueError(f"{key_name!r} is not a Key Vault key name (1-127 of 0-9, a-z, '-')")
-        if key_version is not None and not KEY_VERSION.fullmatch(key_version):
-            raise ValueError(f"{key_version!r} is not a Key Vault key version")
+        parts = check_key_address(vault_url, key_name, key_version)
         crypto = azure_keyvault._import_crypto()
         self._errors = azure_keyvault._import_errors()
         self._algorithm: Any = crypto.SignatureAlgorithm.es256

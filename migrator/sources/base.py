@@ -47,17 +47,10 @@ def included(name: str, include: Sequence[str] | None) -> bool:
     return not include or any(fnmatch.fnmatch(name, pat) for pat in include)
 
 
-class FilteredSource:
-    """A source seen through the plan's `include` patterns."""
+class SourceView:
+    """A source seen through a narrower listing: reads go to the source as they are."""
 
-    def __init__(self, inner: Source, include: Sequence[str] | None) -> None:
-        self.inner = inner
-        self.include = tuple(include) if include else None
-
-    def list(self) -> Iterator[SourceObject]:
-        for obj in self.inner.list():
-            if included(obj.name, self.include):
-                yield obj
+    inner: Source
 
     def open(self, obj: SourceObject) -> BinaryIO:
         return self.inner.open(obj)
@@ -72,7 +65,20 @@ class FilteredSource:
         return self.inner.describe()
 
 
-class RestorableNames:
+class FilteredSource(SourceView):
+    """A source seen through the plan's `include` patterns."""
+
+    def __init__(self, inner: Source, include: Sequence[str] | None) -> None:
+        self.inner = inner
+        self.include = tuple(include) if include else None
+
+    def list(self) -> Iterator[SourceObject]:
+        for obj in self.inner.list():
+            if included(obj.name, self.include):
+                yield obj
+
+
+class RestorableNames(SourceView):
     """An objects dataset's source: names restore could not write back as the same paths are
     refused by name (objectnames), all of them at once when the listing ends.
 
@@ -90,15 +96,3 @@ class RestorableNames:
             if check.accept(obj.name):
                 yield obj
         check.finish(f"dataset {self.dataset}")
-
-    def open(self, obj: SourceObject) -> BinaryIO:
-        return self.inner.open(obj)
-
-    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
-        return self.inner.read_range(obj, offset, length)
-
-    def location(self, obj: SourceObject) -> str:
-        return self.inner.location(obj)
-
-    def describe(self) -> str:
-        return self.inner.describe()
