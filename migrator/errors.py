@@ -103,9 +103,9 @@ class RecordTooLargeError(SourceError):
         found = f"is {size:,} bytes" if complete else f"runs past {size:,} bytes without ending"
         super().__init__(
             f"{path}:{line}: the record starting at byte {offset:,} {found}, more than the"
-            f" dataset's max_record_size ({limit:,} bytes). A record ends at a line feed (in"
-            " CSV, one outside quotes: a quote never closed runs to the end of the file); fix"
-            " the file, or raise max_record_size (and memory_budget)"
+            f" dataset's max_record_size ({limit:,} bytes). A record ends at a LF, CRLF or CR"
+            " (in CSV, one outside quoted fields); fix the file, or raise max_record_size (and"
+            " memory_budget)"
         )
 
     def __reduce__(
@@ -113,6 +113,47 @@ class RecordTooLargeError(SourceError):
     ) -> tuple[type[RecordTooLargeError], tuple[str, int, int, int, int, bool]]:
         # Raised in routing worker processes: pickled back with every field.
         fields = (self.path, self.line, self.offset, self.size, self.limit, self.complete)
+        return (type(self), fields)
+
+
+class UnclosedQuoteError(RecordTooLargeError):
+    """A CSV record over max_record_size because a quoted field in it never closes: also the
+    line and byte offset where that quote opened, so the stray `"` can be found."""
+
+    def __init__(
+        self,
+        path: str,
+        line: int,
+        offset: int,
+        size: int,
+        limit: int,
+        quote_line: int,
+        quote_offset: int,
+    ) -> None:
+        super().__init__(path, line, offset, size, limit, False)
+        self.quote_line = quote_line
+        self.quote_offset = quote_offset
+        SourceError.__init__(
+            self,
+            f"{path}:{line}: the record starting at byte {offset:,} runs past {size:,} bytes"
+            f" without ending, more than the dataset's max_record_size ({limit:,} bytes): its"
+            f" quoted field opened at line {quote_line}, byte {quote_offset:,} never closes (a"
+            ' `"` at the start of a field opens a quoted field, which runs to the next `"` that'
+            " is not doubled); fix the file",
+        )
+
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[UnclosedQuoteError], tuple[str, int, int, int, int, int, int]]:
+        fields = (
+            self.path,
+            self.line,
+            self.offset,
+            self.size,
+            self.limit,
+            self.quote_line,
+            self.quote_offset,
+        )
         return (type(self), fields)
 
 

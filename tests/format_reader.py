@@ -50,17 +50,35 @@ class Shard:
 # --- §1.4: records -------------------------------------------------------------------------
 
 
-def split_records(plain: bytes, is_csv: bool, object_key: str) -> list[bytes]:
-    """§1.4 framing of a records chunk (§12, step 22)."""
-    if not plain.endswith(b"\n") or (is_csv and plain.count(b'"') % 2):
-        raise Refused("12.22 records chunk does not end on a record", object_key)
-    records, start, quotes = [], 0, 0
-    for at, byte in enumerate(plain):
-        if byte == 0x22:
-            quotes += 1
-        elif byte == 0x0A and (not is_csv or quotes % 2 == 0):
+def split_records(plain: bytes, delimiter: bytes | None, object_key: str) -> list[bytes]:
+    """§1.4 framing of a records chunk (§12, step 22): a LF outside a quoted field ends a
+    record; in CSV (`delimiter`) a `"` opens a quoted field only at a field's start."""
+    records, start, at = [], 0, 0
+    quoted, field_start = False, True
+    while at < len(plain):
+        byte = plain[at : at + 1]
+        if quoted:
+            if byte == b'"':
+                if plain[at + 1 : at + 2] == b'"':
+                    at += 2
+                    continue
+                quoted = False
+            at += 1
+        elif delimiter and field_start and byte == b'"':
+            quoted, field_start = True, False
+            at += 1
+        elif delimiter and plain.startswith(delimiter, at):
+            field_start = True
+            at += len(delimiter)
+        elif byte == b"\n":
             records.append(plain[start:at])
-            start, quotes = at + 1, 0
+            start, field_start = at + 1, True
+            at += 1
+        else:
+            field_start = False
+            at += 1
+    if not plain.endswith(b"\n") or quoted or start != len(plain):
+        raise Refused("12.22 records chunk does not end on a record", object_key)
     return records
 
 
@@ -97,7 +115,7 @@ def record_key(record: bytes, layout: dict[str, Any], header: str | None) -> byt
         doc = json.loads(record)  # of repeated names, the last
         value = doc[layout["key"]]
         if isinstance(value, str) and value:
-            return value.encode()
+            return value.encode("utf-8", "surrogatepass")  # an unpaired surrogate: WTF-8
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value).encode()
         raise ValueError("no key")
@@ -299,9 +317,8 @@ class Reader:
     ) -> None:
         added = 0
         for ref in body["chunks"]:
-            for record in split_records(
-                self.chunk(body, ref, keys), layout["format"] == "csv", ref["object_key"]
-            ):
+            delimiter = layout["csv_delimiter"].encode() if layout["format"] == "csv" else None
+            for record in split_records(self.chunk(body, ref, keys), delimiter, ref["object_key"]):
                 added += int.from_bytes(xxhash.xxh3_128_digest(record))
                 if xxh3_128_hex(record_key(record, layout, header)) not in removed:
                     out.records[record] += 1

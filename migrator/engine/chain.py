@@ -33,7 +33,8 @@ from migrator.errors import SourceError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, key_for
 from migrator.plan.model import DatasetPlan
-from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
+from migrator.sources.record_ends import RecordFraming, split_by_quote_parity, stored_framing
+from migrator.sources.records import CsvKeyReader, JsonKeyReader
 from migrator.stores.base import ObjectStore
 
 
@@ -266,6 +267,7 @@ class RecordKeys:
     def __init__(self, ds: DatasetPlan, chain: Sequence[ShardManifest]) -> None:
         layout = chain_layout(ds, chain)
         self.is_csv = layout.format == "csv"
+        self.framing = stored_framing(layout.csv_delimiter if self.is_csv else None)
         self.where = f"dataset {ds.name}"
         if self.is_csv:
             csv_header = csv_header_of(chain)
@@ -290,12 +292,25 @@ class RecordKeys:
         return self.hash(record).hex()
 
 
-def split_records(data: bytes, is_csv: bool) -> list[bytes]:
-    """The records of a records chunk, which holds one or more whole records each ended by a
-    line feed (an unbalanced CSV quote means the last one is not whole)."""
-    if not data.endswith(b"\n") or (is_csv and data.count(b'"') % 2):
+def chain_framing(ds: DatasetPlan, chain: Sequence[ShardManifest]) -> RecordFraming:
+    """How the chain's records chunks are framed: by the layout its manifests record."""
+    layout = chain_layout(ds, chain)
+    return stored_framing(layout.csv_delimiter if layout.format == "csv" else None)
+
+
+def split_records(data: bytes, framing: RecordFraming, expected: int | None = None) -> list[bytes]:
+    """The records of a records chunk, which holds one or more whole records each followed by
+    a line feed (a CSV quoted field left open means the last one is not whole). `expected`:
+    the chunk's record count; a CSV chunk an earlier version wrote around a `"` inside an
+    unquoted field holds that many only when split by its quote-parity rule (FORMAT.md §1.4)."""
+    records, open_quote = framing.split(data)
+    if framing.is_csv and expected is not None and len(records) != expected:
+        legacy = split_by_quote_parity(data)
+        if len(legacy) == expected and data.count(b'"') % 2 == 0 and data.endswith(b"\n"):
+            return legacy
+    if not data.endswith(b"\n") or open_quote >= 0:
         raise TamperedError("records chunk does not end on a record")
-    return split_block(data, is_csv)
+    return records
 
 
 def live_record_blocks(
@@ -309,7 +324,7 @@ def live_record_blocks(
     `read(manifest, refs)` yields the plaintext of those chunks in order."""
     for manifest, gone in zip(chain, superseded(chain), strict=True):
         refs = sorted(manifest.chunks, key=lambda r: r.sequence)
-        for data in read(manifest, refs):
+        for ref, data in zip(refs, read(manifest, refs), strict=True):
             if not gone:
                 yield data
                 continue
@@ -317,7 +332,7 @@ def live_record_blocks(
                 raise ValueError("a chain with removals needs the dataset's record keys")
             yield b"".join(
                 record + b"\n"
-                for record in split_records(data, keys.is_csv)
+                for record in split_records(data, keys.framing, ref.records)
                 if keys.hash_hex(record) not in gone
             )
 

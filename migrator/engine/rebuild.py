@@ -191,8 +191,9 @@ class StateRebuilder:
             gone = {bytes.fromhex(kh) for kh in gone_hex}  # key hashes, as the records hash
             refs = sorted(manifest.chunks, key=lambda r: r.sequence)
             read = functools.partial(_read, self.store, manifest, key=key)
-            for data in ordered_map(pool, read, refs, self.workers):
-                for record in split_records(data, keys.is_csv):
+            chunks = ordered_map(pool, read, refs, self.workers)
+            for ref, data in zip(refs, chunks, strict=True):
+                for record in split_records(data, keys.framing, ref.records):
                     if not record.strip():
                         continue
                     kh = keys.hash(record)

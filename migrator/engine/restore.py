@@ -11,6 +11,7 @@ from pathlib import Path
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.engine.chain import (
     RecordKeys,
+    chain_framing,
     chain_layout,
     csv_header_of,
     head_chain,
@@ -27,6 +28,7 @@ from migrator.errors import UsageError
 from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
+from migrator.sources.record_ends import RecordFraming
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
@@ -132,11 +134,14 @@ class Restorer:
         header = csv_header_of(chain)
         keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
         with folder.whole_file(target) as fh:
-            if header is not None:
-                fh.write(header.encode("utf-8", "surrogateescape") + b"\n")
-            for block in live_record_blocks(
+            blocks = live_record_blocks(
                 chain, lambda m, refs: self._chunks(m, refs, key, pool), keys
-            ):
+            )
+            held = [] if header is None else _until_a_record(blocks)
+            if header is not None:
+                ending = _line_end_of_first(held[-1:], chain_framing(ds, chain))
+                fh.write(header.encode("utf-8", "surrogateescape") + ending)
+            for block in _chained(held, blocks):
                 fh.write(block)
                 report.bytes += len(block)
         report.files += 1
@@ -174,6 +179,29 @@ class Restorer:
             if size is not None:
                 report.files += 1
                 report.bytes += size
+
+
+def _chained(held: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from held
+    yield from rest
+
+
+def _until_a_record(blocks: Iterator[bytes]) -> list[bytes]:
+    """The blocks up to the first that holds a record (all of them if none does)."""
+    held: list[bytes] = []
+    for block in blocks:
+        held.append(block)
+        if block:
+            break
+    return held
+
+
+def _line_end_of_first(held: list[bytes], framing: RecordFraming) -> bytes:
+    """The CSV header row's line end as restored: that of the shard's first record (CRLF when
+    it keeps a CR before its LF), so a CRLF file comes back CRLF (FORMAT.md §1.4)."""
+    first = held[0] if held else b""
+    end = framing.first_end(first, True)
+    return b"\r\n" if end >= 2 and first[end - 2 : end] == b"\r\n" else b"\n"
 
 
 def live_records_of(chain: list[ShardManifest]) -> int:

@@ -7,6 +7,7 @@ makes chunk boundaries depend only on the spool, so a resumed run cuts the very 
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from migrator.engine.route_blocks import BadRecord, BlockResult, BlockTask, rout
 from migrator.errors import SourceError, StateError
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.framing import DEFAULT_MAX_RECORD, RecordBlocks
+from migrator.sources.record_ends import framing_of
 from migrator.state.model import RouteCheckpoint
 from migrator.state.private import open_private, write_private
 from migrator.state.store import StateStore
@@ -300,21 +302,25 @@ def _route_file(
     routing (BadRecordError: file, line, byte offset, reason)."""
     path = spec.source.location(src)
     is_csv = spec.fmt == "csv"
+    framing = framing_of(spec.csv_delimiter if is_csv else None)
     with spec.source.open(src) as fh:
-        reader = RecordBlocks(fh, is_csv, path, spec.max_record_size, BLOCK_BYTES)
+        reader = RecordBlocks(fh, framing, path, spec.max_record_size, BLOCK_BYTES)
         if is_csv:
             header = reader.first_record()
             if header is None:  # no record at all: nothing to route
                 return csv_header
             record, line = header
-            if csv_header is not None and record.removesuffix(b"\r") != csv_header:
+            record = record.removesuffix(b"\r")
+            if csv_header is not None and record != csv_header:
                 before = "earlier generations'" if spec.csv_header else "the first file's"
+                old, new = _differing(csv_header, record)
                 raise SourceError(
-                    f"{path}:{line}: CSV header differs from {before} header"
-                    f" ({csv_header.decode('utf-8', 'replace')!r}); a changed schema needs"
-                    " a new dataset, not a sync"
+                    f"{path}:{line}: CSV header differs from {before} header: {new} here,"
+                    f" {old} there; a changed schema needs a new dataset, not a sync"
                 )
-            csv_header = record.removesuffix(b"\r")
+            if csv_header is None:
+                _refuse_repeated_key(record, spec, path, line)
+            csv_header = record
         tasks = (
             BlockTask(
                 data,
@@ -338,3 +344,32 @@ def _route_file(
             if result.bad and quarantine is not None:
                 quarantine(result.bad)
     return csv_header
+
+
+def _differing(old: bytes, new: bytes, width: int = 120) -> tuple[str, str]:
+    """Both header rows, shown from a little before where they first differ, `width`
+    characters at most: a header of hundreds of columns stays readable."""
+    a, b = old.decode("utf-8", "replace"), new.decode("utf-8", "replace")
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    start = max(0, at - 40)
+
+    def shown(text: str) -> str:
+        part = text[start : start + width]
+        return ("…" if start else "") + repr(part) + ("…" if start + width < len(text) else "")
+
+    return shown(a), shown(b)
+
+
+def _refuse_repeated_key(header: bytes, spec: RecordsSpec, path: str, line: int) -> None:
+    """A key column named twice would key every record by one of them, silently: refused."""
+    text = header.decode("utf-8", "replace")
+    names = next(csv.reader([text], delimiter=spec.csv_delimiter), [])
+    columns = [i + 1 for i, name in enumerate(names) if name == spec.key_field]
+    if len(columns) > 1:
+        listed = ", ".join(map(str, columns))
+        raise SourceError(
+            f"{path}:{line}: key field {spec.key_field!r} names {len(columns)} columns of the"
+            f" CSV header (columns {listed}); rename all but one so each record has one key"
+        )

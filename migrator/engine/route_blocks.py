@@ -17,7 +17,8 @@ from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import BadRecordError, RecordTooLargeError
 from migrator.sharding import shard_of
 from migrator.sources.framing import DEFAULT_MAX_RECORD
-from migrator.sources.records import CsvKeyReader, JsonKeyReader, split_block
+from migrator.sources.record_ends import framing_of, line_ends
+from migrator.sources.records import CsvKeyReader, JsonKeyReader
 
 _pack_entry = DIGEST_ENTRY.pack
 _hash128 = xxhash.xxh3_128_digest
@@ -25,7 +26,7 @@ _hash128 = xxhash.xxh3_128_digest
 
 @dataclass(frozen=True, slots=True)
 class BlockTask:
-    data: bytes  # whole records, each ended by a line feed (the file's last may lack it)
+    data: bytes  # whole records, each with its line end (the file's last may lack it)
     fmt: str  # jsonl | csv
     key_field: str
     csv_header: bytes | None
@@ -46,7 +47,7 @@ class BadRecord:
     line: int  # where the record starts
     offset: int  # byte offset of the record in its file
     reason: str
-    data: bytes  # the record's bytes, without the line feed that ends it
+    data: bytes  # the record's bytes as stored (without its LF or lone CR; a CRLF's CR stays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +66,33 @@ def route_block(task: BlockTask) -> BlockResult:
         reader = CsvKeyReader(task.key_field, task.csv_header, task.delimiter, where)
     else:
         reader = JsonKeyReader(task.key_field)
-    records = split_block(task.data, is_csv)
+    records, open_quote = framing_of(task.delimiter if is_csv else None).split(task.data)
     recs: dict[int, bytearray] = {}
     digs: dict[int, bytearray] = {}
     sizes: dict[int, int] = {}
     bad: list[BadRecord] = []
     shards, keep, key_of, path = task.shards, task.keep_records, reader.key, task.path
     line, offset, limit = task.lines_before, task.offset_before, task.max_record
-    for record in records:
+    last = len(records) - 1
+    for index, record in enumerate(records):
         line += 1
         first, at = line, offset
-        offset += len(record) + 1
-        if is_csv:
-            line += record.count(b"\n")
+        offset += len(record) + 1  # its bytes, then the LF or lone CR that ends it
+        if is_csv and (b"\n" in record or b"\r" in record):  # line ends in quoted fields
+            line += line_ends(record) - (record[-1:] == b"\r")  # a CRLF's CR stays
         if len(record) > limit:
             raise RecordTooLargeError(path, first, at, len(record), limit, True)
         if not record.strip():
+            continue
+        if index == last and open_quote >= 0:  # a quote left open runs to the file's end
+            quote = open_quote - (len(task.data) - len(record))
+            reason = (
+                f"CSV quoted field opened at line {first + line_ends(record[:quote])}, byte"
+                f" {at + quote:,} never closes (it runs to the end of the file)"
+            )
+            if not task.quarantine:
+                raise BadRecordError(path, first, reason, at)
+            bad.append(BadRecord(first, at, reason, record))
             continue
         try:
             key = key_of(record, path, first)

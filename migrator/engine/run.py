@@ -57,6 +57,7 @@ from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.sources.framing import read_records_chunk
+from migrator.sources.record_ends import stored_framing
 from migrator.state.leases import (
     LeaseKeeper,
     dead_on_this_host,
@@ -652,7 +653,7 @@ class MigrationRun:
         size = path.stat().st_size if path.exists() else 0
         if size == 0:
             return
-        is_csv = ds.format == "csv"
+        framing = stored_framing(ds.csv_delimiter if ds.format == "csv" else None)
         with path.open("rb") as fh:
             offset, seq = 0, 0
             while offset < size:
@@ -664,7 +665,7 @@ class MigrationRun:
                     self.progress.advance(prior.source_end - offset)
                     offset, seq = prior.source_end, seq + 1
                     continue
-                buf, cut, records = read_records_chunk(fh, offset, self.plan.chunk_size, is_csv)
+                buf, cut, records = read_records_chunk(fh, offset, self.plan.chunk_size, framing)
                 # A view, not a slice: the chunk reaches the encoder without another copy.
                 data = memoryview(buf)[:cut] if cut < len(buf) else buf
                 end = offset + cut

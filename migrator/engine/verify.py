@@ -17,7 +17,7 @@ from migrator.codec.generation import GenerationRecord, generation_key
 from migrator.codec.manifest import ChunkRef, ShardManifest, manifest_key, shard_prefix
 from migrator.engine.chain import (
     StoredManifest,
-    chain_layout,
+    chain_framing,
     follow_chain,
     listed_objects,
     live_records,
@@ -41,6 +41,7 @@ from migrator.errors import (
 from migrator.keys.keyring import Keyring, data_key_object, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
+from migrator.sources.record_ends import RecordFraming
 from migrator.state.store import StateStore
 from migrator.stores.base import ObjectStore
 
@@ -133,9 +134,7 @@ class Verifier:
                     self._check_record(ds.kind, ds.name, shard, record, chain, report)
                     try:  # records split as their manifests record the framing
                         manifests = [link.manifest for link in chain]
-                        is_csv = ds.kind == "records" and (
-                            chain_layout(ds, manifests).format == "csv"
-                        )
+                        framing = chain_framing(ds, manifests) if ds.kind == "records" else None
                     except FormatError as exc:
                         report.problems.append(_problem(ds.name, shard, exc, None))
                         continue
@@ -147,7 +146,7 @@ class Verifier:
                             )
                         }
                         self._verify_manifest(
-                            ds.name, shard, key, link, present, pool, report, is_csv
+                            ds.name, shard, key, link, present, pool, report, framing
                         )
         return report
 
@@ -249,7 +248,7 @@ class Verifier:
         listed_here: set[str],
         pool: ThreadPoolExecutor,
         report: VerifyReport,
-        is_csv: bool = False,
+        framing: RecordFraming | None = None,
     ) -> None:
         manifest, mkey = link.manifest, link.object_key
         report.chunks_listed += manifest.chunk_count
@@ -278,7 +277,7 @@ class Verifier:
         # Every chunk read back: what the records hold must add up to the manifest's claim.
         whole = manifest.kind == "records" and not self.quick and len(to_check) == len(listed)
         check = functools.partial(
-            self._check_chunk, manifest, key=key, is_csv=is_csv if whole else None
+            self._check_chunk, manifest, key=key, framing=framing if whole else None
         )
         futures = [(ref, pool.submit(check, ref)) for ref in to_check]
         added, clean = 0, True
@@ -300,18 +299,23 @@ class Verifier:
             report.problems.append(_problem(dataset, shard, exc4, mkey))
 
     def _check_chunk(
-        self, manifest: ShardManifest, ref: ChunkRef, *, key: Keyring, is_csv: bool | None
+        self,
+        manifest: ShardManifest,
+        ref: ChunkRef,
+        *,
+        key: Keyring,
+        framing: RecordFraming | None,
     ) -> tuple[MigratorError | None, int]:
         """(the problem, or None; the order-independent digest of the chunk's records when
-        is_csv says how to split them)."""
+        `framing` says how to split them)."""
         try:
             if self.quick:
                 return _head_check(self.store, ref, key), 0
             plain = read_chunk(self.store, manifest, ref, key)
-            if is_csv is None:
+            if framing is None:
                 return None, 0
             total = 0
-            for record in split_records(plain, is_csv):
+            for record in split_records(plain, framing, ref.records):
                 total += int.from_bytes(record_digest(record))
             return None, total % MOD
         except MigratorError as exc:

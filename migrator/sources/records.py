@@ -1,7 +1,7 @@
-"""Record framing and shard-key extraction for JSONL and CSV; original bytes are kept as read.
+"""Shard-key extraction for JSONL and CSV records; original bytes are kept as read.
 
-A record is its bytes up to (not including) the line feed that ends it; a CSV record may hold
-line feeds inside a quoted field. Keys become bytes: strings as UTF-8, integers in decimal.
+Where records end is sources/record_ends.py (FORMAT.md §1.4). Keys become bytes: strings as
+UTF-8, integers in decimal.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import BinaryIO
 import orjson
 
 from migrator.errors import BadRecordError, SourceError
+from migrator.sources.framing import RecordBlocks
+from migrator.sources.json_key import exact_json_key, key_bytes
+from migrator.sources.record_ends import framing_of
 
 READ_BLOCK = 8 * 1024 * 1024
 
@@ -22,67 +25,19 @@ READ_BLOCK = 8 * 1024 * 1024
 csv.field_size_limit(2**31 - 1)
 
 
-def iter_lines(fh: BinaryIO, block: int = READ_BLOCK) -> Iterator[list[bytes]]:
-    """Lists of complete lines (without their line feed); a last line without one counts too.
-    A long line is gathered in pieces and joined once: each byte is copied a bounded number of
-    times, however long the line."""
-    pending: list[bytes] = []
-    while data := fh.read(block):
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending.append(data)
-            continue
-        head = b"".join((*pending, data[:cut])) if pending else data[:cut]
-        rest = data[cut + 1 :]
-        pending = [rest] if rest else []
-        yield head.split(b"\n")
-    if pending:
-        yield [b"".join(pending)]
-
-
-def iter_csv_records(lines: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
-    """Re-joins lines split inside quoted fields: a record ends where its quote count is even."""
-    pending: list[bytes] = []
-    quotes = 0
-    for batch in lines:
-        out: list[bytes] = []
-        for line in batch:
-            quotes += line.count(b'"')
-            if quotes % 2:
-                pending.append(line)
-                continue
-            if pending:
-                pending.append(line)
-                out.append(b"\n".join(pending))
-                pending = []
-            else:
-                out.append(line)
-            quotes = 0
-        if out:
-            yield out
-    if pending:
-        yield [b"\n".join(pending)]
-
-
-def split_block(data: bytes, is_csv: bool) -> list[bytes]:
-    """The records of a block of whole records (blank lines included); the last may lack its
-    line feed."""
-    lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        lines.pop()
-    if not is_csv:
-        return lines
-    return [record for batch in iter_csv_records(iter([lines])) for record in batch]
-
-
-def iter_records(fh: BinaryIO, fmt: str) -> Iterator[list[bytes]]:
-    """Batches of records of one stream, blank lines included so callers can count lines."""
-    lines = iter_lines(fh)
-    yield from iter_csv_records(lines) if fmt == "csv" else lines
+def iter_records(fh: BinaryIO, fmt: str, delimiter: str = ",") -> Iterator[list[bytes]]:
+    """Batches of the records of one stream, as stored (blank ones included, a BOM at its
+    start skipped), framed as routing frames them."""
+    framing = framing_of(delimiter if fmt == "csv" else None)
+    reader = RecordBlocks(fh, framing, "<stream>", 1 << 62, READ_BLOCK)
+    for block, _lines, _offset in reader.blocks():
+        yield framing.split(block)[0]
 
 
 class JsonKeyReader:
-    """Shard key of a JSONL record; a full parse, because a nested field may share the name."""
+    """Shard key of a JSONL record; a full parse, because a nested field may share the name.
+    orjson reads nearly every record; one it refuses, or whose key it reads as a float (an
+    integer beyond 64 bits), is decided by the exact parse of sources/json_key.py."""
 
     def __init__(self, field: str) -> None:
         self.field = field
@@ -91,23 +46,16 @@ class JsonKeyReader:
         """`path` and `line` only name the record in errors (BadRecordError)."""
         try:
             doc = orjson.loads(record)
-        except orjson.JSONDecodeError as exc:
-            raise BadRecordError(path, line, _json_problem(record, exc)) from None
+        except orjson.JSONDecodeError:
+            return exact_json_key(record, self.field, path, line)
         if not isinstance(doc, dict):
             raise BadRecordError(path, line, "record is not a JSON object")
         value = doc.get(self.field)
         if isinstance(value, str) and value:
             return value.encode()
-        return _key_bytes(value, self.field, path, line)
-
-
-def _json_problem(record: bytes, exc: orjson.JSONDecodeError) -> str:
-    """JSON text is UTF-8 (RFC 8259): name the first byte that is not, else the parse error."""
-    try:
-        record.decode()
-    except UnicodeDecodeError as bad:
-        return f"not UTF-8 (byte 0x{record[bad.start]:02x} at offset {bad.start} of the record)"
-    return f"malformed JSON ({exc})"
+        if isinstance(value, float):
+            return exact_json_key(record, self.field, path, line)
+        return key_bytes(value, self.field, path, line)
 
 
 class CsvKeyReader:
@@ -129,16 +77,16 @@ class CsvKeyReader:
         record = record.removesuffix(b"\r")
         sep = self._sep
         if b'"' in record:
-            # Split on quotes: even segments lie outside quoted fields (a doubled quote adds an
-            # empty odd segment, which keeps the parity), so delimiters there count the fields.
             segments = record.split(b'"')
-            if len(segments) % 2 == 0:  # an odd count of quotes: only a file's last record
-                raise BadRecordError(path, line, "CSV row has a quoted field that never ends")
-            width = sum(seg.count(sep) for seg in segments[::2]) + 1
-            clean = segments[0].split(sep)  # fields wholly before the first quote
-            if self.index < len(clean) - 1:
+            clean = segments[0].split(sep)  # the fields wholly before the first quote
+            if self.index < len(clean) - 1 and _quotes_at_field_bounds(segments, sep):
+                # Every quote opens or closes a field (or is doubled inside one): delimiters
+                # outside quotes, in the even segments, count the fields.
+                width = sum(seg.count(sep) for seg in segments[::2]) + 1
                 raw = clean[self.index]
             else:
+                # A `"` opens a quoted field only at a field's start, as the csv module reads
+                # it (FORMAT.md §1.4): `27" monitor` is an ordinary field.
                 fields = _parse_csv(
                     record,
                     self.delimiter,
@@ -164,6 +112,25 @@ class CsvKeyReader:
         return raw
 
 
+def _quotes_at_field_bounds(segments: list[bytes], sep: bytes) -> bool:
+    """Whether a row split on `"` quotes only whole fields: each opening quote at a field's
+    start, each closing one before a delimiter or the row's end, the rest doubled inside a
+    field. Then reading quote parity gives the fields the csv module gives, at a fraction of
+    its cost."""
+    if len(segments) % 2 == 0:  # a quote left open
+        return False
+    last = len(segments) - 1
+    for j in range(0, last + 1, 2):
+        outside = segments[j]
+        if not outside:
+            continue  # the row's start or end, or a doubled quote inside a field
+        if j > 0 and not outside.startswith(sep):
+            return False  # text right after a closing quote
+        if j < last and not outside.endswith(sep):
+            return False  # a quote inside an unquoted field
+    return True
+
+
 def _parse_csv(
     record: bytes, delimiter: str, errors: str, fail: Callable[[str], SourceError]
 ) -> list[str]:
@@ -176,15 +143,3 @@ def _parse_csv(
         return next(csv.reader([text], delimiter=delimiter, strict=True))
     except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
         raise fail(f"unreadable CSV row ({exc})") from None
-
-
-def _key_bytes(value: object, field: str, path: str, line: int) -> bytes:
-    if isinstance(value, str) and value:
-        return value.encode()
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value).encode()
-    if value is None:
-        raise BadRecordError(path, line, f"key field {field!r} is missing or null")
-    raise BadRecordError(
-        path, line, f"key field {field!r} must be a non-empty string or an integer"
-    )

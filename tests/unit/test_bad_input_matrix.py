@@ -150,7 +150,12 @@ def make_site(
 
 # case: (format, the bad record, the reason routing gives; None: malformed JSON, by orjson)
 BAD_RECORDS: dict[str, tuple[str, bytes, str | None]] = {
-    "malformed-json": ("jsonl", b'{"user_id": "u-bad", oops}', None),
+    "malformed-json": (
+        "jsonl",
+        b'{"user_id": "u-bad", oops}',
+        "malformed JSON (Expecting property name enclosed in double quotes at byte 21 of the"
+        " record)",
+    ),
     "missing-key": ("jsonl", b'{"name": "no key here"}', "key field 'user_id' is missing or null"),
     "null-key": (
         "jsonl",
@@ -171,11 +176,12 @@ BAD_RECORDS: dict[str, tuple[str, bytes, str | None]] = {
     "csv-ragged-short": ("csv", b"v-bad,only two", "CSV row has 2 fields, the header has 3"),
     "csv-ragged-long": ("csv", b'v-bad,"a, b",3,extra', "CSV row has 4 fields, the header has 3"),
     "csv-empty-key": ("csv", b',"no key",1', "key field 'video_id' is empty"),
-    # An unclosed quote runs to the end of the file: the bad record is the file's tail.
+    # An unclosed quote runs to the end of the file: the bad record is the file's tail, named
+    # where its quote opened (line 7, after the header and 5 rows of b.csv).
     "csv-unclosed-quote": (
         "csv",
         b'v-bad,"never closed,1\nv9999,tail,2',
-        "CSV row has a quoted field that never ends",
+        "CSV quoted field opened at line 7, byte 137 never closes (it runs to the end of the file)",
     ),
 }
 

@@ -1,6 +1,7 @@
 """Record framing is linear and bounded (sources/framing.py): blocks of whole records, the CSV
-quote rule across any read boundary, and a record longer than max_record_size refused as soon
-as that much of it is read, naming its file, line and byte offset."""
+field-aware quote rule and the LF / CRLF / CR line ends across any read boundary, and a record
+longer than max_record_size refused as soon as that much of it is read, naming its file, line
+and byte offset."""
 
 from __future__ import annotations
 
@@ -14,27 +15,59 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.engine import route
+from migrator.engine.chain import split_records
 from migrator.engine.route import RecordsSpec, route_records
 from migrator.engine.route_blocks import BlockTask, route_block
-from migrator.errors import RecordTooLargeError
+from migrator.errors import RecordTooLargeError, TamperedError, UnclosedQuoteError
 from migrator.sizes import KiB, MiB
 from migrator.sources.framing import RecordBlocks, read_records_chunk
 from migrator.sources.local import LocalSource
+from migrator.sources.record_ends import framing_of, stored_framing
 from migrator.state.store import StateStore
 
 
-def reference_records(data: bytes, is_csv: bool) -> list[bytes]:
-    """Each record with its line feed (the last may lack one), by the plain rule."""
-    out, start, odd = [], 0, False
-    for at, byte in enumerate(data):
-        if is_csv and byte == ord('"'):
-            odd = not odd
-        elif byte == ord("\n") and not odd:
-            out.append(data[start : at + 1])
-            start = at + 1
+def reference_records(data: bytes, is_csv: bool, *, cr_ends: bool = True) -> list[bytes]:
+    """Each record with its line end (the last may lack one)."""
+    return reference_scan(data, is_csv, cr_ends)[0]
+
+
+def reference_scan(data: bytes, is_csv: bool, cr_ends: bool = True) -> tuple[list[bytes], bool]:
+    """(records, whether a quoted field is left open), reading FORMAT.md §1.4 a byte at a
+    time: a `"` opens a quoted field only at a field's start (delimiter `,`); a quoted field
+    runs to an undoubled `"`; outside one, LF, CRLF and (`cr_ends`) a lone CR end a record."""
+    out: list[bytes] = []
+    start = at = 0
+    quoted, field_start = False, True
+    while at < len(data):
+        byte = data[at : at + 1]
+        if quoted:
+            if byte == b'"':
+                if data[at + 1 : at + 2] == b'"':
+                    at += 2
+                    continue
+                quoted = False
+            at += 1
+        elif is_csv and field_start and byte == b'"':
+            quoted, field_start = True, False
+            at += 1
+        elif is_csv and byte == b",":
+            field_start = True
+            at += 1
+        elif byte == b"\n" or (cr_ends and byte == b"\r"):
+            at += 2 if data[at : at + 2] == b"\r\n" else 1
+            out.append(data[start:at])
+            start, field_start = at, True
+        else:
+            field_start = False
+            at += 1
     if start < len(data):
         out.append(data[start:])
-    return out
+    return out, quoted
+
+
+def stored(record: bytes) -> bytes:
+    """A record as routing stores it: without its LF, or its lone CR (a CRLF's CR stays)."""
+    return record.removesuffix(b"\n") if record.endswith(b"\n") else record.removesuffix(b"\r")
 
 
 class CountingReader(io.BytesIO):
@@ -51,7 +84,8 @@ class CountingReader(io.BytesIO):
 
 
 def blocks_of(data: bytes, is_csv: bool, read_size: int, header: bool = False) -> list[bytes]:
-    reader = RecordBlocks(io.BytesIO(data), is_csv, "f", 1 << 30, read_size)
+    framing = framing_of("," if is_csv else None)
+    reader = RecordBlocks(io.BytesIO(data), framing, "f", 1 << 30, read_size)
     out = []
     if header:
         first = reader.first_record()
@@ -65,7 +99,9 @@ def blocks_of(data: bytes, is_csv: bool, read_size: int, header: bool = False) -
     return out
 
 
-RECORD_BYTES = st.lists(st.sampled_from([b"a", b",", b'"', b"\n", b"\r", b'""']), max_size=80)
+RECORD_BYTES = st.lists(
+    st.sampled_from([b"a", b",", b'"', b"\n", b"\r", b"\r\n", b'""', b',"', b'",']), max_size=80
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,25 +123,25 @@ def test_spool_chunks_end_at_the_last_record_end_within_the_target(
     parts: list[bytes], target: int
 ) -> None:
     for is_csv in (False, True):
-        records = [
-            r if r.endswith(b"\n") else r + b"\n"
-            for r in reference_records(b"".join(parts), is_csv)
-        ]
-        spool = b"".join(records)
-        if is_csv and spool.count(b'"') % 2:
-            continue  # a spool holds only records routing cut, each with even quotes
+        framed, left_open = reference_scan(b"".join(parts), is_csv)
+        if left_open:
+            continue  # a bad record: routing never writes it to a spool
+        # as routing stores them: each record without its LF or lone CR, then a LF
+        records = [stored(r) for r in framed]
+        spool = b"".join(r + b"\n" for r in records)
+        framing = stored_framing("," if is_csv else None)
         offset = 0
         while offset < len(spool):
-            buf, cut, count = read_records_chunk(io.BytesIO(spool), offset, target, is_csv)
+            buf, cut, count = read_records_chunk(io.BytesIO(spool), offset, target, framing)
             ends, at = [], offset
-            for r in reference_records(spool[offset:], is_csv):
+            for r in reference_records(spool[offset:], is_csv, cr_ends=False):
                 at += len(r)
                 ends.append(at - offset)
             # read `target` bytes at a time until one holds a record end: cut at the last one
             read = -(-ends[0] // target) * target
             want = [e for e in ends if e <= read][-1]
             assert cut == want and buf[:cut] == spool[offset : offset + cut]
-            assert count == len(reference_records(buf[:cut], is_csv))
+            assert count == len(reference_records(buf[:cut], is_csv, cr_ends=False))
             offset += cut
 
 
@@ -121,7 +157,8 @@ def test_a_line_without_a_line_feed_is_scanned_in_linear_time() -> None:
     at every read (as routing once did) takes minutes; one pass takes a fraction of a second."""
     line = b"x" * (16 * MiB)
     started = time.monotonic()
-    blocks = list(RecordBlocks(io.BytesIO(line), False, "f", 32 * MiB, 4 * KiB).blocks())
+    reader = RecordBlocks(io.BytesIO(line), framing_of(None), "f", 32 * MiB, 4 * KiB)
+    blocks = list(reader.blocks())
     assert time.monotonic() - started < 5
     assert blocks == [(line, 0, 0)]
 
@@ -152,7 +189,7 @@ def test_a_record_over_the_limit_is_refused_once_the_limit_is_read(
 ) -> None:
     limit, read_size = 1 * MiB, 64 * KiB
     fh = CountingReader(data)
-    reader = RecordBlocks(fh, is_csv, "src/a.f", limit, read_size)
+    reader = RecordBlocks(fh, framing_of("," if is_csv else None), "src/a.f", limit, read_size)
     with pytest.raises(RecordTooLargeError) as caught:
         if is_csv:
             reader.first_record()
@@ -164,6 +201,10 @@ def test_a_record_over_the_limit_is_refused_once_the_limit_is_read(
     assert "max_record_size (1,048,576 bytes)" in str(error)
     assert fh.handed <= offset + limit + 2 * read_size  # held: the record so far, one read
     assert pickle.loads(pickle.dumps(error)).args == error.args  # from routing processes
+    if is_csv:  # named where the quote opened
+        assert isinstance(error, UnclosedQuoteError)
+        assert (error.quote_line, error.quote_offset) == (3, 11)
+        assert "its quoted field opened at line 3, byte 11 never closes" in str(error)
 
 
 def test_a_record_over_the_limit_inside_one_block_is_refused_exactly() -> None:
@@ -198,3 +239,14 @@ def test_routing_stops_at_an_oversize_header(
     refused = pytest.raises(RecordTooLargeError, match=r"a\.csv:2: the record starting at byte 1 ")
     with StateStore.sqlite_file(tmp_path / "state.sqlite") as state, refused:
         route_records(spec, state, tmp_path / "spool", buffer_budget=1 * MiB)
+
+
+def test_a_chunk_written_by_quote_parity_framing_still_splits_into_its_records() -> None:
+    """Earlier versions framed `27" monitor` rows by quote parity: their chunks split back
+    into the records their manifests count; new chunks split by the field-aware rule."""
+    chunk = b'1,27" monitor\n2,x"\n3,y\n'
+    framing = stored_framing(",")
+    assert split_records(chunk, framing, 3) == [b'1,27" monitor', b'2,x"', b"3,y"]
+    assert split_records(chunk, framing, 2) == [b'1,27" monitor\n2,x"', b"3,y"]
+    with pytest.raises(TamperedError):
+        split_records(b'1,"open\n', framing, 1)
