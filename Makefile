@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench ui clean lock
+.PHONY: setup demo test test-unit lint bench ui clean lock
 
 # Every Python package comes from requirements.lock, hash-pinned: a new release anywhere changes
 # nothing here until scripts/lock.sh is run and its output committed.
@@ -31,6 +31,10 @@ test: lint
 	bash scripts/ensure-chromium.sh   # headless Chromium for the Dagster UI test (Debian package)
 	bash scripts/ensure-postgres.sh   # PostgreSQL server binaries; the tests run a private server
 	$(BIN)/python -m pytest -q -n auto   # one test process per core
+
+# The fast tier alone: no server, no subprocess (tests/unit).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -n auto tests/unit
 
 # The Dagster UI on http://127.0.0.1:3000 with the demo plan's assets (data generated once).
 ui: $(STAMP)

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
 import bench
-from migrator.engine.run import MigrationRun, ProgressSink
 from migrator.keys.local import init_kek_file
 from migrator.plan.model import load_plan
 from migrator.sizes import parse_size
 from migrator.wiring import open_key_provider, open_state, open_store
+from migrator.write.run import MigrationRun, ProgressSink
 
 
 class Phases(ProgressSink):

@@ -3,7 +3,7 @@
     python bench/scale.py [--chunks 16000000] [--shards 4096] [--batch 256] [--workdir DIR]
                           [--json OUT] [--quick] [--keep]
 
-It fills a fresh StateStore with --chunks committed object parts of one objects dataset
+It fills a fresh StateDB with --chunks committed object parts of one objects dataset
 (64 MiB plaintext each, spread by name hash over --shards shards), in the engine's order and
 batches: objects in listing order, parts of one object together, commit_chunks every --batch
 chunks. Every shard is marked running first and complete last, each after reading its chunks
@@ -39,14 +39,14 @@ from rich.table import Table
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.digests import ObjectEntry, ObjectsMap, objects_digest, pack_objects_map, to_hex
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.codec.manifest import manifest_key, object_part_key
-from migrator.engine.run import COMMIT_BATCH
 from migrator.keys.datakey import DataKey
+from migrator.repository.names import manifest_key, object_part_key
 from migrator.sharding import shard_of
 from migrator.sizes import GiB, MiB, format_size
 from migrator.state.model import CommittedChunk, ShardStatus
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.wiring import STATE_FILE
+from migrator.write.run import COMMIT_BATCH
 
 PLAN = "scale"
 DATASET = "videos"
@@ -183,7 +183,7 @@ def generate(total: int, shards: int, stored_size: int, sample: Sample) -> Itera
 
 
 def fill(
-    store: StateStore, total: int, shards: int, batch_size: int, console: Console
+    store: StateDB, total: int, shards: int, batch_size: int, console: Console
 ) -> tuple[Fill, Sample]:
     result, sample = Fill(), Sample()
     store.open_generation(DATASET, GENERATION, "bulk")
@@ -334,12 +334,12 @@ def measure_lookups(db: Path, shards: int, sample: Sample) -> dict[str, Any]:
             raise SystemExit(f"{key}: never committed but found")
 
     out["evicted"] = evict(db)
-    with StateStore.sqlite_file(db) as store:
+    with StateDB.sqlite_file(db) as store:
         out["shard_chunks_cold"] = timings(timed_each(picked, read_shard))
         out["shard_chunks_warm"] = timings(timed_each(picked, read_shard))
         out["rows_per_shard"] = sum(sample.per_shard[s] for s in picked) / len(picked)
     evict(db)
-    with StateStore.sqlite_file(db) as store:
+    with StateDB.sqlite_file(db) as store:
         out["committed_chunk_cold"] = timings(timed_each(sample.keys, hit))
         out["committed_chunk_warm"] = timings(timed_each(sample.keys, hit))
         out["committed_chunk_miss"] = timings(timed_each(sample.missing, miss))
@@ -357,7 +357,7 @@ def measure_status(db: Path, shards: int, total: int, site: Path) -> dict[str, A
             raise SystemExit("shard_progress shows a shard that is not complete")
 
     evict(db)
-    with StateStore.sqlite_file(db) as store:
+    with StateDB.sqlite_file(db) as store:
         out["shard_progress_cold_s"] = timed_each([None], lambda _: progress())[0]
         warm = timed_each([None] * STATUS_REPEAT, lambda _: progress())
         out["shard_progress_warm_s"] = percentile(warm, 0.5)
@@ -619,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {args.batch} per commit ({format_size(free)} free)"
     )
     try:
-        with StateStore.sqlite_file(db) as store:
+        with StateDB.sqlite_file(db) as store:
             filled, sample = fill(store, args.chunks, args.shards, args.batch, console)
             open_files = file_sizes(db)
         closed_files = file_sizes(db)

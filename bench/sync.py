@@ -31,13 +31,13 @@ from machine import machine_info
 from rich.console import Console
 from rich.table import Table
 
-from migrator.engine.run import DatasetReport, MigrationRun
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.plan.model import Plan, load_plan
 from migrator.sizes import MiB, format_size
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import CountingStore
+from migrator.write.run import DatasetReport, MigrationRun
 
 FILES = 8
 SHARDS = 64
@@ -155,7 +155,7 @@ def migrate(plan: Plan) -> Run:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    with StateStore.sqlite_file(plan.state_dir / "state.sqlite") as state:
+    with StateDB.sqlite_file(plan.state_dir / "state.sqlite") as state:
         started = time.perf_counter()
         report = MigrationRun(plan, store, LocalKeyProvider(plan.keys.kek_file), state).run()
         seconds = time.perf_counter() - started

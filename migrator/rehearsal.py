@@ -19,24 +19,25 @@ from dataclasses import dataclass, field
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.demo.sample import write_sample
-from migrator.engine.run import MigrationRun, ProgressSink, RunReport
-from migrator.engine.verify import Verifier, VerifyReport
 from migrator.errors import MigratorError
-from migrator.forecast import DatasetVolume, Forecast, forecast, records_chunks
+from migrator.forecast.model import DatasetVolume, Forecast, forecast, records_chunks
 from migrator.keys.datakey import DataKey
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan, SourcePlan
+from migrator.read.verify import Verifier, VerifyReport
+from migrator.repository.names import dry_run_dir
 from migrator.residency import ResidencyCheck, enforce_residency
 from migrator.sizes import MiB, format_size
 from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.sources.local import LocalSource
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import CountingStore
 from migrator.wiring import multipart_sizes
+from migrator.write.run import MigrationRun, ProgressSink, RunReport
 
 DEFAULT_SAMPLE = 32 * 1024 * 1024
 
@@ -116,7 +117,7 @@ class Rehearsal:
         self.synthetic_size = synthetic_size
         self.allow_loopback = allow_loopback
         self.progress = progress
-        self.workdir = plan.state_dir / "dry-run"
+        self.workdir = dry_run_dir(plan.state_dir)
 
     def run(self) -> DryRunReport:
         checks = enforce_residency(self.plan, allow_loopback=self.allow_loopback, rehearsal=True)
@@ -131,7 +132,7 @@ class Rehearsal:
         with ExitStack() as stack:
             store = CountingStore(self._store(stack, report))
             provider = self._keys(stack, report)
-            with StateStore.sqlite_file(self.workdir / "state.sqlite") as state:
+            with StateDB.sqlite_file(self.workdir / "state.sqlite") as state:
                 run = MigrationRun(plan, store, provider, state, self.progress).run()
                 requests = dict(store.requests)
                 bytes_sent = store.bytes_sent

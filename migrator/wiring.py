@@ -16,7 +16,7 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import KekPlan, Plan
 from migrator.residency import enforce_residency
 from migrator.state.private import private_dir
-from migrator.state.store import StateStore, describe_url, state_url_for
+from migrator.state.store import StateDB, describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import ThrottledStore, TokenBucket
@@ -196,12 +196,12 @@ def describe_state(plan: Plan) -> str:
     return str(sqlite_file(url)) if url.startswith("sqlite") else describe_url(url)
 
 
-def open_state(plan: Plan) -> StateStore:
+def open_state(plan: Plan) -> StateDB:
     """The plan's state store, migrated to this release's schema and bound to the plan; only
     once the plan's checks pass (residency.state_hosts among them)."""
     enforce_residency(plan)
     private_dir(plan.state_dir)  # spools and state: 0700, whichever database holds the state
-    state = StateStore(state_url(plan))
+    state = StateDB(state_url(plan))
     try:
         state.claim_for_plan(plan.name)
     except BaseException:
@@ -210,14 +210,14 @@ def open_state(plan: Plan) -> StateStore:
     return state
 
 
-def open_existing_state(plan: Plan) -> StateStore | None:
+def open_existing_state(plan: Plan) -> StateDB | None:
     """The plan's state store if a run or a rebuild made one (opened once), else None: readers
     such as verify work from the destination without one."""
     enforce_residency(plan)
     url = state_url(plan)
     if url.startswith("sqlite") and not sqlite_file(url).exists():
         return None
-    state = StateStore(url)
+    state = StateDB(url)
     try:
         # A shared database exists before any run; it is the plan's once a run claimed it.
         if not url.startswith("sqlite") and state.get_meta("plan") is None:

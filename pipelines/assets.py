@@ -26,9 +26,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from migrator.engine.run import MigrationRun, ProgressSink
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sizes import format_size
+from migrator.write.run import MigrationRun, ProgressSink
 from pipelines.resources import PlanResource, TargetResource
 
 # Store, key service and state errors are often passing (throttling, a lost connection);

@@ -24,9 +24,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from migrator.engine.run import BULK_GENERATION
-from migrator.engine.verify import Problem, Verifier
 from migrator.plan.model import DatasetPlan, Plan
+from migrator.read.verify import Problem, Verifier
+from migrator.write.run import BULK_GENERATION
 from pipelines.assets import MigrationConfig, dataset_key, python_name, shard_partitions
 from pipelines.resources import PlanResource, TargetResource
 

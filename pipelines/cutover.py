@@ -1,4 +1,4 @@
-"""`cutover_readiness`: the cutover gate (migrator.engine.cutover) as an asset behind every dataset.
+"""`cutover_readiness`: the cutover gate (migrator.read.cutover) as an asset behind every dataset.
 
 The gate's verdict is the asset's blocking check, not an exception: a "not yet" is a normal
 answer during the syncs, so each materialization records it (lag, freeze estimate, which shards
@@ -18,8 +18,8 @@ from dagster import (
     asset,
 )
 
-from migrator.engine.cutover import CutoverGate, CutoverReport
 from migrator.plan.model import Plan
+from migrator.read.cutover import CutoverGate, CutoverReport
 from pipelines.assets import MigrationConfig, dataset_key, python_name
 from pipelines.checks import SHOWN_PROBLEMS
 from pipelines.resources import PlanResource, TargetResource

@@ -18,18 +18,18 @@ from typing import Any
 
 from dagster import ConfigurableResource, Failure
 
-from migrator.codec.manifest import manifest_key
-from migrator.engine.run import BULK_GENERATION
 from migrator.errors import EXIT_RUNTIME, MigratorError
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan, load_plan
+from migrator.repository.names import manifest_key
 from migrator.residency import enforce_residency
 from migrator.sizes import parse_rate
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state, open_store
+from migrator.write.run import BULK_GENERATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class Adapters:
     plan: Plan
     store: ObjectStore
     provider: KeyProvider
-    state: StateStore
+    state: StateDB
     dry_run: bool
 
     def manifest_uri(self, dataset: str, shard: int) -> str:
@@ -104,7 +104,7 @@ class StandInTarget(TargetResource):
         workdir = plan.state_dir / "dagster-dry-run"
         rehearsed = plan.model_copy(update={"state_dir": workdir / "state"})
         provider = LocalKeyProvider(_throwaway_kek(workdir / "dry-run-kek.key"))
-        with StateStore.sqlite_file(workdir / "state.sqlite") as state:
+        with StateDB.sqlite_file(workdir / "state.sqlite") as state:
             yield Adapters(rehearsed, self._store(plan, workdir), provider, state, dry_run=True)
 
     def _store(self, plan: Plan, workdir: Path) -> ObjectStore:

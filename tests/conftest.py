@@ -18,6 +18,19 @@ if TYPE_CHECKING:
 
     from tests.pgserver import PostgresServer
 
+# Tiers by what a test costs: `unit` needs no server and no subprocess (the whole tier runs in
+# under two minutes on two cores); `e2e` runs the engine or the CLI end to end on local stores;
+# `integration` starts real servers on 127.0.0.1; `pipelines` drives Dagster; `fuzz` searches.
+_TIERS = ("unit", "e2e", "integration", "pipelines", "fuzz")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in _TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 # Dummy values so boto3 clients built without explicit credentials never look for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -10,7 +10,6 @@ Records chain like manifests: each names the previous record and the digest of i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +27,7 @@ from migrator.keys.datakey import DataKey
 RECORD_FORMAT = "migrator/generation"
 RECORD_VERSION = 1
 KINDS = ("bulk", "sync", "compact")
-GENERATIONS_FOLDER = "_generations"
 
-_KEY = re.compile(r"g(\d{6,})\.mgc")
 _SHARD_FIELDS = frozenset(("shard", "chain", "head_xxh3", "records", "digest"))
 _BODY_FIELDS = frozenset(
     (
@@ -91,20 +88,6 @@ class GenerationRecord:
 
 def record_identity(plan: str, dataset: str, generation: int) -> ChunkIdentity:
     return ChunkIdentity(ChunkKind.GENERATION, plan, dataset, generation, 0, 0)
-
-
-def generation_key(dataset: str, generation: int) -> str:
-    return f"{dataset}/{GENERATIONS_FOLDER}/g{generation:06d}.mgc"
-
-
-def generations_prefix(dataset: str) -> str:
-    return f"{dataset}/{GENERATIONS_FOLDER}/"
-
-
-def generation_of_key(key: str) -> int | None:
-    """The generation a record's object key names, or None for anything else."""
-    match = _KEY.fullmatch(key.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else None
 
 
 def _body(record: GenerationRecord) -> bytes:

@@ -39,18 +39,14 @@ __all__ = [
     "LedgerSegment",
     "entry_link",
     "genesis_link",
-    "ledger_prefix",
     "open_segment",
     "parse_segment",
     "seal_segment",
-    "segment_key",
-    "segment_of_key",
     "signature_problem",
 ]
 
 LEDGER_FORMAT = "migrator/audit-ledger"
 LEDGER_VERSION = 2  # 1: signed with a key derived from the first data key; no longer read
-LEDGER_FOLDER = "_ledger"
 KINDS = ("add", "delete")
 # Why an entry was written: a chunk stored; a part of an object that changed or vanished before
 # its shard closed; a shard a sync left untouched, cleared of an interrupted attempt's chunks;
@@ -60,7 +56,6 @@ INFO_PLAIN_TAG_KEY = b"migrator/v1/audit-ledger/plain-tag-key"
 GENESIS_LABEL = b"migrator/v1/audit-ledger/genesis\n"
 SIGNED_LABEL = b"migrator/v2/audit-ledger/segment\n"
 
-_SEGMENT = re.compile(r"(\d{10,})\.mgl")
 _HEX256 = re.compile(r"[0-9a-f]{64}")
 _HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")
 _HEX_KEY_ID = re.compile(r"[0-9a-f]{32}")
@@ -108,24 +103,6 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
 
 
 # --- object keys -------------------------------------------------------------------------
-
-
-def ledger_prefix(dataset: str, shard: int | None = None) -> str:
-    base = f"{dataset}/{LEDGER_FOLDER}/"
-    return base if shard is None else f"{base}s{shard:05d}/"
-
-
-def segment_key(dataset: str, shard: int, segment: int) -> str:
-    return f"{ledger_prefix(dataset, shard)}{segment:010d}.mgl"
-
-
-def segment_of_key(object_key: str, dataset: str, shard: int) -> int | None:
-    """The segment number of a key under the shard's ledger prefix; None for any other key."""
-    prefix = ledger_prefix(dataset, shard)
-    if not object_key.startswith(prefix):
-        return None
-    match = _SEGMENT.fullmatch(object_key[len(prefix) :])
-    return int(match.group(1)) if match and int(match.group(1)) >= 1 else None
 
 
 # --- keys ----------------------------------------------------------------------------------

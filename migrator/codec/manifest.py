@@ -24,16 +24,12 @@ from migrator.keys.datakey import DataKey
 
 __all__ = [
     "MANIFEST_FORMAT",
-    "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "READABLE_VERSIONS",
     "ChunkRef",
     "RecordsLayout",
     "ShardManifest",
-    "manifest_key",
-    "object_part_key",
     "open_manifest",
-    "records_chunk_key",
     "seal_manifest",
 ]
 
@@ -41,7 +37,6 @@ MANIFEST_FORMAT = "migrator/shard-manifest"
 # 2: generation chains (previous, removed, digests) and part versions; 3: records_layout
 MANIFEST_VERSION = 3
 READABLE_VERSIONS = (2, 3)  # a version-2 manifest records no layout: readers take the plan's
-MANIFEST_NAME = "manifest.mgc"  # a shard's manifest object, under its shard prefix
 
 _CHUNK_FIELDS = frozenset(
     (
@@ -172,27 +167,6 @@ class ShardManifest:
 
 
 # --- object key layout ---------------------------------------------------------------------
-
-
-def _shard_prefix(dataset: str, generation: int, shard: int) -> str:
-    return f"{dataset}/g{generation:06d}/s{shard:05d}"
-
-
-def shard_prefix(dataset: str, generation: int, shard: int) -> str:
-    """Everything one shard of one generation wrote lies under this prefix."""
-    return _shard_prefix(dataset, generation, shard) + "/"
-
-
-def manifest_key(prefix_free_dataset: str, generation: int, shard: int) -> str:
-    return f"{_shard_prefix(prefix_free_dataset, generation, shard)}/{MANIFEST_NAME}"
-
-
-def records_chunk_key(dataset: str, generation: int, shard: int, sequence: int) -> str:
-    return f"{_shard_prefix(dataset, generation, shard)}/r/{sequence:08d}.mgc"
-
-
-def object_part_key(dataset: str, generation: int, shard: int, name_tag: bytes, part: int) -> str:
-    return f"{_shard_prefix(dataset, generation, shard)}/o/{name_tag.hex()}/{part:06d}.mgc"
 
 
 # --- seal / open ---------------------------------------------------------------------------

@@ -15,19 +15,19 @@ import xxhash
 from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.display import RichProgress, run_table, verify_summary, verify_table
 from migrator.demo.motoserver import s3_client, start_moto_server
 from migrator.demo.synth import generate_demo_data
-from migrator.display import RichProgress, run_table, verify_summary, verify_table
-from migrator.engine.restore import Restorer
-from migrator.engine.run import MigrationRun
-from migrator.engine.verify import Verifier
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.plan.model import load_plan
+from migrator.read.restore import Restorer
+from migrator.read.verify import Verifier
 from migrator.sizes import format_size
 from migrator.sources.local import LocalSource
 from migrator.sources.records import iter_records
 from migrator.stores.s3 import S3Store
 from migrator.wiring import open_state
+from migrator.write.run import MigrationRun
 
 BUCKET = "migrator-demo"
 

@@ -16,7 +16,6 @@ it for the generations before, a generation under way at the rotation included.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -30,16 +29,10 @@ from migrator.errors import (
 )
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring_doc import (
-    StoredKeyring,
-    data_key_object,
-    first_keyring,
-    keyring_object,
-    keys_prefix,
-    parse_keyring,
-)
+from migrator.keys.keyring_doc import StoredKeyring, first_keyring, parse_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import AnyOf, SignatureVerifier, TrustedKeys
+from migrator.repository.names import data_key_object, keyring_object, keys_prefix, revision_of
 from migrator.stores.base import ObjectStore
 
 __all__ = [
@@ -66,13 +59,6 @@ __all__ = [
 # Set on every data chunk by the pipeline, for people and for `verify --quick`; never used to
 # choose a key (anyone who can write the destination can set it).
 KEY_ID_METADATA = "migrator-key-id"
-_REVISION = re.compile(r"keyring-(\d{6,})\.json")
-
-
-def revision_of(object_key: str) -> int | None:
-    """The revision of a keyring object's key; None for any other key."""
-    match = _REVISION.fullmatch(object_key.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else None
 
 
 def key_context(plan: str, dataset: str) -> dict[str, str]:

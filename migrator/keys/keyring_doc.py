@@ -31,6 +31,7 @@ from migrator.keys.signing import (
     sign_checked,
     signed_message,
 )
+from migrator.repository.names import data_key_object, keyring_object
 
 KEYRING_FORMAT = "migrator/keyring"
 KEYRING_VERSION = 2  # 1: vouched for by a MAC under its own current data key; no longer read
@@ -51,19 +52,6 @@ _FIELDS = frozenset(
         "signature",
     }
 )
-
-
-def keys_prefix(dataset: str) -> str:
-    return f"{dataset}/_keys/"
-
-
-def data_key_object(dataset: str) -> str:
-    """The dataset's first keyring (revision 0): until a rotation, its only key object."""
-    return f"{keys_prefix(dataset)}datakey.json"
-
-
-def keyring_object(dataset: str, revision: int) -> str:
-    return f"{keys_prefix(dataset)}keyring-{revision:06d}.json"
 
 
 @dataclass(frozen=True, slots=True)

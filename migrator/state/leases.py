@@ -27,7 +27,7 @@ import xxhash
 from migrator.errors import StateError
 
 if TYPE_CHECKING:
-    from migrator.state.store import StateStore
+    from migrator.state.store import StateDB
 
 SAFE_FRACTION = 2 / 3  # of a ttl after the last renewal: past it a worker starts nothing new
 
@@ -110,7 +110,7 @@ def dead_on_this_host(owner: str) -> bool:
 class LeaseKeeper:
     """The leases one worker holds, renewed in the background until released."""
 
-    def __init__(self, state: StateStore, ttl: float, owner: str | None = None) -> None:
+    def __init__(self, state: StateDB, ttl: float, owner: str | None = None) -> None:
         self.state = state
         self.ttl = float(ttl)
         self.owner = owner or worker_identity()

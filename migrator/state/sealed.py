@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Table, select, update
 
 from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
+from migrator.repository.names import dataset_prefix
 from migrator.state.schema import chunks, routes, shard_maps, shards, uploads
 
 INFO_STATE_KEY = b"migrator/v1/state-values"
@@ -143,7 +144,7 @@ def seal_legacy_rows(conn: Connection, sealer: StateSealer) -> None:
             )
             where = [k == row[i] for i, k in enumerate(keys)]
             conn.execute(update(table).where(*where).values({column: sealed}))
-    prefix = f"{dataset}/"
+    prefix = dataset_prefix(dataset)
     for object_key, digest in conn.execute(
         select(uploads.c.object_key, uploads.c.plain_xxh3).where(
             uploads.c.object_key.startswith(prefix, autoescape=True)

@@ -40,6 +40,7 @@ from sqlalchemy.sql.expression import FunctionElement
 
 from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
+from migrator.repository.names import dataset_of
 from migrator.state import migrate
 from migrator.state.leases import Lease, LeaseLostError
 from migrator.state.model import (
@@ -173,7 +174,7 @@ def describe_url(url: str) -> str:
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 
 
-class StateStore:
+class StateDB:
     """Thread-safe: each thread works on its own pooled connection (upload workers journal
     multipart uploads while the coordinating thread commits chunks)."""
 
@@ -254,7 +255,7 @@ class StateStore:
         )
 
     @classmethod
-    def sqlite_file(cls, path: Path) -> StateStore:
+    def sqlite_file(cls, path: Path) -> StateDB:
         return cls(f"sqlite:///{path}")
 
     def close(self) -> None:
@@ -265,14 +266,14 @@ class StateStore:
             self._fast_connections.clear()
         self.engine.dispose()
 
-    def __enter__(self) -> StateStore:
+    def __enter__(self) -> StateDB:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"StateStore({self.path})"
+        return f"StateDB({self.path})"
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -1089,7 +1090,7 @@ class StateStore:
             "object_key": entry.object_key,
             "upload_id": entry.upload_id,
             "salt": entry.salt,
-            "plain_xxh3": self._sealer(_dataset_of(entry.object_key), UPLOAD_DIGEST).seal_bytes(
+            "plain_xxh3": self._sealer(dataset_of(entry.object_key), UPLOAD_DIGEST).seal_bytes(
                 UPLOAD_DIGEST, entry.plain_xxh3
             ),
             "stored_xxh3": entry.stored_xxh3,
@@ -1109,7 +1110,7 @@ class StateStore:
             return [self._upload(r) for r in rows]
 
     def _upload(self, row: Any) -> UploadEntry:
-        digest = self._open_bytes(_dataset_of(row[0]), UPLOAD_DIGEST, bytes(row[3]))
+        digest = self._open_bytes(dataset_of(row[0]), UPLOAD_DIGEST, bytes(row[3]))
         assert digest is not None
         return UploadEntry(row[0], row[1], bytes(row[2]), digest, bytes(row[4]), int(row[5]))
 
@@ -1156,11 +1157,6 @@ def _ledger_row(head: LedgerHead) -> dict[str, Any]:
         "link": head.link,
         "updated_at": time.time(),
     }
-
-
-def _dataset_of(object_key: str) -> str:
-    """The dataset an object key belongs to: its first segment (FORMAT.md §4)."""
-    return object_key.partition("/")[0]
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -40,7 +40,6 @@ from migrator.codec.digests import (
 from migrator.codec.generation import (
     GenerationRecord,
     ShardHead,
-    generation_key,
     open_record,
     record_identity,
     seal_record,
@@ -54,16 +53,12 @@ from migrator.codec.ledger import (
     genesis_link,
     open_segment,
     seal_segment,
-    segment_key,
 )
 from migrator.codec.manifest import (
     ChunkRef,
     RecordsLayout,
     ShardManifest,
-    manifest_key,
-    object_part_key,
     open_manifest,
-    records_chunk_key,
     seal_manifest,
 )
 from migrator.errors import (
@@ -77,6 +72,13 @@ from migrator.errors import (
 )
 from migrator.keys.datakey import DataKey
 from migrator.keys.local_signing import MemorySigner
+from migrator.repository.names import (
+    generation_key,
+    manifest_key,
+    object_part_key,
+    records_chunk_key,
+    segment_key,
+)
 
 KEY = DataKey(bytes(range(32)))
 OTHER_KEY = DataKey(bytes(range(1, 33)))

@@ -3,7 +3,7 @@ process that has already imported migrator and its SDKs, and can make that child
 at the N-th hit of a crash point.
 
 No production hook: the child wraps the real functions (ChunkEncoder.encode, the stores' put,
-delete and multipart calls, StateStore's commits) and calls os.kill(os.getpid(), SIGKILL) just
+delete and multipart calls, StateDB's commits) and calls os.kill(os.getpid(), SIGKILL) just
 after writing a marker line. Forking from a warm process keeps each command well under a second,
 so every boundary can get its own kill, resume, verify and restore.
 
@@ -33,17 +33,17 @@ from typing import Any
 
 # What the commands import lazily: done once here, so that every forked child starts warm.
 import migrator.cli
-import migrator.display
-import migrator.engine.compact
-import migrator.engine.restore
-import migrator.engine.run
-import migrator.engine.verify
+import migrator.cli.display
+import migrator.maintain.compact
+import migrator.read.restore
+import migrator.read.verify
 import migrator.residency
 import migrator.stores.s3
 import migrator.wiring
+import migrator.write.run
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkKind
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
 from migrator.stores.s3 import S3Store
 
@@ -160,7 +160,7 @@ def _commit_chunks(real: Callable[..., None]) -> Callable[..., None]:
     """commit_chunks is a point only for a batch that holds chunks (it is often called empty)."""
 
     @functools.wraps(real)
-    def wrapper(self: StateStore, chunks: Any, *args: Any, **kwargs: Any) -> None:
+    def wrapper(self: StateDB, chunks: Any, *args: Any, **kwargs: Any) -> None:
         batch = list(chunks)
         if not batch:
             return real(self, batch, *args, **kwargs)
@@ -216,18 +216,18 @@ def install_crash_points() -> None:
         ("complete", "complete_upload"),
     ):
         _wrap(S3Store, method, _upload(verb))
-    StateStore.commit_chunks = _commit_chunks(StateStore.commit_chunks)  # type: ignore[method-assign]
-    _wrap(StateStore, "forget_chunks", _forget_chunks)
-    _wrap(StateStore, "journal_upload", _journal)
-    _wrap(StateStore, "save_route_checkpoint", _route)
-    _wrap(StateStore, "open_generation", lambda _s, ds, *_a, **_k: ("open-generation", f"{ds}/g"))
+    StateDB.commit_chunks = _commit_chunks(StateDB.commit_chunks)  # type: ignore[method-assign]
+    _wrap(StateDB, "forget_chunks", _forget_chunks)
+    _wrap(StateDB, "journal_upload", _journal)
+    _wrap(StateDB, "save_route_checkpoint", _route)
+    _wrap(StateDB, "open_generation", lambda _s, ds, *_a, **_k: ("open-generation", f"{ds}/g"))
     for method, what in (
         ("complete_shard", "complete-shard"),
         ("commit_generation", "commit-generation"),
     ):
-        _wrap(StateStore, method, _state(what))
+        _wrap(StateDB, method, _state(what))
     # A compaction's sweep forgets the generations it deleted, shard by shard.
-    _wrap(StateStore, "forget_shard_generations", _forget_generations)
+    _wrap(StateDB, "forget_shard_generations", _forget_generations)
 
 
 TRIGGER: Trigger = Trigger({}, os.devnull)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from migrator.codec.manifest import manifest_key, open_manifest
+from migrator.codec.manifest import open_manifest
 from migrator.keys.keyring import load_data_key
 from migrator.keys.local import LocalKeyProvider
+from migrator.repository.names import manifest_key
 from migrator.stores.local import LocalStore
 from tests.planfiles import (
     PROFILES,
@@ -133,7 +134,7 @@ RUN = [sys.executable, "-m", "migrator", "run", "plan.yaml"]
 RUN_SMALL_ROUTE_CHECKPOINTS = [
     sys.executable,
     "-c",
-    "import migrator.engine.route as r; r.CHECKPOINT_BYTES = 1;"
+    "import migrator.write.route as r; r.CHECKPOINT_BYTES = 1;"
     " from migrator.cli import main; main(['run', 'plan.yaml'])",
 ]
 

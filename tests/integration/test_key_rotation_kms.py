@@ -14,8 +14,7 @@ from migrator.errors import WrongKeyError
 from migrator.keys.aws_kms import AwsKmsKeyProvider
 from migrator.keys.kekchain import KekChain
 from migrator.keys.keyring import load_keyring, read_keyring
-from tests.integration.test_keys_aws_kms import REGION, kms_client
-from tests.unit.test_key_rotation import (
+from tests.e2e.test_key_rotation import (
     NAMES,
     FlakyStore,
     restores_every_generation,
@@ -23,8 +22,9 @@ from tests.unit.test_key_rotation import (
     sealed_with,
     use_keys,
 )
-from tests.unit.test_planted_keys import audit_report
-from tests.unit.test_sync_generations import LiveSource, Site, assert_same
+from tests.e2e.test_planted_keys import audit_report
+from tests.e2e.test_sync_generations import LiveSource, Site, assert_same
+from tests.integration.test_keys_aws_kms import REGION, kms_client
 
 integration = pytest.mark.integration
 

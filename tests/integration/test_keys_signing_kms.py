@@ -28,10 +28,9 @@ from migrator.keys.keyring import key_context, load_keyring, read_keyring
 from migrator.keys.local_signing import MemorySigner
 from migrator.keys.provider import WrappedKey
 from migrator.keys.signing import sign_checked
-from tests.integration.test_keys_aws_kms import REGION, kms_client
-from tests.unit.test_bad_input_matrix import moto_authorization
-from tests.unit.test_key_rotation import NAMES, migrated, rotate
-from tests.unit.test_planted_keys import (
+from tests.e2e.test_bad_input_matrix import moto_authorization
+from tests.e2e.test_key_rotation import NAMES, migrated, rotate
+from tests.e2e.test_planted_keys import (
     assert_planted_key_refused,
     audit_report,
     exported_audit_keys,
@@ -40,6 +39,7 @@ from tests.unit.test_planted_keys import (
     plant_keyring,
     verify_problems,
 )
+from tests.integration.test_keys_aws_kms import REGION, kms_client
 
 integration = pytest.mark.integration
 SIGN_DENIED = r"(?s)Sign failed: .*not authorized to perform: kms:Sign\b"

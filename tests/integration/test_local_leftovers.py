@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from migrator.engine.chain import head_chain, load_record, record_generations
-from migrator.engine.ledger import list_segments
 from migrator.keys.keyring import load_keyring
 from migrator.keys.local import LocalKeyProvider
+from migrator.read.chain import head_chain, load_record, record_generations
 from migrator.stores.local import META_DIR, LocalStore
+from migrator.write.ledger import list_segments
 from tests.integration.test_crash_matrix import Migrator, Outcome
 from tests.planfiles import PROFILES, write_plan, write_profiles
 

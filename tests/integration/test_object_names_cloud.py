@@ -16,15 +16,15 @@ from azure.storage.blob import ContainerClient
 
 from migrator.cli import main
 from migrator.demo.motoserver import s3_client
-from migrator.engine.run import MigrationRun
 from migrator.errors import UnrestorableNamesError
 from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import load_plan
 from migrator.sources.azure import AzureSource
 from migrator.sources.base import FilteredSource, RestorableNames
 from migrator.sources.factory import open_source
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
+from migrator.write.run import MigrationRun
 from tests.planfiles import files_below, write_plan
 
 pytestmark = pytest.mark.integration
@@ -146,7 +146,7 @@ def test_s3_keys_migrated_before_the_check_end_in_a_restore_naming_each_one(
     plan_file = s3_plan(tmp_path, endpoint, bucket)
     plan = load_plan(plan_file)
     assert plan.keys.kek_file is not None
-    with StateStore.sqlite_file(plan.state_dir / "state.sqlite") as state:
+    with StateDB.sqlite_file(plan.state_dir / "state.sqlite") as state:
         run = MigrationRun(
             plan, LocalStore(tmp_path / "dest"), LocalKeyProvider(plan.keys.kek_file), state
         )

@@ -15,18 +15,18 @@ from botocore.exceptions import ResponseStreamingError
 
 from migrator.demo.azurite import ACCOUNT_KEY
 from migrator.demo.motoserver import s3_client
-from migrator.engine.restore import Restorer
-from migrator.engine.run import MigrationRun
-from migrator.engine.verify import Verifier
 from migrator.errors import SourceError, UsageError
 from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import DatasetPlan, Plan, load_plan
+from migrator.read.restore import Restorer
+from migrator.read.verify import Verifier
 from migrator.sources.azure import AzureSource
 from migrator.sources.base import FilteredSource, Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.sources.s3 import S3Source
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
+from migrator.write.run import MigrationRun
 from tests.planfiles import (
     files_below,
     restored_records,
@@ -350,7 +350,7 @@ def run_verify_restore(plan: Plan, out: Path) -> None:
     assert plan.keys.kek_file is not None
     store = LocalStore(plan.destination.path or out / "missing")
     provider = LocalKeyProvider(plan.keys.kek_file)
-    with StateStore.sqlite_file(plan.state_dir / "state.sqlite") as state:
+    with StateDB.sqlite_file(plan.state_dir / "state.sqlite") as state:
         report = MigrationRun(plan, store, provider, state).run()
         assert report.chunks_written > 0
         checked = Verifier(plan, store, provider, state).verify()

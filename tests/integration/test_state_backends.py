@@ -26,7 +26,7 @@ from migrator.state.model import (
     ShardStatus,
     UploadEntry,
 )
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,15 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 KEY = DataKey(bytes(range(32)))  # the datasets' first data key: names, digests are sealed
 
 
-def keyed(store: StateStore, *datasets: str) -> StateStore:
+def keyed(store: StateDB, *datasets: str) -> StateDB:
     for dataset in datasets or ("profiles",):
         store.bind_dataset_key(dataset, KEY)
     return store
 
 
 @pytest.fixture
-def state(url: str) -> Iterator[StateStore]:
-    with StateStore(url) as store:
+def state(url: str) -> Iterator[StateDB]:
+    with StateDB(url) as store:
         yield keyed(store, "profiles", "k")
 
 
@@ -71,7 +71,7 @@ def chunk(shard: int, seq: int, *, gen: int = 1, size: int = 1000) -> CommittedC
     )
 
 
-def test_progress_generations_and_journal_round_trip(state: StateStore) -> None:
+def test_progress_generations_and_journal_round_trip(state: StateDB) -> None:
     state.open_generation("profiles", 1, "bulk")
     state.open_generation("profiles", 1, "bulk")  # a second worker joins, nothing changes
     state.set_shard_status("profiles", 1, 0, ShardStatus.RUNNING)
@@ -108,7 +108,7 @@ def test_progress_generations_and_journal_round_trip(state: StateStore) -> None:
     assert state.journaled_uploads() == []
 
 
-def test_a_store_serves_one_plan(state: StateStore) -> None:
+def test_a_store_serves_one_plan(state: StateDB) -> None:
     state.claim_for_plan("alpha")
     state.claim_for_plan("alpha")
     with pytest.raises(StateError, match="belongs to plan 'alpha', not 'beta'"):
@@ -116,7 +116,7 @@ def test_a_store_serves_one_plan(state: StateStore) -> None:
 
 
 def test_leases_exclude_lapse_and_fence_writers(url: str) -> None:
-    with StateStore(url) as a_store, StateStore(url) as b_store:
+    with StateDB(url) as a_store, StateDB(url) as b_store:
         keyed(a_store), keyed(b_store)
         a = LeaseKeeper(a_store, ttl=1.0, owner="host-a:1:aa")
         b = LeaseKeeper(b_store, ttl=1.0, owner="host-b:2:bb")
@@ -145,7 +145,7 @@ def test_leases_exclude_lapse_and_fence_writers(url: str) -> None:
 
 
 def test_a_renewed_lease_does_not_lapse(url: str) -> None:
-    with StateStore(url) as a_store, StateStore(url) as b_store:
+    with StateDB(url) as a_store, StateDB(url) as b_store:
         a = LeaseKeeper(a_store, ttl=0.6, owner="host-a:1:aa")
         b = LeaseKeeper(b_store, ttl=0.6, owner="host-b:2:bb")
         try:
@@ -167,7 +167,7 @@ def test_only_one_of_many_racing_claimants_gets_a_shard(url: str) -> None:
     barrier = threading.Barrier(8)
 
     def contend(i: int) -> None:
-        with StateStore(url) as store:
+        with StateDB(url) as store:
             barrier.wait()
             lease = store.claim_shard("profiles", 7, f"w{i}:1:x", 30.0)
             if lease is not None:
@@ -183,8 +183,8 @@ def test_only_one_of_many_racing_claimants_gets_a_shard(url: str) -> None:
 
 LOCK_HOLDER = """
 import sys, time
-from migrator.state.store import StateStore
-store = StateStore(sys.argv[1])
+from migrator.state.store import StateDB
+store = StateDB(sys.argv[1])
 with store.lock("profiles.generation"):
     print("locked", flush=True)
     time.sleep(60)
@@ -197,7 +197,7 @@ def test_a_lock_held_by_a_killed_process_is_released(url: str) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with StateStore(url) as store:
+        with StateDB(url) as store:
             got = threading.Event()
 
             def take() -> None:
@@ -252,7 +252,7 @@ def test_a_store_of_the_first_releases_is_migrated_in_place(tmp_path: Path) -> N
     db = tmp_path / "state.sqlite"
     with sqlite3.connect(db) as conn:
         conn.executescript(LEGACY_V2)
-    with StateStore(f"sqlite:///{db}") as state:
+    with StateDB(f"sqlite:///{db}") as state:
         assert [g.generation for g in state.generations("profiles")] == [1]  # kept
         assert state.claim_shard("profiles", 0, "w:1:x", 10.0) is not None  # leases added
         with state.engine.connect() as conn:
@@ -274,23 +274,23 @@ def test_a_store_at_an_earlier_revision_is_upgraded(url: str) -> None:
         conn.commit()
         assert "leases" not in _tables(conn)
     engine.dispose()
-    with StateStore(url) as state:
+    with StateDB(url) as state:
         assert state.claim_shard("profiles", 0, "w:1:x", 10.0) is not None
 
 
 def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
-    StateStore(url).close()
+    StateDB(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0099'"))
     engine.dispose()
     with pytest.raises(StateError, match="0099 is unknown to this release"):
-        StateStore(url)
+        StateDB(url)
 
 
 def test_many_processes_open_a_new_store_at_once(url: str) -> None:
     """The first migrates; the others wait for it and find the schema done."""
-    code = "import sys; from migrator.state.store import StateStore; StateStore(sys.argv[1])"
+    code = "import sys; from migrator.state.store import StateDB; StateDB(sys.argv[1])"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
         for _ in range(4)
@@ -302,7 +302,7 @@ def test_many_processes_open_a_new_store_at_once(url: str) -> None:
 
 def test_errors_name_the_store_and_never_a_password(tmp_path: Path) -> None:
     with pytest.raises(StateError) as caught:
-        StateStore("postgresql://migrator:hunter2-secret@127.0.0.1:1/nowhere")
+        StateDB("postgresql://migrator:hunter2-secret@127.0.0.1:1/nowhere")
     assert "hunter2-secret" not in str(caught.value) and "127.0.0.1:1/nowhere" in str(caught.value)
 
 
@@ -312,7 +312,7 @@ def _tables(conn: object) -> set[str]:
     return set(inspect(conn).get_table_names())
 
 
-def test_ledger_heads_move_with_their_chunks_and_only_forward(state: StateStore) -> None:
+def test_ledger_heads_move_with_their_chunks_and_only_forward(state: StateDB) -> None:
     def head(segment: int, entries: int, shard: int = 0) -> LedgerHead:
         return LedgerHead("profiles", shard, segment, entries, f"{segment:x}" * 64)
 
@@ -349,10 +349,10 @@ def test_ledger_heads_move_with_their_chunks_and_only_forward(state: StateStore)
 )
 def test_no_form_of_a_password_reaches_a_message(url: str) -> None:
     with pytest.raises(StateError) as caught:
-        StateStore(url)
+        StateDB(url)
     assert "hunter2" not in str(caught.value) and "secret" not in str(caught.value)
 
 
 def test_a_missing_driver_names_the_extra_to_install() -> None:
     with pytest.raises(StateError, match=r"not installed .*`postgres` extra"):
-        StateStore("postgresql+pg8000://migrator@127.0.0.1:1/nowhere")
+        StateDB("postgresql+pg8000://migrator@127.0.0.1:1/nowhere")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_sync_generations import CSV_HEADER, DATASETS, LiveSource, Snapshot
 from tests.integration.test_s3_end_to_end import ENV
 from tests.planfiles import files_below, restored_records, run_cli, s3_destination, write_plan
-from tests.unit.test_sync_generations import CSV_HEADER, DATASETS, LiveSource, Snapshot
 
 pytestmark = pytest.mark.integration
 

@@ -42,10 +42,10 @@ DATASETS = """\
 # chunks stored or not, its manifest not written).
 WORKER = """
 import collections, os, signal, sys, time
-import migrator.engine.run as run_module
-from migrator.engine.run import MigrationRun
+import migrator.write.run as run_module
+from migrator.write.run import MigrationRun
 from migrator.plan.model import load_plan
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state
 
@@ -55,7 +55,7 @@ crash_after = int(sys.argv[3])
 name = os.environ["MIGRATOR_WORKER_ID"]
 run_module.COMMIT_BATCH = 1  # every confirmed chunk is committed at once
 per_shard = collections.Counter()
-commit_chunks = StateStore.commit_chunks
+commit_chunks = StateDB.commit_chunks
 
 def counting_commit(self, chunks, fence=None, **more):
     chunks = list(chunks)
@@ -67,7 +67,7 @@ def counting_commit(self, chunks, fence=None, **more):
             log.write(f"{time.time()} {name} KILLED {prefix}/\\n")
             os.kill(os.getpid(), signal.SIGKILL)
 
-StateStore.commit_chunks = counting_commit
+StateDB.commit_chunks = counting_commit
 
 class LoggedStore(LocalStore):
     def put(self, key, data, metadata=None):
@@ -227,14 +227,14 @@ def test_the_cli_workers_share_a_plan_through_the_state_url(
 
 
 def test_status_shows_which_worker_holds_a_shard(tmp_path: Path, postgres_url: str) -> None:
-    from migrator.state.store import StateStore
+    from migrator.state.store import StateDB
 
     site(tmp_path, profiles=200)
     env = {"MIGRATOR_STATE_URL": postgres_url}
     assert (
         run_cli("run", "plan.yaml", "--dataset", "profiles", cwd=tmp_path, env=env).returncode == 0
     )
-    with StateStore(postgres_url) as state:
+    with StateDB(postgres_url) as state:
         assert state.claim_shard("profiles", 5, "pod-7:41:abcd", 600.0) is not None
     shown = run_cli("status", "plan.yaml", "--json", cwd=tmp_path, env=env)
     doc = json.loads(shown.stdout)

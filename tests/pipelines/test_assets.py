@@ -19,9 +19,9 @@ from dagster import (
     materialize,
 )
 
-from migrator.codec.manifest import manifest_key
 from migrator.demo.azurite import Azurite
 from migrator.demo.motoserver import MotoServer, s3_client
+from migrator.repository.names import manifest_key
 from pipelines import build_definitions
 from pipelines.assets import SHARD_RETRY_POLICY
 from pipelines.checks import MANIFEST_CHECK, READBACK_CHECK

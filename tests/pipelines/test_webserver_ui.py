@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from migrator.codec.manifest import manifest_key
+from migrator.repository.names import manifest_key
 from tests.pipelines import write_demo_shaped_plan
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.forecast import DatasetVolume, forecast, puts_per_chunk, records_chunks
+from migrator.forecast.model import DatasetVolume, forecast, puts_per_chunk, records_chunks
 
 GiB = 1024**3
 MiB = 1024**2

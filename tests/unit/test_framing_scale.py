@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from migrator.engine import route
-from migrator.engine.route import RecordsSpec, route_records
 from migrator.errors import BadRecordError, UnclosedQuoteError
 from migrator.keys.datakey import DataKey
 from migrator.sizes import KiB, MiB
 from migrator.sources.framing import RecordBlocks
 from migrator.sources.local import LocalSource
 from migrator.sources.record_ends import framing_of, stored_framing
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
+from migrator.write import route
+from migrator.write.route import RecordsSpec, route_records
 
 
 def route_file(root: Path, data: bytes, *, max_record: int = 64 * MiB) -> tuple[int, ...]:
@@ -27,7 +27,7 @@ def route_file(root: Path, data: bytes, *, max_record: int = 64 * MiB) -> tuple[
     src.mkdir()
     (src / "a.csv").write_bytes(data)
     spec = RecordsSpec("d", 1, "csv", "id", 2, LocalSource(src), max_record_size=max_record)
-    with StateStore.sqlite_file(root / "state.sqlite") as state:
+    with StateDB.sqlite_file(root / "state.sqlite") as state:
         state.bind_dataset_key("d", DataKey(bytes(32)))  # the checkpoint is sealed
         cp = route_records(spec, state, root / "spool", buffer_budget=4 * MiB)
     return cp.spool_sizes

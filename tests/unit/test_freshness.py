@@ -16,9 +16,10 @@ import orjson
 import pytest
 import xxhash
 
-from migrator.codec.generation import generation_key
-from migrator.engine.freshness import Rollback, find_rollbacks, ledger_behind
-from migrator.engine.head_file import (
+from migrator.errors import PlanError, RollbackError, UsageError
+from migrator.plan.model import load_plan
+from migrator.read.freshness import Rollback, find_rollbacks, ledger_behind
+from migrator.read.head_file import (
     DatasetHead,
     ExportedHead,
     LedgerMark,
@@ -26,9 +27,8 @@ from migrator.engine.head_file import (
     head_document,
     read_head_file,
 )
-from migrator.errors import PlanError, RollbackError, UsageError
-from migrator.plan.model import load_plan
-from migrator.state.store import StateStore
+from migrator.repository.names import generation_key
+from migrator.state.store import StateDB
 from migrator.stores.memory import MemoryStore
 from migrator.stores.s3_retention import RETAINED_KINDS, ObjectRetention
 from tests.planfiles import PROFILES, write_plan
@@ -41,14 +41,12 @@ def record(generation: int, salt: str = "") -> bytes:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as store:
+def state(tmp_path: Path) -> Iterator[StateDB]:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as store:
         yield store
 
 
-def commit(
-    state: StateStore, generation: int, kind: str = "sync", data: bytes | None = None
-) -> None:
+def commit(state: StateDB, generation: int, kind: str = "sync", data: bytes | None = None) -> None:
     state.open_generation(DS, generation, kind)
     state.commit_generation(
         DS,
@@ -79,7 +77,7 @@ def found(rollbacks: list[Rollback]) -> list[tuple[int, int, str, str]]:
 # --- against the state store ----------------------------------------------------------------
 
 
-def test_a_destination_as_new_as_the_state_store_is_fresh(state: StateStore) -> None:
+def test_a_destination_as_new_as_the_state_store_is_fresh(state: StateDB) -> None:
     for g in (1, 2, 3):
         commit(state, g)
     assert find_rollbacks(destination(1, 2, 3), DS, state=state, head=None) == []
@@ -89,7 +87,7 @@ def test_a_destination_as_new_as_the_state_store_is_fresh(state: StateStore) -> 
     assert find_rollbacks(destination(1, 2, 3), DS, state=state, head=None) == []
 
 
-def test_the_newest_record_removed_is_behind_the_state_store(state: StateStore) -> None:
+def test_the_newest_record_removed_is_behind_the_state_store(state: StateDB) -> None:
     for g in (1, 2, 3):
         commit(state, g)
     (rollback,) = find_rollbacks(destination(1, 2), DS, state=state, head=None)
@@ -108,7 +106,7 @@ def test_the_newest_record_removed_is_behind_the_state_store(state: StateStore) 
     assert "but the destination has no generation record" in none_left.message
 
 
-def test_a_record_put_back_to_an_earlier_version_is_named(state: StateStore) -> None:
+def test_a_record_put_back_to_an_earlier_version_is_named(state: StateDB) -> None:
     commit(state, 1)
     commit(state, 2, data=record(2, " as committed"))
     (rollback,) = find_rollbacks(destination(1, 2), DS, state=state, head=None)
@@ -117,7 +115,7 @@ def test_a_record_put_back_to_an_earlier_version_is_named(state: StateStore) -> 
 
 
 def test_a_reader_of_an_older_generation_is_held_to_what_was_committed_by_then(
-    state: StateStore,
+    state: StateDB,
 ) -> None:
     for g in (1, 2, 3, 4):
         commit(state, g)
@@ -129,7 +127,7 @@ def test_a_reader_of_an_older_generation_is_held_to_what_was_committed_by_then(
     assert find_rollbacks(store, DS, state=state, head=None, at_most=2) == []
 
 
-def test_records_a_compaction_deleted_are_no_rollback(state: StateStore) -> None:
+def test_records_a_compaction_deleted_are_no_rollback(state: StateDB) -> None:
     for g in (1, 2, 3):
         commit(state, g)
     commit(state, 4, "compact")

@@ -15,8 +15,6 @@ from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.generation import (
     GenerationRecord,
     ShardHead,
-    generation_key,
-    generation_of_key,
     open_record,
     record_identity,
     seal_record,
@@ -29,6 +27,7 @@ from migrator.errors import (
     WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
+from migrator.repository.names import generation_key, generation_of_key
 
 KEY = DataKey(os.urandom(32))
 ENCODER = ChunkEncoder(3)

@@ -17,10 +17,7 @@ from migrator.codec.manifest import (
     ChunkRef,
     RecordsLayout,
     ShardManifest,
-    manifest_key,
-    object_part_key,
     open_manifest,
-    records_chunk_key,
     seal_manifest,
 )
 from migrator.errors import (
@@ -32,6 +29,7 @@ from migrator.errors import (
     WrongKeyError,
 )
 from migrator.keys.datakey import DataKey
+from migrator.repository.names import manifest_key, object_part_key, records_chunk_key
 
 KEY = DataKey(b"\x07" * 32)
 OTHER_KEY = DataKey(b"\x08" * 32)

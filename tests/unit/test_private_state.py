@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from migrator.cli import main
-from migrator.engine.route import RecordsSpec, route_records
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import load_plan
 from migrator.sources.local import LocalSource
 from migrator.state.private import open_private, private_dir, private_sqlite
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.wiring import open_state
+from migrator.write.route import RecordsSpec, route_records
 from tests.planfiles import write_plan, write_profiles
 
 DATASET = """\
@@ -51,7 +51,7 @@ def test_a_run_keeps_its_state_private(tmp_path: Path) -> None:
     assert done.value.code == 0
     state = tmp_path / "state"
     assert mode(state) == 0o700
-    with StateStore.sqlite_file(state / "state.sqlite") as store:
+    with StateDB.sqlite_file(state / "state.sqlite") as store:
         store.generations("profiles")  # SQLite's -wal and -shm exist while it is open
         files = [p for p in state.rglob("*") if p.is_file()]
         modes = {p.relative_to(state).as_posix(): oct(mode(p)) for p in files}
@@ -66,7 +66,7 @@ def test_spools_are_private_while_they_exist(tmp_path: Path) -> None:
     records = write_profiles(tmp_path / "src", 200)
     spec = RecordsSpec("d", 1, "jsonl", "user_id", 4, LocalSource(tmp_path / "src"))
     state_dir = private_dir(tmp_path / "state")
-    with StateStore.sqlite_file(state_dir / "state.sqlite") as state:
+    with StateDB.sqlite_file(state_dir / "state.sqlite") as state:
         state.bind_dataset_key("d", DataKey(bytes(32)))
         route_records(spec, state, state_dir / "spool", buffer_budget=1 << 20)
     spools = sorted((state_dir / "spool").iterdir())
@@ -89,7 +89,7 @@ def test_state_an_older_release_left_open_is_tightened(tmp_path: Path) -> None:
     for path in left:
         path.write_bytes(b"")
         path.chmod(0o644)
-    with StateStore.sqlite_file(state / "state.sqlite"):
+    with StateDB.sqlite_file(state / "state.sqlite"):
         # opening the store tightened it and its companions (gone again once it is closed)
         assert [oct(mode(p)) for p in left[:3]] == [oct(0o600)] * 3
     assert mode(state) == 0o700

@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrator.engine import route
-from migrator.engine.chain import split_records
-from migrator.engine.route import RecordsSpec, route_records
-from migrator.engine.route_blocks import BlockTask, route_block
 from migrator.errors import RecordTooLargeError, TamperedError, UnclosedQuoteError
+from migrator.read.chain import split_records
 from migrator.sizes import KiB, MiB
 from migrator.sources.framing import RecordBlocks, read_records_chunk
 from migrator.sources.local import LocalSource
 from migrator.sources.record_ends import framing_of, stored_framing
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
+from migrator.write import route
+from migrator.write.route import RecordsSpec, route_records
+from migrator.write.route_blocks import BlockTask, route_block
 
 
 def reference_records(data: bytes, is_csv: bool, *, cr_ends: bool = True) -> list[bytes]:
@@ -237,7 +237,7 @@ def test_routing_stops_at_an_oversize_header(
     (src / "a.csv").write_bytes(b"\n" + b"h" * (64 * KiB) + b"\n1\n")
     spec = RecordsSpec("d", 1, "csv", "h", 2, LocalSource(src), max_record_size=16 * KiB)
     refused = pytest.raises(RecordTooLargeError, match=r"a\.csv:2: the record starting at byte 1 ")
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state, refused:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state, refused:
         route_records(spec, state, tmp_path / "spool", buffer_budget=1 * MiB)
 
 

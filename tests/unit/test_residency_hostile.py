@@ -66,7 +66,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(migrator.wiring, "_open_destination", refuse("destination"))
     monkeypatch.setattr(migrator.wiring, "_kek", refuse("key provider"))
-    monkeypatch.setattr(state_store.StateStore, "__init__", refuse("state store"))
+    monkeypatch.setattr(state_store.StateDB, "__init__", refuse("state store"))
     real_getaddrinfo = socket.getaddrinfo
 
     def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:

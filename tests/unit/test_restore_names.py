@@ -18,16 +18,16 @@ from typing import Any, BinaryIO
 import pytest
 import xxhash
 
-import migrator.engine.restore_files as restore_files
+import migrator.read.restore_files as restore_files
 from migrator.cli import main
-from migrator.engine.restore import Restorer
-from migrator.engine.run import MigrationRun
 from migrator.errors import RestoreIncompleteError, UnrestorableNamesError
 from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import Plan, load_plan
+from migrator.read.restore import Restorer
 from migrator.sources.base import RestorableNames, SourceObject
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.local import LocalStore
+from migrator.write.run import MigrationRun
 from tests.planfiles import files_below, write_plan
 
 OBJECTS = """\
@@ -182,7 +182,7 @@ def migrate_unchecked(root: Path, objects: dict[str, bytes]) -> Migrated:
     assert plan.keys.kek_file is not None
     store = LocalStore(root / "dest")
     provider = LocalKeyProvider(plan.keys.kek_file)
-    with StateStore.sqlite_file(plan.state_dir / "state.sqlite") as state:
+    with StateDB.sqlite_file(plan.state_dir / "state.sqlite") as state:
         run = MigrationRun(plan, store, provider, state)
         run.open_source = lambda ds: NamedObjects(objects)
         assert run.run().datasets[0].committed

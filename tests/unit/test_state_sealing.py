@@ -16,7 +16,7 @@ from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
 from migrator.state.model import CommittedChunk, RouteCheckpoint, UploadEntry
 from migrator.state.sealed import StateSealer
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from tests.planfiles import PROFILES, VIDEOS, write_objects, write_plan, write_profiles
 
 KEY = DataKey(bytes(range(32)))
@@ -88,10 +88,10 @@ INSERT INTO uploads VALUES ('videos/g000001/s00000/o/x/000001.mgc', 'u1', x'00',
 
 def test_a_store_an_older_release_filled_in_plain_is_sealed_in_place(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
-    StateStore.sqlite_file(db).close()
+    StateDB.sqlite_file(db).close()
     with sqlite3.connect(db) as conn:
         conn.executescript(LEGACY_ROWS)
-    with StateStore.sqlite_file(db) as state:
+    with StateDB.sqlite_file(db) as state:
         with pytest.raises(StateError, match=r"dataset videos: .* sealed under the dataset's key"):
             state.save_route_checkpoint("videos", 2, RouteCheckpoint(0, "", (), None, False))
         state.bind_dataset_key("videos", KEY)
@@ -111,11 +111,11 @@ def test_a_store_an_older_release_filled_in_plain_is_sealed_in_place(tmp_path: P
 
 
 def test_values_open_only_under_their_dataset_key_and_column(tmp_path: Path) -> None:
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state:
         state.bind_dataset_key("videos", KEY)
         state.commit_chunks([chunk("clips/dog.mp4", "c" * 32)])
         state.journal_upload(UploadEntry("videos/k", "u", b"s" * 32, b"p" * 16, b"q" * 16, 3))
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state:
         with pytest.raises(StateError, match="has not loaded"):
             list(state.shard_chunks("videos", 1, 0))  # sealed: no key bound
         state.bind_dataset_key("videos", OTHER)
@@ -135,7 +135,7 @@ def test_values_open_only_under_their_dataset_key_and_column(tmp_path: Path) -> 
 
 def test_object_parts_come_back_grouped_by_name_in_part_order(tmp_path: Path) -> None:
     """The database orders sealed names as it likes; the store gives them back in name order."""
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state:
         state.bind_dataset_key("videos", KEY)
         parts = [
             CommittedChunk(

@@ -13,13 +13,13 @@ import pytest
 
 from migrator.codec.chunk import ChunkEncoder, decode_chunk
 from migrator.codec.identity import ChunkIdentity, ChunkKind
-from migrator.engine.upload import ChunkUploader, abort_orphaned_uploads
 from migrator.errors import StoreError
 from migrator.keys.datakey import DataKey
 from migrator.state.model import UploadEntry
-from migrator.state.store import StateStore
+from migrator.state.store import StateDB
 from migrator.stores.base import Buffer, MultipartStore, PartInfo
 from migrator.stores.memory import MemoryStore
+from migrator.write.upload import ChunkUploader, abort_orphaned_uploads
 
 
 class FakeMultipartStore(MemoryStore):
@@ -76,8 +76,8 @@ KEY = DataKey(os.urandom(32))
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore.sqlite_file(tmp_path / "state.sqlite") as state:
+def journal(tmp_path: Path) -> Iterator[StateDB]:
+    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state:
         for dataset in ("k", "videos"):  # what the object keys begin with: digests are sealed
             state.bind_dataset_key(dataset, KEY)
         yield state
@@ -87,7 +87,7 @@ def test_store_is_multipart() -> None:
     assert isinstance(FakeMultipartStore(), MultipartStore)
 
 
-def test_small_chunk_is_one_put(journal: StateStore) -> None:
+def test_small_chunk_is_one_put(journal: StateDB) -> None:
     store = FakeMultipartStore()
     ChunkUploader(store, journal).seal_and_store(
         ChunkEncoder(1), os.urandom(1000), IDENT, KEY, "k", {}
@@ -95,7 +95,7 @@ def test_small_chunk_is_one_put(journal: StateStore) -> None:
     assert store.requests["put"] == 1 and store.calls["begin"] == 0
 
 
-def test_interrupted_upload_resumes_without_resending_parts(journal: StateStore) -> None:
+def test_interrupted_upload_resumes_without_resending_parts(journal: StateDB) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(600 * 1024)  # incompressible: ~10 parts of 64 KiB
     store.crash_after_parts = 4
@@ -113,7 +113,7 @@ def test_interrupted_upload_resumes_without_resending_parts(journal: StateStore)
     assert journal.journaled_upload("k") is None
 
 
-def test_changed_plaintext_aborts_and_starts_afresh(journal: StateStore) -> None:
+def test_changed_plaintext_aborts_and_starts_afresh(journal: StateDB) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(600 * 1024)
     store.crash_after_parts = 3
@@ -129,7 +129,7 @@ def test_changed_plaintext_aborts_and_starts_afresh(journal: StateStore) -> None
     assert first is not None and first.salt not in stored  # a fresh salt, not the journaled one
 
 
-def test_vanished_upload_starts_afresh(journal: StateStore) -> None:
+def test_vanished_upload_starts_afresh(journal: StateDB) -> None:
     store = FakeMultipartStore()
     plain = os.urandom(300 * 1024)
     store.crash_after_parts = 2
@@ -141,7 +141,7 @@ def test_vanished_upload_starts_afresh(journal: StateStore) -> None:
     assert decode_chunk(store.get("k"), IDENT, KEY) == plain
 
 
-def test_orphaned_uploads_are_aborted(journal: StateStore) -> None:
+def test_orphaned_uploads_are_aborted(journal: StateDB) -> None:
     store = FakeMultipartStore()
     store.begin_upload("videos/x", {})
     kept = store.begin_upload("videos/y", {})

@@ -12,15 +12,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from migrator.codec.chunk import ChunkEncoder, decode_chunk
-from migrator.engine.upload import ChunkUploader, abort_orphaned_uploads
 from migrator.errors import StoreError, UnsupportedOperationError
 from migrator.state.model import UploadEntry
 from migrator.stores.base import Buffer, PartInfo
 from migrator.stores.s3_compat import OptionalOperations, is_refusal
 from migrator.stores.wrappers import CountingStore
+from migrator.write.upload import ChunkUploader, abort_orphaned_uploads
 from tests.unit.test_upload_resume import IDENT, KEY, FakeMultipartStore
 
-ENGINE_LOG = "migrator.engine.upload"
+ENGINE_LOG = "migrator.write.upload"
 
 
 def not_implemented(operation: str, status: int = 501, code: str = "NotImplemented") -> ClientError:

@@ -1,0 +1,1 @@
+"""Planning before a run: the cost model and the measured estimate."""

@@ -1,0 +1,1 @@
+"""Upkeep of what is stored: compaction, key rotation, rebuilding local state."""

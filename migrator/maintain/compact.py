@@ -1,0 +1,373 @@
+"""`migrator compact`: fold each shard's chain of generations into a new base.
+
+Every sync adds a delta to the shards it touched, so restore (and the gate's manifest reads)
+grow with the number of syncs. Compaction rewrites the live content of every shard whose chain
+is longer than one into a base in a new generation, commits it with a generation record (the
+atomic switch: restore uses the old chains until that record exists), reads the new bases back,
+and only then deletes the old generations. Rerunning it after a crash at any point resumes the
+open compaction or finishes the deletion.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from migrator.codec.chunk import ChunkEncoder, object_tagger
+from migrator.codec.digests import from_hex
+from migrator.codec.generation import GenerationRecord
+from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.manifest import ChunkRef, ShardManifest
+from migrator.errors import MigratorError, StateError, UsageError
+from migrator.keys.datakey import DataKey
+from migrator.keys.keyring import Keyring, check_signer_recorded, load_keyring
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.read.chain import (
+    RecordKeys,
+    check_plan_layout,
+    csv_header_of,
+    head_chain,
+    latest_record,
+    live_parts,
+    live_record_blocks,
+    record_generations,
+    superseded,
+)
+from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.verify import Verifier
+from migrator.repository.names import (
+    MANIFEST_NAME,
+    generation_key,
+    generation_prefix,
+    object_part_key,
+    shard_prefix,
+    spool_dir,
+    spool_path,
+)
+from migrator.state.model import ShardStatus
+from migrator.state.private import open_private
+from migrator.state.store import StateDB
+from migrator.stores.base import ObjectInfo, ObjectStore
+from migrator.write.ledger import LedgerItem
+from migrator.write.pipeline import ChunkJob, ChunkPipeline
+from migrator.write.run import (
+    DatasetReport,
+    MigrationRun,
+    ProgressSink,
+    _Committer,
+    _settle_all,
+    _ShardDelta,
+    commit_generation,
+    remove_spools,
+)
+from migrator.write.upload import abort_orphaned_uploads
+
+
+@dataclass
+class DatasetCompaction:
+    name: str
+    generation: int | None = None  # the compaction's generation (None: nothing to fold)
+    shards_compacted: list[int] = field(default_factory=list)
+    chunks_written: int = 0
+    bytes_written: int = 0
+    objects_deleted: int = 0  # old generations' chunks and manifests, after verification
+    records_deleted: int = 0  # generation records older than the compaction
+    seconds: float = 0.0
+
+
+class CompactionError(MigratorError):
+    """The new bases did not verify: nothing old was deleted."""
+
+
+class Compactor:
+    def __init__(
+        self,
+        plan: Plan,
+        store: ObjectStore,
+        provider: KeyProvider,
+        state: StateDB,
+        progress: ProgressSink | None = None,
+        *,
+        workers: int = 4,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.provider = provider
+        self.state = state
+        self.progress = progress or ProgressSink()
+        self.workers = workers
+        self.run = MigrationRun(plan, store, provider, state, self.progress)
+
+    def compact(self, only: set[str] | None = None) -> list[DatasetCompaction]:
+        out = []
+        for ds in self.plan.datasets:
+            if only and ds.name not in only:
+                continue
+            started = time.monotonic()
+            with self.state.lock(f"{ds.name}.generation"):
+                result = self._dataset(ds)
+            result.seconds = time.monotonic() - started
+            out.append(result)
+        return out
+
+    def _dataset(self, ds: DatasetPlan) -> DatasetCompaction:
+        result = DatasetCompaction(ds.name)
+        keyring = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        self.state.bind_dataset_key(ds.name, keyring.first)
+        check_signer_recorded(keyring, self.provider)
+        latest = self.state.latest_generation(ds.name)
+        if latest is None:
+            raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
+        if not latest.committed and latest.kind != "compact":
+            raise UsageError(
+                f"dataset {ds.name}: {latest.kind} generation {latest.generation} is still open;"
+                " finish it with `migrator run` before compacting"
+            )
+        # New bases are sealed under the key the signed keyring names for their generation.
+        key = keyring.sealing_key(latest.generation + (1 if latest.committed else 0))
+        self.run.ledgers[ds.name] = self.run.ledger_writer(ds.name, keyring.first, key)
+        if latest.committed:
+            remove_spools(self.plan, ds.name, upto=latest.generation)  # left by a crash
+            record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
+            if record is None:
+                raise StateError(
+                    f"dataset {ds.name}: generation {latest.generation} is committed in the state"
+                    " store but its record is not at the destination"
+                )
+            targets = [h.shard for h in record.shards if len(h.chain) > 1]
+            if targets:
+                gen = latest.generation + 1
+                self.state.open_generation(ds.name, gen, "compact")
+                abort_orphaned_uploads(self.store, self.state, generation_prefix(ds.name, gen))
+                self._fold(ds, gen, key, keyring, record, targets, result)
+        else:
+            gen = latest.generation
+            record = latest_record(self.store, self.plan.name, ds.name, keyring, gen - 1)
+            assert record is not None  # a compaction opens only over a committed generation
+            targets = [h.shard for h in record.shards if len(h.chain) > 1]
+            # A multipart upload begun but not journaled before a crash: nobody else aborts it.
+            abort_orphaned_uploads(self.store, self.state, generation_prefix(ds.name, gen))
+            self._fold(ds, gen, key, keyring, record, targets, result)
+        self._sweep(ds, key, result)
+        return result
+
+    # --- writing the new bases ---------------------------------------------------------
+
+    def _fold(
+        self,
+        ds: DatasetPlan,
+        gen: int,
+        key: DataKey,
+        keyring: Keyring,
+        record: GenerationRecord,
+        targets: list[int],
+        result: DatasetCompaction,
+    ) -> None:
+        result.generation = gen
+        result.shards_compacted = targets
+        dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
+        pipeline = self.run._pipeline(key)
+        encoder = ChunkEncoder(self.plan.compression_level)
+        deltas: dict[int, _ShardDelta] = {}
+        extra: dict[str, str] = {}
+        committer = _Committer(
+            self.state,
+            dr,
+            lambda shard: self.run._write_manifest(
+                ds, gen, shard, key, encoder, ds.kind, extra, pipeline, deltas.pop(shard)
+            ),
+            self.run._fence,
+            self.run.ledgers[ds.name],
+        )
+        done = self.run._complete_shards(ds, gen)
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="compact") as pool:
+                for shard in targets:
+                    if shard in done:
+                        continue
+                    head = record.shards[shard]
+                    chain = [
+                        link.manifest
+                        for link in head_chain(self.store, self.plan.name, ds.name, head, keyring)
+                    ]
+                    deltas[shard] = self._base_delta(ds, gen, shard, chain)
+                    if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
+                        self.state.set_shard_status(ds.name, gen, shard, ShardStatus.RUNNING)
+                    if ds.kind == "records":
+                        check_plan_layout(ds, chain)  # the new base is stamped with the plan's
+                        header = csv_header_of(chain)
+                        if header is not None:
+                            extra["csv_header"] = header
+                        spool = self._live_spool(ds, gen, chain, keyring, pool)
+                        self.run._encode_spool(ds, gen, shard, spool, pipeline, committer, dr)
+                    else:
+                        self._objects(ds, gen, shard, chain, key, keyring, pipeline, committer, dr)
+                    committer.shard_read(shard)
+                _settle_all(pipeline, committer)
+        finally:
+            committer.take(pipeline.drain(), force=True)
+            pipeline.close()
+        for shard in range(ds.shards):  # the others keep their chains
+            if shard not in targets and self.state.shard_status(ds.name, gen, shard) is not (
+                ShardStatus.COMPLETE
+            ):
+                self.state.complete_shard(ds.name, gen, shard, manifest_key=None)
+        result.chunks_written = dr.chunks_written
+        result.bytes_written = dr.bytes_stored
+        if not commit_generation(self.plan, ds, gen, self.store, self.state, key):
+            raise StateError(f"dataset {ds.name}: compaction {gen} has shards left unfinished")
+
+    def _base_delta(
+        self, ds: DatasetPlan, gen: int, shard: int, chain: list[ShardManifest]
+    ) -> _ShardDelta:
+        """A base holding exactly what the chain holds: same digest, same inventory."""
+        inventory = self.state.shard_inventory(ds.name, shard, gen)
+        if inventory is None:
+            raise StateError(
+                f"dataset {ds.name} shard {shard}: the state store has no inventory to carry"
+                " into the compacted base; rebuild the state first"
+            )
+        digest = from_hex(chain[-1].digest)
+        live = sum(m.record_count - m.removed_records for m in chain)
+        return _ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory)
+
+    def _live_spool(
+        self,
+        ds: DatasetPlan,
+        gen: int,
+        chain: list[ShardManifest],
+        keyring: Keyring,
+        pool: ThreadPoolExecutor,
+    ) -> Path:
+        """The shard's live records in one spool (built once: a resumed compaction re-cuts the
+        same chunks from it)."""
+        folder = spool_dir(self.plan.state_dir, ds.name, gen)
+        path = spool_path(folder, chain[-1].shard)
+        if path.exists():
+            return path
+        folder.mkdir(parents=True, exist_ok=True)
+        keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
+
+        def read(manifest: ShardManifest, refs: list[ChunkRef]) -> Iterator[bytes]:
+            return ordered_map(
+                pool, lambda ref: read_chunk(self.store, manifest, ref, keyring), refs, self.workers
+            )
+
+        tmp = path.with_name(path.name + ".tmp")
+        with open_private(tmp, "wb") as fh:
+            for block in live_record_blocks(chain, read, keys):
+                fh.write(block)
+        tmp.replace(path)
+        return path
+
+    def _objects(
+        self,
+        ds: DatasetPlan,
+        gen: int,
+        shard: int,
+        chain: list[ShardManifest],
+        key: DataKey,
+        keyring: Keyring,
+        pipeline: ChunkPipeline,
+        committer: _Committer,
+        dr: DatasetReport,
+    ) -> None:
+        """Every live part, decrypted from its old generation and sealed under the new one,
+        named by its tag under the key that seals it (the old one's may differ)."""
+        new_tag = object_tagger(key)
+        # What an interrupted fold of this shard already committed: one query, not one a part.
+        done = {c.object_key for c in self.state.shard_chunks(ds.name, gen, shard)}
+        for manifest, gone in zip(chain, superseded(chain), strict=True):
+            for ref in live_parts(manifest, gone):
+                assert ref.name is not None and ref.name_tag is not None
+                tag = new_tag(ref.name)
+                okey = object_part_key(ds.name, gen, shard, tag, ref.sequence)
+                if okey in done:
+                    dr.chunks_skipped += 1
+                    continue
+                ident = ChunkIdentity(
+                    ChunkKind.OBJECT_PART, self.plan.name, ds.name, gen, shard, ref.sequence, tag
+                )
+                job = ChunkJob(ident, okey, b"", 0, ref.name, 0, ref.version or "")
+                job.load = functools.partial(read_chunk, self.store, manifest, ref, keyring)
+                job.size = ref.plain_size
+                pipeline.submit(job)
+                committer.submitted(shard)
+                committer.take(pipeline.finished())
+
+    # --- removing what the new bases replaced ------------------------------------------
+
+    def _swept(
+        self, ds: DatasetPlan, shard: int, gens: list[int], doomed: list[tuple[int, ObjectInfo]]
+    ) -> list[LedgerItem]:
+        """What the ledger records of the data objects a sweep deletes: each committed chunk
+        of those generations (gone already if an earlier sweep was cut short), and any other
+        object found under them but a manifest."""
+        known = {
+            c.object_key: LedgerItem.of(c)
+            for g in gens
+            for c in self.state.shard_chunks(ds.name, g, shard)
+        }
+        for g, info in doomed:
+            # a manifest is not a data object: the ledger does not record manifests
+            if info.key not in known and not info.key.endswith(f"/{MANIFEST_NAME}"):
+                data = self.store.get(info.key)
+                known[info.key] = LedgerItem(
+                    info.key, g, shard, len(data), xxhash.xxh3_128_hexdigest(data)
+                )
+        return list(known.values())
+
+    def _sweep(self, ds: DatasetPlan, key: DataKey, result: DatasetCompaction) -> None:
+        """Once the newest bases read back intact: delete the generations before them, and
+        the generation records before the newest compaction (they name deleted manifests)."""
+        garbage: dict[int, list[int]] = {}
+        for shard in range(ds.shards):
+            heads = self.state.shard_heads(ds.name, shard)
+            bases = [h.generation for h in heads if h.base]
+            if bases:
+                old = [h.generation for h in heads if h.generation < bases[-1]]
+                if old:
+                    garbage[shard] = old
+        if garbage:
+            report = Verifier(
+                self.plan, self.store, self.provider, self.state, workers=self.workers
+            ).verify({ds.name}, set(garbage))
+            if not report.ok:
+                first = report.problems[0]
+                raise CompactionError(
+                    f"dataset {ds.name}: the compacted shards do not verify"
+                    f" ({len(report.problems)} problems, first: {first.object_key}:"
+                    f" {first.message}); the old generations are kept"
+                )
+            for shard, gens in sorted(garbage.items()):
+                doomed = [
+                    (g, info)
+                    for g in gens
+                    for info in list(self.store.list(shard_prefix(ds.name, g, shard)))
+                ]
+                # The ledger records the deletion first; it commits with the forgetting.
+                moves = self.run.ledgers[ds.name].deletes(
+                    self._swept(ds, shard, gens, doomed), "compaction"
+                )
+                for _, info in doomed:
+                    self.store.delete(info.key)
+                    result.objects_deleted += 1
+                self.state.forget_shard_generations(ds.name, shard, gens, ledger=moves)
+        committed = [
+            g.generation
+            for g in self.state.generations(ds.name)
+            if g.kind == "compact" and g.committed
+        ]
+        if committed:
+            newest = committed[-1]
+            for g in record_generations(self.store, ds.name):
+                if g < newest:
+                    self.store.delete(generation_key(ds.name, g))
+                    result.records_deleted += 1

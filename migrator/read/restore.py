@@ -1,0 +1,213 @@
+"""`migrator restore`: rebuild a dataset from the destination alone (manifests + keyring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+
+from migrator.codec.manifest import ChunkRef, ShardManifest
+from migrator.errors import UsageError
+from migrator.keys.keyring import Keyring, load_keyring
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.read.chain import (
+    RecordKeys,
+    chain_framing,
+    chain_layout,
+    csv_header_of,
+    head_chain,
+    latest_record,
+    live_parts,
+    live_record_blocks,
+    superseded,
+)
+from migrator.read.freshness import find_rollbacks
+from migrator.read.head_file import ExportedHead
+from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.restore_files import RestoreFolder
+from migrator.sources.record_ends import RecordFraming
+from migrator.state.store import StateDB
+from migrator.stores.base import ObjectStore
+
+_ROLLBACK_HINT = (
+    "; nothing was restored. To restore the destination as it now is anyway, pass"
+    " --allow-rollback; for an older generation, --generation N"
+)
+
+
+@dataclass
+class RestoreReport:
+    dataset: str
+    files: int = 0
+    records: int = 0
+    bytes: int = 0
+    generation: int = 0  # the generation record restored: the source as of that run or sync
+    rollbacks: list[str] = field(default_factory=list)  # allowed by allow_rollback, still said
+
+
+class Restorer:
+    def __init__(
+        self,
+        plan: Plan,
+        store: ObjectStore,
+        provider: KeyProvider,
+        *,
+        workers: int = 4,
+        state: StateDB | None = None,
+        expected: ExportedHead | None = None,
+        allow_rollback: bool = False,
+    ) -> None:
+        """state, expected: what knows which generations were committed (the state store, a
+        head an auditor exported); a destination older than either is refused (RollbackError)
+        unless allow_rollback."""
+        self.plan = plan
+        self.store = store
+        self.provider = provider
+        self.workers = workers
+        self.state = state
+        self.expected = expected
+        self.allow_rollback = allow_rollback
+
+    def restore(self, dataset: str, out: Path, generation: int | None = None) -> RestoreReport:
+        """The dataset as of its latest committed generation (or `generation`, or the last one
+        before it): each shard's base, then its deltas in order."""
+        ds = next((d for d in self.plan.datasets if d.name == dataset), None)
+        if ds is None:
+            names = ", ".join(d.name for d in self.plan.datasets)
+            raise UsageError(f"no dataset {dataset!r} in the plan (it has: {names})")
+        key = load_keyring(self.store, self.provider, self.plan.name, ds.name)
+        rollbacks = find_rollbacks(
+            self.store, ds.name, state=self.state, head=self.expected, at_most=generation
+        )
+        if rollbacks and not self.allow_rollback:
+            raise rollbacks[0].error(_ROLLBACK_HINT)
+        record = latest_record(self.store, self.plan.name, ds.name, key, generation)
+        if record is None:
+            when = "" if generation is None else f" at or before generation {generation}"
+            raise UsageError(
+                f"dataset {ds.name} has no committed generation at the destination{when}"
+                " (its first run has not finished every shard)"
+            )
+        if len(record.shards) != ds.shards:
+            raise UsageError(
+                f"dataset {ds.name}: generation {record.generation} has {len(record.shards)}"
+                f" shards, the plan says {ds.shards}"
+            )
+        report = RestoreReport(ds.name, generation=record.generation)
+        report.rollbacks = [r.message for r in rollbacks]
+        with (
+            RestoreFolder(out, ds.name) as folder,
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
+        ):
+            for head in record.shards:
+                chain = head_chain(self.store, self.plan.name, ds.name, head, key)
+                manifests = [link.manifest for link in chain]
+                if ds.kind == "records":
+                    self._restore_records(ds, manifests, key, folder, pool, report)
+                else:
+                    self._restore_objects(manifests, key, folder, pool, report)
+        folder.finish()  # fewer objects written than the manifests list: named, never exit 0
+        return report
+
+    def _chunks(
+        self, manifest: ShardManifest, refs: list[ChunkRef], key: Keyring, pool: ThreadPoolExecutor
+    ) -> Iterator[bytes]:
+        return ordered_map(
+            pool, lambda ref: read_chunk(self.store, manifest, ref, key), refs, self.workers * 2
+        )
+
+    def _restore_records(
+        self,
+        ds: DatasetPlan,
+        chain: list[ShardManifest],
+        key: Keyring,
+        folder: RestoreFolder,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
+        # framed and keyed as the manifests record it (the plan's word only for old ones)
+        ext = chain_layout(ds, chain).format
+        target = f"shard-{chain[-1].shard:05d}.{ext}"
+        header = csv_header_of(chain)
+        keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
+        with folder.whole_file(target) as fh:
+            blocks = live_record_blocks(
+                chain, lambda m, refs: self._chunks(m, refs, key, pool), keys
+            )
+            held = [] if header is None else _until_a_record(blocks)
+            if header is not None:
+                ending = _line_end_of_first(held[-1:], chain_framing(ds, chain))
+                fh.write(header.encode("utf-8", "surrogateescape") + ending)
+            for block in _chained(held, blocks):
+                fh.write(block)
+                report.bytes += len(block)
+        report.files += 1
+        report.records += live_records_of(chain)
+
+    def _restore_objects(
+        self,
+        chain: list[ShardManifest],
+        key: Keyring,
+        folder: RestoreFolder,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
+        for manifest, gone in zip(chain, superseded(chain), strict=True):
+            refs = sorted(live_parts(manifest, gone), key=lambda r: (r.name or "", r.sequence))
+            self._write_objects(manifest, refs, key, folder, pool, report)
+
+    def _write_objects(
+        self,
+        manifest: ShardManifest,
+        refs: list[ChunkRef],
+        key: Keyring,
+        folder: RestoreFolder,
+        pool: ThreadPoolExecutor,
+        report: RestoreReport,
+    ) -> None:
+        """Each object whole at its name; one the folder cannot hold is named, its parts unread."""
+        wanted: list[ChunkRef] = []
+        for name, parts in groupby(refs, key=_name):
+            if folder.accepts(name):
+                wanted.extend(parts)
+        pieces = zip(wanted, self._chunks(manifest, wanted, key, pool), strict=True)
+        for name, group in groupby(pieces, key=lambda piece: _name(piece[0])):
+            size = folder.write_object(name, (data for _, data in group))
+            if size is not None:
+                report.files += 1
+                report.bytes += size
+
+
+def _chained(held: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from held
+    yield from rest
+
+
+def _until_a_record(blocks: Iterator[bytes]) -> list[bytes]:
+    """The blocks up to the first that holds a record (all of them if none does)."""
+    held: list[bytes] = []
+    for block in blocks:
+        held.append(block)
+        if block:
+            break
+    return held
+
+
+def _line_end_of_first(held: list[bytes], framing: RecordFraming) -> bytes:
+    """The CSV header row's line end as restored: that of the shard's first record (CRLF when
+    it keeps a CR before its LF), so a CRLF file comes back CRLF (FORMAT.md §1.4)."""
+    first = held[0] if held else b""
+    end = framing.first_end(first, True)
+    return b"\r\n" if end >= 2 and first[end - 2 : end] == b"\r\n" else b"\n"
+
+
+def live_records_of(chain: list[ShardManifest]) -> int:
+    return sum(m.record_count - m.removed_records for m in chain)
+
+
+def _name(ref: ChunkRef) -> str:
+    """An object part's name; never None in a manifest that opened (FORMAT.md §5.2)."""
+    return ref.name or ""

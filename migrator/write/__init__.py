@@ -1,0 +1,1 @@
+"""The write stage: list, route, encode, store and commit a dataset's generation."""

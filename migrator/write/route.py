@@ -1,0 +1,367 @@
+"""Records routing: split a records source into one spool file per shard, resumably.
+
+Routing first lets each shard then be encoded on its own (a Dagster partition, a worker), and
+makes chunk boundaries depend only on the spool, so a resumed run cuts the very same chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import xxhash
+
+from migrator.codec.digests import DIGEST_ENTRY
+from migrator.errors import SourceError, StateError
+from migrator.repository.names import digests_path, spool_path
+from migrator.sources.base import Source, SourceObject
+from migrator.sources.framing import DEFAULT_MAX_RECORD, RecordBlocks
+from migrator.sources.record_ends import framing_of
+from migrator.state.model import RouteCheckpoint
+from migrator.state.private import open_private, write_private
+from migrator.state.store import StateDB
+from migrator.write.deadletter import DeadLetterSpool
+from migrator.write.route_blocks import BadRecord, BlockResult, BlockTask, route_block
+
+# Make routing durable every this many source bytes (and at the end): an fsync per spool.
+CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsSpec:
+    dataset: str
+    generation: int
+    fmt: str  # "jsonl" | "csv"
+    key_field: str
+    shards: int
+    source: Source
+    csv_delimiter: str = ","
+    # The header earlier generations were routed with: a sync refuses another one, since its
+    # deltas are applied to records the old header describes.
+    csv_header: bytes | None = None
+    on_bad_record: str = "fail"  # fail | quarantine: a bad record stops routing, or is set aside
+    max_record_size: int = DEFAULT_MAX_RECORD  # bytes; a longer record stops routing
+
+    @property
+    def quarantines(self) -> bool:
+        return self.on_bad_record == "quarantine"
+
+
+BLOCK_BYTES = 8 * 1024 * 1024  # records handed to a routing worker at a time
+
+
+class ShardSpools:
+    """Per-shard append buffers, bounded in total, flushed to one spool file per shard, and a
+    digest spool per shard that the incremental sync diffs against the last inventory.
+
+    With keep_records False only the digests are kept (the cutover gate's scan of a source)."""
+
+    def __init__(self, folder: Path, shards: int, budget: int, *, keep_records: bool = True):
+        self.folder = folder
+        self.keep_records = keep_records
+        self.buffers = [bytearray() for _ in range(shards)]
+        self.dbuffers = [bytearray() for _ in range(shards)]
+        self.sizes = [0] * shards
+        self.per_shard = max(64 * 1024, budget // max(shards, 1))
+        self._dirty: set[int] = set()
+
+    def restore(self, sizes: tuple[int, ...]) -> None:
+        """Cut each spool back to its last durable size: bytes past it came from a crashed run;
+        its digest spool is cut where its entries' lengths add up to the same size."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for shard, size in enumerate(sizes):
+            with open_private(spool_path(self.folder, shard)) as fh:
+                fh.truncate(size)
+            dpath = digests_path(self.folder, shard)
+            open_private(dpath).close()
+            data = dpath.read_bytes()
+            covered = cut = 0
+            while covered < size:
+                if cut + DIGEST_ENTRY.size > len(data):
+                    raise StateError(f"{dpath}: digest spool is shorter than its spool")
+                covered += DIGEST_ENTRY.unpack_from(data, cut)[2]
+                cut += DIGEST_ENTRY.size
+            if covered != size:
+                raise StateError(f"{dpath}: digest spool does not end on a record of its spool")
+            with open_private(dpath) as fh:
+                fh.truncate(cut)
+            self.sizes[shard] = size
+
+    def append_block(
+        self, shard: int, records: bytes | bytearray, digests: bytes | bytearray, nbytes: int
+    ) -> None:
+        """A run of the shard's records (each with its line feed) and their digest entries."""
+        dbuf = self.dbuffers[shard]
+        dbuf += digests
+        if self.keep_records:
+            buf = self.buffers[shard]
+            buf += records
+        else:
+            self.sizes[shard] += nbytes
+        if len(dbuf) * 8 >= self.per_shard or len(self.buffers[shard]) >= self.per_shard:
+            self._flush(shard)
+
+    def _flush(self, shard: int) -> None:
+        buf, dbuf = self.buffers[shard], self.dbuffers[shard]
+        if not buf and not dbuf:
+            return
+        if buf:
+            with _writing(spool_path(self.folder, shard)) as fh:
+                fh.write(buf)
+            self.sizes[shard] += len(buf)
+            buf.clear()
+        with _writing(digests_path(self.folder, shard)) as fh:
+            fh.write(dbuf)
+        dbuf.clear()
+        self._dirty.add(shard)
+
+    def make_durable(self) -> tuple[int, ...]:
+        for shard in range(len(self.buffers)):
+            self._flush(shard)
+        for shard in sorted(self._dirty):
+            paths = [digests_path(self.folder, shard)]
+            if self.keep_records:
+                paths.append(spool_path(self.folder, shard))
+            for path in paths:
+                with _writing(path) as fh:
+                    os.fsync(fh.fileno())
+        self._dirty.clear()
+        return tuple(self.sizes)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[BinaryIO]:
+    """A spool opened for appending; a failed write (a full disk) names the spool."""
+    try:
+        with open_private(path) as fh:
+            yield fh
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot write the routing spool ({exc.strerror or exc}); run again to"
+            " resume once it can be written"
+        ) from None
+
+
+def route_records(
+    spec: RecordsSpec,
+    state: StateDB,
+    spool_dir: Path,
+    *,
+    buffer_budget: int,
+    on_bytes: Callable[[int], None] = lambda n: None,
+    processes: int = 1,
+) -> RouteCheckpoint:
+    """Route every source record into its shard's spool; resumes from the last checkpoint.
+    `processes` > 1 parses keys in that many worker processes (same spools, faster)."""
+    with BlockRunner(processes) as runner:
+        return _route_records(spec, state, spool_dir, buffer_budget, on_bytes, runner)
+
+
+def _route_records(
+    spec: RecordsSpec,
+    state: StateDB,
+    spool_dir: Path,
+    buffer_budget: int,
+    on_bytes: Callable[[int], None],
+    runner: BlockRunner,
+) -> RouteCheckpoint:
+    cp = state.route_checkpoint(spec.dataset, spec.generation)
+    if cp is not None and cp.complete:
+        return cp
+    spools = ShardSpools(spool_dir, spec.shards, buffer_budget)
+    start = cp.next_file if cp else 0
+    spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
+    dead = DeadLetterSpool(spool_dir)
+    dead.restore(start, create=spec.quarantines)
+    csv_header = cp.csv_header if cp else spec.csv_header
+    inventory = xxhash.xxh3_128()
+    since_checkpoint = 0
+    index = -1
+    for index, src in enumerate(spec.source.list()):
+        inventory.update(f"{src.name}\0{src.size}\0{src.version}\n".encode())
+        if index < start:
+            if (
+                index == start - 1
+                and cp is not None
+                and inventory.hexdigest() != cp.inventory_digest
+            ):
+                raise StateError(
+                    f"dataset {spec.dataset}: source files routed before the interruption have"
+                    f" changed (first {start} files under {spec.source.describe()}); remove"
+                    " the state directory to start over"
+                )
+            on_bytes(src.size)
+            continue
+        sink = functools.partial(dead.add, index, src.name) if spec.quarantines else None
+        csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
+        on_bytes(src.size)
+        since_checkpoint += src.size
+        if since_checkpoint >= CHECKPOINT_BYTES:
+            sizes = spools.make_durable()
+            dead.make_durable()
+            cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, False)
+            state.save_route_checkpoint(spec.dataset, spec.generation, cp)
+            since_checkpoint = 0
+    if index + 1 < start:
+        raise StateError(
+            f"dataset {spec.dataset}: {start} source files were routed before, only"
+            f" {index + 1} exist now under {spec.source.describe()}"
+        )
+    sizes = spools.make_durable()
+    dead.make_durable()
+    cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, True)
+    state.save_route_checkpoint(spec.dataset, spec.generation, cp)
+    return cp
+
+
+def scan_digests(
+    spec: RecordsSpec,
+    folder: Path,
+    *,
+    buffer_budget: int,
+    processes: int = 1,
+    listing: Iterable[SourceObject] | None = None,
+) -> tuple[int, ...]:
+    """Route only the digests of every source record into per-shard digest spools (no record
+    bytes, no checkpoints): what the cutover gate compares with the destination. `listing`:
+    the source's listing when the caller took one already, else the source is listed here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(spec.shards):
+        write_private(digests_path(folder, shard), b"")
+    spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
+    csv_header: bytes | None = None
+    # Records a quarantining dataset sets aside never reach the destination: skip them here too.
+    sink = (lambda bad: None) if spec.quarantines else None
+    with BlockRunner(processes) as runner:
+        for src in spec.source.list() if listing is None else listing:
+            csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
+    return spools.make_durable()
+
+
+class BlockRunner:
+    """Routes blocks in order, in worker processes when there are several (see
+    route_blocks), else in this one; at most two blocks a worker are in flight."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        if processes > 1:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["migrator.write.route_blocks"])
+            self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+
+    def map(self, tasks: Iterator[BlockTask]) -> Iterator[BlockResult]:
+        if self._pool is None:
+            yield from map(route_block, tasks)
+            return
+        pending: deque[Future[BlockResult]] = deque()
+        for task in tasks:
+            pending.append(self._pool.submit(route_block, task))
+            if len(pending) >= 2 * self.processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlockRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _route_file(
+    spec: RecordsSpec,
+    src: SourceObject,
+    spools: ShardSpools,
+    csv_header: bytes | None,
+    runner: BlockRunner,
+    quarantine: Callable[[list[BadRecord]], None] | None = None,
+) -> bytes | None:
+    """`quarantine` takes the file's bad records, in order; without it a bad record stops
+    routing (BadRecordError: file, line, byte offset, reason)."""
+    path = spec.source.location(src)
+    is_csv = spec.fmt == "csv"
+    framing = framing_of(spec.csv_delimiter if is_csv else None)
+    with spec.source.open(src) as fh:
+        reader = RecordBlocks(fh, framing, path, spec.max_record_size, BLOCK_BYTES)
+        if is_csv:
+            header = reader.first_record()
+            if header is None:  # no record at all: nothing to route
+                return csv_header
+            record, line = header
+            record = record.removesuffix(b"\r")
+            if csv_header is not None and record != csv_header:
+                before = "earlier generations'" if spec.csv_header else "the first file's"
+                old, new = _differing(csv_header, record)
+                raise SourceError(
+                    f"{path}:{line}: CSV header differs from {before} header: {new} here,"
+                    f" {old} there; a changed schema needs a new dataset, not a sync"
+                )
+            if csv_header is None:
+                _refuse_repeated_key(record, spec, path, line)
+            csv_header = record
+        tasks = (
+            BlockTask(
+                data,
+                spec.fmt,
+                spec.key_field,
+                csv_header,
+                spec.csv_delimiter,
+                spec.shards,
+                path,
+                lines_before,
+                spools.keep_records,
+                offset_before,
+                quarantine is not None,
+                spec.max_record_size,
+            )
+            for data, lines_before, offset_before in reader.blocks()
+        )
+        for result in runner.map(tasks):
+            for shard, records, digests, nbytes in result.runs:
+                spools.append_block(shard, records, digests, nbytes)
+            if result.bad and quarantine is not None:
+                quarantine(result.bad)
+    return csv_header
+
+
+def _differing(old: bytes, new: bytes, width: int = 120) -> tuple[str, str]:
+    """Both header rows, shown from a little before where they first differ, `width`
+    characters at most: a header of hundreds of columns stays readable."""
+    a, b = old.decode("utf-8", "replace"), new.decode("utf-8", "replace")
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    start = max(0, at - 40)
+
+    def shown(text: str) -> str:
+        part = text[start : start + width]
+        return ("…" if start else "") + repr(part) + ("…" if start + width < len(text) else "")
+
+    return shown(a), shown(b)
+
+
+def _refuse_repeated_key(header: bytes, spec: RecordsSpec, path: str, line: int) -> None:
+    """A key column named twice would key every record by one of them, silently: refused."""
+    text = header.decode("utf-8", "replace")
+    names = next(csv.reader([text], delimiter=spec.csv_delimiter), [])
+    columns = [i + 1 for i, name in enumerate(names) if name == spec.key_field]
+    if len(columns) > 1:
+        listed = ", ".join(map(str, columns))
+        raise SourceError(
+            f"{path}:{line}: key field {spec.key_field!r} names {len(columns)} columns of the"
+            f" CSV header (columns {listed}); rename all but one so each record has one key"
+        )
