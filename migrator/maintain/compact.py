@@ -34,14 +34,13 @@ from migrator.read.chain import (
     check_plan_layout,
     csv_header_of,
     head_chain,
-    latest_record,
     live_parts,
     live_record_blocks,
-    record_generations,
     superseded,
 )
 from migrator.read.readback import ordered_map, read_chunk
 from migrator.read.verify import Verifier
+from migrator.repository.generations import latest_record, record_generations
 from migrator.repository.names import (
     MANIFEST_NAME,
     generation_key,

@@ -32,12 +32,11 @@ from migrator.read.chain import (
     csv_header_of,
     head_chain,
     listed_objects,
-    load_record,
-    record_generations,
     split_records,
     superseded,
 )
 from migrator.read.readback import ordered_map, read_chunk
+from migrator.repository.generations import load_record, record_generations
 from migrator.state.model import CommittedChunk, RouteCheckpoint
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore

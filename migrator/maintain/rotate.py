@@ -30,7 +30,7 @@ from migrator.keys.keyring import (
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import AnyOf
 from migrator.plan.model import Plan
-from migrator.read.chain import load_record, record_generations
+from migrator.repository.generations import load_record, record_generations
 from migrator.stores.base import ObjectStore
 from migrator.write.ledger import list_segments
 

@@ -36,10 +36,11 @@ from migrator.keys.signing import SignatureVerifier, TrustedKeys
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.read.audit_key import dataset_trust
 from migrator.read.audit_report import AuditReport, DatasetAudit, Finding, ShardAudit
-from migrator.read.chain import load_manifest, record_generations
 from migrator.read.freshness import find_rollbacks, ledger_behind
 from migrator.read.head_file import ExportedHead
 from migrator.read.readback import ordered_map
+from migrator.repository.generations import record_generations
+from migrator.repository.manifests import load_manifest
 from migrator.repository.names import (
     data_objects_prefix,
     parse_shard_object,

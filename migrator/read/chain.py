@@ -9,83 +9,22 @@ the previous one plus what it added minus what it removed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-
-import xxhash
 
 from migrator.codec.digests import ZERO_DIGEST, ObjectEntry, add, from_hex, key_hash, sub
-from migrator.codec.generation import GenerationRecord, ShardHead, open_record
-from migrator.codec.manifest import ChunkRef, RecordsLayout, ShardManifest, open_manifest
+from migrator.codec.generation import ShardHead
+from migrator.codec.manifest import ChunkRef, RecordsLayout, ShardManifest
 from migrator.errors import SourceError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import Keyring, key_for
+from migrator.keys.keyring import Keyring
 from migrator.plan.model import DatasetPlan
+from migrator.repository.generations import latest_record
+from migrator.repository.manifests import StoredManifest, load_manifest
 from migrator.repository.names import (
-    generation_key,
-    generation_of_key,
-    generations_prefix,
     manifest_key,
 )
 from migrator.sources.record_ends import RecordFraming, split_by_quote_parity, stored_framing
 from migrator.sources.records import CsvKeyReader, JsonKeyReader
 from migrator.stores.base import ObjectStore
-
-
-@dataclass(frozen=True, slots=True)
-class StoredManifest:
-    manifest: ShardManifest
-    object_key: str
-    stored_xxh3: str  # xxh3-128 of the stored bytes: what the next manifest links to
-
-
-def record_generations(store: ObjectStore, dataset: str) -> list[int]:
-    """Generations with a record at the destination, oldest first."""
-    gens = (generation_of_key(o.key) for o in store.list(generations_prefix(dataset)))
-    return sorted(g for g in gens if g is not None)
-
-
-def load_record(
-    store: ObjectStore, plan: str, dataset: str, generation: int, key: DataKey | Keyring
-) -> tuple[GenerationRecord, str]:
-    """The record and the xxh3-128 of its stored bytes."""
-    okey = generation_key(dataset, generation)
-    data = store.get(okey)
-    record = open_record(
-        data,
-        plan=plan,
-        dataset=dataset,
-        generation=generation,
-        key=key_for(key, data, okey),
-        object_key=okey,
-    )
-    return record, xxhash.xxh3_128_hexdigest(data)
-
-
-def latest_record(
-    store: ObjectStore, plan: str, dataset: str, key: DataKey | Keyring, at_most: int | None = None
-) -> GenerationRecord | None:
-    """The newest record (at or before `at_most`), or None before the first run finished."""
-    gens = [g for g in record_generations(store, dataset) if at_most is None or g <= at_most]
-    if not gens:
-        return None
-    return load_record(store, plan, dataset, gens[-1], key)[0]
-
-
-def load_manifest(
-    store: ObjectStore, plan: str, dataset: str, generation: int, shard: int, key: DataKey | Keyring
-) -> StoredManifest:
-    mkey = manifest_key(dataset, generation, shard)
-    data = store.get(mkey)
-    manifest = open_manifest(
-        data,
-        plan=plan,
-        dataset=dataset,
-        generation=generation,
-        shard=shard,
-        key=key_for(key, data, mkey),
-        object_key=mkey,
-    )
-    return StoredManifest(manifest, mkey, xxhash.xxh3_128_hexdigest(data))
 
 
 def check_links(chain: Sequence[StoredManifest]) -> None:

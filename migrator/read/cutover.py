@@ -31,7 +31,8 @@ from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
-from migrator.read.chain import head_chain, latest_record, live_records, superseded
+from migrator.read.chain import head_chain, live_records, superseded
+from migrator.repository.generations import latest_record
 from migrator.repository.names import cutover_dir, digests_path
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject

@@ -18,8 +18,8 @@ from typing import Literal
 import xxhash
 
 from migrator.errors import MissingObjectError, RollbackError
-from migrator.read.chain import record_generations
 from migrator.read.head_file import ExportedHead, LedgerMark
+from migrator.repository.generations import get_record_bytes, record_generations
 from migrator.repository.names import generation_key
 from migrator.state.model import GenerationRow
 from migrator.state.store import StateDB
@@ -170,7 +170,7 @@ class _Records:
     def _read(self, generation: int) -> bytes | None:
         if generation not in self.data:
             try:
-                self.data[generation] = self.store.get(generation_key(self.dataset, generation))
+                self.data[generation] = get_record_bytes(self.store, self.dataset, generation)
             except MissingObjectError:  # deleted since the listing
                 self.data[generation] = None
         return self.data[generation]

@@ -23,7 +23,7 @@ import orjson
 
 from migrator.errors import MissingObjectError, UsageError
 from migrator.plan.model import Plan
-from migrator.read.chain import record_generations
+from migrator.repository.generations import get_record_bytes, record_generations
 from migrator.repository.names import generation_key
 from migrator.stores.base import ObjectStore
 
@@ -68,7 +68,7 @@ def newest_record(store: ObjectStore, dataset: str) -> tuple[int, bytes | None]:
     if not gens:
         return 0, None
     try:
-        return gens[-1], store.get(generation_key(dataset, gens[-1]))
+        return gens[-1], get_record_bytes(store, dataset, gens[-1])
     except MissingObjectError:  # deleted between the listing and the read: look again
         return newest_record(store, dataset)
 

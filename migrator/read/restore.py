@@ -19,7 +19,6 @@ from migrator.read.chain import (
     chain_layout,
     csv_header_of,
     head_chain,
-    latest_record,
     live_parts,
     live_record_blocks,
     superseded,
@@ -28,6 +27,7 @@ from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
 from migrator.read.readback import ordered_map, read_chunk
 from migrator.read.restore_files import RestoreFolder
+from migrator.repository.generations import latest_record
 from migrator.sources.record_ends import RecordFraming
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore

@@ -28,19 +28,18 @@ from migrator.keys.keyring import Keyring, data_key_object, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
 from migrator.read.chain import (
-    StoredManifest,
     chain_framing,
     follow_chain,
     listed_objects,
     live_records,
     load_chain,
-    load_record,
-    record_generations,
     split_records,
 )
 from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
 from migrator.read.readback import ordered_map, read_chunk
+from migrator.repository.generations import load_record, record_generations
+from migrator.repository.manifests import StoredManifest
 from migrator.repository.names import generation_key, manifest_key, shard_prefix
 from migrator.sources.record_ends import RecordFraming
 from migrator.state.store import StateDB

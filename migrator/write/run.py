@@ -41,10 +41,11 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.read.chain import check_destination_layout, plan_layout
 from migrator.read.freshness import find_rollbacks
+from migrator.repository.generations import put_record
+from migrator.repository.manifests import put_manifest
 from migrator.repository.names import (
     delta_spool_path,
     digests_path,
-    generation_key,
     generation_prefix,
     inventory_spool_path,
     manifest_key,
@@ -895,12 +896,12 @@ class MigrationRun:
         sealed = seal_manifest(manifest, key, encoder)
         stored_xxh3 = xxhash.xxh3_128_hexdigest(sealed)
 
-        def put_manifest() -> None:
+        def store_manifest() -> None:
             self._check_lease(ds.name, shard)
-            self.store.put(mkey, sealed, {"migrator-kind": "manifest"})
+            put_manifest(self.store, ds.name, gen, shard, sealed)
 
         pipeline.submit_task(
-            put_manifest,
+            store_manifest,
             lambda: self.state.complete_shard(
                 ds.name,
                 gen,
@@ -1005,7 +1006,7 @@ def commit_generation(
         shards=tuple(heads),
     )
     sealed = seal_record(record, key, ChunkEncoder(plan.compression_level))
-    store.put(generation_key(ds.name, gen), sealed, {"migrator-kind": "generation"})
+    put_record(store, ds.name, gen, sealed)
     state.commit_generation(
         ds.name,
         gen,

@@ -39,7 +39,8 @@ import pytest
 from migrator.demo.motoserver import MotoServer, s3_client
 from migrator.keys.keyring import load_keyring
 from migrator.keys.local import LocalKeyProvider
-from migrator.read.chain import head_chain, load_record, record_generations
+from migrator.read.chain import head_chain
+from migrator.repository.generations import load_record, record_generations
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.s3 import S3Store

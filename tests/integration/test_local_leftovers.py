@@ -20,7 +20,8 @@ import pytest
 
 from migrator.keys.keyring import load_keyring
 from migrator.keys.local import LocalKeyProvider
-from migrator.read.chain import head_chain, load_record, record_generations
+from migrator.read.chain import head_chain
+from migrator.repository.generations import load_record, record_generations
 from migrator.stores.local import META_DIR, LocalStore
 from migrator.write.ledger import list_segments
 from tests.integration.test_crash_matrix import Migrator, Outcome
