@@ -17,17 +17,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import xxhash
 
 from migrator.errors import StateError
-
-if TYPE_CHECKING:
-    from migrator.state.store import StateDB
 
 SAFE_FRACTION = 2 / 3  # of a ttl after the last renewal: past it a worker starts nothing new
 
@@ -42,6 +39,22 @@ class Lease:
     shard: int
     owner: str
     token: int
+
+
+Fence = Mapping[tuple[str, int], Lease]  # the leases a writer holds, by (dataset, shard)
+
+
+class LeaseStore(Protocol):
+    """Where a keeper claims, renews and releases its leases: the state store (its lease
+    table, state/tables/leases.py)."""
+
+    def claim_shard(
+        self, dataset: str, shard: int, owner: str, ttl: float, steal_from: str | None = None
+    ) -> Lease | None: ...
+
+    def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]: ...
+
+    def release_leases(self, held: Iterable[Lease]) -> None: ...
 
 
 WORKER_ID_ENV = "MIGRATOR_WORKER_ID"
@@ -110,7 +123,7 @@ def dead_on_this_host(owner: str) -> bool:
 class LeaseKeeper:
     """The leases one worker holds, renewed in the background until released."""
 
-    def __init__(self, state: StateDB, ttl: float, owner: str | None = None) -> None:
+    def __init__(self, state: LeaseStore, ttl: float, owner: str | None = None) -> None:
         self.state = state
         self.ttl = float(ttl)
         self.owner = owner or worker_identity()

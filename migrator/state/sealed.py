@@ -156,3 +156,35 @@ def seal_legacy_rows(conn: Connection, sealer: StateSealer) -> None:
                 .where(uploads.c.object_key == object_key)
                 .values(plain_xxh3=sealer.seal_bytes(UPLOAD_DIGEST, bytes(digest)))
             )
+
+
+class DatasetSealers:
+    """The sealers of the datasets whose key this store has bound, shared by every table: a
+    value is sealed or opened only under its own dataset's key."""
+
+    def __init__(self) -> None:
+        self._by_dataset: dict[str, StateSealer] = {}
+
+    def bind(self, sealer: StateSealer) -> None:
+        self._by_dataset[sealer.dataset] = sealer
+
+    def bound(self, dataset: str) -> StateSealer | None:
+        return self._by_dataset.get(dataset)
+
+    def require(self, dataset: str, what: str) -> StateSealer:
+        """The dataset's sealer, to seal or open `what`; refused when its key is not bound."""
+        sealer = self._by_dataset.get(dataset)
+        if sealer is None:
+            raise no_key(dataset, what)
+        return sealer
+
+    def open_text(self, dataset: str, column: str, value: str) -> str:
+        """A stored text value, opened if sealed (an older release stored it plain)."""
+        if not is_sealed(value):
+            return value
+        return self.require(dataset, column).open_text(column, value)
+
+    def open_bytes(self, dataset: str, column: str, value: bytes) -> bytes:
+        if not is_sealed(value):
+            return value
+        return self.require(dataset, column).open_bytes(column, value)

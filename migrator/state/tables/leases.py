@@ -1,0 +1,113 @@
+"""Where shard leases are written: claimed, renewed and released on the state server's clock,
+and checked by every write of a shard (the fence) inside that write's own transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, delete, select, update
+
+from migrator.state.backend import Backend, server_now
+from migrator.state.leases import Fence, Lease, LeaseLostError
+from migrator.state.schema import leases
+
+
+class LeaseTable:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def claim_shard(
+        self, dataset: str, shard: int, owner: str, ttl: float, steal_from: str | None = None
+    ) -> Lease | None:
+        """The shard's lease for `owner` if it is free, lapsed, already its own, or held by
+        `steal_from` (a holder known to be dead); else None."""
+        now = server_now()
+        stmt = self.backend.insert(leases).values(
+            dataset=dataset,
+            shard=shard,
+            owner=owner,
+            token=1,
+            expires_at=now + ttl,
+            claimed_at=now,
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["dataset", "shard"],
+            set_={
+                "owner": stmt.excluded.owner,
+                "token": leases.c.token + 1,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
+            where=(leases.c.expires_at < server_now())
+            | leases.c.owner.in_([owner, steal_from or owner]),
+        ).returning(leases.c.token)
+        with self.backend.write(f"claim shard {shard}") as conn:
+            token = conn.execute(upsert).scalar()
+        return None if token is None else Lease(dataset, shard, owner, int(token))
+
+    def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]:
+        """Extend every lease still held; returns those lost (taken over by another worker)."""
+        lost = []
+        with self.backend.write("renew leases") as conn:
+            # In shard order, as the fence locks them: two transactions never wait on each
+            # other's rows in opposite orders.
+            for lease in sorted(held, key=lambda x: (x.dataset, x.shard)):
+                done = conn.execute(
+                    update(leases)
+                    .where(
+                        leases.c.dataset == lease.dataset,
+                        leases.c.shard == lease.shard,
+                        leases.c.owner == lease.owner,
+                        leases.c.token == lease.token,
+                    )
+                    .values(expires_at=server_now() + ttl)
+                )
+                if done.rowcount != 1:
+                    lost.append(lease)
+        return lost
+
+    def release_leases(self, held: Iterable[Lease]) -> None:
+        with self.backend.write("release leases") as conn:
+            for lease in sorted(held, key=lambda x: (x.dataset, x.shard)):
+                conn.execute(
+                    delete(leases).where(
+                        leases.c.dataset == lease.dataset,
+                        leases.c.shard == lease.shard,
+                        leases.c.owner == lease.owner,
+                        leases.c.token == lease.token,
+                    )
+                )
+
+    def lease_holders(self, dataset: str) -> dict[int, tuple[str, float]]:
+        """shard -> (owner, seconds until the lease lapses; negative: lapsed)."""
+        with self.backend.read() as conn:
+            rows = conn.execute(
+                select(leases.c.shard, leases.c.owner, leases.c.expires_at - server_now()).where(
+                    leases.c.dataset == dataset
+                )
+            ).fetchall()
+        return {int(s): (str(o), float(left)) for s, o, left in rows}
+
+    def check_fence(
+        self, conn: Connection, dataset: str, shard_ids: Iterable[int], fence: Fence | None
+    ) -> None:
+        """Inside the writing transaction: every shard written is still leased to the writer
+        (PostgreSQL locks the lease rows, so a takeover waits for this commit)."""
+        if fence is None:
+            return
+        wanted = sorted(set(shard_ids))
+        query = (
+            select(leases.c.shard, leases.c.owner, leases.c.token)
+            .where(leases.c.dataset == dataset, leases.c.shard.in_(wanted))
+            .order_by(leases.c.shard)
+        )
+        if self.backend.dialect == "postgresql":
+            query = query.with_for_update()
+        found = {int(s): (o, int(t)) for s, o, t in conn.execute(query)}
+        for shard in wanted:
+            held = fence.get((dataset, shard))
+            if held is None or found.get(shard) != (held.owner, held.token):
+                raise LeaseLostError(
+                    f"dataset {dataset} shard {shard}: this worker's lease lapsed and another"
+                    " worker took the shard over; nothing of this worker was recorded for it"
+                )
