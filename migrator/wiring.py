@@ -13,7 +13,15 @@ from migrator.errors import KeyProviderError, PlanError, UsageError
 from migrator.keys.kekchain import KekChain
 from migrator.keys.local import LocalKeyProvider
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import KekPlan, Plan
+from migrator.plan.model import (
+    AwsKmsKekPlan,
+    AzureKeyVaultKekPlan,
+    KekPlan,
+    LocalDestinationPlan,
+    LocalKekPlan,
+    Plan,
+    S3DestinationPlan,
+)
 from migrator.residency import enforce_residency
 from migrator.state.private import private_dir
 from migrator.state.store import StateDB, describe_url, state_url_for
@@ -45,7 +53,7 @@ def azure_credentials(
         return {"connection_string": _env(plan, field, connection_string_env)}
     if account_key_env:
         return {"credential": _env(plan, f"{section}.account_key_env", account_key_env)}
-    from migrator.stores.azure import government_credential
+    from migrator.stores.azure_client import government_credential
 
     return {"credential": government_credential()}
 
@@ -54,6 +62,8 @@ def multipart_sizes(plan: Plan) -> dict[str, Any]:
     """The store arguments for the plan's multipart settings; the stores' defaults otherwise."""
     dest = plan.destination
     sizes: dict[str, Any] = {}
+    if isinstance(dest, LocalDestinationPlan):
+        return sizes
     if dest.multipart_threshold:
         sizes["multipart_threshold"] = dest.multipart_threshold
     if dest.upload_part_size:
@@ -67,29 +77,29 @@ def open_store(
     """The destination, behind the plan's (or the caller's) bandwidth limit if one is set;
     only once the plan's residency and FIPS checks pass (ResidencyError, exit 2)."""
     enforce_residency(plan)
-    store = _open_destination(plan)
+    store = open_destination(plan)
     rate = bandwidth_limit or plan.bandwidth_limit
     if bucket is None and rate:
         bucket = TokenBucket(rate)
     return ThrottledStore(store, bucket) if bucket is not None else store
 
 
-def _open_destination(plan: Plan) -> ObjectStore:
+def open_destination(plan: Plan) -> ObjectStore:
+    """The destination store the plan names, without the checks `open_store` makes first."""
     dest = plan.destination
-    if dest.kind == "local":
-        assert dest.path is not None  # enforced by the plan model
-        prefix = (dest.prefix or "").strip("/")
+    if isinstance(dest, LocalDestinationPlan):
+        prefix = dest.prefix.strip("/")
         return LocalStore(dest.path / prefix if prefix else dest.path)
     sizes = multipart_sizes(plan)
-    if dest.kind == "s3":
+    if isinstance(dest, S3DestinationPlan):
         from migrator.stores.s3 import S3Store
 
-        assert dest.bucket is not None
         return _with_retention(
             plan,
+            dest,
             S3Store(
                 dest.bucket,
-                dest.prefix or "",
+                dest.prefix,
                 region=dest.region,
                 endpoint_url=dest.endpoint_url,
                 use_fips=True if plan.fips == "required" else dest.use_fips,
@@ -100,10 +110,9 @@ def _open_destination(plan: Plan) -> ObjectStore:
         )
     from migrator.stores.azure import AzureBlobStore
 
-    assert dest.bucket is not None and dest.account_url is not None
     return AzureBlobStore(
         dest.bucket,
-        dest.prefix or "",
+        dest.prefix,
         account_url=dest.account_url,
         max_concurrency=plan.upload_concurrency,
         **azure_credentials(plan, "destination", dest.connection_string_env, dest.account_key_env),
@@ -111,10 +120,10 @@ def _open_destination(plan: Plan) -> ObjectStore:
     )
 
 
-def _with_retention(plan: Plan, store: S3Store) -> S3Store:
+def _with_retention(plan: Plan, dest: S3DestinationPlan, store: S3Store) -> S3Store:
     """The plan's Object Lock retention, once the bucket is known to support it: a plan that
     asks for it never writes a commit point that could be deleted."""
-    retention = plan.destination.retention
+    retention = dest.retention
     if retention is None:
         return store
     from migrator.stores.s3_retention import ObjectRetention
@@ -137,35 +146,43 @@ def open_key_provider(plan: Plan) -> KeyProvider:
     only once the plan's residency and FIPS checks pass."""
     enforce_residency(plan)
     fips = plan.fips == "required"
-    field = {"aws-kms": "signing_key_id", "azure-keyvault": "signing_key_name"}
-    if plan.keys.provider in field and getattr(plan.keys, field[plan.keys.provider]) is None:
+    unset = _unset_signing_key(plan.keys)
+    if unset is not None:
         raise PlanError(
             str(plan.plan_path),
-            f"keys.{field[plan.keys.provider]}",
+            f"keys.{unset}",
             "required: the plan's signing key signs keyrings and the audit ledger, and readers"
             " check them with it (docs/FORMAT.md §10.6)",
         )
-    current = _kek(plan.keys, fips)
+    current = open_kek(plan.keys, fips)
     if not plan.keys.previous:
         return current
     previous = []
     for index, kek in enumerate(plan.keys.previous):
         try:
-            previous.append(_kek(kek, fips, current=False))
+            previous.append(open_kek(kek, fips, current=False))
         except (KeyProviderError, ValueError) as exc:
             raise KeyProviderError(f"keys.previous[{index}]: {exc}") from None
     return KekChain(current, previous)
 
 
-def _kek(keys: KekPlan, fips: bool = False, *, current: bool = True) -> KeyProvider:
+def _unset_signing_key(keys: KekPlan) -> str | None:
+    """The field naming a cloud KEK's signing key, if the plan leaves it out (a local KEK's
+    signing key file has a default)."""
+    if isinstance(keys, AwsKmsKekPlan) and keys.signing_key_id is None:
+        return "signing_key_id"
+    if isinstance(keys, AzureKeyVaultKekPlan) and keys.signing_key_name is None:
+        return "signing_key_name"
+    return None
+
+
+def open_kek(keys: KekPlan, fips: bool = False, *, current: bool = True) -> KeyProvider:
     """A KEK and the signing key beside it; an earlier KEK's (`current=False`) only verifies."""
-    if keys.provider == "local":
-        assert keys.kek_file is not None
+    if isinstance(keys, LocalKekPlan):
         return LocalKeyProvider(keys.kek_file, keys.signing_key_file, current=current)
-    if keys.provider == "aws-kms":
+    if isinstance(keys, AwsKmsKekPlan):
         from migrator.keys.aws_kms import AwsKmsKeyProvider
 
-        assert keys.key_id is not None
         # An explicit endpoint is used as is (residency made sure it is a FIPS one if needed).
         use_fips = True if fips and keys.endpoint_url is None else None
         return AwsKmsKeyProvider(
@@ -178,7 +195,6 @@ def _kek(keys: KekPlan, fips: bool = False, *, current: bool = True) -> KeyProvi
     from migrator.keys.azure_keyvault import AzureKeyVaultKeyProvider
     from migrator.keys.azure_keyvault_signing import AzureKeyVaultSigner
 
-    assert keys.vault_url is not None and keys.key_name is not None
     signer = None
     if keys.signing_key_name is not None:
         signer = AzureKeyVaultSigner(keys.vault_url, keys.signing_key_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -26,7 +27,17 @@ from migrator.keys.datakey import DataKey
 
 RECORD_FORMAT = "migrator/generation"
 RECORD_VERSION = 1
-KINDS = ("bulk", "sync", "compact")
+
+
+class GenerationKind(StrEnum):
+    """What made a generation; stored as its value."""
+
+    BULK = "bulk"  # a dataset's first full copy
+    SYNC = "sync"  # the changes since the generation before
+    COMPACT = "compact"  # a compaction: deltas folded into new bases
+
+
+KINDS = tuple(str(kind) for kind in GenerationKind)
 
 _SHARD_FIELDS = frozenset(("shard", "chain", "head_xxh3", "records", "digest"))
 _BODY_FIELDS = frozenset(
@@ -67,7 +78,7 @@ class GenerationRecord:
     plan: str
     dataset: str
     generation: int
-    kind: str  # bulk | sync | compact
+    kind: GenerationKind
     started_at: str  # ISO-8601 UTC
     finished_at: str
     seconds: float
@@ -139,21 +150,25 @@ def open_record(
     body = decode_chunk(
         data, record_identity(plan, dataset, generation), key, object_key=object_key
     )
-    record = _Reader(object_key).record(body)
-    if (record.plan, record.dataset, record.generation) != (plan, dataset, generation):
-        raise TamperedError(
-            "generation record body names another generation than its seal", object_key=object_key
-        )
+    record = _Reader(object_key).record(body, (plan, dataset, generation))
     _check(record, object_key)
     return record
 
 
+def _inconsistent(message: str, object_key: str | None) -> TamperedError:
+    return TamperedError(f"inconsistent generation record: {message}", object_key=object_key)
+
+
+def _unknown_kind(kind: str) -> str | None:
+    return None if kind in KINDS else f"kind {kind!r} is not one of {KINDS}"
+
+
 def _check(record: GenerationRecord, object_key: str | None) -> None:
     def bad(message: str) -> TamperedError:
-        return TamperedError(f"inconsistent generation record: {message}", object_key=object_key)
+        return _inconsistent(message, object_key)
 
-    if record.kind not in KINDS:
-        raise bad(f"kind {record.kind!r} is not one of {KINDS}")
+    if (unknown := _unknown_kind(record.kind)) is not None:  # typed, yet any str gets here
+        raise bad(unknown)
     if record.previous >= record.generation and record.generation:
         raise bad(f"generation {record.generation} follows generation {record.previous}")
     if (record.previous == 0) != (record.previous_xxh3 is None):
@@ -192,7 +207,8 @@ class _Reader(BodyReader):
             digest=self.hex128(f, "digest", where),
         )
 
-    def record(self, body: bytes) -> GenerationRecord:
+    def record(self, body: bytes, sealed_as: tuple[str, str, int]) -> GenerationRecord:
+        """The record in `body`, which its seal says is of (plan, dataset, generation)."""
         doc = self.document(body, RECORD_FORMAT, RECORD_VERSION)
         f = self.fields(doc, _BODY_FIELDS, "record")
         if f["format"] != RECORD_FORMAT or f["version"] != RECORD_VERSION:
@@ -203,17 +219,35 @@ class _Reader(BodyReader):
         shards = f["shards"]
         if not isinstance(shards, list):
             raise self.bad("shards is not a list")
+        plan = self.str_(f, "plan", "record")
+        dataset = self.str_(f, "dataset", "record")
+        generation = self.int_(f, "generation", "record", _U32)
+        kind = self.str_(f, "kind", "record")
+        started_at = self.time(f, "started_at")
+        finished_at = self.time(f, "finished_at")
+        previous = self.int_(f, "previous", "record", _U32)
+        previous_xxh3 = self.opt_hex128(f, "previous_xxh3", "record")
+        changed_records = self.int_(f, "changed_records", "record")
+        changed_bytes = self.int_(f, "changed_bytes", "record")
+        heads = tuple(self.head(obj, i) for i, obj in enumerate(shards))
+        if (plan, dataset, generation) != sealed_as:
+            raise TamperedError(
+                "generation record body names another generation than its seal",
+                object_key=self.object_key,
+            )
+        if (unknown := _unknown_kind(kind)) is not None:
+            raise _inconsistent(unknown, self.object_key)
         return GenerationRecord(
-            plan=self.str_(f, "plan", "record"),
-            dataset=self.str_(f, "dataset", "record"),
-            generation=self.int_(f, "generation", "record", _U32),
-            kind=self.str_(f, "kind", "record"),
-            started_at=self.time(f, "started_at"),
-            finished_at=self.time(f, "finished_at"),
+            plan=plan,
+            dataset=dataset,
+            generation=generation,
+            kind=GenerationKind(kind),
+            started_at=started_at,
+            finished_at=finished_at,
             seconds=float(seconds),
-            previous=self.int_(f, "previous", "record", _U32),
-            previous_xxh3=self.opt_hex128(f, "previous_xxh3", "record"),
-            changed_records=self.int_(f, "changed_records", "record"),
-            changed_bytes=self.int_(f, "changed_bytes", "record"),
-            shards=tuple(self.head(obj, i) for i, obj in enumerate(shards)),
+            previous=previous,
+            previous_xxh3=previous_xxh3,
+            changed_records=changed_records,
+            changed_bytes=changed_bytes,
+            shards=heads,
         )

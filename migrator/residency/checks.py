@@ -10,7 +10,16 @@ from functools import partial
 
 from migrator.errors import PlanError
 from migrator.keys.arn import parse_kms_arn, partition_of_region
-from migrator.plan.model import KekPlan, Plan
+from migrator.plan.model import (
+    AwsKmsKekPlan,
+    KekPlan,
+    KeyProviderKind,
+    LocalDestinationPlan,
+    LocalKekPlan,
+    Plan,
+    S3DestinationPlan,
+    StoreKind,
+)
 from migrator.residency import fips as crypto
 from migrator.residency.endpoints import (
     AWS_DOMAINS,
@@ -30,7 +39,7 @@ from migrator.residency.environment import (
 )
 
 Locate = Callable[[str], HostPlace | None]
-CLOUD_KEY_PROVIDERS = frozenset({"aws-kms", "azure-keyvault"})
+CLOUD_KEY_PROVIDERS = frozenset({KeyProviderKind.AWS_KMS, KeyProviderKind.AZURE_KEYVAULT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,8 @@ class ResidencyError(PlanError):
 
 def _cloud_parts(plan: Plan) -> list[str]:
     """What in the plan lies in a cloud, and so needs a residency policy."""
-    parts = [f"an {plan.destination.kind} destination"] if plan.destination.kind != "local" else []
+    kind = plan.destination.kind
+    parts = [f"an {kind} destination"] if kind is not StoreKind.LOCAL else []
     keks = [("keys", plan.keys)] + [
         (f"keys.previous[{i}]", k) for i, k in enumerate(plan.keys.previous)
     ]
@@ -122,12 +132,11 @@ class _Checker:
 
     def destination(self, plan: Plan) -> None:
         dest = plan.destination
-        if dest.kind == "local":
+        if isinstance(dest, LocalDestinationPlan):
             if self.places:
                 why = "a local folder is outside any cloud: allowed only with --allow-loopback"
                 self.add("destination.path", str(dest.path), "local", self.allow_loopback, why)
-        elif dest.kind == "s3":
-            assert dest.region is not None  # the plan model requires it
+        elif isinstance(dest, S3DestinationPlan):
             region = dest.region
             self.place("destination.region", region, partition_of_region(region))
             s3 = f"an S3 endpoint of region {region}"
@@ -140,7 +149,6 @@ class _Checker:
             for name, value in aws_endpoint_overrides("s3"):
                 self.endpoint(f"env {name}", value, _aws_any_region("s3"), "an S3 endpoint")
         else:
-            assert dest.account_url is not None  # the plan model requires it
             blob = "a blob endpoint of an Azure cloud (ACCOUNT.blob.core...)"
             self.endpoint("destination.account_url", dest.account_url, azure_blob_host, blob)
             if dest.connection_string_env:
@@ -179,12 +187,11 @@ class _Checker:
             self.endpoint(f"{field} ({variable}: secondary)", url, secondary, blob)
 
     def kek(self, prefix: str, kek: KekPlan, *, unwrap: bool) -> None:
-        if kek.provider == "local":
+        if isinstance(kek, LocalKekPlan):
             if self.places:
                 why = "a local KEK file held by the operator, in no cloud"
                 self.add(f"{prefix}.kek_file", str(kek.kek_file), "local", True, why)
-        elif kek.provider == "aws-kms":
-            assert kek.key_id is not None  # the plan model requires it
+        elif isinstance(kek, AwsKmsKekPlan):
             region = self.kms_key(f"{prefix}.key_id", kek.key_id, kek.region, unwrap=unwrap)
             if kek.signing_key_id:  # asked through the KEK's client: same endpoint and region
                 self.kms_key(f"{prefix}.signing_key_id", kek.signing_key_id, region, unwrap=unwrap)
@@ -197,7 +204,6 @@ class _Checker:
             elif region is not None:
                 self.forced_fips(f"{prefix}.endpoint_url", None, "kms", region)
         else:
-            assert kek.vault_url is not None  # the plan model requires it
             vault = "a Key Vault or Managed HSM of an Azure cloud"
             self.endpoint(
                 f"{prefix}.vault_url", kek.vault_url, azure_vault_host, vault, unwrap=unwrap
@@ -243,7 +249,7 @@ class _Checker:
 
     def aws_environment(self, plan: Plan) -> None:
         keks = (plan.keys, *plan.keys.previous)
-        if any(kek.provider == "aws-kms" for kek in keks):
+        if any(isinstance(kek, AwsKmsKekPlan) for kek in keks):
             for name, value in aws_endpoint_overrides("kms"):
                 self.endpoint(f"env {name}", value, _aws_any_region("kms"), "a KMS endpoint")
 

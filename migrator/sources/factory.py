@@ -7,7 +7,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from migrator.errors import UsageError
-from migrator.plan.model import DatasetPlan, SourcePlan
+from migrator.plan.model import (
+    AzureSourcePlan,
+    DatasetKind,
+    DatasetPlan,
+    LocalSourcePlan,
+    S3SourcePlan,
+)
 from migrator.sources.base import FilteredSource, RestorableNames, Source
 from migrator.sources.local import LocalSource
 
@@ -21,27 +27,22 @@ _AUTHORITY_BY_SUFFIX = {
 def open_source(ds: DatasetPlan) -> Source:
     plan = ds.source
     inner: Source
-    if plan.kind == "local":
-        assert plan.path is not None  # the plan model requires it
+    if isinstance(plan, LocalSourcePlan):
         inner = LocalSource(plan.path)
-    elif plan.kind == "s3":
+    elif isinstance(plan, S3SourcePlan):
         from migrator.sources.s3 import S3Source
 
-        assert plan.bucket is not None  # the plan model requires it
         inner = S3Source(
             plan.bucket, plan.prefix, region=plan.region, endpoint_url=plan.endpoint_url
         )
-    elif plan.kind == "azure":
-        inner = _azure_source(ds.name, plan)
     else:
-        raise UsageError(f"dataset {ds.name}: source kind {plan.kind!r} is not supported")
+        inner = _azure_source(ds.name, plan)
     filtered = FilteredSource(inner, ds.include)
     # Records files are read, never restored by name; objects are written back at their names.
-    return RestorableNames(filtered, ds.name) if ds.kind == "objects" else filtered
+    return RestorableNames(filtered, ds.name) if ds.kind is DatasetKind.OBJECTS else filtered
 
 
-def _azure_source(dataset: str, plan: SourcePlan) -> Source:
-    assert plan.bucket is not None and plan.account_url is not None  # the plan model requires them
+def _azure_source(dataset: str, plan: AzureSourcePlan) -> Source:
     try:
         from migrator.sources.azure import AzureSource
     except ImportError as exc:
@@ -50,7 +51,9 @@ def _azure_source(dataset: str, plan: SourcePlan) -> Source:
             " pip install 'migrator[azure]'"
         ) from exc
     if plan.connection_string_env is not None:
-        connection_string = _secret_from_env(dataset, "connection_string_env", plan)
+        connection_string = _secret_from_env(
+            dataset, "connection_string_env", plan.connection_string_env
+        )
         return AzureSource(
             plan.bucket,
             plan.prefix,
@@ -59,7 +62,7 @@ def _azure_source(dataset: str, plan: SourcePlan) -> Source:
         )
     credential: Any
     if plan.account_key_env is not None:
-        credential = _secret_from_env(dataset, "account_key_env", plan)
+        credential = _secret_from_env(dataset, "account_key_env", plan.account_key_env)
     else:
         credential = _default_credential(dataset, plan.account_url)
     return AzureSource(
@@ -67,9 +70,8 @@ def _azure_source(dataset: str, plan: SourcePlan) -> Source:
     )
 
 
-def _secret_from_env(dataset: str, field: str, plan: SourcePlan) -> str:
+def _secret_from_env(dataset: str, field: str, name: str) -> str:
     """The value of the environment variable the plan names; messages name only the variable."""
-    name = getattr(plan, field)
     value = os.environ.get(name)
     if not value:
         raise UsageError(

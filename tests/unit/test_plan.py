@@ -11,7 +11,14 @@ import yaml
 from pydantic import ValidationError
 
 from migrator.errors import EXIT_USAGE, PlanError
-from migrator.plan.model import DatasetPlan, KeysPlan, Plan, SourcePlan, load_plan
+from migrator.plan.model import (
+    DatasetPlan,
+    LocalDestinationPlan,
+    LocalKeysPlan,
+    LocalSourcePlan,
+    Plan,
+    load_plan,
+)
 from migrator.plan.schema import main as schema_main
 from migrator.plan.schema import plan_json_schema, render_plan_json_schema
 from migrator.sizes import GiB, KiB, MiB
@@ -23,9 +30,9 @@ Change = Callable[[dict[str, Any]], object]  # edits a valid plan into a bad one
 
 def plan_paths(plan: Plan) -> list[Path]:
     paths = [plan.state_dir, *(dataset.source.path for dataset in plan.datasets)]
-    if plan.keys.kek_file is not None:
+    if isinstance(plan.keys, LocalKeysPlan):
         paths.append(plan.keys.kek_file)
-    if plan.destination.path is not None:
+    if isinstance(plan.destination, LocalDestinationPlan):
         paths.append(plan.destination.path)
     return paths
 
@@ -55,7 +62,9 @@ def test_demo_manifest_is_the_contract() -> None:
     assert (plan.version, plan.name, plan.compression_level) == (1, "demo", 3)
     assert plan.state_dir == MANIFESTS / ".migrator/demo"
     assert plan.chunk_size == 16 * MiB
-    assert plan.keys == KeysPlan(provider="local", kek_file=MANIFESTS / ".migrator/demo/kek.key")
+    assert plan.keys == LocalKeysPlan(
+        provider="local", kek_file=MANIFESTS / ".migrator/demo/kek.key"
+    )
     assert plan.destination.kind == "local"
     assert plan.destination.path == MANIFESTS / ".migrator/demo/bucket"
     assert plan.destination.prefix == "demo/"
@@ -446,7 +455,7 @@ def test_model_built_in_code_resolves_against_the_working_folder(plan_folder: Pa
 
 
 def test_sections_validate_on_their_own() -> None:
-    source = SourcePlan(kind="local", path=Path("/exports/videos"))
+    source = LocalSourcePlan(kind="local", path=Path("/exports/videos"))
     videos = DatasetPlan(name="videos", kind="objects", source=source, shards=1)
     assert videos.part_size is None  # only a Plan knows its chunk_size
     with pytest.raises(ValidationError) as caught:

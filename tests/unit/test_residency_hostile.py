@@ -64,8 +64,8 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
         return opener
 
-    monkeypatch.setattr(migrator.wiring, "_open_destination", refuse("destination"))
-    monkeypatch.setattr(migrator.wiring, "_kek", refuse("key provider"))
+    monkeypatch.setattr(migrator.wiring, "open_destination", refuse("destination"))
+    monkeypatch.setattr(migrator.wiring, "open_kek", refuse("key provider"))
     monkeypatch.setattr(state_store.StateDB, "__init__", refuse("state store"))
     real_getaddrinfo = socket.getaddrinfo
 
