@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
-from typing import TYPE_CHECKING
 
 from migrator.codec.body import HEX128 as _HEX128
 from migrator.codec.digests import ZERO_DIGEST
+from migrator.codec.manifest_model import KIND_OBJECTS, KIND_RECORDS, ChunkRef, ShardManifest
 from migrator.errors import TamperedError, TruncatedError
-
-if TYPE_CHECKING:
-    from migrator.codec.manifest import ChunkRef, ShardManifest
-
-KIND_RECORDS = "records"
-KIND_OBJECTS = "objects"
 
 
 def check_manifest(

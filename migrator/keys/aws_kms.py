@@ -9,7 +9,6 @@ key (`signing_key_id`, migrator/keys/aws_kms_signing.py) is asked through the sa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -19,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from migrator.errors import KeyProviderError, WrongKeyError
 from migrator.keys.arn import KmsArn, parse_kms_arn
+from migrator.keys.aws_kms_answers import error_code, raise_kms_error, whole_answer
+from migrator.keys.aws_kms_signing import KMS_KEY_SPEC, AwsKmsSigner
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
 from migrator.keys.provider import WrappedKey, check_provider
 from migrator.keys.signing import Signer, UnconfiguredSigner
@@ -28,9 +29,6 @@ from migrator.keys.signing import Signer, UnconfiguredSigner
 MAX_ATTEMPTS = 8  # in all, the first try included
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 30
-INCOMPLETE_ATTEMPTS = 4  # answers cut short, parsed by botocore as empty successes
-INCOMPLETE_BACKOFF = 0.2
-KMS_KEY_SPEC = "ECC_NIST_P256"  # of the signing key (migrator/keys/aws_kms_signing.py)
 
 # Decrypt errors that say "these bytes were not sealed by this key under this context". Moto
 # (and a key policy that conditions on the encryption context) answers AccessDenied there.
@@ -41,11 +39,6 @@ _WRONG_KEY_CODES = {
         "it was wrapped under another KMS key, or this caller may not use kms:Decrypt with"
         " this key and encryption context"
     ),
-}
-_STATE_HINTS = {
-    "DisabledException": " (the key is disabled: enable it to read or write this data)",
-    "KMSInvalidStateException": " (the key is pending deletion or import: cancel the deletion)",
-    "NotFoundException": " (no such key in this account and region)",
 }
 
 
@@ -90,8 +83,6 @@ class AwsKmsKeyProvider:
             f"an asymmetric {KMS_KEY_SPEC} SIGN_VERIFY KMS key",
         )
         if signing_key_id is not None:
-            from migrator.keys.aws_kms_signing import AwsKmsSigner
-
             region = region or (self._arn.region if self._arn else None)
             self.signer = AwsKmsSigner(signing_key_id, client, region=region)
 
@@ -182,7 +173,7 @@ class AwsKmsKeyProvider:
                     KeyId=self.key_id,
                 )
             except ClientError as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code in _WRONG_KEY_CODES:
                     raise WrongKeyError(
                         f"data key wrapped under {wrapped.kek_id} cannot be unwrapped with KMS"
@@ -238,39 +229,3 @@ class AwsKmsKeyProvider:
 
     def _raise(self, operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
         raise_kms_error(self.describe(), operation, exc)
-
-
-def whole_answer(
-    what: str, operation: str, call: Callable[[], Any], fields: tuple[str, ...]
-) -> Any:
-    """The answer with every field it must have. botocore parses an answer cut short (a
-    connection closed mid-body) as an empty success, not an error: ask again, a few times, as
-    for any transient fault, then stop naming the operation."""
-    missing: list[str] = []
-    for attempt in range(INCOMPLETE_ATTEMPTS):
-        if attempt:
-            time.sleep(INCOMPLETE_BACKOFF * 2 ** (attempt - 1))
-        response = call()
-        missing = [f for f in fields if not response.get(f)]
-        if not missing:
-            return response
-    raise KeyProviderError(
-        f"{what}: {operation} answered without {', '.join(missing)}"
-        f" {INCOMPLETE_ATTEMPTS} times (answers cut short?); run the command again"
-    )
-
-
-def raise_kms_error(what: str, operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
-    # Only the error code and message: the full response can carry request details.
-    if isinstance(exc, ClientError):
-        code = _error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", ""))
-        reason = f"{code}: {message}" if message else code
-        reason += _STATE_HINTS.get(code, "")
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    raise KeyProviderError(f"{what}: {operation} failed: {reason}") from exc
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))

@@ -15,9 +15,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from migrator.errors import KeyProviderError
 from migrator.keys.arn import parse_kms_arn
-from migrator.keys.aws_kms import KMS_KEY_SPEC, raise_kms_error, whole_answer
+from migrator.keys.aws_kms_answers import raise_kms_error, whole_answer
 from migrator.keys.signing import CachedPublicKey, SigningPublicKey, raw_signature
 
+KMS_KEY_SPEC = "ECC_NIST_P256"
 KMS_KEY_USAGE = "SIGN_VERIFY"
 KMS_SIGNING_ALGORITHM = "ECDSA_SHA_256"
 

@@ -48,7 +48,8 @@ KEY_VERSION = re.compile(r"[0-9A-Za-z]{1,64}")
 _TAG_LABEL = b"migrator/v1/azure-keyvault-context\n"
 
 
-def _import_crypto() -> ModuleType:
+def import_crypto() -> ModuleType:
+    """The SDK's crypto module, imported only when a provider or signer is built."""
     try:
         import azure.keyvault.keys.crypto as crypto
     except ImportError:
@@ -58,7 +59,8 @@ def _import_crypto() -> ModuleType:
     return crypto
 
 
-def _import_identity() -> ModuleType:
+def import_identity() -> ModuleType:
+    """azure-identity, imported only when no credential is given."""
     try:
         return importlib.import_module("azure.identity")
     except ImportError:
@@ -67,7 +69,8 @@ def _import_identity() -> ModuleType:
         ) from None
 
 
-def _import_errors() -> ModuleType:
+def import_errors() -> ModuleType:
+    """azure-core's exceptions, imported with the SDK."""
     try:
         import azure.core.exceptions as errors
     except ImportError:
@@ -97,7 +100,7 @@ def is_azure_government(vault_url: str) -> bool:
 
 def default_credential(vault_url: str) -> Any:
     """DefaultAzureCredential, signing in at the Azure Government authority for a gov vault."""
-    identity = _import_identity()
+    identity = import_identity()
     if is_azure_government(vault_url):
         return identity.DefaultAzureCredential(
             authority=identity.AzureAuthorityHosts.AZURE_GOVERNMENT
@@ -105,7 +108,8 @@ def default_credential(vault_url: str) -> Any:
     return identity.DefaultAzureCredential()
 
 
-def _context_tag(key: DataKey, context: Mapping[str, str]) -> bytes:
+def context_tag(key: DataKey, context: Mapping[str, str]) -> bytes:
+    """The HMAC that binds the context to the data key, since Key Vault's wrap takes none."""
     message = _TAG_LABEL + orjson.dumps(
         {"key_id": key.key_id.hex(), "context": dict(context)}, option=orjson.OPT_SORT_KEYS
     )
@@ -133,8 +137,8 @@ class AzureKeyVaultKeyProvider:
             raise ValueError(
                 f"algorithm {algorithm!r} is not one of {', '.join(sorted(WRAP_ALGORITHMS))}"
             )
-        crypto = _import_crypto()
-        self._errors = _import_errors()
+        crypto = import_crypto()
+        self._errors = import_errors()
         self._client_class: Any = crypto.CryptographyClient
         self._algorithm: Any = crypto.KeyWrapAlgorithm(algorithm)
         self._vault_host = (parts.hostname or "").lower()  # check_key_address: never empty
@@ -191,7 +195,7 @@ class AzureKeyVaultKeyProvider:
             provider=self.name,
             kek_id=kek_id,
             key_id=key.key_id.hex(),
-            ciphertext=_context_tag(key, context) + bytes(result.encrypted_key),
+            ciphertext=context_tag(key, context) + bytes(result.encrypted_key),
             context=dict(context),
         )
 
@@ -230,7 +234,7 @@ class AzureKeyVaultKeyProvider:
             raise WrongKeyError(
                 f"data key unwrapped with {wrapped.kek_id} does not match its recorded key id"
             )
-        if not hmac.compare_digest(tag, _context_tag(key, wrapped.context)):
+        if not hmac.compare_digest(tag, context_tag(key, wrapped.context)):
             raise WrongKeyError(
                 f"data key wrapped under {wrapped.kek_id}: its context was altered"
                 f" (now {wrapped.context})"

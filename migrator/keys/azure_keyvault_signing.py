@@ -55,8 +55,8 @@ class AzureKeyVaultSigner:
         key_client: Any | None = None,
     ) -> None:
         parts = check_key_address(vault_url, key_name, key_version)
-        crypto = azure_keyvault._import_crypto()
-        self._errors = azure_keyvault._import_errors()
+        crypto = azure_keyvault.import_crypto()
+        self._errors = azure_keyvault.import_errors()
         self._algorithm: Any = crypto.SignatureAlgorithm.es256
         self._crypto_class: Any = crypto.CryptographyClient
         self.vault_url = f"https://{parts.netloc}"

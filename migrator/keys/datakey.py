@@ -34,7 +34,7 @@ class DataKey:
         raise TypeError("DataKey cannot be pickled: key material stays in process memory")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, DataKey) and hmac.compare_digest(self._secret, other._secret)
+        return isinstance(other, DataKey) and hmac.compare_digest(self._secret, other.secret)
 
     def __hash__(self) -> int:
         return hash(self.key_id)

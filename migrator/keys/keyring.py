@@ -29,10 +29,11 @@ from migrator.errors import (
 )
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring_doc import StoredKeyring, first_keyring, parse_keyring
+from migrator.keys.keyring_doc import StoredKeyring, first_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import AnyOf, SignatureVerifier, TrustedKeys
-from migrator.repository.names import data_key_object, keyring_object, keys_prefix, revision_of
+from migrator.repository.keyrings import put_keyring, read_keyring
+from migrator.repository.names import keys_prefix
 from migrator.stores.base import ObjectStore
 
 __all__ = [
@@ -40,20 +41,14 @@ __all__ = [
     "Keyring",
     "StoredKeyring",
     "check_signer_recorded",
-    "data_key_object",
     "key_context",
     "key_for",
-    "keyring_object",
-    "keys_prefix",
     "ledger_trust",
-    "list_key_objects",
     "load_data_key",
     "load_keyring",
     "load_or_create_keyring",
     "open_keyring",
     "plan_trust",
-    "read_keyring",
-    "revision_of",
 ]
 
 # Set on every data chunk by the pipeline, for people and for `verify --quick`; never used to
@@ -64,44 +59,6 @@ KEY_ID_METADATA = "migrator-key-id"
 def key_context(plan: str, dataset: str) -> dict[str, str]:
     """Bound into the wrap (and into KMS encryption context): a key cannot serve another dataset."""
     return {"migrator:plan": plan, "migrator:dataset": dataset}
-
-
-def list_key_objects(store: ObjectStore, dataset: str) -> tuple[int | None, list[str]]:
-    """(the revision in force: the highest keyring revision, else 0 for datakey.json, else None;
-    the key objects it supersedes: lower revisions, and datakey.json once a keyring exists)."""
-    revisions: list[int] = []
-    has_first = False  # datakey.json, revision 0
-    for info in store.list(keys_prefix(dataset)):
-        if info.key == data_key_object(dataset):
-            has_first = True
-        elif (revision := revision_of(info.key)) is not None:
-            revisions.append(revision)
-    if not revisions:
-        return (0 if has_first else None), []
-    revisions.sort()
-    superseded = [data_key_object(dataset)] if has_first else []
-    superseded += [keyring_object(dataset, r) for r in revisions[:-1]]
-    return revisions[-1], superseded
-
-
-def read_keyring(store: ObjectStore, plan: str, dataset: str) -> StoredKeyring:
-    """The dataset's keyring in force, still wrapped and not yet checked for its signature;
-    MissingObjectError if it has no data key (it was never migrated)."""
-    for attempt in range(2):
-        revision, _ = list_key_objects(store, dataset)
-        if revision is None:
-            raise MissingObjectError(
-                "no data key: the dataset was never migrated", object_key=data_key_object(dataset)
-            )
-        okey = data_key_object(dataset) if revision == 0 else keyring_object(dataset, revision)
-        try:
-            data = store.get(okey)
-        except MissingObjectError:
-            if attempt:
-                raise
-            continue  # a rotation replaced it between the listing and the read: list again
-        return parse_keyring(data, plan, dataset, revision, okey)
-    raise AssertionError("unreachable")
 
 
 # --- the unwrapped form ------------------------------------------------------------------
@@ -248,7 +205,7 @@ def load_or_create_keyring(
     except MissingObjectError:
         key, wrapped = provider.generate_data_key(key_context(plan, dataset))
         stored = first_keyring(plan, dataset, wrapped).signed(provider.signer)
-        store.put(stored.object_key, stored.to_json(), {"migrator-kind": "keyring"})
+        put_keyring(store, stored)
         return Keyring(dataset, [key], [(1, key)], TrustedKeys(stored.signers))
     check_signer_recorded(keyring, provider)
     return keyring

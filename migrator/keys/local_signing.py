@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -71,7 +72,10 @@ class LocalSigner:
         self.path = path
         self._create = create
         self._private: ec.EllipticCurvePrivateKey | None = None
-        self._public = CachedPublicKey(self._load)
+        self._lock = threading.Lock()
+        self._public = CachedPublicKey(
+            lambda: SigningPublicKey(public_key_der(self._private_key().public_key()), "local")
+        )
 
     def describe(self) -> str:
         return f"local signing key {self.path}"
@@ -82,7 +86,14 @@ class LocalSigner:
     def __reduce__(self) -> NoReturn:
         raise TypeError("LocalSigner cannot be pickled: key material stays in process memory")
 
-    def _load(self) -> SigningPublicKey:
+    def _private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key, read from its file once, by whichever thread comes first."""
+        with self._lock:
+            if self._private is None:
+                self._private = self._read()
+            return self._private
+
+    def _read(self) -> ec.EllipticCurvePrivateKey:
         if self._create and not self.path.exists():
             init_signing_key_file(self.path, exist_ok=True)
         try:
@@ -111,8 +122,7 @@ class LocalSigner:
         value = int.from_bytes(scalar, "big")
         if len(scalar) != 32 or not 0 < value < _P256_ORDER:
             raise KeyProviderError(f"{self.path}: signing key file is corrupt (not a P-256 key)")
-        self._private = ec.derive_private_key(value, ec.SECP256R1())
-        return SigningPublicKey(public_key_der(self._private.public_key()), "local")
+        return ec.derive_private_key(value, ec.SECP256R1())
 
     def public_key(self) -> SigningPublicKey:
         return self._public.get()
@@ -124,9 +134,8 @@ class LocalSigner:
         return public if public.key_id == key_id else None
 
     def sign(self, message: bytes) -> bytes:
-        self.public_key()
-        assert self._private is not None
-        return raw_signature(self._private.sign(message, ec.ECDSA(hashes.SHA256())))
+        private = self._private_key()
+        return raw_signature(private.sign(message, ec.ECDSA(hashes.SHA256())))
 
 
 class MemorySigner:

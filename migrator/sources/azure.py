@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
@@ -23,7 +23,7 @@ from azure.storage.blob import BlobProperties, ContainerClient, StorageStreamDow
 
 from migrator.errors import SourceError
 from migrator.sources.base import SourceObject
-from migrator.stores.azure import BlobRetry, key_credential
+from migrator.stores.azure_client import BlobRetry, key_credential
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -101,7 +101,7 @@ class AzureSource:
                     continue
                 yield SourceObject(blob.name[skip:], blob.size, str(blob.etag).strip('"'))
         except AzureError as exc:
-            self._raise(self.describe(), "list", exc)
+            raise self.error(self.describe(), "list", exc) from exc
 
     def open(self, obj: SourceObject) -> BinaryIO:
         downloader = self._download(obj, None, None)
@@ -118,7 +118,7 @@ class AzureSource:
         try:
             data = downloader.readall()
         except AzureError as exc:
-            self._raise(self.location(obj), "read", exc)
+            raise self.error(self.location(obj), "read", exc) from exc
         if len(data) != length:
             raise SourceError(
                 f"{self.location(obj)}: read {len(data)} bytes at {offset}, not {length}"
@@ -138,7 +138,7 @@ class AzureSource:
                 max_concurrency=1,
             )
         except AzureError as exc:
-            self._raise(self.location(obj), "read", exc)
+            raise self.error(self.location(obj), "read", exc) from exc
         expected = obj.size if length is None else length
         if downloader.size != expected:
             raise SourceError(
@@ -147,23 +147,25 @@ class AzureSource:
             )
         return downloader
 
-    def _raise(self, where: str, operation: str, exc: AzureError) -> NoReturn:
+    def error(self, where: str, operation: str, exc: AzureError) -> SourceError:
+        """What a failed call at `where` means for the migration: the blob changed or went
+        since it was listed, the container is gone, or the service's own reason."""
         code = ""
         if isinstance(exc, HttpResponseError):
             error_code = getattr(exc, "error_code", None)  # a StorageErrorCode, or a str
             code = str(getattr(error_code, "value", error_code) or exc.status_code or "")
         if isinstance(exc, ResourceModifiedError) or code in _CHANGED_CODES:
-            raise SourceError(
+            return SourceError(
                 f"{where}: changed since it was listed ({code or 412}); run again to pick it up"
-            ) from exc
+            )
         if code == "ContainerNotFound":
-            raise SourceError(f"{self._where}: container does not exist ({code})") from exc
+            return SourceError(f"{self._where}: container does not exist ({code})")
         if isinstance(exc, ResourceNotFoundError):
-            raise SourceError(f"{where}: not found ({code}); deleted since it was listed?") from exc
+            return SourceError(f"{where}: not found ({code}); deleted since it was listed?")
         # The message's first line: the rest repeats request ids and XML.
         lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
         reason = f"{code or type(exc).__name__}: {lines[0] if lines else ''}"
-        raise SourceError(f"{where}: {operation} failed: {reason}") from exc
+        return SourceError(f"{where}: {operation} failed: {reason}")
 
 
 def _folder_marker(blob: BlobProperties) -> bool:
@@ -193,7 +195,7 @@ class _BlobReader(io.RawIOBase):
             try:
                 chunk = next(self._chunks, None)
             except AzureError as exc:
-                self._source._raise(self._source.location(self._obj), "read", exc)
+                raise self._source.error(self._source.location(self._obj), "read", exc) from exc
             if chunk is None:
                 if self._pos != self._obj.size:
                     raise SourceError(

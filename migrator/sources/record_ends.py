@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from migrator.errors import TamperedError
+
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: at a file's start, not part of any record
 _LINE_END = re.compile(rb"\n|\r(?!\n)")  # splits at LF (a CRLF's CR stays) and at a lone CR
 _LONE_CR = re.compile(rb"\r(?!\n)")
@@ -160,6 +162,23 @@ def split_by_quote_parity(data: bytes) -> list[bytes]:
             start, quotes = lf + 1, 0
         pos = lf + 1
     return out
+
+
+def split_stored_records(
+    data: bytes, framing: RecordFraming, expected: int | None = None
+) -> list[bytes]:
+    """The records of a records chunk, which holds one or more whole records each followed by
+    a line feed (a CSV quoted field left open means the last one is not whole). `expected`:
+    the chunk's record count; a CSV chunk an earlier version wrote around a `"` inside an
+    unquoted field holds that many only when split by its quote-parity rule (FORMAT.md §1.4)."""
+    records, open_quote = framing.split(data)
+    if framing.is_csv and expected is not None and len(records) != expected:
+        legacy = split_by_quote_parity(data)
+        if len(legacy) == expected and data.count(b'"') % 2 == 0 and data.endswith(b"\n"):
+            return legacy
+    if not data.endswith(b"\n") or open_quote >= 0:
+        raise TamperedError("records chunk does not end on a record")
+    return records
 
 
 @lru_cache(maxsize=64)

@@ -1,52 +1,41 @@
 """`ObjectStore` and `MultipartStore` on an Azure Blob container (Azure Government, or Azurite).
 
 Azure Government accounts live at https://<account>.blob.core.usgovcloudapi.net; sign in there
-with `government_credential()`, an account key, or a connection string.
+with `government_credential()` (stores/azure_client.py), an account key, or a connection string.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
-import hashlib
-import random
-import re
-import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import (
-    BlobBlock,
-    BlobClient,
-    BlobProperties,
-    ContainerClient,
-    ExponentialRetry,
-)
-from requests import RequestException
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobBlock, BlobClient, BlobProperties, ContainerClient
 
 from migrator.errors import MissingObjectError, StoreError
+from migrator.stores.azure_client import (
+    TRANSPORT_ERRORS,
+    BlobRetry,
+    container_missing,
+    content_md5,
+    key_credential,
+    store_error,
+)
+from migrator.stores.azure_names import (
+    block_name,
+    decode_metadata,
+    encode_metadata,
+    new_upload_id,
+    parse_block_name,
+)
 from migrator.stores.base import Buffer, ObjectInfo, PartInfo
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
     from azure.core.pipeline import PipelineRequest
 
 MiB = 1024 * 1024
-MAX_BLOCKS = 50_000  # Azure's limit of committed blocks a blob
-MAX_BACKOFF_SECONDS = 30.0
-
-# Block names are "<upload id>-<part number>": one length for every upload, as Azure requires
-# of a blob's uncommitted blocks. The SDK base64-encodes them into the wire block ids.
-_UPLOAD_ID = re.compile(r"[0-9a-f]{16}")
-_BLOCK_NAME = re.compile(r"([0-9a-f]{16})-(\d{6})")
-_METADATA_NAME_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-_ESCAPED_NAME = re.compile(r"(?:[A-Za-z0-9]|_[0-9a-f]{2})*")
-# The SDK wraps most transport failures in AzureError, but a few paths let requests' own out.
-_TRANSPORT_ERRORS = (AzureError, RequestException)
-_SAS_SIGNATURE = re.compile(r"(sig=)[^&\s]+", re.IGNORECASE)
 
 
 class AzureBlobStore:
@@ -115,6 +104,11 @@ class AzureBlobStore:
     def __repr__(self) -> str:
         return f"AzureBlobStore({self.describe()!r})"
 
+    @property
+    def client(self) -> ContainerClient:
+        """The SDK's container client, for checking how it signs in and where it calls."""
+        return self._client
+
     # --- ObjectStore -----------------------------------------------------------------------
 
     def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
@@ -125,11 +119,11 @@ class AzureBlobStore:
                 body,
                 length=len(body),
                 overwrite=True,
-                metadata=_encode_metadata(metadata or {}),
+                metadata=encode_metadata(metadata or {}),
                 validate_content=True,
                 max_concurrency=self.max_concurrency,
             )
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("put", full_key, exc)
 
     def get(self, key: str) -> bytes:
@@ -141,10 +135,10 @@ class AzureBlobStore:
             download = self._blob(full_key).download_blob(max_concurrency=self.max_concurrency)
             return download.readall()
         except ResourceNotFoundError as exc:
-            if _container_missing(exc):
+            if container_missing(exc):
                 self._raise("get", full_key, exc)
             raise MissingObjectError(f"not found in {self.describe()}", object_key=key) from exc
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("get", full_key, exc)
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -152,12 +146,12 @@ class AzureBlobStore:
         try:
             properties = self._blob(full_key).get_blob_properties()
         except ResourceNotFoundError as exc:
-            if _container_missing(exc):
+            if container_missing(exc):
                 self._raise("head", full_key, exc)
             return None  # also a blob that exists only as uncommitted blocks
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("head", full_key, exc)
-        return ObjectInfo(key, properties.size, _decode_metadata(properties.metadata or {}))
+        return ObjectInfo(key, properties.size, decode_metadata(properties.metadata or {}))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Key and size only, like S3 listings; one request a `list_page_size` blobs."""
@@ -165,7 +159,7 @@ class AzureBlobStore:
         try:
             for item in self._listing(full_prefix):
                 yield ObjectInfo(key=item.name[len(self.prefix) :], size=item.size)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("list", full_prefix, exc)
 
     def delete(self, key: str) -> None:
@@ -173,9 +167,9 @@ class AzureBlobStore:
         try:
             self._blob(full_key).delete_blob(delete_snapshots="include")
         except ResourceNotFoundError as exc:
-            if _container_missing(exc):
+            if container_missing(exc):
                 self._raise("delete", full_key, exc)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("delete", full_key, exc)
 
     def describe(self) -> str:
@@ -187,7 +181,7 @@ class AzureBlobStore:
         """A fresh upload id; Azure keeps nothing until the first block (metadata comes with
         the commit)."""
         self._full_key(key)
-        return secrets.token_hex(8)
+        return new_upload_id()
 
     def uploaded_parts(self, key: str, upload_id: str) -> dict[int, PartInfo] | None:
         """This upload's staged blocks, or its committed ones if it was completed; None when
@@ -197,10 +191,10 @@ class AzureBlobStore:
         try:
             committed, uncommitted = self._blob(full_key).get_block_list("all")
         except ResourceNotFoundError as exc:
-            if _container_missing(exc):
+            if container_missing(exc):
                 self._raise("get block list", full_key, exc)
             return None
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("get block list", full_key, exc)
         for blocks in (uncommitted, committed):
             parts: dict[int, PartInfo] = {}
@@ -230,9 +224,9 @@ class AzureBlobStore:
             self._blob(full_key).stage_block(
                 name, body, len(body), validate_content=True, raw_request_hook=keep_sent_md5
             )
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise(f"stage block {number}", full_key, exc)
-        checksum = sent.get("md5") or _md5_base64(body)
+        checksum = sent.get("md5") or content_md5(body)
         return PartInfo(number=number, size=len(body), etag=name, checksum=checksum)
 
     def complete_upload(
@@ -251,10 +245,10 @@ class AzureBlobStore:
         try:
             self._blob(full_key).commit_block_list(
                 [BlobBlock(block_id=part.etag) for part in ordered],
-                metadata=_encode_metadata(metadata),
+                metadata=encode_metadata(metadata),
                 validate_content=True,
             )
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("commit block list", full_key, exc)
 
     def abort_upload(self, key: str, upload_id: str) -> None:
@@ -287,7 +281,7 @@ class AzureBlobStore:
                 upload_ids = {parsed[0] for b in uncommitted if (parsed := parse_block_name(b.id))}
                 for upload_id in sorted(upload_ids):
                     yield item.name[len(self.prefix) :], upload_id
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._raise("list uploads", full_prefix, exc)
 
     # --- helpers ---------------------------------------------------------------------------
@@ -311,121 +305,4 @@ class AzureBlobStore:
         return f"azure://{self._location}/{full_key}"
 
     def _raise(self, operation: str, full_key: str, exc: Exception) -> NoReturn:
-        # The error code and the message's first line: the rest repeats request ids and XML.
-        if isinstance(exc, HttpResponseError):
-            error_code = getattr(exc, "error_code", None)  # the SDK's enum, or the raw header
-            code = f"{exc.status_code} {getattr(error_code, 'value', error_code) or exc.reason}"
-            message = str(exc.message or "")
-        else:
-            code, message = type(exc).__name__, str(exc)
-        lines = message.strip().splitlines()
-        reason = f"{code}: {lines[0] if lines else ''}"
-        # A SAS signature can appear in a URL inside a connection error: never repeat it.
-        reason = _SAS_SIGNATURE.sub(r"\1***", reason)
-        raise StoreError(f"{self._url(full_key)}: {operation} failed: {reason}") from exc
-
-
-class BlobRetry(ExponentialRetry):
-    """The SDK's storage retry rules (5xx but 501/505, 408, connection resets, an MD5 the
-    service echoes differently) with `retry_total` for every kind and a doubling, capped,
-    jittered backoff starting at `backoff` seconds (the SDK's own starts at 15 s)."""
-
-    def __init__(self, retry_total: int = 10, backoff: float = 0.5) -> None:
-        super().__init__(
-            retry_total=retry_total,
-            retry_connect=retry_total,
-            retry_read=retry_total,
-            retry_status=retry_total,
-            random_jitter_range=0,
-        )
-        self.backoff = backoff
-
-    def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        # The SDK counts a retry before it sleeps: the first sleep sees count 1.
-        retry = max(settings["count"] - 1, 0)
-        delay = min(self.backoff * 2**retry, MAX_BACKOFF_SECONDS)
-        return float(delay * random.uniform(0.8, 1.2))
-
-
-def government_credential(**options: Any) -> TokenCredential:
-    """azure-identity's DefaultAzureCredential signing in at Azure Government's authority."""
-    try:
-        from azure.identity import AzureAuthorityHosts, DefaultAzureCredential
-    except ImportError as exc:
-        raise StoreError(
-            "Azure Government sign-in needs the optional azure-identity package: "
-            "pip install 'migrator[azure-identity]' (or pass an account key or connection string)"
-        ) from exc
-    credential = DefaultAzureCredential(authority=AzureAuthorityHosts.AZURE_GOVERNMENT, **options)
-    return cast("TokenCredential", credential)
-
-
-def block_name(upload_id: str, number: int) -> str:
-    """The block of part `number` of an upload; the SDK base64-encodes it as the block id."""
-    if not _UPLOAD_ID.fullmatch(upload_id):
-        raise ValueError(f"not an upload id of this store: {upload_id!r}")
-    if not 1 <= number <= MAX_BLOCKS:
-        raise ValueError(f"part number {number} is outside 1..{MAX_BLOCKS}")
-    return f"{upload_id}-{number:06d}"
-
-
-def parse_block_name(name: str) -> tuple[str, int] | None:
-    """(upload id, part number) of a block this store staged; None for anyone else's block."""
-    match = _BLOCK_NAME.fullmatch(name)
-    return (match.group(1), int(match.group(2))) if match else None
-
-
-def _container_missing(exc: ResourceNotFoundError) -> bool:
-    # Azure names the missing thing in x-ms-error-code, HEAD responses included.
-    error_code = getattr(exc, "error_code", None)
-    return str(getattr(error_code, "value", error_code)) == "ContainerNotFound"
-
-
-def key_credential(account_url: str, credential: Any | None) -> Any | None:
-    """An account key or SAS token given as a string becomes the SDK's credential for it."""
-    if not isinstance(credential, str):
-        return credential
-    if "sig=" in credential:
-        return AzureSasCredential(credential)
-    return AzureNamedKeyCredential(account_name(account_url), credential)
-
-
-def account_name(account_url: str) -> str:
-    """<account>.blob.core... names the account in the host; emulators in the first path part."""
-    parts = urlsplit(account_url)
-    host = parts.hostname or ""
-    if host.replace(".", "").isdigit() or host in {"localhost", "::1"} or ":" in host:
-        return parts.path.strip("/").split("/")[0]
-    return host.split(".")[0]
-
-
-def _encode_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    return {_encode_name(name): value for name, value in metadata.items()}
-
-
-def _decode_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    return {_decode_name(name): value for name, value in metadata.items()}
-
-
-def _encode_name(name: str) -> str:
-    escaped = [
-        chr(byte) if byte in _METADATA_NAME_SAFE else f"_{byte:02x}" for byte in name.encode()
-    ]
-    if escaped and escaped[0].isdigit():  # an identifier cannot start with a digit
-        escaped[0] = f"_{ord(escaped[0]):02x}"
-    return "".join(escaped)
-
-
-def _decode_name(name: str) -> str:
-    """The inverse of _encode_name; a name this store did not write comes back as it is."""
-    if not _ESCAPED_NAME.fullmatch(name):
-        return name
-    raw = re.sub(rb"_([0-9a-f]{2})", lambda match: bytes.fromhex(match[1].decode()), name.encode())
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return name
-
-
-def _md5_base64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        raise store_error(self._url(full_key), operation, exc) from exc

@@ -204,7 +204,7 @@ class LocalStore:
                 handle.flush()
                 if self.fsync:
                     os.fsync(handle.fileno())
-            self._publish(temp, path)
+            self.publish(temp, path)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -213,8 +213,9 @@ class LocalStore:
         if self.fsync:
             _fsync_dir(path.parent)
 
-    def _publish(self, temp: Path, path: Path) -> None:
-        """The rename that makes a write visible (one step: never half of it)."""
+    def publish(self, temp: Path, path: Path) -> None:
+        """The rename that makes a write visible (one step: never half of it). A method of its
+        own so tests can stop a write between its data and its name."""
         os.replace(temp, path)
 
     # --- what killed writes left ------------------------------------------------------------

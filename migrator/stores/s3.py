@@ -129,6 +129,11 @@ class S3Store:
             else {}
         )
 
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client, for event hooks and for checking which endpoint it calls."""
+        return self._client
+
     # --- ObjectStore ----------------------------------------------------------------------
 
     def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from migrator.errors import KeyProviderError
-from migrator.keys.azure_keyvault import AzureKeyVaultKeyProvider, _context_tag
+from migrator.keys.azure_keyvault import AzureKeyVaultKeyProvider, context_tag
 from migrator.keys.azure_keyvault_signing import AzureKeyVaultSigner
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import key_context
@@ -175,7 +175,7 @@ def public_rsa_wrap(public: rsa.RSAPublicKey, plan: str, dataset: str) -> Wrappe
         "azure-keyvault",
         KID,
         key.key_id.hex(),
-        _context_tag(key, context) + public.encrypt(key.secret, OAEP),
+        context_tag(key, context) + public.encrypt(key.secret, OAEP),
         context,
     )
 

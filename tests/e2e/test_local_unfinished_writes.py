@@ -110,7 +110,7 @@ def test_another_threads_write_in_flight_is_never_taken(
     """Two store objects of one process share a folder: one sweeps while the other's data is
     written but not yet renamed into place."""
     writing, release = threading.Event(), threading.Event()
-    real = LocalStore._publish
+    real = LocalStore.publish
 
     def slow_publish(self: LocalStore, temp: Path, path: Path) -> None:
         if path.name == "slow":
@@ -118,7 +118,7 @@ def test_another_threads_write_in_flight_is_never_taken(
             assert release.wait(10)
         real(self, temp, path)
 
-    monkeypatch.setattr(LocalStore, "_publish", slow_publish)
+    monkeypatch.setattr(LocalStore, "publish", slow_publish)
     failures: list[BaseException] = []
 
     def put_slow() -> None:

@@ -311,7 +311,7 @@ def test_fips_required_forces_fips_endpoints(
     )
     store = open_store(p)
     assert isinstance(store, S3Store)
-    client = store._client
+    client = store.client
     host = _request_host(client, lambda: client.head_object(Bucket="bucket-com", Key="k"))
     assert host in ("s3-fips.us-east-2.amazonaws.com", "bucket-com.s3-fips.us-east-2.amazonaws.com")
     kms = open_key_provider(p).client  # type: ignore[attr-defined]

@@ -28,7 +28,9 @@ from azure.storage.blob import ContainerClient
 from migrator.demo import azurite as azurite_module
 from migrator.demo.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, start_azurite
 from migrator.errors import MissingObjectError, StoreError
-from migrator.stores.azure import AzureBlobStore, block_name, government_credential
+from migrator.stores.azure import AzureBlobStore
+from migrator.stores.azure_client import government_credential
+from migrator.stores.azure_names import block_name
 from migrator.stores.base import MultipartStore, ObjectInfo, ObjectStore
 from tests.faultproxy import FaultProxy, matching
 from tests.store_contract import CONTRACT_CHECKS, check_id, listed
@@ -391,7 +393,7 @@ def test_describe_and_repr_never_show_credentials() -> None:
     keyed = AzureBlobStore(
         "chunks", account_url="https://acct.blob.core.usgovcloudapi.net", credential="S2V5"
     )
-    assert keyed._client.credential.account_name == "acct"  # an account key, not a SAS token
+    assert keyed.client.credential.account_name == "acct"  # an account key, not a SAS token
     assert "S2V5" not in repr(keyed) and "S2V5" not in keyed.describe()
 
 
@@ -501,6 +503,6 @@ def test_azurite_not_installed_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     (tmp_path / "package.json").write_text("{}")
-    monkeypatch.setattr(azurite_module, "_project_root", lambda: tmp_path)
+    monkeypatch.setattr(azurite_module, "project_root", lambda: tmp_path)
     with pytest.raises(RuntimeError, match=r"run `npm ci`.*make setup"):
         start_azurite()

@@ -91,7 +91,7 @@ def test_unknown_checksum_algorithm_is_rejected() -> None:
 
 def test_client_defaults_adaptive_retries_timeouts_and_pool_size(moto_server: MotoServer) -> None:
     store = S3Store("bucket", endpoint_url=moto_server.endpoint_url, max_pool_connections=7)
-    config: Any = store._client.meta.config
+    config: Any = store.client.meta.config
     assert config.retries == {"mode": "adaptive", "total_max_attempts": 10}
     assert config.max_pool_connections == 7
     assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
@@ -108,7 +108,7 @@ def test_client_takes_retry_and_timeout_settings(moto_server: MotoServer) -> Non
         connect_timeout=2.5,
         read_timeout=30,
     )
-    config: Any = store._client.meta.config
+    config: Any = store.client.meta.config
     assert config.retries == {"mode": "standard", "total_max_attempts": 4}
     assert (config.connect_timeout, config.read_timeout) == (2.5, 30)
 
@@ -188,7 +188,7 @@ def resolved_object_url(store: S3Store) -> str:
         urls.append(request.url)
         return AWSResponse(request.url, 404, HTTPHeaders(), _EmptyBody())
 
-    events: Any = store._client.meta.events  # the stubs expect handlers to return None
+    events: Any = store.client.meta.events  # the stubs expect handlers to return None
     events.register_first("before-send.s3.HeadObject", answer_locally)
     assert store.head("object") is None
     return urls[0]
@@ -197,18 +197,18 @@ def resolved_object_url(store: S3Store) -> str:
 @pytest.mark.parametrize("region", ["us-gov-west-1", "us-gov-east-1"])
 def test_govcloud_regions_use_fips_endpoints(region: str) -> None:
     store = S3Store("gov-bucket", region=region)
-    assert store._client.meta.endpoint_url == f"https://s3-fips.{region}.amazonaws.com"
+    assert store.client.meta.endpoint_url == f"https://s3-fips.{region}.amazonaws.com"
     assert resolved_object_url(store) == f"https://gov-bucket.s3-fips.{region}.amazonaws.com/object"
 
 
 def test_fips_can_be_turned_off_in_govcloud() -> None:
     store = S3Store("gov-bucket", region="us-gov-west-1", use_fips=False)
-    assert store._client.meta.endpoint_url == "https://s3.us-gov-west-1.amazonaws.com"
+    assert store.client.meta.endpoint_url == "https://s3.us-gov-west-1.amazonaws.com"
 
 
 def test_commercial_regions_do_not_use_fips() -> None:
     store = S3Store("bucket", region="us-east-1")
-    assert "fips" not in str(store._client.meta.endpoint_url)
+    assert "fips" not in str(store.client.meta.endpoint_url)
     assert "fips" not in resolved_object_url(store)
 
 
@@ -216,7 +216,7 @@ def test_an_explicit_endpoint_turns_fips_off(moto_server: MotoServer) -> None:
     endpoint = moto_server.endpoint_url
     for use_fips in (None, True):
         store = S3Store("b", region="us-gov-west-1", endpoint_url=endpoint, use_fips=use_fips)
-        assert store._client.meta.endpoint_url == endpoint
+        assert store.client.meta.endpoint_url == endpoint
         assert resolved_object_url(store) == f"{endpoint}/b/object"
 
 
@@ -233,7 +233,7 @@ def test_profile_supplies_region_and_credentials(
         monkeypatch.delenv(name, raising=False)
     signed: list[str] = []
     store = S3Store("gov-bucket", profile_name="gov")
-    store._client.meta.events.register(
+    store.client.meta.events.register(
         "before-send.s3.HeadObject",
         lambda request, **_: signed.append(request.headers["Authorization"].decode()),
     )

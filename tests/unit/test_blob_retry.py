@@ -7,7 +7,7 @@ from typing import Any
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 
-from migrator.stores.azure import MAX_BACKOFF_SECONDS, BlobRetry
+from migrator.stores.azure_client import MAX_BACKOFF_SECONDS, BlobRetry
 
 
 def backoffs(policy: BlobRetry, retries: int) -> list[float]:

@@ -336,7 +336,7 @@ class FakeIdentity:
 @pytest.fixture
 def identity(monkeypatch: pytest.MonkeyPatch) -> FakeIdentity:
     fake_identity = FakeIdentity()
-    monkeypatch.setattr(azure_keyvault, "_import_identity", lambda: fake_identity)
+    monkeypatch.setattr(azure_keyvault, "import_identity", lambda: fake_identity)
     return fake_identity
 
 
@@ -400,7 +400,7 @@ def test_unwrap_uses_the_key_version_that_wrapped(
         return FakeCryptographyClient(KID, rsa_key=rsa_key)
 
     crypto = SimpleNamespace(CryptographyClient=client_for, KeyWrapAlgorithm=KeyWrapAlgorithm)
-    monkeypatch.setattr(azure_keyvault, "_import_crypto", lambda: crypto)
+    monkeypatch.setattr(azure_keyvault, "import_crypto", lambda: crypto)
     provider = AzureKeyVaultKeyProvider(VAULT, KEY_NAME, credential=SimpleNamespace())
 
     key, wrapped = provider.generate_data_key(CONTEXT)
