@@ -19,12 +19,12 @@ from pathlib import Path
 
 import xxhash
 
-from migrator.codec.chunk import ChunkEncoder, object_tagger
+from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import from_hex
 from migrator.codec.generation import GenerationRecord
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.codec.manifest import ChunkRef, ShardManifest
-from migrator.errors import MigratorError, StateError, UsageError
+from migrator.errors import MigratorError, StateError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, check_signer_recorded, load_keyring
 from migrator.keys.provider import KeyProvider
@@ -38,34 +38,30 @@ from migrator.read.chain import (
     live_record_blocks,
     superseded,
 )
-from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.readback import ordered_map
 from migrator.read.verify import Verifier
-from migrator.repository.generations import latest_record, record_generations
+from migrator.repository.chunks import read_chunk
+from migrator.repository.generations import delete_record, latest_record, record_generations
 from migrator.repository.names import (
     MANIFEST_NAME,
-    generation_key,
     generation_prefix,
+    manifest_key,
     object_part_key,
-    shard_prefix,
     spool_dir,
     spool_path,
 )
+from migrator.repository.shard_objects import delete_objects, list_shard_objects, read_stored
 from migrator.state.model import ShardStatus
 from migrator.state.private import open_private
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectInfo, ObjectStore
-from migrator.write.ledger import LedgerItem
-from migrator.write.pipeline import ChunkJob, ChunkPipeline
-from migrator.write.run import (
-    DatasetReport,
-    MigrationRun,
-    ProgressSink,
-    _Committer,
-    _settle_all,
-    _ShardDelta,
-    commit_generation,
-    remove_spools,
-)
+from migrator.write.generation import commit_generation, remove_spools
+from migrator.write.ledger import LedgerItem, LedgerWriter
+from migrator.write.pipeline import ChunkJob
+from migrator.write.reports import DatasetReport, ProgressSink
+from migrator.write.scope import ShardGuard, WriteScope, encode_workers, ledger_writer
+from migrator.write.shard_delta import ShardDelta
+from migrator.write.shard_writer import ShardWriter
 from migrator.write.upload import abort_orphaned_uploads
 
 
@@ -102,7 +98,9 @@ class Compactor:
         self.state = state
         self.progress = progress or ProgressSink()
         self.workers = workers
-        self.run = MigrationRun(plan, store, provider, state, self.progress)
+        # Compaction holds each dataset's generation lock while it works: no shard leases.
+        self.guard = ShardGuard()
+        self.ledgers: dict[str, LedgerWriter] = {}  # by dataset: who writes its audit ledgers
 
     def compact(self, only: set[str] | None = None) -> list[DatasetCompaction]:
         out = []
@@ -131,7 +129,16 @@ class Compactor:
             )
         # New bases are sealed under the key the signed keyring names for their generation.
         key = keyring.sealing_key(latest.generation + (1 if latest.committed else 0))
-        self.run.ledgers[ds.name] = self.run.ledger_writer(ds.name, keyring.first, key)
+        self.ledgers[ds.name] = ledger_writer(
+            self.plan,
+            self.store,
+            self.state,
+            self.provider,
+            self.guard,
+            ds.name,
+            keyring.first,
+            key,
+        )
         if latest.committed:
             remove_spools(self.plan, ds.name, upto=latest.generation)  # left by a crash
             record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
@@ -149,7 +156,11 @@ class Compactor:
         else:
             gen = latest.generation
             record = latest_record(self.store, self.plan.name, ds.name, keyring, gen - 1)
-            assert record is not None  # a compaction opens only over a committed generation
+            if record is None:  # a compaction opens only over a committed generation
+                raise StateError(
+                    f"dataset {ds.name}: compaction {gen} is open, but no generation record"
+                    " before it is at the destination"
+                )
             targets = [h.shard for h in record.shards if len(h.chain) > 1]
             # A multipart upload begun but not journaled before a crash: nobody else aborts it.
             abort_orphaned_uploads(self.store, self.state, generation_prefix(ds.name, gen))
@@ -172,47 +183,46 @@ class Compactor:
         result.generation = gen
         result.shards_compacted = targets
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-        pipeline = self.run._pipeline(key)
-        encoder = ChunkEncoder(self.plan.compression_level)
-        deltas: dict[int, _ShardDelta] = {}
-        extra: dict[str, str] = {}
-        committer = _Committer(
+        scope = WriteScope(
+            self.plan,
+            ds,
+            gen,
+            key,
+            self.store,
             self.state,
+            self.guard,
+            self.ledgers[ds.name],
             dr,
-            lambda shard: self.run._write_manifest(
-                ds, gen, shard, key, encoder, ds.kind, extra, pipeline, deltas.pop(shard)
-            ),
-            self.run._fence,
-            self.run.ledgers[ds.name],
+            self.progress,
+            encode_workers(self.plan),
         )
-        done = self.run._complete_shards(ds, gen)
-        try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="compact") as pool:
-                for shard in targets:
-                    if shard in done:
-                        continue
-                    head = record.shards[shard]
-                    chain = [
-                        link.manifest
-                        for link in head_chain(self.store, self.plan.name, ds.name, head, keyring)
-                    ]
-                    deltas[shard] = self._base_delta(ds, gen, shard, chain)
-                    if self.state.shard_status(ds.name, gen, shard) is ShardStatus.PENDING:
-                        self.state.set_shard_status(ds.name, gen, shard, ShardStatus.RUNNING)
-                    if ds.kind == "records":
-                        check_plan_layout(ds, chain)  # the new base is stamped with the plan's
-                        header = csv_header_of(chain)
-                        if header is not None:
-                            extra["csv_header"] = header
-                        spool = self._live_spool(ds, gen, chain, keyring, pool)
-                        self.run._encode_spool(ds, gen, shard, spool, pipeline, committer, dr)
-                    else:
-                        self._objects(ds, gen, shard, chain, key, keyring, pipeline, committer, dr)
-                    committer.shard_read(shard)
-                _settle_all(pipeline, committer)
-        finally:
-            committer.take(pipeline.drain(), force=True)
-            pipeline.close()
+        extra: dict[str, str] = {}
+        done = scope.complete_shards()
+        with (
+            ShardWriter(scope, ds.kind, extra) as writer,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="compact") as pool,
+        ):
+            for shard in targets:
+                if shard in done:
+                    continue
+                head = record.shards[shard]
+                chain = [
+                    link.manifest
+                    for link in head_chain(self.store, self.plan.name, ds.name, head, keyring)
+                ]
+                delta = self._base_delta(ds, gen, shard, chain)
+                scope.mark_running(shard)
+                if ds.kind == "records":
+                    check_plan_layout(ds, chain)  # the new base is stamped with the plan's
+                    header = csv_header_of(chain)
+                    if header is not None:
+                        extra["csv_header"] = header
+                    spool = self._live_spool(ds, gen, chain, keyring, pool)
+                    writer.encode_spool(shard, spool)
+                else:
+                    self._objects(scope, shard, chain, keyring, writer)
+                writer.shard_read(shard, delta)
+            writer.settle()
         for shard in range(ds.shards):  # the others keep their chains
             if shard not in targets and self.state.shard_status(ds.name, gen, shard) is not (
                 ShardStatus.COMPLETE
@@ -225,7 +235,7 @@ class Compactor:
 
     def _base_delta(
         self, ds: DatasetPlan, gen: int, shard: int, chain: list[ShardManifest]
-    ) -> _ShardDelta:
+    ) -> ShardDelta:
         """A base holding exactly what the chain holds: same digest, same inventory."""
         inventory = self.state.shard_inventory(ds.name, shard, gen)
         if inventory is None:
@@ -235,7 +245,7 @@ class Compactor:
             )
         digest = from_hex(chain[-1].digest)
         live = sum(m.record_count - m.removed_records for m in chain)
-        return _ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory)
+        return ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory)
 
     def _live_spool(
         self,
@@ -268,24 +278,25 @@ class Compactor:
 
     def _objects(
         self,
-        ds: DatasetPlan,
-        gen: int,
+        scope: WriteScope,
         shard: int,
         chain: list[ShardManifest],
-        key: DataKey,
         keyring: Keyring,
-        pipeline: ChunkPipeline,
-        committer: _Committer,
-        dr: DatasetReport,
+        writer: ShardWriter,
     ) -> None:
         """Every live part, decrypted from its old generation and sealed under the new one,
         named by its tag under the key that seals it (the old one's may differ)."""
-        new_tag = object_tagger(key)
+        ds, gen, dr = scope.ds, scope.generation, scope.report
+        new_tag = object_tagger(scope.key)
         # What an interrupted fold of this shard already committed: one query, not one a part.
         done = {c.object_key for c in self.state.shard_chunks(ds.name, gen, shard)}
         for manifest, gone in zip(chain, superseded(chain), strict=True):
             for ref in live_parts(manifest, gone):
-                assert ref.name is not None and ref.name_tag is not None
+                if ref.name is None or ref.name_tag is None:
+                    raise TamperedError(
+                        "objects manifest lists a part without its name",
+                        object_key=manifest_key(ds.name, manifest.generation, manifest.shard),
+                    )
                 tag = new_tag(ref.name)
                 okey = object_part_key(ds.name, gen, shard, tag, ref.sequence)
                 if okey in done:
@@ -297,9 +308,8 @@ class Compactor:
                 job = ChunkJob(ident, okey, b"", 0, ref.name, 0, ref.version or "")
                 job.load = functools.partial(read_chunk, self.store, manifest, ref, keyring)
                 job.size = ref.plain_size
-                pipeline.submit(job)
-                committer.submitted(shard)
-                committer.take(pipeline.finished())
+                writer.submit(job)
+                writer.take_finished()
 
     # --- removing what the new bases replaced ------------------------------------------
 
@@ -317,7 +327,7 @@ class Compactor:
         for g, info in doomed:
             # a manifest is not a data object: the ledger does not record manifests
             if info.key not in known and not info.key.endswith(f"/{MANIFEST_NAME}"):
-                data = self.store.get(info.key)
+                data = read_stored(self.store, info.key)
                 known[info.key] = LedgerItem(
                     info.key, g, shard, len(data), xxhash.xxh3_128_hexdigest(data)
                 )
@@ -349,15 +359,13 @@ class Compactor:
                 doomed = [
                     (g, info)
                     for g in gens
-                    for info in list(self.store.list(shard_prefix(ds.name, g, shard)))
+                    for info in list_shard_objects(self.store, ds.name, g, shard)
                 ]
                 # The ledger records the deletion first; it commits with the forgetting.
-                moves = self.run.ledgers[ds.name].deletes(
+                moves = self.ledgers[ds.name].deletes(
                     self._swept(ds, shard, gens, doomed), "compaction"
                 )
-                for _, info in doomed:
-                    self.store.delete(info.key)
-                    result.objects_deleted += 1
+                result.objects_deleted += delete_objects(self.store, (i.key for _, i in doomed))
                 self.state.forget_shard_generations(ds.name, shard, gens, ledger=moves)
         committed = [
             g.generation
@@ -368,5 +376,5 @@ class Compactor:
             newest = committed[-1]
             for g in record_generations(self.store, ds.name):
                 if g < newest:
-                    self.store.delete(generation_key(ds.name, g))
+                    delete_record(self.store, ds.name, g)
                     result.records_deleted += 1

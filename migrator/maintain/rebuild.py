@@ -32,15 +32,16 @@ from migrator.read.chain import (
     csv_header_of,
     head_chain,
     listed_objects,
-    split_records,
     superseded,
 )
-from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.readback import ordered_map
+from migrator.repository.chunks import read_chunk
 from migrator.repository.generations import load_record, record_generations
+from migrator.repository.segments import ledger_ends, list_segments
+from migrator.sources.record_ends import split_stored_records
 from migrator.state.model import CommittedChunk, RouteCheckpoint
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
-from migrator.write.ledger import ledger_ends, list_segments
 
 
 @dataclass
@@ -192,7 +193,7 @@ class StateRebuilder:
             read = functools.partial(_read, self.store, manifest, key=key)
             chunks = ordered_map(pool, read, refs, self.workers)
             for ref, data in zip(refs, chunks, strict=True):
-                for record in split_records(data, keys.framing, ref.records):
+                for record in split_stored_records(data, keys.framing, ref.records):
                     if not record.strip():
                         continue
                     kh = keys.hash(record)

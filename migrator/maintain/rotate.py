@@ -15,24 +15,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from migrator.codec.ledger import open_segment
 from migrator.errors import MigratorError, MissingObjectError
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring import (
-    Keyring,
-    StoredKeyring,
-    key_context,
-    list_key_objects,
-    open_keyring,
-    read_keyring,
-)
+from migrator.keys.keyring import Keyring, key_context, open_keyring
+from migrator.keys.keyring_doc import StoredKeyring
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import AnyOf
 from migrator.plan.model import Plan
 from migrator.repository.generations import load_record, record_generations
+from migrator.repository.keyrings import (
+    delete_key_object,
+    list_key_objects,
+    put_keyring,
+    read_keyring,
+)
+from migrator.repository.segments import list_segments, open_stored_segment
 from migrator.stores.base import ObjectStore
-from migrator.write.ledger import list_segments
 
 
 class RotationError(MigratorError):
@@ -108,7 +107,7 @@ class KeyRotation:
             self._write(stored, keys, openers, add_from, result)
         _, superseded = list_key_objects(self.store, dataset)
         for okey in superseded:
-            self.store.delete(okey)
+            delete_key_object(self.store, okey)
             result.removed.append(okey)
         return result
 
@@ -127,14 +126,14 @@ class KeyRotation:
         in_ledger = 0
         for shard, numbered in list_segments(self.store, dataset)[0].items():
             number, okey = numbered[-1]
-            segment = open_segment(
-                self.store.get(okey),
+            segment = open_stored_segment(
+                self.store,
+                okey,
                 plan=self.plan.name,
                 dataset=dataset,
                 shard=shard,
                 segment=number,
                 verifier=trust,
-                object_key=okey,
             )
             in_ledger = max([in_ledger, *(e.generation for e in segment.entries)])
         return max(newest, in_ledger), in_ledger > newest
@@ -172,7 +171,7 @@ class KeyRotation:
             tuple(sealing),
             stored.signers,
         ).signed(self.chain.signer)
-        self.store.put(new.object_key, new.to_json(), {"migrator-kind": "keyring"})
+        put_keyring(self.store, new)
         self._check_written(new, keys)
         result.written = new.object_key
         result.keys, result.revision, result.current = len(keys), new.revision, new.current
@@ -192,7 +191,7 @@ class KeyRotation:
             if sorted(keyring.key_ids) != sorted(k.key_id.hex() for k in keys):
                 raise RotationError(f"{new.object_key}: read back with other keys than written")
         except MigratorError as exc:
-            self.store.delete(new.object_key)
+            delete_key_object(self.store, new.object_key)
             if isinstance(exc, RotationError):
                 raise
             raise RotationError(

@@ -57,3 +57,8 @@ def latest_record(
     if not gens:
         return None
     return load_record(store, plan, dataset, gens[-1], key)[0]
+
+
+def delete_record(store: ObjectStore, dataset: str, generation: int) -> None:
+    """Remove a record a newer compaction made obsolete (it names manifests deleted since)."""
+    store.delete(generation_key(dataset, generation))

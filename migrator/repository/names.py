@@ -230,3 +230,42 @@ def cutover_dir(state_dir: Path, dataset: str) -> Path:
 
 def dry_run_dir(state_dir: Path) -> Path:
     return state_dir / "dry-run"
+
+
+def dagster_dry_run_dir(state_dir: Path) -> Path:
+    """Dagster's dry runs: apart from the real run's state, and from the CLI's dry run, which
+    clears its folder each time."""
+    return state_dir / "dagster-dry-run"
+
+
+def dry_run_state_dir(workdir: Path) -> Path:
+    """The state_dir a dry run gives its plan (spools, markers): apart from the real run's."""
+    return workdir / "state"
+
+
+def dry_run_state_file(workdir: Path) -> Path:
+    return workdir / "state.sqlite"
+
+
+def dry_run_kek(workdir: Path) -> Path:
+    return workdir / "dry-run-kek.key"
+
+
+def dry_run_destination(workdir: Path) -> Path:
+    """A dry run's destination when no emulator stands in for the plan's."""
+    return workdir / "dest"
+
+
+def dry_run_sample(workdir: Path, dataset: str) -> Path:
+    """A synthetic sample of a dataset whose source is out of reach."""
+    return workdir / "samples" / dataset
+
+
+def lock_file(state_dir: Path, name: str) -> Path:
+    """A lock between the processes sharing a SQLite state store, kept beside it."""
+    return state_dir / "locks" / f"{name}.lock"
+
+
+def dead_letter_spool_path(spool_folder: Path) -> Path:
+    """Beside a generation's shard spools: the records its routing quarantined, in file order."""
+    return spool_folder / "deadletters.spool"

@@ -1,4 +1,4 @@
-"""Writing the audit ledger (docs/FORMAT.md §11), and finding where a stored ledger ends.
+"""Writing the audit ledger (docs/FORMAT.md §11).
 
 A commit batch adds one segment to each shard it touches. The segment is stored first; the
 state store then commits the batch and moves the shard's ledger head in the same transaction.
@@ -18,21 +18,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from migrator.codec.ledger import (
+    EntryKind,
+    EntryReason,
     LedgerEntry,
     LedgerKeys,
     entry_link,
     genesis_link,
-    open_segment,
     seal_segment,
 )
 from migrator.errors import StateError
-from migrator.keys.signing import SignatureVerifier
-from migrator.repository.names import (
-    ledger_prefix,
-    ledger_shard_of_key,
-    segment_key,
-    segment_of_key,
-)
+from migrator.repository.segments import list_segments, put_segment, shard_segments
 from migrator.state.model import CommittedChunk, LedgerHead, LedgerMove
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
@@ -123,7 +118,7 @@ class LedgerWriter:
             return []
         heads = self.state.ledger_heads(self.dataset, groups)
         at = datetime.now(UTC).isoformat(timespec="microseconds")
-        writes: list[tuple[int, str, Callable[[], bytes]]] = []
+        writes: list[tuple[int, int, Callable[[], bytes]]] = []
         moves: list[LedgerMove] = []
         tag = self.keys.plain_tag
         for shard, group in sorted(groups.items()):
@@ -138,8 +133,8 @@ class LedgerWriter:
             for n, item in enumerate(group):
                 entry = LedgerEntry(
                     index=head.entries + n,
-                    kind=kind,
-                    reason=reason,
+                    kind=EntryKind(kind),
+                    reason=EntryReason(reason),
                     at=at,
                     who=self.who,
                     user=self.user,
@@ -166,7 +161,7 @@ class LedgerWriter:
                 entries=entries,
                 keys=self.keys,
             )
-            writes.append((shard, segment_key(self.dataset, shard, segment), seal))
+            writes.append((shard, segment, seal))
             after = LedgerHead(self.dataset, shard, segment, head.entries + len(entries), link)
             moves.append(LedgerMove(head.segment, after))
         if len(writes) == 1:
@@ -176,13 +171,12 @@ class LedgerWriter:
                 list(pool.map(self._put, writes))
         return moves
 
-    def _put(self, write: tuple[int, str, Callable[[], bytes]]) -> None:
+    def _put(self, write: tuple[int, int, Callable[[], bytes]]) -> None:
         """Sign (a call to the key service) and store one segment; a batch's run in parallel."""
-        shard, key, seal = write
+        shard, segment, seal = write
         if self.guard is not None:
             self.guard(shard)
-        data = seal()
-        self.store.put(key, data, {"migrator-kind": "audit-ledger"})
+        put_segment(self.store, self.dataset, shard, segment, seal())
 
     def check_known(self) -> None:
         """Before any work on the dataset: a state store that knows none of its ledgers must
@@ -197,12 +191,7 @@ class LedgerWriter:
     def _check_unbegun(self, shard: int, last: tuple[int, str] | None = None) -> None:
         """The state store knows no ledger of the shard: the destination must hold none beyond
         a first segment a crash left uncommitted (which this writer then overwrites)."""
-        found = [last] if last is not None else []
-        if last is None:
-            for info in self.store.list(ledger_prefix(self.dataset, shard)):
-                number = segment_of_key(info.key, self.dataset, shard)
-                if number is not None:
-                    found.append((number, info.key))
+        found = [last] if last is not None else shard_segments(self.store, self.dataset, shard)
         for number, key in found:
             if number > 1:
                 raise StateError(
@@ -210,49 +199,3 @@ class LedgerWriter:
                     f" segments ({key}) this state store does not know; use the state store"
                     " that wrote them, or rebuild one with `migrator state rebuild`"
                 )
-
-
-def list_segments(
-    store: ObjectStore, dataset: str
-) -> tuple[dict[int, list[tuple[int, str]]], list[str]]:
-    """Each shard's ledger segments as (number, object key) in number order, and the keys
-    under the dataset's ledger prefix that are no segment."""
-    prefix = ledger_prefix(dataset)
-    shards: dict[int, list[tuple[int, str]]] = {}
-    strays: list[str] = []
-    for info in store.list(prefix):
-        shard = ledger_shard_of_key(info.key, dataset)
-        number = segment_of_key(info.key, dataset, shard) if shard is not None else None
-        if shard is None or number is None:
-            strays.append(info.key)
-            continue
-        shards.setdefault(shard, []).append((number, info.key))
-    for segments in shards.values():
-        segments.sort()
-    return shards, strays
-
-
-def ledger_ends(
-    store: ObjectStore,
-    plan: str,
-    dataset: str,
-    segments: dict[int, list[tuple[int, str]]],
-    verifier: SignatureVerifier,
-) -> list[LedgerHead]:
-    """Where each shard's stored ledger ends, from its last segment (authenticated: a forged
-    or damaged one is the FormatError that says so). For a state store rebuilt from the
-    destination, so the next writer continues each ledger instead of starting it again."""
-    heads = []
-    for shard, numbered in sorted(segments.items()):
-        number, key = numbered[-1]
-        seg = open_segment(
-            store.get(key),
-            plan=plan,
-            dataset=dataset,
-            shard=shard,
-            segment=number,
-            verifier=verifier,
-            object_key=key,
-        )
-        heads.append(LedgerHead(dataset, shard, number, seg.first_index + seg.count, seg.head_link))
-    return heads

@@ -66,7 +66,6 @@ class ChunkPipeline:
     ) -> None:
         """`guard` runs on the worker before a chunk is stored and may refuse it by raising (a
         worker whose shard lease is in doubt stores nothing more for that shard)."""
-        self._store = store
         self._uploader = ChunkUploader(store, journal)
         self._key = key
         self._level = level
@@ -80,10 +79,6 @@ class ChunkPipeline:
         self._then: deque[Callable[[], None]] = deque()
         self._error: BaseException | None = None
         self._guard = guard
-
-    def set_key(self, key: DataKey) -> None:
-        """Switch datasets between jobs; in-flight jobs keep the key they were submitted with."""
-        self._key = key
 
     def submit(self, job: ChunkJob) -> None:
         cost = _cost(job)

@@ -57,6 +57,18 @@ class RecordsSpec:
 
 
 BLOCK_BYTES = 8 * 1024 * 1024  # records handed to a routing worker at a time
+PARALLEL_ROUTING_BYTES = 32 * 1024 * 1024
+PARALLEL_ROUTING_MIN_CORES = 4
+
+
+def routing_processes(source_bytes: int, workers: int) -> int:
+    """Worker processes for routing: only for more than a few blocks, and only with cores to
+    spare beside the reading process (on 2 cores it measured no faster than one process:
+    the reader's copies and writes take the other core; docs/PERFORMANCE.md)."""
+    cores = os.cpu_count() or 1
+    if source_bytes < PARALLEL_ROUTING_BYTES or cores < PARALLEL_ROUTING_MIN_CORES:
+        return 1
+    return min(workers, cores - 1)
 
 
 class ShardSpools:
@@ -202,7 +214,7 @@ def _route_records(
             on_bytes(src.size)
             continue
         sink = functools.partial(dead.add, index, src.name) if spec.quarantines else None
-        csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
+        csv_header = route_file(spec, src, spools, csv_header, runner, sink)
         on_bytes(src.size)
         since_checkpoint += src.size
         if since_checkpoint >= CHECKPOINT_BYTES:
@@ -243,7 +255,7 @@ def scan_digests(
     sink = (lambda bad: None) if spec.quarantines else None
     with BlockRunner(processes) as runner:
         for src in spec.source.list() if listing is None else listing:
-            csv_header = _route_file(spec, src, spools, csv_header, runner, sink)
+            csv_header = route_file(spec, src, spools, csv_header, runner, sink)
     return spools.make_durable()
 
 
@@ -282,7 +294,7 @@ class BlockRunner:
         self.close()
 
 
-def _route_file(
+def route_file(
     spec: RecordsSpec,
     src: SourceObject,
     spools: ShardSpools,
@@ -290,7 +302,8 @@ def _route_file(
     runner: BlockRunner,
     quarantine: Callable[[list[BadRecord]], None] | None = None,
 ) -> bytes | None:
-    """`quarantine` takes the file's bad records, in order; without it a bad record stops
+    """Route one source file into the spools; returns the CSV header in force after it.
+    `quarantine` takes the file's bad records, in order; without it a bad record stops
     routing (BadRecordError: file, line, byte offset, reason)."""
     path = spec.source.location(src)
     is_csv = spec.fmt == "csv"

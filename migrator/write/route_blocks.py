@@ -61,7 +61,8 @@ def route_block(task: BlockTask) -> BlockResult:
     reader: JsonKeyReader | CsvKeyReader
     is_csv = task.fmt == "csv"
     if is_csv:
-        assert task.csv_header is not None
+        if task.csv_header is None:
+            raise ValueError("a CSV block is routed with its file's header")
         where = f"{task.path}:1"
         reader = CsvKeyReader(task.key_field, task.csv_header, task.delimiter, where)
     else:

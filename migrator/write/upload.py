@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import mmap
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import xxhash
 
@@ -24,6 +24,7 @@ from migrator.codec.chunk import ChunkEncoder, EncodedChunk
 from migrator.codec.identity import ChunkIdentity
 from migrator.errors import StoreError, UnsupportedOperationError
 from migrator.keys.datakey import DataKey
+from migrator.repository.shard_objects import put_chunk
 from migrator.state.model import UploadEntry
 from migrator.stores.base import Buffer, MultipartStore, ObjectStore, PartInfo, UnfinishedWrites
 
@@ -40,6 +41,13 @@ class UploadJournal(Protocol):
     def forget_upload(self, object_key: str) -> None: ...
 
 
+class _Multipart(NamedTuple):
+    """A store that takes multipart uploads, and the journal that lets one resume."""
+
+    store: MultipartStore
+    journal: UploadJournal
+
+
 class ChunkUploader:
     def __init__(
         self,
@@ -49,8 +57,11 @@ class ChunkUploader:
         on_part: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
-        self.multipart = store if isinstance(store, MultipartStore) and journal else None
-        self.journal = journal
+        self.multipart = (
+            _Multipart(store, journal)
+            if isinstance(store, MultipartStore) and journal is not None
+            else None
+        )
         self.on_part = on_part  # (object_key, part number) after each part is confirmed
 
     def seal_and_store(
@@ -63,19 +74,21 @@ class ChunkUploader:
         metadata: dict[str, str],
         out: bytearray | mmap.mmap | None = None,
     ) -> EncodedChunk:
-        mp = self.multipart
-        if mp is not None:
-            resumed = self._resume(mp, encoder, plaintext, identity, key, object_key, metadata, out)
+        multipart = self.multipart
+        if multipart is not None:
+            resumed = self._resume(
+                multipart, encoder, plaintext, identity, key, object_key, metadata, out
+            )
             if resumed is not None:
                 return resumed
         encoded = encoder.encode(plaintext, identity, key, out=out)
         meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
-        if mp is None or encoded.stored_size <= mp.multipart_threshold:
-            self.store.put(object_key, encoded.data, meta)
+        if multipart is None or encoded.stored_size <= multipart.store.multipart_threshold:
+            put_chunk(self.store, object_key, encoded.data, meta)
             return encoded
-        assert self.journal is not None
+        mp, journal = multipart
         upload_id = mp.begin_upload(object_key, meta)
-        self.journal.journal_upload(
+        journal.journal_upload(
             UploadEntry(
                 object_key,
                 upload_id,
@@ -85,12 +98,12 @@ class ChunkUploader:
                 encoded.stored_size,
             )
         )
-        self._send(mp, object_key, upload_id, encoded.data, {}, meta)
+        self._send(multipart, object_key, upload_id, encoded.data, {}, meta)
         return encoded
 
     def _resume(
         self,
-        mp: MultipartStore,
+        multipart: _Multipart,
         encoder: ChunkEncoder,
         plaintext: Plaintext,
         identity: ChunkIdentity,
@@ -99,8 +112,8 @@ class ChunkUploader:
         metadata: dict[str, str],
         out: bytearray | mmap.mmap | None,
     ) -> EncodedChunk | None:
-        assert self.journal is not None
-        entry = self.journal.journaled_upload(object_key)
+        mp, journal = multipart
+        entry = journal.journaled_upload(object_key)
         if entry is None:
             return None
         if xxhash.xxh3_128_digest(plaintext) == entry.plain_xxh3:
@@ -109,22 +122,23 @@ class ChunkUploader:
                 encoded = encoder.encode(plaintext, identity, key, out=out, salt=entry.salt)
                 if encoded.stored_xxh3 == entry.stored_xxh3:
                     meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
-                    self._send(mp, object_key, entry.upload_id, encoded.data, parts, meta)
+                    self._send(multipart, object_key, entry.upload_id, encoded.data, parts, meta)
                     return encoded
         # Not the same bytes, or the upload is gone or unlistable: start over under a fresh salt.
         _abort_left_behind(mp, self.store.describe(), object_key, entry.upload_id)
-        self.journal.forget_upload(object_key)
+        journal.forget_upload(object_key)
         return None
 
     def _send(
         self,
-        mp: MultipartStore,
+        multipart: _Multipart,
         object_key: str,
         upload_id: str,
         data: Buffer,
         have: dict[int, PartInfo],
         metadata: dict[str, str],
     ) -> None:
+        mp, journal = multipart
         view = memoryview(data)
         size = mp.part_size
         parts: list[PartInfo] = []
@@ -138,8 +152,7 @@ class ChunkUploader:
             if self.on_part is not None:
                 self.on_part(object_key, number)
         mp.complete_upload(object_key, upload_id, parts, metadata)
-        assert self.journal is not None
-        self.journal.forget_upload(object_key)
+        journal.forget_upload(object_key)
 
 
 def abort_orphaned_uploads(store: ObjectStore, journal: UploadJournal, prefix: str) -> int:

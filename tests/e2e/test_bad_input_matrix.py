@@ -313,8 +313,8 @@ def test_an_interrupted_quarantining_run_neither_loses_nor_doubles_dead_letters(
         good += records
         bads.append(bad)
     monkeypatch.setattr(route, "CHECKPOINT_BYTES", 1)  # a checkpoint after every file
-    monkeypatch.setattr(deadletter, "_FLUSH_BYTES", 0)  # every dead letter on disk at once
-    real, calls = route._route_file, []
+    monkeypatch.setattr(deadletter, "FLUSH_BYTES", 0)  # every dead letter on disk at once
+    real, calls = route.route_file, []
 
     def crash_after_third_file(*args: Any) -> Any:
         result = real(*args)
@@ -323,9 +323,9 @@ def test_an_interrupted_quarantining_run_neither_loses_nor_doubles_dead_letters(
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(route, "_route_file", crash_after_third_file)
+    monkeypatch.setattr(route, "route_file", crash_after_third_file)
     assert cli("run", site.plan).code == 130
-    monkeypatch.setattr(route, "_route_file", real)
+    monkeypatch.setattr(route, "route_file", real)
     done = cli("run", site.plan)
     assert done.code == 0, done.err
     assert "ds: 4 bad records quarantined in generation 1" in done.out

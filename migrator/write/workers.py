@@ -1,0 +1,76 @@
+"""Claiming shards under leases: a run waits for each of its shards, a worker claims batches.
+
+Leases live in the state store, so runs and workers on many machines never work one shard at
+once; a shard whose holder died is taken over once its lease lapses (at once when the holder
+was a process of this host that is gone).
+"""
+
+from __future__ import annotations
+
+import time
+
+import xxhash
+
+from migrator.plan.model import Plan
+from migrator.state.leases import LeaseKeeper, dead_on_this_host
+from migrator.state.model import ShardStatus
+from migrator.state.store import StateDB
+
+WORKER_CLAIM_SHARE = 16  # a worker claims ~1/16 of a dataset's shards at a time
+
+
+class ShardClaims:
+    """One run's way to its shards' leases, through `keeper`."""
+
+    def __init__(self, plan: Plan, state: StateDB, keeper: LeaseKeeper) -> None:
+        self.plan = plan
+        self.state = state
+        self.keeper = keeper
+
+    def wait_for(self, dataset: str, shard: int) -> None:
+        """Hold the shard's lease, waiting while a live run holds it."""
+        while not self.keeper.claim(dataset, shard):
+            holder = self.state.lease_holders(dataset).get(shard)
+            dead = holder is not None and dead_on_this_host(holder[0])
+            if dead and holder and self.keeper.claim(dataset, shard, steal_from=holder[0]):
+                return
+            self.pause()
+
+    def order(self, shards: list[int]) -> list[int]:
+        """The shards, rotated by this worker's identity: workers start their search at
+        different shards, so they rarely contend for one."""
+        offset = int.from_bytes(xxhash.xxh3_64_digest(self.keeper.owner.encode()), "big")
+        return [shards[(offset + i) % len(shards)] for i in range(len(shards))]
+
+    @staticmethod
+    def batch_size(shards: int, claim: int | None) -> int:
+        return claim or max(1, shards // WORKER_CLAIM_SHARE)
+
+    def claim_batch(self, dataset: str, gen: int, pending: list[int], size: int) -> list[int]:
+        """Up to `size` of the pending shards, now leased to this worker and not complete: free
+        ones, and those of workers of this host that are gone. Empty: all are others'."""
+        holders = self.state.lease_holders(dataset)
+        batch: list[int] = []
+        for shard in pending:
+            holder = holders.get(shard)
+            steal = None
+            if holder is not None and holder[0] != self.keeper.owner and holder[1] > 0:
+                if not dead_on_this_host(holder[0]):
+                    continue  # another live worker has it
+                steal = holder[0]
+            if not self.keeper.claim(dataset, shard, steal_from=steal):
+                continue
+            if self.state.shard_status(dataset, gen, shard) is ShardStatus.COMPLETE:
+                self.keeper.release(dataset, [shard])
+                continue
+            batch.append(shard)
+            if len(batch) >= size:
+                break
+        return batch
+
+    def pause(self) -> None:
+        """Wait a while before asking again (for a holder to finish, or its lease to lapse)."""
+        time.sleep(min(1.0, self.plan.lease_seconds / 4))
+
+    def release(self, dataset: str, shards: list[int]) -> None:
+        self.keeper.release(dataset, shards)
