@@ -14,7 +14,7 @@ import orjson
 
 from migrator.codec.ledger import LedgerKeys
 from migrator.errors import FormatError, MissingObjectError, UntrustedKeyError, UsageError
-from migrator.keys.keyring import Keyring, open_keyring, plan_trust, read_keyring
+from migrator.keys.keyring import Keyring, open_keyring, plan_trust
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import (
     SIGNATURE_ALGORITHM,
@@ -23,6 +23,7 @@ from migrator.keys.signing import (
     SigningPublicKey,
     TrustedKeys,
 )
+from migrator.repository.keyrings import read_keyring
 from migrator.stores.base import ObjectStore
 
 AUDIT_KEY_FORMAT = "migrator/audit-key"
@@ -54,9 +55,10 @@ def dataset_trust(
     ledger is then checked with the trusted keys alone."""
     if audit_keys is not None:
         base: SignatureVerifier = audit_keys
-    else:
-        assert provider is not None, "audit with the plan's KEK or an audit key file"
+    elif provider is not None:
         base = plan_trust(provider)
+    else:
+        raise ValueError("audit with the plan's KEK or an audit key file")
     found = DatasetTrust()
     try:
         stored = read_keyring(store, plan, dataset)

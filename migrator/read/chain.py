@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from migrator.codec.digests import ZERO_DIGEST, ObjectEntry, add, from_hex, key_hash, sub
+from migrator.codec.digests import ObjectEntry, add, from_hex, key_hash, sub
 from migrator.codec.generation import ShardHead
 from migrator.codec.manifest import ChunkRef, RecordsLayout, ShardManifest
 from migrator.errors import SourceError, TamperedError, UsageError
@@ -19,10 +19,8 @@ from migrator.keys.keyring import Keyring
 from migrator.plan.model import DatasetPlan
 from migrator.repository.generations import latest_record
 from migrator.repository.manifests import StoredManifest, load_manifest
-from migrator.repository.names import (
-    manifest_key,
-)
-from migrator.sources.record_ends import RecordFraming, split_by_quote_parity, stored_framing
+from migrator.repository.names import manifest_key
+from migrator.sources.record_ends import RecordFraming, split_stored_records, stored_framing
 from migrator.sources.records import CsvKeyReader, JsonKeyReader
 from migrator.stores.base import ObjectStore
 
@@ -112,10 +110,6 @@ def live_records(chain: Sequence[StoredManifest]) -> int:
     return sum(m.manifest.record_count - m.manifest.removed_records for m in chain)
 
 
-def chain_digest(chain: Sequence[StoredManifest]) -> str:
-    return chain[-1].manifest.digest if chain else ZERO_DIGEST
-
-
 def superseded(chain: Sequence[ShardManifest]) -> list[set[str]]:
     """For each manifest of the chain, what later ones remove or rewrite: record key hashes
     (hex) or object names. An entry of manifest i is live unless it is in superseded[i]."""
@@ -147,8 +141,9 @@ def live_parts(manifest: ShardManifest, dead: set[str]) -> list[ChunkRef]:
 
 def plan_layout(ds: DatasetPlan) -> RecordsLayout:
     """The records layout a writer records in each manifest of a records dataset."""
-    assert ds.format is not None and ds.key is not None  # enforced by the plan model
-    return RecordsLayout(ds.format, ds.key, ds.csv_delimiter if ds.format == "csv" else None)
+    records = ds.records
+    delimiter = records.csv_delimiter if records.format == "csv" else None
+    return RecordsLayout(records.format, records.key, delimiter)
 
 
 def chain_layout(ds: DatasetPlan, chain: Sequence[ShardManifest]) -> RecordsLayout:
@@ -230,21 +225,6 @@ def chain_framing(ds: DatasetPlan, chain: Sequence[ShardManifest]) -> RecordFram
     return stored_framing(layout.csv_delimiter if layout.format == "csv" else None)
 
 
-def split_records(data: bytes, framing: RecordFraming, expected: int | None = None) -> list[bytes]:
-    """The records of a records chunk, which holds one or more whole records each followed by
-    a line feed (a CSV quoted field left open means the last one is not whole). `expected`:
-    the chunk's record count; a CSV chunk an earlier version wrote around a `"` inside an
-    unquoted field holds that many only when split by its quote-parity rule (FORMAT.md §1.4)."""
-    records, open_quote = framing.split(data)
-    if framing.is_csv and expected is not None and len(records) != expected:
-        legacy = split_by_quote_parity(data)
-        if len(legacy) == expected and data.count(b'"') % 2 == 0 and data.endswith(b"\n"):
-            return legacy
-    if not data.endswith(b"\n") or open_quote >= 0:
-        raise TamperedError("records chunk does not end on a record")
-    return records
-
-
 def live_record_blocks(
     chain: Sequence[ShardManifest],
     read: Callable[[ShardManifest, list[ChunkRef]], Iterable[bytes]],
@@ -264,7 +244,7 @@ def live_record_blocks(
                 raise ValueError("a chain with removals needs the dataset's record keys")
             yield b"".join(
                 record + b"\n"
-                for record in split_records(data, keys.framing, ref.records)
+                for record in split_stored_records(data, keys.framing, ref.records)
                 if keys.hash_hex(record) not in gone
             )
 

@@ -39,8 +39,12 @@ from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
-from migrator.write.route import RecordsSpec, scan_digests
-from migrator.write.run import PARALLEL_ROUTING_MIN_CORES, routing_processes
+from migrator.write.route import (
+    PARALLEL_ROUTING_MIN_CORES,
+    RecordsSpec,
+    routing_processes,
+    scan_digests,
+)
 
 RECENT_SYNCS = 5  # the freeze estimate fits this many of the latest syncs
 
@@ -238,17 +242,17 @@ class CutoverGate:
             for shard, objects in enumerate(maps):
                 out[shard] = (objects_digest(objects), len(objects), objects)
             return out
-        assert ds.format is not None and ds.key is not None
+        settings = ds.records
         folder = cutover_dir(self.plan.state_dir, ds.name)
         spec = RecordsSpec(
             ds.name,
             0,
-            ds.format,
-            ds.key,
+            settings.format,
+            settings.key,
             ds.shards,
             source,
-            csv_delimiter=ds.csv_delimiter,
-            on_bad_record=ds.on_bad_record,
+            csv_delimiter=settings.csv_delimiter,
+            on_bad_record=settings.on_bad_record,
             max_record_size=self.plan.max_record_size(ds),
         )
         try:

@@ -90,9 +90,10 @@ def find_rollbacks(
     if state is not None:
         reader.against_state(state.generations(dataset))
     known = head.datasets.get(dataset) if head is not None else None
-    if head is not None and known is not None and 0 < known.generation <= (at_most or _NO_LIMIT):
-        assert known.record_sha256 is not None  # read_head_file: null only for generation 0
-        reader.against(known.generation, known.record_sha256, head.source, _sha256)
+    committed = known.committed if known is not None else None
+    if head is not None and committed is not None and committed[0] <= (at_most or _NO_LIMIT):
+        generation, record_sha256 = committed
+        reader.against(generation, record_sha256, head.source, _sha256)
     return reader.found
 
 

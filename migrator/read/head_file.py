@@ -48,6 +48,14 @@ class DatasetHead:
     record_sha256: str | None  # SHA-256 (hex) of that generation record's stored bytes
     ledger: Mapping[int, LedgerMark]  # by shard; shards without a ledger are absent
 
+    @property
+    def committed(self) -> tuple[int, str] | None:
+        """(the newest committed generation, the SHA-256 of its record), or None when none
+        was committed (read_head_file leaves record_sha256 null only then)."""
+        if self.generation == 0 or self.record_sha256 is None:
+            return None
+        return self.generation, self.record_sha256
+
 
 @dataclass(frozen=True, slots=True)
 class ExportedHead:

@@ -25,8 +25,9 @@ from migrator.read.chain import (
 )
 from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
-from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.readback import ordered_map
 from migrator.read.restore_files import RestoreFolder
+from migrator.repository.chunks import read_chunk
 from migrator.repository.generations import latest_record
 from migrator.sources.record_ends import RecordFraming
 from migrator.state.store import StateDB

@@ -2,7 +2,7 @@
 
 It trusts no local state for the verdict: the state store, and a head an auditor exported, are
 only used to notice what the destination lost: chunks a manifest no longer lists (truncation),
-and generations committed after its newest generation record (a rollback, engine/freshness.py).
+and generations committed after its newest generation record (a rollback, read/freshness.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from migrator.errors import (
     TamperedError,
     TruncatedError,
     UnexpectedObjectError,
-    WrongKeyError,
 )
-from migrator.keys.keyring import Keyring, data_key_object, load_keyring
+from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import Plan
 from migrator.read.chain import (
@@ -33,15 +32,16 @@ from migrator.read.chain import (
     listed_objects,
     live_records,
     load_chain,
-    split_records,
 )
 from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
-from migrator.read.readback import ordered_map, read_chunk
+from migrator.read.readback import ordered_map
+from migrator.repository.chunks import check_by_head, read_chunk
 from migrator.repository.generations import load_record, record_generations
 from migrator.repository.manifests import StoredManifest
-from migrator.repository.names import generation_key, manifest_key, shard_prefix
-from migrator.sources.record_ends import RecordFraming
+from migrator.repository.names import data_key_object, generation_key, manifest_key
+from migrator.repository.shard_objects import list_shard_objects
+from migrator.sources.record_ends import RecordFraming, split_stored_records
 from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 
@@ -139,12 +139,9 @@ class Verifier:
                         report.problems.append(_problem(ds.name, shard, exc, None))
                         continue
                     for link in chain:
-                        present = {
-                            o.key
-                            for o in self.store.list(
-                                shard_prefix(ds.name, link.manifest.generation, shard)
-                            )
-                        }
+                        gen = link.manifest.generation
+                        listed = list_shard_objects(self.store, ds.name, gen, shard)
+                        present = {o.key for o in listed}
                         self._verify_manifest(
                             ds.name, shard, key, link, present, pool, report, framing
                         )
@@ -310,12 +307,12 @@ class Verifier:
         `framing` says how to split them)."""
         try:
             if self.quick:
-                return _head_check(self.store, ref, key), 0
+                return check_by_head(self.store, ref, key), 0
             plain = read_chunk(self.store, manifest, ref, key)
             if framing is None:
                 return None, 0
             total = 0
-            for record in split_records(plain, framing, ref.records):
+            for record in split_stored_records(plain, framing, ref.records):
                 total += int.from_bytes(record_digest(record))
             return None, total % MOD
         except MigratorError as exc:
@@ -341,32 +338,3 @@ def _objects_added(manifest: ShardManifest) -> int:
     for name, entry in listed_objects(manifest.chunks).items():
         total = add(total, entry.digest(name))
     return total
-
-
-def _head_check(store: ObjectStore, ref: ChunkRef, key: Keyring) -> MigratorError | None:
-    info = store.head(ref.object_key)
-    if info is None:
-        return MissingObjectError("listed in the manifest but absent", object_key=ref.object_key)
-    if info.size < ref.stored_size:
-        return TruncatedError(
-            f"stored object is {info.size} bytes, manifest says {ref.stored_size}",
-            object_key=ref.object_key,
-        )
-    recorded = info.metadata.get("migrator-stored-xxh3")
-    if recorded is None:
-        return TamperedError(
-            "object lacks the metadata it was stored with (rewritten by something else?)",
-            object_key=ref.object_key,
-        )
-    if info.size > ref.stored_size or recorded != ref.stored_xxh3:
-        return TamperedError(
-            "stored object's size or recorded digest differs from its manifest",
-            object_key=ref.object_key,
-        )
-    key_id = info.metadata.get("migrator-key-id")
-    if key_id is not None and key_id not in key.key_ids:
-        return WrongKeyError(
-            "object's metadata names a data key not in the dataset's keyring",
-            object_key=ref.object_key,
-        )
-    return None

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from migrator.forecast.estimate import WorkerRates, estimate_run, size_plan
+from migrator.forecast.estimate import estimate_run
+from migrator.forecast.sizing import size_plan
+from migrator.forecast.worker import WorkerRates
 from migrator.plan.model import load_plan
 from migrator.plan.schema import plan_json_schema
 from tests.planfiles import PROFILES, VIDEOS, run_cli, write_objects, write_plan, write_profiles

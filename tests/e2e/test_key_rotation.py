@@ -15,13 +15,14 @@ import pytest
 from migrator.codec.chunk import read_header
 from migrator.errors import PlanError, StoreError, UntrustedKeyError, WrongKeyError
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring import load_keyring, read_keyring
+from migrator.keys.keyring import load_keyring
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.maintain.compact import Compactor
 from migrator.maintain.rotate import DatasetRotation, KeyRotation
 from migrator.plan.model import load_plan
 from migrator.read.cutover import CutoverGate
+from migrator.repository.keyrings import read_keyring
 from migrator.stores.base import Buffer, ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.memory import MemoryStore

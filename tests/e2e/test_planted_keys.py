@@ -25,7 +25,7 @@ from migrator.codec.ledger import LedgerKeys, LedgerSegment, entry_link, parse_s
 from migrator.errors import KeyProviderError, UntrustedKeyError
 from migrator.keys.datakey import DataKey
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring import key_context, keyring_object, load_keyring, read_keyring
+from migrator.keys.keyring import key_context, load_keyring
 from migrator.keys.keyring_doc import StoredKeyring
 from migrator.keys.local import LocalKeyProvider
 from migrator.keys.local_signing import MemorySigner
@@ -35,9 +35,10 @@ from migrator.read.audit import Auditor
 from migrator.read.audit_key import audit_key_document, read_audit_key_file
 from migrator.read.audit_report import AuditReport
 from migrator.read.verify import Verifier
-from migrator.repository.names import segment_key
+from migrator.repository.keyrings import read_keyring
+from migrator.repository.names import keyring_object, segment_key
+from migrator.repository.segments import list_segments
 from migrator.stores.base import ObjectStore
-from migrator.write.ledger import list_segments
 from tests.e2e.test_key_rotation import NAMES, migrated, new_kek, rotate, sealed_with, use_keys
 from tests.e2e.test_sync_generations import Site
 

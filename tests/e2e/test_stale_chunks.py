@@ -23,7 +23,7 @@ from migrator.errors import TamperedError
 from migrator.keys.keyring import load_data_key
 from migrator.plan.model import load_plan
 from migrator.read.chain import follow_chain
-from migrator.read.readback import chunk_identity, read_chunk
+from migrator.repository.chunks import chunk_identity, read_chunk
 from migrator.repository.names import manifest_key
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state

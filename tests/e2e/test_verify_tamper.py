@@ -18,8 +18,8 @@ from migrator.codec.manifest import ShardManifest, open_manifest, seal_manifest
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import load_data_key
 from migrator.plan.model import Plan, load_plan
-from migrator.read.readback import chunk_identity, read_chunk
 from migrator.read.verify import Verifier
+from migrator.repository.chunks import chunk_identity, read_chunk
 from migrator.repository.names import manifest_key
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state

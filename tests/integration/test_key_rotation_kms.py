@@ -13,7 +13,8 @@ from migrator.demo.motoserver import MotoServer
 from migrator.errors import WrongKeyError
 from migrator.keys.aws_kms import AwsKmsKeyProvider
 from migrator.keys.kekchain import KekChain
-from migrator.keys.keyring import load_keyring, read_keyring
+from migrator.keys.keyring import load_keyring
+from migrator.repository.keyrings import read_keyring
 from tests.e2e.test_key_rotation import (
     NAMES,
     FlakyStore,

@@ -24,10 +24,11 @@ from migrator.errors import KeyProviderError
 from migrator.keys.aws_kms import AwsKmsKeyProvider
 from migrator.keys.aws_kms_signing import AwsKmsSigner
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import key_context, load_keyring, read_keyring
+from migrator.keys.keyring import key_context, load_keyring
 from migrator.keys.local_signing import MemorySigner
 from migrator.keys.provider import WrappedKey
 from migrator.keys.signing import sign_checked
+from migrator.repository.keyrings import read_keyring
 from tests.e2e.test_bad_input_matrix import moto_authorization
 from tests.e2e.test_key_rotation import NAMES, migrated, rotate
 from tests.e2e.test_planted_keys import (

@@ -22,8 +22,8 @@ from migrator.keys.keyring import load_keyring
 from migrator.keys.local import LocalKeyProvider
 from migrator.read.chain import head_chain
 from migrator.repository.generations import load_record, record_generations
+from migrator.repository.segments import list_segments
 from migrator.stores.local import META_DIR, LocalStore
-from migrator.write.ledger import list_segments
 from tests.integration.test_crash_matrix import Migrator, Outcome
 from tests.planfiles import PROFILES, write_plan, write_profiles
 

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.errors import RecordTooLargeError, TamperedError, UnclosedQuoteError
-from migrator.read.chain import split_records
 from migrator.sizes import KiB, MiB
 from migrator.sources.framing import RecordBlocks, read_records_chunk
 from migrator.sources.local import LocalSource
 from migrator.sources.record_ends import framing_of, stored_framing
+from migrator.sources.record_ends import split_stored_records as split_records
 from migrator.state.store import StateDB
 from migrator.write import route
 from migrator.write.route import RecordsSpec, route_records
