@@ -1,7 +1,7 @@
 """The `migrator` command line.
 
-`main` imports the commands only when called, so that importing a submodule (the renderers) does
-not load every command family.
+`main` imports the commands only when called, so that importing a submodule (the renderers in
+`migrator.cli.render`) does not load every command family.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from typing import Any
 
 # What the commands import lazily: done once here, so that every forked child starts warm.
 import migrator.cli
-import migrator.cli.display
+import migrator.cli.render.progress
+import migrator.cli.render.run
 import migrator.maintain.compact
 import migrator.read.restore
 import migrator.read.verify
@@ -209,7 +210,7 @@ def install_crash_points() -> None:
     for store in (LocalStore, S3Store):
         _wrap(store, "put", _on_key("put"))
         _wrap(store, "delete", _on_key("delete"))
-    _wrap(LocalStore, "_publish", _publish)
+    _wrap(LocalStore, "publish", _publish)
     for verb, method in (
         ("begin", "begin_upload"),
         ("part", "upload_part"),

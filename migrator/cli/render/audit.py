@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from migrator.cli.display import problems_table
+from migrator.cli.render.verify import problems_table
 from migrator.read.audit_report import FINDINGS, AuditReport, DatasetAudit
 
 WRITERS_SHOWN = 1

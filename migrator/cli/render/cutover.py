@@ -1,0 +1,63 @@
+"""What `migrator cutover` prints: per shard, source against destination, then the verdict."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from migrator.sizes import format_size
+
+if TYPE_CHECKING:
+    from migrator.read.cutover import CutoverReport
+
+
+CUTOVER_ROWS = 64  # more shards than this: only the mismatched ones are listed
+
+
+def cutover_tables(report: CutoverReport) -> list[Table | str]:
+    out: list[Table | str] = []
+    for d in report.datasets:
+        if d.problem is not None:
+            out.append(f"[bold red]{d.name}: NOT READY[/] — {d.problem}")
+            continue
+        shown = d.shards if len(d.shards) <= CUTOVER_ROWS else d.mismatched
+        t = Table(
+            title=f"{d.name} ({d.kind}): generation {d.generation}, last sync {d.last_sync}",
+            title_justify="left",
+        )
+        for col in ("shard", "source digest", "destination digest", "match", "entries", "lag"):
+            t.add_column(col, justify="right" if col in ("shard", "entries") else "left")
+        for s in shown:
+            lag = (
+                "unknown (no state)"
+                if s.pending_upserts is None
+                else f"+{s.pending_upserts:,} −{s.pending_deletes:,} "
+                f"({format_size(s.pending_bytes or 0)})"
+            )
+            t.add_row(
+                str(s.shard),
+                s.source_digest[:16],
+                (s.destination_digest or "-")[:16],
+                "[green]yes[/]" if s.match else "[bold red]NO[/]",
+                f"{s.source_entries:,} / {s.destination_entries:,}",
+                s.problem or lag,
+            )
+        if len(shown) < len(d.shards):
+            t.caption = f"{len(d.shards) - len(shown)} matching shards not listed"
+        out.append(t)
+        verdict = (
+            "[green]ready[/]" if d.ready else f"[bold red]{len(d.mismatched)} shards differ[/]"
+        )
+        out.append(f"{d.name}: {verdict}; source scanned in {d.scan_seconds:.1f} s")
+    f = report.freeze
+    if f.seconds is None:
+        out.append(f"write freeze: cannot estimate yet ({f.method})")
+    else:
+        out.append(f"write freeze estimate: {f.seconds:.1f} s (final sync + this gate; {f.method})")
+    out.append(
+        "[bold green]CUTOVER READY[/]: every shard matches"
+        if report.ready
+        else "[bold red]NOT READY[/]: sync again (writes may still be landing) and re-run the gate"
+    )
+    return out

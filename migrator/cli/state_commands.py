@@ -1,0 +1,66 @@
+"""The commands about the state store, the local index of the destination: `status` reads it,
+`state rebuild` makes it again from the destination."""
+
+from __future__ import annotations
+
+import click
+
+from migrator.cli.opening import checked_plan, existing_state, reader_threads
+from migrator.cli.options import AS_JSON, PLAN_FILE
+from migrator.cli.render.output import console, echo_json, echo_lines
+from migrator.errors import UsageError
+
+
+@click.command("status")
+@PLAN_FILE
+@AS_JSON
+def status_cmd(plan_file: str, as_json: bool) -> None:
+    """Per-dataset and per-shard progress, from the state store."""
+    from migrator.cli.render.status import not_started_line, status_parts
+    from migrator.read.status import plan_status
+    from migrator.wiring import describe_state
+
+    plan = checked_plan(plan_file, check_sources=False)
+    with existing_state(plan) as state:
+        status = plan_status(plan, state)
+    if as_json:
+        echo_json(status.to_json(), indent=status.started)  # not started: one line
+    elif not status.started:
+        click.echo(not_started_line(plan.name, describe_state(plan)))
+    else:
+        out = console()
+        for part in status_parts(status):
+            out.print(part)
+
+
+@click.group("state")
+def state_group() -> None:
+    """The local state store (an index of the destination)."""
+
+
+@state_group.command("rebuild")
+@PLAN_FILE
+def state_rebuild_cmd(plan_file: str) -> None:
+    """Rebuild a lost state store from the destination: generations, shard chains, chunks,
+    and the inventories the next sync diffs against (records chunks are read back)."""
+    from migrator.cli.render.status import rebuild_lines
+    from migrator.maintain.rebuild import StateRebuilder
+    from migrator.wiring import describe_state, open_key_provider, open_state, open_store
+
+    plan = checked_plan(plan_file, check_sources=False)
+    with existing_state(plan) as existing:
+        found = existing is not None
+    if found:
+        raise UsageError(
+            f"{describe_state(plan)} exists; move it aside (or give the plan an empty database)"
+            " to rebuild the state store"
+        )
+    with open_state(plan) as state:
+        reports = StateRebuilder(
+            plan,
+            open_store(plan),
+            open_key_provider(plan),
+            state,
+            workers=reader_threads(),
+        ).rebuild()
+    echo_lines(rebuild_lines(reports))
