@@ -2,7 +2,7 @@
 
     python bench/phases.py [--size 512MiB] [--kind records|objects] [--profile] [--workdir DIR]
 
-One `MigrationRun` in this process (local to local, the plan bench.py runs) with a progress sink
+One `migrator.run` in this process (local to local, the plan bench.py runs) with a progress sink
 that timestamps each phase; --profile adds cProfile's top functions by own time (worker
 processes, when routing uses them, are not in it).
 """
@@ -25,14 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
 import bench
+import migrator
 from migrator.keys.local import init_kek_file
-from migrator.plan.model import load_plan
 from migrator.sizes import parse_size
-from migrator.wiring import open_key_provider, open_state, open_store
-from migrator.write.run import MigrationRun, ProgressSink
 
 
-class Phases(ProgressSink):
+class Phases(migrator.ProgressSink):
     def __init__(self) -> None:
         self.marks: list[tuple[str, float, int]] = []
 
@@ -56,15 +54,14 @@ def main() -> int:
     plan_text = bench.plan_yaml(args.kind, 3).replace("../../data", str(work / "data"))
     (run_dir / "plan.yaml").write_text(plan_text)
     init_kek_file(run_dir / "kek.key")
-    plan = load_plan(run_dir / "plan.yaml")
+    plan = migrator.load_plan(run_dir / "plan.yaml")
     phases = Phases()
     profile = cProfile.Profile()
     started = time.monotonic()
-    with open_state(plan) as state:
-        run = MigrationRun(plan, open_store(plan), open_key_provider(plan), state, phases)
+    with migrator.connect(plan) as conn:
         if args.profile:
             profile.enable()
-        report = run.run()
+        report = migrator.run(conn, progress=phases)
         if args.profile:
             profile.disable()
     ended = time.monotonic()

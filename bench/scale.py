@@ -46,7 +46,7 @@ from migrator.sizes import GiB, MiB, format_size
 from migrator.state.model import CommittedChunk, ShardStatus
 from migrator.state.store import StateDB
 from migrator.wiring import STATE_FILE
-from migrator.write.run import COMMIT_BATCH
+from migrator.write.committer import COMMIT_BATCH
 
 PLAN = "scale"
 DATASET = "videos"

@@ -31,13 +31,10 @@ from machine import machine_info
 from rich.console import Console
 from rich.table import Table
 
-from migrator.keys.local import LocalKeyProvider, init_kek_file
-from migrator.plan.model import Plan, load_plan
+import migrator
+from migrator.keys.local import init_kek_file
+from migrator.plan.model import Plan
 from migrator.sizes import MiB, format_size
-from migrator.state.store import StateDB
-from migrator.stores.local import LocalStore
-from migrator.stores.wrappers import CountingStore
-from migrator.write.run import DatasetReport, MigrationRun
 
 FILES = 8
 SHARDS = 64
@@ -127,13 +124,13 @@ def write_plan(site: Path) -> Plan:
         f" key: user_id, shards: {SHARDS}}}\n",
         encoding="utf-8",
     )
-    return load_plan(site / "plan.yaml")
+    return migrator.load_plan(site / "plan.yaml")
 
 
 @dataclass
 class Run:
     seconds: float
-    uploaded: int  # bytes sent to the store, counted by CountingStore
+    uploaded: int  # bytes sent to the store, as the connection counted them
     puts: int
     records: int  # records written (a sync: updates + inserts)
     removed: int  # tombstones
@@ -144,9 +141,7 @@ class Run:
 
 
 def migrate(plan: Plan) -> Run:
-    """One MigrationRun with fresh store wrappers, timed wall-clock, RSS sampled meanwhile."""
-    assert plan.destination.path is not None and plan.keys.kek_file is not None
-    store = CountingStore(LocalStore(plan.destination.path))
+    """One `migrator.run`, its uploads counted afresh, timed wall-clock, RSS sampled meanwhile."""
     me, peak, done = psutil.Process(), [0], threading.Event()
 
     def sample() -> None:
@@ -155,19 +150,20 @@ def migrate(plan: Plan) -> Run:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    with StateDB.sqlite_file(plan.state_dir / "state.sqlite") as state:
+    with migrator.connect(plan, count_traffic=True) as conn:
         started = time.perf_counter()
-        report = MigrationRun(plan, store, LocalKeyProvider(plan.keys.kek_file), state).run()
+        report = migrator.run(conn)
         seconds = time.perf_counter() - started
+        traffic = conn.traffic()
     done.set()
     sampler.join()
-    ds: DatasetReport = report.datasets[0]
+    ds: migrator.DatasetReport = report.datasets[0]
     if not ds.committed:
         raise RuntimeError(f"generation {ds.generation} was not committed")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    puts = store.requests["put"] + store.requests["upload_part"]
+    puts = traffic.requests.get("put", 0) + traffic.requests.get("upload_part", 0)
     counts = (ds.records, ds.removed, ds.shards_changed, ds.generation_kind)
-    return Run(seconds, store.bytes_sent, puts, *counts, peak[0] / MiB, maxrss)
+    return Run(seconds, traffic.bytes_sent, puts, *counts, peak[0] / MiB, maxrss)
 
 
 @dataclass

@@ -13,31 +13,33 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.demo.sample import write_sample
+from migrator.demo.standins import StandIns
 from migrator.errors import MigratorError
 from migrator.forecast.model import DatasetVolume, Forecast, forecast, records_chunks
 from migrator.keys.datakey import DataKey
-from migrator.keys.local import LocalKeyProvider, init_kek_file
-from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan, SourcePlan
+from migrator.plan.model import (
+    AzureDestinationPlan,
+    DatasetPlan,
+    LocalSourcePlan,
+    Plan,
+    S3DestinationPlan,
+    StoreKind,
+)
 from migrator.read.verify import Verifier, VerifyReport
-from migrator.repository.names import dry_run_dir
-from migrator.residency import ResidencyCheck, enforce_residency
+from migrator.repository.names import dry_run_dir, dry_run_sample
+from migrator.residency import ResidencyCheck
 from migrator.sizes import MiB, format_size
 from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.sources.local import LocalSource
-from migrator.state.store import StateDB
-from migrator.stores.base import ObjectStore
-from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import CountingStore
-from migrator.wiring import multipart_sizes
-from migrator.write.run import MigrationRun, ProgressSink, RunReport
+from migrator.write.reports import ProgressSink, RunReport
+from migrator.write.run import MigrationRun
 
 DEFAULT_SAMPLE = 32 * 1024 * 1024
 
@@ -95,15 +97,6 @@ class DryRunReport:
     bandwidth_limit: int | None = None
 
 
-def _real_destination(plan: Plan) -> str:
-    d = plan.destination
-    if d.kind == "s3":
-        return f"s3://{d.bucket}/{d.prefix} ({d.region})"
-    if d.kind == "azure":
-        return f"{d.account_url}/{d.bucket}/{d.prefix}"
-    return f"local {d.path}"
-
-
 class Rehearsal:
     def __init__(
         self,
@@ -120,19 +113,18 @@ class Rehearsal:
         self.workdir = dry_run_dir(plan.state_dir)
 
     def run(self) -> DryRunReport:
-        checks = enforce_residency(self.plan, allow_loopback=self.allow_loopback, rehearsal=True)
-        report = DryRunReport(self.plan.name, _real_destination(self.plan), checks)
+        stand_ins = StandIns(self.plan, self.workdir, allow_loopback=self.allow_loopback)
+        report = DryRunReport(self.plan.name, stand_ins.destination, stand_ins.residency)
         report.bandwidth_limit = self.plan.bandwidth_limit
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         datasets, sizing = self._datasets(report)
-        plan = self.plan.model_copy(
-            update={"state_dir": self.workdir / "state", "datasets": datasets}
-        )
-        with ExitStack() as stack:
-            store = CountingStore(self._store(stack, report))
-            provider = self._keys(stack, report)
-            with StateDB.sqlite_file(self.workdir / "state.sqlite") as state:
+        plan = stand_ins.plan.model_copy(update={"datasets": datasets})
+        with stand_ins:
+            store = CountingStore(stand_ins.store())
+            provider = stand_ins.keys()
+            report.substitutions += stand_ins.substitutions
+            with stand_ins.state() as state:
                 run = MigrationRun(plan, store, provider, state, self.progress).run()
                 requests = dict(store.requests)
                 bytes_sent = store.bytes_sent
@@ -144,6 +136,10 @@ class Rehearsal:
         if f.storage_usd_per_gb_month is not None and f.put_usd_per_1000 is not None:
             prices = (f.storage_usd_per_gb_month, f.put_usd_per_1000, f.get_usd_per_1000 or 0.0)
         dest = self.plan.destination
+        threshold, part_size = None, 16 * MiB
+        if isinstance(dest, S3DestinationPlan | AzureDestinationPlan):
+            threshold = dest.multipart_threshold or 64 * MiB
+            part_size = dest.upload_part_size or 16 * MiB
         volumes = [
             self._volume(ds, sizing[ds.name], dr.compression_ratio)
             for ds, dr in zip(plan.datasets, run.datasets, strict=True)
@@ -153,10 +149,8 @@ class Rehearsal:
             kind=dest.kind,
             bandwidth=f.bandwidth,
             machine_limit=self.plan.bandwidth_limit,
-            multipart_threshold=(dest.multipart_threshold or 64 * MiB)
-            if dest.kind != "local"
-            else None,
-            part_size=dest.upload_part_size or 16 * MiB,
+            multipart_threshold=threshold,
+            part_size=part_size,
             prices=prices,
         )
         return report
@@ -195,7 +189,7 @@ class Rehearsal:
                 continue
             except MigratorError as exc:
                 reason = str(exc)
-            folder = self.workdir / "samples" / ds.name
+            folder = dry_run_sample(self.workdir, ds.name)
             write_sample(ds, folder, self.synthetic_size)
             sample = LocalSource(folder)
             real = ds.expected_size or self.synthetic_size
@@ -208,87 +202,10 @@ class Rehearsal:
             )
             out.append(
                 ds.model_copy(
-                    update={"source": SourcePlan(kind="local", path=folder), "include": None}
+                    update={
+                        "source": LocalSourcePlan(kind=StoreKind.LOCAL, path=folder),
+                        "include": None,
+                    }
                 )
             )
         return tuple(out), sizing
-
-    # --- stand-ins for the clouds --------------------------------------------------------
-
-    def _moto(self, stack: ExitStack) -> str:
-        if not hasattr(self, "_moto_url"):
-            from migrator.demo.motoserver import start_moto_server
-
-            self._moto_url: str = stack.enter_context(start_moto_server()).endpoint_url
-        return self._moto_url
-
-    def _store(self, stack: ExitStack, report: DryRunReport) -> ObjectStore:
-        dest = self.plan.destination
-        sizes = multipart_sizes(self.plan)
-        if dest.kind == "s3":
-            from migrator.demo.motoserver import s3_client
-            from migrator.stores.s3 import S3Store
-            from migrator.stores.s3_retention import ObjectRetention
-
-            assert dest.bucket is not None and dest.region is not None
-            url = self._moto(stack)
-            client = s3_client(url, region=dest.region)
-            config = {} if dest.region == "us-east-1" else {"LocationConstraint": dest.region}
-            client.create_bucket(
-                Bucket=dest.bucket,
-                CreateBucketConfiguration=config,  # type: ignore[arg-type]
-                ObjectLockEnabledForBucket=dest.retention is not None,  # rehearsed as it will run
-            )
-            report.substitutions.append(f"destination {report.destination} → moto S3 at {url}")
-            lock = dest.retention
-            retention = None if lock is None else ObjectRetention.of(lock.mode, lock.days)
-            return S3Store(dest.bucket, dest.prefix, client=client, retention=retention, **sizes)
-        if dest.kind == "azure":
-            from azure.storage.blob import ContainerClient
-
-            from migrator.demo.azurite import start_azurite
-            from migrator.stores.azure import AzureBlobStore
-
-            assert dest.bucket is not None
-            azurite = stack.enter_context(start_azurite())
-            ContainerClient.from_connection_string(
-                azurite.connection_string, dest.bucket
-            ).create_container()
-            report.substitutions.append(
-                f"destination {report.destination} → Azurite at {azurite.blob_url}"
-            )
-            return AzureBlobStore(
-                dest.bucket, dest.prefix, connection_string=azurite.connection_string, **sizes
-            )
-        report.substitutions.append(f"destination {report.destination} → {self.workdir}/dest")
-        return LocalStore(self.workdir / "dest", fsync=False)
-
-    def _keys(self, stack: ExitStack, report: DryRunReport) -> KeyProvider:
-        keys = self.plan.keys
-        if keys.provider == "aws-kms":
-            from migrator.demo.motoserver import kms_client
-            from migrator.keys.aws_kms import AwsKmsKeyProvider
-
-            url = self._moto(stack)
-            region = keys.region or self.plan.destination.region or "us-east-1"
-            kms = kms_client(url, region=region)
-            arn = kms.create_key(Description=f"dry run of {self.plan.name}")["KeyMetadata"]["Arn"]
-            signing = kms.create_key(
-                Description=f"dry run of {self.plan.name}: signing key",
-                KeySpec="ECC_NIST_P256",
-                KeyUsage="SIGN_VERIFY",
-            )["KeyMetadata"]["Arn"]
-            report.substitutions.append(f"KMS key {keys.key_id} → moto KMS key {arn}")
-            named = keys.signing_key_id or "(none: a real run needs keys.signing_key_id)"
-            report.substitutions.append(f"KMS signing key {named} → moto KMS key {signing}")
-            return AwsKmsKeyProvider(
-                arn, region=region, endpoint_url=url, client=kms, signing_key_id=signing
-            )
-        kek = self.workdir / "dry-run-kek.key"
-        init_kek_file(kek)
-        what = {
-            "azure-keyvault": f"Key Vault key {keys.key_name} in {keys.vault_url} (no emulator)",
-            "local": f"KEK file {keys.kek_file}",
-        }[keys.provider]
-        report.substitutions.append(f"{what} → a throwaway local KEK")
-        return LocalKeyProvider(kek)

@@ -1,6 +1,6 @@
 """One asset per dataset of the plan, partitioned by shard (never one partition per chunk).
 
-A partition's materialization is `MigrationRun(...).run({dataset}, {shard})`: chunks go from the
+A partition's materialization is `migrator.run(..., {dataset}, {shard})`: chunks go from the
 source straight to the destination; the asset records URIs and numbers, never bytes.
 Backfills run one shard per run by default (no BackfillPolicy: each run carries its partition
 tag), so each partition's numbers and check verdicts are its own. `shards_per_run` > 1 makes
@@ -26,9 +26,10 @@ from dagster import (
 )
 from pydantic import Field
 
+import migrator
+from migrator import ProgressSink
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.sizes import format_size
-from migrator.write.run import MigrationRun, ProgressSink
 from pipelines.resources import PlanResource, TargetResource
 
 # Store, key service and state errors are often passing (throttling, a lost connection);
@@ -110,10 +111,11 @@ def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDef
         chosen = dry_run_target if config.dry_run else target
         with chosen.open(plan.load()) as io:
             progress = LoggedProgress(context.log)
-            run = MigrationRun(io.plan, io.store, io.provider, io.state, progress)
-            report = run.run({ds.name}, set(shards)).datasets[0]
-            uris = [io.manifest_uri(ds.name, shard) for shard in shards]
-            destination, dry_run = io.store.describe(), io.dry_run
+            run = migrator.run(io.connection, {ds.name}, shards, progress=progress)
+            report = run.datasets[0]
+            where = migrator.progress(io.connection)
+            uris = [io.object_uri(where.manifest_key(ds.name, shard)) for shard in shards]
+            destination, dry_run = io.destination, io.dry_run
         rows = {"dagster/row_count": report.records} if ds.kind == "records" else {}
         manifests = {"manifest_uri": uris[0]} if len(uris) == 1 else {"manifest_uris": uris}
         return MaterializeResult(

@@ -1,8 +1,8 @@
 """The integrity gate: blocking checks per dataset and shard, and `migration_complete` behind them.
 
-One Verifier pass yields both checks: the shard manifests (authentic, every listed chunk
-present, nothing unlisted, not fewer chunks than were committed) and a sampled read-back that
-decrypts chunks and compares their digests. A failure stops the assets downstream in the run.
+One `migrator.verify` pass yields both checks: the shard manifests (authentic, every listed
+chunk present, nothing unlisted, not fewer chunks than were committed) and a sampled read-back
+that decrypts chunks and compares their digests. A failure stops the assets downstream in the run.
 """
 
 from collections.abc import Iterator
@@ -24,9 +24,9 @@ from dagster import (
 )
 from pydantic import Field
 
+import migrator
+from migrator import Problem, is_manifest_problem
 from migrator.plan.model import DatasetPlan, Plan
-from migrator.read.verify import Problem, Verifier
-from migrator.write.run import BULK_GENERATION
 from pipelines.assets import MigrationConfig, dataset_key, python_name, shard_partitions
 from pipelines.resources import PlanResource, TargetResource
 
@@ -39,13 +39,6 @@ SHOWN_PROBLEMS = 20  # the metadata names this many bad objects; the count is al
 class ReadbackConfig(Config):
     sample: float = Field(0.02, ge=0, le=1, description="Chunks read back; at least one a shard")
     seed: int | None = Field(None, description="Seed of the sample, to repeat one")
-
-
-def _on_manifest(problem: Problem, dataset: str) -> bool:
-    """The data key (no shard) or the shard's manifest itself: nothing of it can be trusted."""
-    shard = problem.shard
-    key = problem.object_key or ""
-    return shard is None or key.endswith("/manifest.mgc") or f"{dataset}/_generations/" in key
 
 
 def _result(key: AssetKey, name: str, problems: list[Problem], shards: int) -> AssetCheckResult:
@@ -98,13 +91,13 @@ def dataset_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
         shards = {int(partition) for partition in context.partition_keys}
         chosen = dry_run_target if _written_by_dry_run(context, key) else target
         with chosen.open(plan.load()) as io:
-            verifier = Verifier(
-                io.plan, io.store, io.provider, io.state, sample=config.sample, seed=config.seed
+            report = migrator.verify(
+                io.connection, {ds.name}, shards, sample=config.sample, seed=config.seed
             )
-            report = verifier.verify({ds.name}, shards)
+        # A manifest's problem (or the data key's) fails both: nothing it lists can be trusted.
         mine = report.problems
-        listing = [p for p in mine if _on_manifest(p, ds.name) or p.error in LISTING_ERRORS]
-        reading = [p for p in mine if _on_manifest(p, ds.name) or p.error not in LISTING_ERRORS]
+        listing = [p for p in mine if is_manifest_problem(p) or p.error in LISTING_ERRORS]
+        reading = [p for p in mine if is_manifest_problem(p) or p.error not in LISTING_ERRORS]
         yield _result(key, MANIFEST_CHECK, listing, len(shards))
         yield _result(key, READBACK_CHECK, reading, len(shards))
 
@@ -125,22 +118,18 @@ def completion_asset(spec: Plan) -> AssetsDefinition:
         dry_run_target: TargetResource,
     ) -> MaterializeResult[None]:
         with (dry_run_target if config.dry_run else target).open(plan.load()) as io:
-            # Complete once the bulk generation is committed; later syncs and compactions keep
-            # it so (a compaction forgets the bulk's per-shard rows, not the commitment).
-            committed = {
-                ds.name: [g for g in io.state.generations(ds.name) if g.committed]
-                for ds in spec.datasets
-            }
-            bulk = {
-                ds.name: len(io.state.complete_shards(ds.name, BULK_GENERATION))
-                for ds in spec.datasets
-                if not committed[ds.name]
-            }
-            heads = [h for ds in spec.datasets for h in io.state.latest_heads(ds.name).values()]
-            where: dict[str, str | bool] = {
-                "destination": io.store.describe(),
-                "dry_run": io.dry_run,
-            }
+            where = migrator.progress(io.connection)
+            destination, dry_run = io.destination, io.dry_run
+        # Complete once the bulk generation is committed; later syncs and compactions keep it
+        # so (a compaction forgets the bulk's per-shard rows, not the commitment).
+        committed = {ds.name: where.committed(ds.name) for ds in spec.datasets}
+        bulk = {
+            ds.name: where.shards_complete(ds.name)
+            for ds in spec.datasets
+            if not committed[ds.name]
+        }
+        records = sum(where.live_records(ds.name) for ds in spec.datasets)
+        place: dict[str, str | bool] = {"destination": destination, "dry_run": dry_run}
         if any(not committed[ds.name] for ds in spec.datasets):
             short = "; ".join(
                 f"{ds.name}: {bulk[ds.name]} of {ds.shards}"
@@ -152,9 +141,9 @@ def completion_asset(spec: Plan) -> AssetsDefinition:
             metadata={
                 "datasets": len(spec.datasets),
                 "shards": sum(ds.shards for ds in spec.datasets),
-                "records": sum(h.live_records for h in heads),
+                "records": records,
                 "generations": {ds.name: committed[ds.name][-1].generation for ds in spec.datasets},
-                **where,
+                **place,
             }
         )
 

@@ -29,9 +29,8 @@ from dagster import (
     sensor,
 )
 
-from migrator.errors import MigratorError
+from migrator import MigratorError, list_source
 from migrator.plan.model import DatasetPlan, Plan
-from migrator.sources.factory import open_source
 from pipelines.assets import dataset_key, python_name
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public name for it
@@ -92,7 +91,7 @@ def sync_schedule(
 def source_digest(ds: DatasetPlan) -> str:
     """sha256 of the source's listing: every object's name, size and version, in name order."""
     digest = hashlib.sha256()
-    for obj in open_source(ds).list():
+    for obj in list_source(ds):
         digest.update(f"{obj.name}\0{obj.size}\0{obj.version}\n".encode())
     return digest.hexdigest()
 

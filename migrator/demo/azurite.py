@@ -119,7 +119,7 @@ def start_azurite(host: str = "127.0.0.1", *, timeout: float = START_TIMEOUT_SEC
 
 def azurite_binary() -> Path:
     """node_modules/.bin/azurite-blob of the project that holds this package's package.json."""
-    root = _project_root()
+    root = project_root()
     if root is None:
         raise RuntimeError(
             "Azurite not found: no package.json above "
@@ -134,7 +134,9 @@ def azurite_binary() -> Path:
     return binary
 
 
-def _project_root() -> Path | None:
+def project_root() -> Path | None:
+    """The source checkout holding this package: the nearest folder above with a package.json,
+    where `npm ci` installs Azurite; None for an installed package."""
     for folder in Path(__file__).resolve().parents:
         if (folder / "package.json").is_file():
             return folder

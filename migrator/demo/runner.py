@@ -15,19 +15,19 @@ import xxhash
 from rich.console import Console
 from rich.table import Table
 
-from migrator.cli.display import RichProgress, run_table, verify_summary, verify_table
+from migrator import Connection, load_plan, restore, run, verify
+from migrator.cli.render.progress import RichProgress
+from migrator.cli.render.run import run_table
+from migrator.cli.render.verify import verify_summary, verify_table
 from migrator.demo.motoserver import s3_client, start_moto_server
 from migrator.demo.synth import generate_demo_data
 from migrator.keys.local import LocalKeyProvider, init_kek_file
-from migrator.plan.model import load_plan
-from migrator.read.restore import Restorer
-from migrator.read.verify import Verifier
+from migrator.plan.model import LocalKekPlan
 from migrator.sizes import format_size
 from migrator.sources.local import LocalSource
 from migrator.sources.records import iter_records
 from migrator.stores.s3 import S3Store
 from migrator.wiring import open_state
-from migrator.write.run import MigrationRun
 
 BUCKET = "migrator-demo"
 
@@ -94,16 +94,19 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
         plan_path.write_text(PLAN_TEMPLATE.format(bucket=BUCKET, endpoint=moto.endpoint_url))
         plan = load_plan(plan_path)
         store = S3Store(BUCKET, "demo/", client=client)
-        provider = LocalKeyProvider(plan.keys.kek_file or workdir / "kek.key")
+        keys = plan.keys
+        provider = LocalKeyProvider(
+            keys.kek_file if isinstance(keys, LocalKekPlan) else workdir / "kek.key"
+        )
         out.print(f"moto S3 on {moto.endpoint_url}; plan {plan_path}")
 
         with open_state(plan) as state, RichProgress(err) as progress:
-            report = MigrationRun(plan, store, provider, state, progress).run()
+            report = run(Connection(plan, store, provider, state), progress=progress)
         out.print(run_table(report))
 
         t1 = time.monotonic()
         with open_state(plan) as state:
-            verified = Verifier(plan, store, provider, state, workers=4).verify()
+            verified = verify(Connection(plan, store, provider, state), workers=4)
         verify_s = time.monotonic() - t1
         if verified.problems:
             out.print(verify_table(verified))
@@ -113,10 +116,10 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
         for col in ("dataset", "restored", "compared", "equal"):
             results.add_column(col)
         all_equal = verified.ok
-        restorer = Restorer(plan, store, provider, workers=4)
+        restorable = Connection(plan, store, provider)
         for ds in plan.datasets:
             target = workdir / "restored" / ds.name
-            rr = restorer.restore(ds.name, target)
+            rr = restore(restorable, ds.name, target, workers=4)
             source_dir = workdir / "data" / ds.name
             if ds.kind == "records":
                 equal, what = _same_records(source_dir, target, ds.format == "csv")

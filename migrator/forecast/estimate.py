@@ -1,212 +1,25 @@
-"""`migrator plan` estimates: chunks and bytes from file sizes alone, never reading data.
-
-`plan --estimate` goes further without listing what cannot be listed from here: it sizes each
-dataset from its `expected_size` (listing only local sources that have none), then forecasts
-Dagster partitions, requests, time at N workers and cost. A worker is one `migrator` process
-running shards (one Dagster run in the destination's pool); its rate is either given or
-measured now on this machine with a short local-to-local run of the real engine.
-"""
+"""`migrator plan --estimate`: Dagster partitions, requests, time at N workers and cost of a
+run of the whole plan, from each dataset's size (forecast/sizing.py) and a worker's rate
+(forecast/worker.py), with the request and price arithmetic of forecast/model.py."""
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from migrator.errors import MigratorError, PlanError
 from migrator.forecast.model import (
     ASSUMED_PRICES,
     DatasetVolume,
     Forecast,
     forecast,
     puts_per_chunk,
-    records_chunks,
 )
-from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, DestinationPlan, Plan, SourcePlan
-from migrator.sizes import MiB, format_size
-from migrator.sources.factory import open_source
+from migrator.forecast.sizing import OBJECTS_RATIO, RECORDS_RATIO, DatasetEstimate
+from migrator.forecast.worker import WorkerRates
+from migrator.plan.model import AzureDestinationPlan, Plan, S3DestinationPlan
+from migrator.sizes import format_size
 from migrator.stores.base import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
-
-# Typical zstd ratios measured on this kind of data (records: JSON/CSV; objects: video).
-RECORDS_RATIO = 4.0
-OBJECTS_RATIO = 1.0
-
-# Enough data that a run's fixed costs (keys, manifests, process pools) are a small share of
-# it, small enough that generating and migrating both kinds stays well under ten seconds.
-MEASURE_BYTES = 96 * MiB
-MEASURE_SHARDS = 8
-MEASURE_SEED = 7
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetEstimate:
-    dataset: str
-    kind: str
-    shards: int
-    files: int | None  # None: not listed, sized from the plan's expected_size
-    bytes: int
-    chunks: int
-    stored_bytes: int
-
-
-def _dataset_estimate(
-    plan: Plan, ds: DatasetPlan, files: int | None, total: int, parts: int
-) -> DatasetEstimate:
-    if ds.kind == "records":
-        chunks = records_chunks(total, ds.shards, plan.chunk_size) if total else 0
-        return DatasetEstimate(
-            ds.name, ds.kind, ds.shards, files, total, chunks, int(total / RECORDS_RATIO)
-        )
-    return DatasetEstimate(
-        ds.name, ds.kind, ds.shards, files, total, parts, int(total / OBJECTS_RATIO)
-    )
-
-
-def _listed(plan: Plan, ds: DatasetPlan) -> DatasetEstimate:
-    files = total = parts = 0
-    part = ds.part_size or plan.chunk_size
-    for f in open_source(ds).list():
-        files += 1
-        total += f.size
-        parts += max(1, -(-f.size // part))
-    return _dataset_estimate(plan, ds, files, total, parts)
-
-
-def estimate_plan(plan: Plan) -> list[DatasetEstimate]:
-    """Every dataset listed, wherever its source is."""
-    return [_listed(plan, ds) for ds in plan.datasets]
-
-
-def size_plan(plan: Plan) -> list[DatasetEstimate]:
-    """Each dataset from its expected_size, or listed if it is a local folder without one.
-
-    A petabyte bucket takes hours to list and the credentials may not be here: a cloud source
-    must state its size. Objects sized so count full parts only, a floor: every file's last
-    part is partly full, so a real count is higher by up to one part a file.
-    """
-    out = []
-    for index, ds in enumerate(plan.datasets):
-        if ds.expected_size is not None:
-            part = ds.part_size or plan.chunk_size
-            parts = -(-ds.expected_size // part)
-            out.append(_dataset_estimate(plan, ds, None, ds.expected_size, parts))
-            continue
-        field = f"datasets[{index}].expected_size"
-        if ds.source.kind != "local":
-            raise PlanError(
-                str(plan.plan_path),
-                field,
-                f"dataset {ds.name!r} reads from {ds.source.kind} (bucket {ds.source.bucket!r}),"
-                " which `plan --estimate` does not list; set its expected_size to the source's"
-                " size, e.g. '500GB'",
-            )
-        assert ds.source.path is not None  # the plan model requires it
-        if not ds.source.path.is_dir():
-            raise PlanError(
-                str(plan.plan_path),
-                f"datasets[{index}].source.path",
-                f"{ds.source.path} does not exist; mount it, or set {field} to estimate without it",
-            )
-        out.append(_listed(plan, ds))
-    return out
-
-
-# --- a worker's rate --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRates:
-    """Source bytes a second one worker moves end to end, by dataset kind."""
-
-    records: float
-    objects: float
-    measured_seconds: float | None  # None: given; else the whole measurement, data included
-    cpus: int  # of the machine that measured them
-    load: float = 0.0  # its 1-minute load average as the measurement began
-    sample_bytes: int = 0  # of each kind, when measured
-
-    @property
-    def contended(self) -> bool:
-        """Other work held a share of the CPUs: measured rates are then too low."""
-        return self.measured_seconds is not None and self.load > self.cpus / 2
-
-    def of(self, kind: str) -> float:
-        return self.records if kind == "records" else self.objects
-
-
-def given_rates(rate: int) -> WorkerRates:
-    return WorkerRates(float(rate), float(rate), None, os.cpu_count() or 1)
-
-
-def measure_worker_rates(plan: Plan, size: int = MEASURE_BYTES) -> WorkerRates:
-    """Time the real engine, one run a kind, local folder to local folder in a temp dir.
-
-    The runs take the plan's compression level, chunk and part sizes, memory budget and
-    encoding processes, so the rate is this machine's for this plan; not its bandwidth_limit,
-    which the estimate applies on its own. Generating the data is not part of the rates.
-    """
-    from migrator.demo.synth import generate_objects, generate_records_file
-    from migrator.keys.local import LocalKeyProvider, init_kek_file
-
-    load = os.getloadavg()[0]
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="migrator-rate-") as tmp:
-        root = Path(tmp)
-        generate_records_file(root / "src" / "records" / "profiles.jsonl", size, MEASURE_SEED)
-        generate_objects(root / "src" / "objects", size, MEASURE_SEED)
-        init_kek_file(root / "kek.key")
-        provider = LocalKeyProvider(root / "kek.key")
-        rates = {kind: _timed_run(plan, root, kind, provider) for kind in ("records", "objects")}
-    seconds = time.perf_counter() - started
-    cpus = os.cpu_count() or 1
-    return WorkerRates(rates["records"], rates["objects"], seconds, cpus, load, size)
-
-
-def _timed_run(plan: Plan, root: Path, kind: str, provider: KeyProvider) -> float:
-    from migrator.state.store import StateDB
-    from migrator.stores.local import LocalStore
-    from migrator.write.run import MigrationRun
-
-    source = SourcePlan(kind="local", path=root / "src" / kind)
-    if kind == "records":
-        ds = DatasetPlan(
-            name=kind,
-            kind="records",
-            source=source,
-            shards=MEASURE_SHARDS,
-            format="jsonl",
-            key="user_id",
-        )
-    else:
-        part = next((d.part_size for d in plan.datasets if d.part_size), plan.chunk_size)
-        ds = DatasetPlan(
-            name=kind, kind="objects", source=source, shards=MEASURE_SHARDS, part_size=part
-        )
-    dest = root / "dest" / kind
-    run_plan = plan.model_copy(
-        update={
-            "name": "rate",
-            "state_dir": root / "state" / kind,
-            "bandwidth_limit": None,
-            "destination": DestinationPlan(kind="local", path=dest),
-            "datasets": (ds,),
-        }
-    )
-    with StateDB.sqlite_file(root / "state" / f"{kind}.sqlite") as state:
-        t0 = time.perf_counter()
-        report = MigrationRun(run_plan, LocalStore(dest), provider, state).run()
-        seconds = time.perf_counter() - t0
-    if not report.bytes_in or seconds <= 0:
-        raise MigratorError(f"measuring a worker: the {kind} run moved no data")
-    return report.bytes_in / seconds
-
-
-# --- the estimate -----------------------------------------------------------------------
 
 
 def _both(n: int) -> str:
@@ -407,10 +220,10 @@ def estimate_run(
     if workers < 1:
         raise ValueError(f"workers must be at least 1 (got {workers})")
     dest = plan.destination
-    cloud = dest.kind != "local"
+    cloud = dest if isinstance(dest, S3DestinationPlan | AzureDestinationPlan) else None
     # A local destination has no link unless the plan names one.
     link_from_plan = "bandwidth" in plan.forecast.model_fields_set
-    link = plan.forecast.bandwidth if cloud or link_from_plan else None
+    link = plan.forecast.bandwidth if cloud is not None or link_from_plan else None
     cap = plan.bandwidth_limit
     volumes = [
         DatasetVolume(
@@ -425,8 +238,10 @@ def estimate_run(
         for d in sizes
     ]
     # What a store does when the plan leaves multipart unset (stores/s3.py, stores/azure.py).
-    threshold = (dest.multipart_threshold or DEFAULT_MULTIPART_THRESHOLD) if cloud else None
-    part_size = dest.upload_part_size or DEFAULT_PART_SIZE
+    threshold, part_size = None, DEFAULT_PART_SIZE
+    if cloud is not None:
+        threshold = cloud.multipart_threshold or DEFAULT_MULTIPART_THRESHOLD
+        part_size = cloud.upload_part_size or DEFAULT_PART_SIZE
     f = plan.forecast
     chosen = (f.storage_usd_per_gb_month, f.put_usd_per_1000, f.get_usd_per_1000)
     assumed = ASSUMED_PRICES.get(dest.kind, (0.0, 0.0, 0.0))

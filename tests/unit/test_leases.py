@@ -39,7 +39,7 @@ class FlakyState:
 
 def test_a_failed_renewal_is_retried_soon_so_one_blip_does_not_stop_the_work() -> None:
     state = FlakyState(failures=2)
-    keeper = LeaseKeeper(state, ttl=0.6, owner="w:1:x:y")  # type: ignore[arg-type]
+    keeper = LeaseKeeper(state, ttl=0.6, owner="w:1:x:y")
     try:
         assert keeper.claim("ds", 0)
         time.sleep(0.5)  # past 2/3 of the lease since the claim: only the quick retry saves it
@@ -50,7 +50,7 @@ def test_a_failed_renewal_is_retried_soon_so_one_blip_does_not_stop_the_work() -
 
 
 def test_a_store_that_stays_unreachable_stops_the_work_before_the_lease_lapses() -> None:
-    keeper = LeaseKeeper(FlakyState(failures=10**6), ttl=0.6, owner="w:1:x:y")  # type: ignore[arg-type]
+    keeper = LeaseKeeper(FlakyState(failures=10**6), ttl=0.6, owner="w:1:x:y")
     try:
         assert keeper.claim("ds", 0)
         keeper.check("ds", 0)
@@ -72,7 +72,7 @@ def test_only_a_gone_process_of_this_host_and_pid_namespace_counts_as_dead() -> 
 
 
 def test_a_closed_keeper_of_this_process_is_dead_an_open_one_is_not() -> None:
-    keeper = LeaseKeeper(FlakyState(0), ttl=60)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(FlakyState(0), ttl=60)
     assert not dead_on_this_host(keeper.owner)
     keeper.close()
     assert dead_on_this_host(keeper.owner)
