@@ -16,9 +16,9 @@ import io
 import time
 
 from migrator.errors import UnclosedQuoteError
+from migrator.records.blocks import DEFAULT_MAX_RECORD, RecordBlocks
+from migrator.records.framing import framing_of
 from migrator.sizes import MiB, parse_size
-from migrator.sources.framing import DEFAULT_MAX_RECORD, RecordBlocks
-from migrator.sources.record_ends import framing_of
 
 
 def csv_data(size: int) -> bytes:

@@ -43,8 +43,8 @@ from migrator.keys.datakey import DataKey
 from migrator.repository.names import manifest_key, object_part_key
 from migrator.sharding import shard_of
 from migrator.sizes import GiB, MiB, format_size
+from migrator.state.db import StateDB
 from migrator.state.model import CommittedChunk, ShardStatus
-from migrator.state.store import StateDB
 from migrator.wiring import STATE_FILE
 from migrator.write.committer import COMMIT_BATCH
 

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from migrator.read.status import DatasetStatus, PlanStatus
     from migrator.read.verify import Problem, VerifyReport
     from migrator.sources.base import SourceObject
+    from migrator.state.db import StateDB
     from migrator.state.model import GenerationRow, ShardHeadRow
-    from migrator.state.store import StateDB
     from migrator.stores.base import ObjectStore
     from migrator.write.reports import DatasetReport, ProgressSink, RunReport
 

@@ -23,8 +23,8 @@ from migrator.plan.model import (
     S3DestinationPlan,
 )
 from migrator.residency import enforce_residency
+from migrator.state.db import StateDB, describe_url, state_url_for
 from migrator.state.private import private_dir
-from migrator.state.store import StateDB, describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import ThrottledStore, TokenBucket

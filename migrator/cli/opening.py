@@ -13,7 +13,7 @@ from migrator.plan.model import Plan, load_plan
 
 if TYPE_CHECKING:
     from migrator.read.head_file import ExportedHead
-    from migrator.state.store import StateDB
+    from migrator.state.db import StateDB
 
 
 def checked_plan(

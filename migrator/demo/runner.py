@@ -23,9 +23,9 @@ from migrator.demo.motoserver import s3_client, start_moto_server
 from migrator.demo.synth import generate_demo_data
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.plan.model import LocalKekPlan
+from migrator.records.keys import iter_records
 from migrator.sizes import format_size
 from migrator.sources.local import LocalSource
-from migrator.sources.records import iter_records
 from migrator.stores.s3 import S3Store
 from migrator.wiring import open_state
 

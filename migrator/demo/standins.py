@@ -32,7 +32,7 @@ from migrator.repository.names import (
     dry_run_state_file,
 )
 from migrator.residency import ResidencyCheck, enforce_residency
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.wiring import multipart_sizes

@@ -23,7 +23,7 @@ from migrator.plan.model import (
     StoreKind,
 )
 from migrator.sizes import MiB
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 
 # Enough data that a run's fixed costs (keys, manifests, process pools) are a small share of

@@ -51,9 +51,9 @@ from migrator.repository.names import (
     spool_path,
 )
 from migrator.repository.shard_objects import delete_objects, list_shard_objects, read_stored
+from migrator.state.db import StateDB
 from migrator.state.model import ShardStatus
 from migrator.state.private import open_private
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectInfo, ObjectStore
 from migrator.write.generation import commit_generation, remove_spools
 from migrator.write.ledger import LedgerItem, LedgerWriter

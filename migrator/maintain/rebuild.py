@@ -35,12 +35,12 @@ from migrator.read.chain import (
     superseded,
 )
 from migrator.read.readback import ordered_map
+from migrator.records.framing import split_stored_records
 from migrator.repository.chunks import read_chunk
 from migrator.repository.generations import load_record, record_generations
 from migrator.repository.segments import ledger_ends, list_segments
-from migrator.sources.record_ends import split_stored_records
+from migrator.state.db import StateDB
 from migrator.state.model import CommittedChunk, RouteCheckpoint
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 
 

@@ -31,7 +31,7 @@ from migrator.repository.chunks import stored_data_objects
 from migrator.repository.generations import record_generations
 from migrator.repository.names import segment_key
 from migrator.repository.segments import list_segments
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 
 

@@ -17,11 +17,11 @@ from migrator.errors import SourceError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring
 from migrator.plan.model import DatasetPlan
+from migrator.records.framing import RecordFraming, split_stored_records, stored_framing
+from migrator.records.keys import CsvKeyReader, JsonKeyReader
 from migrator.repository.generations import latest_record
 from migrator.repository.manifests import StoredManifest, load_manifest
 from migrator.repository.names import manifest_key
-from migrator.sources.record_ends import RecordFraming, split_stored_records, stored_framing
-from migrator.sources.records import CsvKeyReader, JsonKeyReader
 from migrator.stores.base import ObjectStore
 
 

@@ -37,7 +37,7 @@ from migrator.repository.names import cutover_dir, digests_path
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.write.route import (
     PARALLEL_ROUTING_MIN_CORES,

@@ -21,8 +21,8 @@ from migrator.errors import MissingObjectError, RollbackError
 from migrator.read.head_file import ExportedHead, LedgerMark
 from migrator.repository.generations import get_record_bytes, record_generations
 from migrator.repository.names import generation_key
+from migrator.state.db import StateDB
 from migrator.state.model import GenerationRow
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 
 STATE_SOURCE = "the state store"

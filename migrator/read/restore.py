@@ -27,10 +27,10 @@ from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
 from migrator.read.readback import ordered_map
 from migrator.read.restore_files import RestoreFolder
+from migrator.records.framing import RecordFraming
 from migrator.repository.chunks import read_chunk
 from migrator.repository.generations import latest_record
-from migrator.sources.record_ends import RecordFraming
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 
 _ROLLBACK_HINT = (

@@ -12,7 +12,7 @@ from migrator.write.deadletter_seal import dead_letter_counts
 
 if TYPE_CHECKING:
     from migrator.plan.model import Plan
-    from migrator.state.store import StateDB
+    from migrator.state.db import StateDB
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,13 +36,13 @@ from migrator.read.chain import (
 from migrator.read.freshness import find_rollbacks
 from migrator.read.head_file import ExportedHead
 from migrator.read.readback import ordered_map
+from migrator.records.framing import RecordFraming, split_stored_records
 from migrator.repository.chunks import check_by_head, read_chunk
 from migrator.repository.generations import load_record, record_generations
 from migrator.repository.manifests import StoredManifest
 from migrator.repository.names import data_key_object, generation_key, manifest_key
 from migrator.repository.shard_objects import list_shard_objects
-from migrator.sources.record_ends import RecordFraming, split_stored_records
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 
 

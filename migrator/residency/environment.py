@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from migrator.state.store import STATE_URL_ENV
+from migrator.state.db import STATE_URL_ENV
 
 # botocore reads these as endpoint URLs (all services, then one service); the destination and
 # key clients ignore them (`ignore_configured_endpoint_urls`), but a foreign one is refused.

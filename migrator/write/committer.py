@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from migrator.state.db import Fence, StateDB
 from migrator.state.model import CommittedChunk
-from migrator.state.store import Fence, StateDB
 from migrator.write.ledger import LedgerWriter
 from migrator.write.reports import DatasetReport
 

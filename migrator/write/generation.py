@@ -20,8 +20,8 @@ from migrator.keys.datakey import DataKey
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.repository.generations import put_record
 from migrator.repository.names import spool_dir, spools_root
+from migrator.state.db import StateDB
 from migrator.state.model import GenerationRow, ShardStatus
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation

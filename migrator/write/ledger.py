@@ -28,8 +28,8 @@ from migrator.codec.ledger import (
 )
 from migrator.errors import StateError
 from migrator.repository.segments import list_segments, put_segment, shard_segments
+from migrator.state.db import StateDB
 from migrator.state.model import CommittedChunk, LedgerHead, LedgerMove
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 
 PUT_THREADS = 8  # a batch spread over many shards stores their segments in parallel

@@ -22,13 +22,13 @@ import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import SourceError, StateError
+from migrator.records.blocks import DEFAULT_MAX_RECORD, RecordBlocks
+from migrator.records.framing import framing_of
 from migrator.repository.names import digests_path, spool_path
 from migrator.sources.base import Source, SourceObject
-from migrator.sources.framing import DEFAULT_MAX_RECORD, RecordBlocks
-from migrator.sources.record_ends import framing_of
+from migrator.state.db import StateDB
 from migrator.state.model import RouteCheckpoint
 from migrator.state.private import open_private, write_private
-from migrator.state.store import StateDB
 from migrator.write.deadletter import DeadLetterSpool
 from migrator.write.route_blocks import BadRecord, BlockResult, BlockTask, route_block
 

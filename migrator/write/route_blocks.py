@@ -15,10 +15,10 @@ import xxhash
 
 from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import BadRecordError, RecordTooLargeError
+from migrator.records.blocks import DEFAULT_MAX_RECORD
+from migrator.records.framing import framing_of, line_ends
+from migrator.records.keys import CsvKeyReader, JsonKeyReader
 from migrator.sharding import shard_of
-from migrator.sources.framing import DEFAULT_MAX_RECORD
-from migrator.sources.record_ends import framing_of, line_ends
-from migrator.sources.records import CsvKeyReader, JsonKeyReader
 
 _pack_entry = DIGEST_ENTRY.pack
 _hash128 = xxhash.xxh3_128_digest

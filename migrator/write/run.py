@@ -22,9 +22,9 @@ from migrator.read.freshness import find_rollbacks
 from migrator.repository.names import generation_prefix, shard_prefix, spool_dir
 from migrator.sources.base import Source
 from migrator.sources.factory import open_source
+from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, process_started_at
 from migrator.state.model import RouteCheckpoint
-from migrator.state.store import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
 from migrator.write.deadletter_seal import store_dead_letters

@@ -14,9 +14,9 @@ from migrator.codec.ledger import LedgerKeys
 from migrator.keys.datakey import DataKey
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetPlan, Plan
+from migrator.state.db import Fence, StateDB
 from migrator.state.leases import LeaseKeeper, worker_identity
 from migrator.state.model import ShardStatus
-from migrator.state.store import Fence, StateDB
 from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
 from migrator.write.ledger import LedgerWriter

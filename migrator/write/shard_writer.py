@@ -19,10 +19,10 @@ from migrator.codec.digests import to_hex
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.codec.manifest import ChunkRef, ShardManifest, seal_manifest
 from migrator.read.chain import plan_layout
+from migrator.records.blocks import read_records_chunk
+from migrator.records.framing import stored_framing
 from migrator.repository.manifests import put_manifest
 from migrator.repository.names import manifest_key, records_chunk_key
-from migrator.sources.framing import read_records_chunk
-from migrator.sources.record_ends import stored_framing
 from migrator.write.committer import Committer
 from migrator.write.pipeline import ChunkJob, ChunkPipeline
 from migrator.write.scope import WriteScope

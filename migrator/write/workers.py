@@ -12,9 +12,9 @@ import time
 import xxhash
 
 from migrator.plan.model import Plan
+from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
 from migrator.state.model import ShardStatus
-from migrator.state.store import StateDB
 
 WORKER_CLAIM_SHARE = 16  # a worker claims ~1/16 of a dataset's shards at a time
 

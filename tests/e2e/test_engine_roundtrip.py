@@ -19,7 +19,7 @@ from migrator.read.restore import Restorer
 from migrator.read.verify import Verifier, VerifyReport
 from migrator.repository.names import manifest_key
 from migrator.sharding import shard_of
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.memory import MemoryStore

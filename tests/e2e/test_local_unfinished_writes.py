@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import StoreError
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores import local
 from migrator.stores.base import UnfinishedWrites
 from migrator.stores.local import LocalStore

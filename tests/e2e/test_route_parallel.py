@@ -18,7 +18,7 @@ from migrator.keys.datakey import DataKey
 from migrator.repository.names import digests_path, spool_path
 from migrator.sharding import shard_of
 from migrator.sources.local import LocalSource
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.write.route import RecordsSpec, route_records
 from tests.planfiles import split_records
 

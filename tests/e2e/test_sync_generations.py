@@ -25,7 +25,7 @@ from migrator.read.restore import Restorer
 from migrator.read.verify import Verifier
 from migrator.sources.base import Source, SourceObject
 from migrator.sources.factory import open_source
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.memory import MemoryStore
 from migrator.write.run import MigrationRun, ProgressSink, RunReport
 from tests.planfiles import files_below, restored_records, write_plan

@@ -44,7 +44,7 @@ import migrator.wiring
 import migrator.write.run
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkKind
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 from migrator.stores.s3 import S3Store
 

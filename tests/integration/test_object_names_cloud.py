@@ -22,7 +22,7 @@ from migrator.plan.model import load_plan
 from migrator.sources.azure import AzureSource
 from migrator.sources.base import FilteredSource, RestorableNames
 from migrator.sources.factory import open_source
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 from migrator.write.run import MigrationRun
 from tests.planfiles import files_below, write_plan

@@ -24,7 +24,7 @@ from migrator.sources.azure import AzureSource
 from migrator.sources.base import FilteredSource, Source, SourceObject
 from migrator.sources.factory import open_source
 from migrator.sources.s3 import S3Source
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 from migrator.write.run import MigrationRun
 from tests.planfiles import (

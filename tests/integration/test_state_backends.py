@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
 from migrator.state import migrate
+from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, LeaseLostError
 from migrator.state.model import (
     CommittedChunk,
@@ -26,7 +27,6 @@ from migrator.state.model import (
     ShardStatus,
     UploadEntry,
 )
-from migrator.state.store import StateDB
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ def test_only_one_of_many_racing_claimants_gets_a_shard(url: str) -> None:
 
 LOCK_HOLDER = """
 import sys, time
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 store = StateDB(sys.argv[1])
 with store.lock("profiles.generation"):
     print("locked", flush=True)
@@ -290,7 +290,7 @@ def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
 
 def test_many_processes_open_a_new_store_at_once(url: str) -> None:
     """The first migrates; the others wait for it and find the schema done."""
-    code = "import sys; from migrator.state.store import StateDB; StateDB(sys.argv[1])"
+    code = "import sys; from migrator.state.db import StateDB; StateDB(sys.argv[1])"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
         for _ in range(4)

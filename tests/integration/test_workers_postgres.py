@@ -45,7 +45,7 @@ import collections, os, signal, sys, time
 import migrator.write.run as run_module
 from migrator.write.run import MigrationRun
 from migrator.plan.model import load_plan
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 from migrator.wiring import open_key_provider, open_state
 
@@ -227,7 +227,7 @@ def test_the_cli_workers_share_a_plan_through_the_state_url(
 
 
 def test_status_shows_which_worker_holds_a_shard(tmp_path: Path, postgres_url: str) -> None:
-    from migrator.state.store import StateDB
+    from migrator.state.db import StateDB
 
     site(tmp_path, profiles=200)
     env = {"MIGRATOR_STATE_URL": postgres_url}

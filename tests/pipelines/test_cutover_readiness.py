@@ -18,8 +18,8 @@ from dagster import (
     materialize,
 )
 
+from migrator.records.keys import JsonKeyReader
 from migrator.sharding import shard_of
-from migrator.sources.records import JsonKeyReader
 from pipelines import build_definitions
 from pipelines.cutover import CUTOVER_CHECK
 from tests.pipelines import write_demo_shaped_plan

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.errors import BadRecordError
-from migrator.sources.records import CsvKeyReader
+from migrator.records.keys import CsvKeyReader
 
 HEADERS = [b"a,b,key,d", b"key,a,b,d"]
 PIECES = st.sampled_from([b"x", b"yy", b",", b'"', b'""', b"27", b" ", b"\xc3\xa9", b"\r"])

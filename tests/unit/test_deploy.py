@@ -16,7 +16,7 @@ import yaml
 from migrator.errors import EXIT_INTEGRITY, EXIT_USAGE
 from migrator.keys.keyring import key_context
 from migrator.plan.model import DEFAULT_MEMORY_BUDGET, load_plan
-from migrator.state.store import STATE_URL_ENV
+from migrator.state.db import STATE_URL_ENV
 from pipelines.assets import pool_name
 
 ROOT = Path(__file__).resolve().parents[2]

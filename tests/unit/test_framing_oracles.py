@@ -1,4 +1,4 @@
-"""The framing (sources/record_ends.py, sources/framing.py) against independent oracles:
+"""The framing (records/framing.py, records/blocks.py) against independent oracles:
 Python's csv module for CSV (records and their fields agree on generated CSV, quoted fields
 with delimiters, quotes, CRs and LFs, unquoted fields with stray quotes, every line end, read
 at random buffer sizes) and, for JSONL, splitting by lines with orjson reading the records."""
@@ -12,8 +12,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrator.sources.framing import RecordBlocks
-from migrator.sources.record_ends import BOM, framing_of, stored_framing
+from migrator.records.blocks import RecordBlocks
+from migrator.records.framing import BOM, framing_of, stored_framing
 
 LINE_ENDS = st.sampled_from([b"\n", b"\r\n", b"\r"])
 TEXT = st.text(alphabet=st.sampled_from(list('ab,;"\n\r é')), max_size=12)

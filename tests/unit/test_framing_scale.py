@@ -13,11 +13,11 @@ import pytest
 
 from migrator.errors import BadRecordError, UnclosedQuoteError
 from migrator.keys.datakey import DataKey
+from migrator.records.blocks import RecordBlocks
+from migrator.records.framing import framing_of, stored_framing
 from migrator.sizes import KiB, MiB
-from migrator.sources.framing import RecordBlocks
 from migrator.sources.local import LocalSource
-from migrator.sources.record_ends import framing_of, stored_framing
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.write import route
 from migrator.write.route import RecordsSpec, route_records
 

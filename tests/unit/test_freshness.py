@@ -28,7 +28,7 @@ from migrator.read.head_file import (
     read_head_file,
 )
 from migrator.repository.names import generation_key
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.memory import MemoryStore
 from migrator.stores.s3_retention import RETAINED_KINDS, ObjectRetention
 from tests.planfiles import PROFILES, write_plan

@@ -15,8 +15,8 @@ from migrator.cli import main
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import load_plan
 from migrator.sources.local import LocalSource
+from migrator.state.db import StateDB
 from migrator.state.private import open_private, private_dir, private_sqlite
-from migrator.state.store import StateDB
 from migrator.wiring import open_state
 from migrator.write.route import RecordsSpec, route_records
 from tests.planfiles import write_plan, write_profiles

@@ -1,4 +1,4 @@
-"""Record framing is linear and bounded (sources/framing.py): blocks of whole records, the CSV
+"""Record framing is linear and bounded (records/blocks.py): blocks of whole records, the CSV
 field-aware quote rule and the LF / CRLF / CR line ends across any read boundary, and a record
 longer than max_record_size refused as soon as that much of it is read, naming its file, line
 and byte offset."""
@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.errors import RecordTooLargeError, TamperedError, UnclosedQuoteError
+from migrator.records.blocks import RecordBlocks, read_records_chunk
+from migrator.records.framing import framing_of, stored_framing
+from migrator.records.framing import split_stored_records as split_records
 from migrator.sizes import KiB, MiB
-from migrator.sources.framing import RecordBlocks, read_records_chunk
 from migrator.sources.local import LocalSource
-from migrator.sources.record_ends import framing_of, stored_framing
-from migrator.sources.record_ends import split_stored_records as split_records
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.write import route
 from migrator.write.route import RecordsSpec, route_records
 from migrator.write.route_blocks import BlockTask, route_block

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from migrator.codec.digests import key_hash
 from migrator.errors import BadRecordError
+from migrator.records.json_key import MAX_DEPTH
+from migrator.records.keys import CsvKeyReader, JsonKeyReader
 from migrator.sharding import shard_of
-from migrator.sources.json_key import MAX_DEPTH
-from migrator.sources.records import CsvKeyReader, JsonKeyReader
 from migrator.write.route_blocks import BlockTask, route_block
 
 LONE = b', "z": "\\ud800"'  # an escaped lone surrogate: orjson refuses the whole record

@@ -24,7 +24,7 @@ from migrator.cli import main
 from migrator.errors import PlanError
 from migrator.plan.model import load_plan
 from migrator.residency import ResidencyError, check_residency, enforce_residency
-from migrator.state import store as state_store
+from migrator.state import db as state_db
 from tests.hostile_plans import SECRET, Case, accepted_cases, hostile_cases
 
 # Every command that reads a plan, with the arguments it needs (OUT: a folder to stay absent).
@@ -66,7 +66,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(migrator.wiring, "open_destination", refuse("destination"))
     monkeypatch.setattr(migrator.wiring, "open_kek", refuse("key provider"))
-    monkeypatch.setattr(state_store.StateDB, "__init__", refuse("state store"))
+    monkeypatch.setattr(state_db.StateDB, "__init__", refuse("state store"))
     real_getaddrinfo = socket.getaddrinfo
 
     def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:

@@ -25,7 +25,7 @@ from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import Plan, load_plan
 from migrator.read.restore import Restorer
 from migrator.sources.base import RestorableNames, SourceObject
-from migrator.state.store import StateDB
+from migrator.state.db import StateDB
 from migrator.stores.local import LocalStore
 from migrator.write.run import MigrationRun
 from tests.planfiles import files_below, write_plan

@@ -14,9 +14,9 @@ import xxhash
 from migrator.cli import main
 from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
+from migrator.state.db import StateDB
 from migrator.state.model import CommittedChunk, RouteCheckpoint, UploadEntry
 from migrator.state.sealed import StateSealer
-from migrator.state.store import StateDB
 from tests.planfiles import PROFILES, VIDEOS, write_objects, write_plan, write_profiles
 
 KEY = DataKey(bytes(range(32)))

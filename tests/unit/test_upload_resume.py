@@ -15,8 +15,8 @@ from migrator.codec.chunk import ChunkEncoder, decode_chunk
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.errors import StoreError
 from migrator.keys.datakey import DataKey
+from migrator.state.db import StateDB
 from migrator.state.model import UploadEntry
-from migrator.state.store import StateDB
 from migrator.stores.base import Buffer, MultipartStore, PartInfo
 from migrator.stores.memory import MemoryStore
 from migrator.write.upload import ChunkUploader, abort_orphaned_uploads

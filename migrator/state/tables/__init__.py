@@ -1,5 +1,5 @@
 """The state store's operations, one module per aggregate: each reads and writes its own tables
-through the shared Backend, and StateDB (state/store.py) is the facade over all of them.
+through the shared Backend, and StateDB (state/db.py) is the facade over all of them.
 
 - meta.py: the plan a store serves, dataset keys bound (sealing what an older release left plain)
 - chunks.py: committed chunks, the fast path a resumed run looks them up by

@@ -6,7 +6,7 @@ range, and reads an integer beyond 64 bits as a float. Routing needs only the ke
 orjson refuses or whose key it reads as a float is decided again by Python's json module, which
 reads all of RFC 8259 and here keeps every integer as its decimal text, of any size. Both give
 the same key bytes for every record orjson reads exactly (docs/FORMAT.md §1.4, "Key field"),
-and the fast path (sources/records.py, JsonKeyReader) costs what it did.
+and the fast path (records/keys.py, JsonKeyReader) costs what it did.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ RFC 4180-lenient readers and Python's csv module read it.
 
 Every scan is a single pass of `re` (possessive, so it never backtracks) or of bytes.find over
 the buffer, never a Python loop per byte; a buffer without any `"` takes the line-end fast
-path. The callers keep scans linear across reads (sources/framing.py).
+path. The callers keep scans linear across reads (records/blocks.py).
 """
 
 from __future__ import annotations

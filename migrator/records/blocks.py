@@ -1,7 +1,7 @@
 """Source files and routing spools cut into blocks of whole records, in one linear pass, with a
 bound on a record's size.
 
-Where a record ends is sources/record_ends.py (FORMAT.md §1.4). A reader holds at most one
+Where a record ends is records/framing.py (FORMAT.md §1.4). A reader holds at most one
 unfinished record beyond what it has handed out: one longer than the dataset's
 max_record_size is refused as soon as that many bytes of it are read (RecordTooLargeError:
 file, line, byte offset; UnclosedQuoteError when a quoted field that never closes made it so),
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from migrator.errors import RecordTooLargeError, SourceError, UnclosedQuoteError
-from migrator.sources.record_ends import BOM, RecordFraming, line_ends
+from migrator.records.framing import BOM, RecordFraming, line_ends
 
 DEFAULT_MAX_RECORD = 64 * 1024 * 1024  # for callers without a plan (Plan.max_record_size)
 

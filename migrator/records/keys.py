@@ -1,6 +1,6 @@
 """Shard-key extraction for JSONL and CSV records; original bytes are kept as read.
 
-Where records end is sources/record_ends.py (FORMAT.md §1.4). Keys become bytes: strings as
+Where records end is records/framing.py (FORMAT.md §1.4). Keys become bytes: strings as
 UTF-8, integers in decimal.
 """
 
@@ -13,14 +13,14 @@ from typing import BinaryIO
 import orjson
 
 from migrator.errors import BadRecordError, SourceError
-from migrator.sources.framing import RecordBlocks
-from migrator.sources.json_key import exact_json_key, key_bytes
-from migrator.sources.record_ends import framing_of
+from migrator.records.blocks import RecordBlocks
+from migrator.records.framing import framing_of
+from migrator.records.json_key import exact_json_key, key_bytes
 
 READ_BLOCK = 8 * 1024 * 1024
 
 # The csv module refuses fields over 128 KiB by default; a record's size is bounded by the
-# dataset's max_record_size (sources/framing.py), not by this parser, so lift the limit
+# dataset's max_record_size (records/blocks.py), not by this parser, so lift the limit
 # (process-wide, as the module only allows).
 csv.field_size_limit(2**31 - 1)
 
@@ -37,7 +37,7 @@ def iter_records(fh: BinaryIO, fmt: str, delimiter: str = ",") -> Iterator[list[
 class JsonKeyReader:
     """Shard key of a JSONL record; a full parse, because a nested field may share the name.
     orjson reads nearly every record; one it refuses, or whose key it reads as a float (an
-    integer beyond 64 bits), is decided by the exact parse of sources/json_key.py."""
+    integer beyond 64 bits), is decided by the exact parse of records/json_key.py."""
 
     def __init__(self, field: str) -> None:
         self.field = field

@@ -1,0 +1,1 @@
+"""Records as bytes: how JSONL and CSV are framed into records, read in blocks, and keyed."""
