@@ -22,7 +22,8 @@ MAX_LINES = 400
 LONG_MODULES: dict[str, str] = {}
 NAMES_MODULE = "migrator.repository.names"
 # Where the raw object store may be called: the stores themselves, the repository that stands
-# between them and everything else, and the chunk upload (the repository's put of a chunk).
+# between them and everything else, and the demo's set-up of its stand-ins. (write/upload.py
+# drives multipart parts through the MultipartStore protocol; its single put is the repository's.)
 RAW_STORE_ALLOWED = ("migrator.stores.", "migrator.repository.", "migrator.demo.")
 
 
