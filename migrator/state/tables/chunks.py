@@ -3,19 +3,17 @@ moving the ledger heads of its shards), looked up one by one when a run resumes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select
+from sqlalchemy import Connection, Executable, bindparam, delete, func, select
 
-from migrator.state.backend import Backend
 from migrator.state.leases import Fence
 from migrator.state.model import CommittedChunk, LedgerMove
 from migrator.state.schema import chunks
-from migrator.state.sealed import DatasetSealers
-from migrator.state.tables.leases import LeaseTable
-from migrator.state.tables.ledger import LedgerHeadTable
+from migrator.state.tables.base import FencedTable, one_shard
 
 _CHUNK_COLUMNS = (
     chunks.c.dataset,
@@ -42,11 +40,7 @@ _BY_CHUNK_KEY = select(*_CHUNK_COLUMNS).where(
 )
 _BY_SHARD = (
     select(*_CHUNK_COLUMNS)
-    .where(
-        chunks.c.dataset == bindparam("d"),
-        chunks.c.generation == bindparam("g"),
-        chunks.c.shard == bindparam("s"),
-    )
+    .where(*one_shard(chunks))
     .order_by(func.coalesce(chunks.c.name, ""), chunks.c.sequence)
 )
 _TOTALS = select(
@@ -54,27 +48,15 @@ _TOTALS = select(
     func.coalesce(func.sum(chunks.c.records), 0),
     func.coalesce(func.sum(chunks.c.plain_size), 0),
     func.coalesce(func.sum(chunks.c.stored_size), 0),
-).where(
-    chunks.c.dataset == bindparam("d"),
-    chunks.c.generation == bindparam("g"),
-    chunks.c.shard == bindparam("s"),
-)
+).where(*one_shard(chunks))
 
 
-class ChunkTable:
-    def __init__(
-        self,
-        backend: Backend,
-        sealers: DatasetSealers,
-        leases: LeaseTable,
-        ledger: LedgerHeadTable,
-    ) -> None:
-        self.backend = backend
-        self.sealers = sealers
-        self.leases = leases
-        self.ledger = ledger
-        insert = backend.insert(chunks)
-        self._upsert = insert.on_conflict_do_update(
+class ChunkTable(FencedTable):
+    @functools.cached_property
+    def _upsert(self) -> Executable:
+        """Built once, in the backend's dialect: every batch of chunks runs it."""
+        insert = self.backend.insert(chunks)
+        return insert.on_conflict_do_update(
             index_elements=["dataset", "generation", "object_key"],
             set_={
                 c.name: insert.excluded[c.name]

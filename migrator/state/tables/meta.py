@@ -7,16 +7,12 @@ from sqlalchemy import select
 
 from migrator.errors import StateError
 from migrator.keys.datakey import DataKey
-from migrator.state.backend import Backend
 from migrator.state.schema import meta
-from migrator.state.sealed import DatasetSealers, StateSealer, legacy_marker, seal_legacy_rows
+from migrator.state.sealed import StateSealer, legacy_marker, seal_legacy_rows
+from migrator.state.tables.base import SealedTable
 
 
-class MetaTable:
-    def __init__(self, backend: Backend, sealers: DatasetSealers) -> None:
-        self.backend = backend
-        self.sealers = sealers
-
+class MetaTable(SealedTable):
     def get_meta(self, key: str) -> str | None:
         with self.backend.read() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == key)).fetchone()

@@ -7,17 +7,12 @@ import struct
 
 from sqlalchemy import select
 
-from migrator.state.backend import Backend
 from migrator.state.model import RouteCheckpoint
 from migrator.state.schema import routes
-from migrator.state.sealed import DatasetSealers
+from migrator.state.tables.base import SealedTable
 
 
-class RouteTable:
-    def __init__(self, backend: Backend, sealers: DatasetSealers) -> None:
-        self.backend = backend
-        self.sealers = sealers
-
+class RouteTable(SealedTable):
     def route_checkpoint(self, dataset: str, generation: int) -> RouteCheckpoint | None:
         with self.backend.read() as conn:
             row = conn.execute(

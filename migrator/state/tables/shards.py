@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, bindparam, delete, func, select
+from sqlalchemy import Connection, delete, func, select
 
-from migrator.state.backend import Backend
 from migrator.state.leases import Fence
 from migrator.state.model import (
     LedgerMove,
@@ -18,32 +17,14 @@ from migrator.state.model import (
     check_shard_move,
 )
 from migrator.state.schema import shard_maps, shards
-from migrator.state.sealed import DatasetSealers
+from migrator.state.tables.base import FencedTable, one_shard
 from migrator.state.tables.chunks import forget_shard_chunks, shard_totals, totals_by_shard
-from migrator.state.tables.leases import LeaseTable
-from migrator.state.tables.ledger import LedgerHeadTable
 
 # Run once per shard a worker looks at: built once (see tables/chunks.py).
-_STATUS = select(shards.c.status).where(
-    shards.c.dataset == bindparam("d"),
-    shards.c.generation == bindparam("g"),
-    shards.c.shard == bindparam("s"),
-)
+_STATUS = select(shards.c.status).where(*one_shard(shards))
 
 
-class ShardTable:
-    def __init__(
-        self,
-        backend: Backend,
-        sealers: DatasetSealers,
-        leases: LeaseTable,
-        ledger: LedgerHeadTable,
-    ) -> None:
-        self.backend = backend
-        self.sealers = sealers
-        self.leases = leases
-        self.ledger = ledger
-
+class ShardTable(FencedTable):
     # --- status ------------------------------------------------------------------------
 
     def shard_status(self, dataset: str, generation: int, shard: int) -> ShardStatus:

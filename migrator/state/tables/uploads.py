@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select
 
 from migrator.repository.names import dataset_of
-from migrator.state.backend import Backend
 from migrator.state.model import UploadEntry
 from migrator.state.schema import uploads
-from migrator.state.sealed import UPLOAD_DIGEST, DatasetSealers
+from migrator.state.sealed import UPLOAD_DIGEST
+from migrator.state.tables.base import SealedTable
 
 _UPLOAD_COLUMNS = (
     uploads.c.object_key,
@@ -26,11 +26,7 @@ _UPLOAD_COLUMNS = (
 _UPLOAD = select(*_UPLOAD_COLUMNS).where(uploads.c.object_key == bindparam("k"))
 
 
-class UploadJournal:
-    def __init__(self, backend: Backend, sealers: DatasetSealers) -> None:
-        self.backend = backend
-        self.sealers = sealers
-
+class UploadJournal(SealedTable):
     def journaled_upload(self, object_key: str) -> UploadEntry | None:
         with self.backend.read() as conn:
             row = conn.execute(_UPLOAD, {"k": object_key}).fetchone()  # rare: not the fast path
