@@ -11,12 +11,12 @@ Segments are here; their entries are in ledger_entry.py, the writer's keys in le
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from migrator.codec.body import U32, U64
+from migrator.codec.hex_fields import HEX_KEY_ID, HEX_SIGNATURE
 from migrator.codec.ledger_entry import (
     GENESIS_LABEL,
     HEX256,
@@ -57,8 +57,6 @@ LEDGER_FORMAT = "migrator/audit-ledger"
 LEDGER_VERSION = 2  # 1: signed with a key derived from the first data key; no longer read
 SIGNED_LABEL = b"migrator/v2/audit-ledger/segment\n"
 
-_HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")
-_HEX_KEY_ID = re.compile(r"[0-9a-f]{32}")
 _HEADER_FIELDS = frozenset(
     (
         "format",
@@ -200,8 +198,8 @@ def parse_segment(
         count=reader.int_(f, "count", "header"),
         previous_link=reader.hexed(f, "previous_link", "header", HEX256),
         head_link=reader.hexed(f, "head_link", "header", HEX256),
-        signing_key=reader.hexed(f, "signing_key", "header", _HEX_KEY_ID),
-        signature=reader.hexed(f, "signature", "header", _HEX_SIGNATURE),
+        signing_key=reader.hexed(f, "signing_key", "header", HEX_KEY_ID),
+        signature=reader.hexed(f, "signature", "header", HEX_SIGNATURE),
         entries=tuple(reader.entry(line, n) for n, line in enumerate(lines[1:], start=2)),
     )
 

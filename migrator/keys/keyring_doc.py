@@ -10,12 +10,12 @@ secret.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import orjson
 
+from migrator.codec.hex_fields import HEX_KEY_ID, HEX_SIGNATURE
 from migrator.errors import (
     MisplacedChunkError,
     TamperedError,
@@ -36,8 +36,6 @@ from migrator.repository.names import data_key_object, keyring_object
 KEYRING_FORMAT = "migrator/keyring"
 KEYRING_VERSION = 2  # 1: vouched for by a MAC under its own current data key; no longer read
 SIGNED_LABEL = b"migrator/v2/keyring\n"
-HEX_KEY_ID = re.compile(r"[0-9a-f]{32}")
-_HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")
 _FIELDS = frozenset(
     {
         "format",
@@ -190,7 +188,7 @@ def parse_keyring(
     signers = _signers(doc["signers"], bad)
     if doc["signed_by"] not in {s.key_id for s in signers}:
         bad(f"signed_by {doc['signed_by']!r} is not one of its signers")
-    if not isinstance(doc["signature"], str) or not _HEX_SIGNATURE.fullmatch(doc["signature"]):
+    if not isinstance(doc["signature"], str) or not HEX_SIGNATURE.fullmatch(doc["signature"]):
         bad("signature is not 128 hex digits")
     return StoredKeyring(
         plan, dataset, revision, keys, sealing, signers, doc["signed_by"], doc["signature"]

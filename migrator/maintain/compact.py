@@ -27,8 +27,7 @@ from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import MigratorError, StateError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, check_signer_recorded, load_keyring
-from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetPlan
 from migrator.read.chain import (
     RecordKeys,
     check_plan_layout,
@@ -51,17 +50,17 @@ from migrator.repository.names import (
     spool_path,
 )
 from migrator.repository.shard_objects import delete_objects, list_shard_objects, read_stored
-from migrator.state.db import StateDB
 from migrator.state.model import ShardStatus
 from migrator.state.private import open_private
-from migrator.stores.base import ObjectInfo, ObjectStore
+from migrator.stores.base import ObjectInfo
 from migrator.write.generation import commit_generation, remove_spools
-from migrator.write.ledger import LedgerItem, LedgerWriter
+from migrator.write.ledger import LedgerItem
 from migrator.write.pipeline import ChunkJob
-from migrator.write.reports import DatasetReport, ProgressSink
-from migrator.write.scope import ShardGuard, WriteScope, encode_workers, ledger_writer
+from migrator.write.reports import DatasetReport
+from migrator.write.scope import WriteScope, encode_workers
 from migrator.write.shard_delta import ShardDelta
 from migrator.write.shard_writer import ShardWriter
+from migrator.write.stage import WriteStage
 from migrator.write.upload import abort_orphaned_uploads
 
 
@@ -81,26 +80,8 @@ class CompactionError(MigratorError):
     """The new bases did not verify: nothing old was deleted."""
 
 
-class Compactor:
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        provider: KeyProvider,
-        state: StateDB,
-        progress: ProgressSink | None = None,
-        *,
-        workers: int = 4,
-    ) -> None:
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.state = state
-        self.progress = progress or ProgressSink()
-        self.workers = workers
-        # Compaction holds each dataset's generation lock while it works: no shard leases.
-        self.guard = ShardGuard()
-        self.ledgers: dict[str, LedgerWriter] = {}  # by dataset: who writes its audit ledgers
+class Compactor(WriteStage):
+    """Compaction holds each dataset's generation lock while it works: no shard leases."""
 
     def compact(self, only: set[str] | None = None) -> list[DatasetCompaction]:
         out = []
@@ -129,16 +110,7 @@ class Compactor:
             )
         # New bases are sealed under the key the signed keyring names for their generation.
         key = keyring.sealing_key(latest.generation + (1 if latest.committed else 0))
-        self.ledgers[ds.name] = ledger_writer(
-            self.plan,
-            self.store,
-            self.state,
-            self.provider,
-            self.guard,
-            ds.name,
-            keyring.first,
-            key,
-        )
+        self.open_ledger(ds.name, keyring.first, key)
         if latest.committed:
             remove_spools(self.plan, ds.name, upto=latest.generation)  # left by a crash
             record = latest_record(self.store, self.plan.name, ds.name, keyring, latest.generation)
@@ -183,19 +155,7 @@ class Compactor:
         result.generation = gen
         result.shards_compacted = targets
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-        scope = WriteScope(
-            self.plan,
-            ds,
-            gen,
-            key,
-            self.store,
-            self.state,
-            self.guard,
-            self.ledgers[ds.name],
-            dr,
-            self.progress,
-            encode_workers(self.plan),
-        )
+        scope = self.write_scope(ds, gen, key, dr, encode_workers(self.plan))
         extra: dict[str, str] = {}
         done = scope.complete_shards()
         with (

@@ -25,8 +25,7 @@ from migrator.codec.digests import (
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import StateError
 from migrator.keys.keyring import Keyring, ledger_trust, load_keyring
-from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetPlan
 from migrator.read.chain import (
     RecordKeys,
     csv_header_of,
@@ -39,9 +38,9 @@ from migrator.records.framing import split_stored_records
 from migrator.repository.chunks import read_chunk
 from migrator.repository.generations import load_record, record_generations
 from migrator.repository.segments import ledger_ends, list_segments
-from migrator.state.db import StateDB
 from migrator.state.model import CommittedChunk, RouteCheckpoint
 from migrator.stores.base import ObjectStore
+from migrator.write.stage import PlanStage
 
 
 @dataclass
@@ -54,22 +53,7 @@ class RebuildReport:
     ledgers: int = 0  # shards whose audit ledger head was restored
 
 
-class StateRebuilder:
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        provider: KeyProvider,
-        state: StateDB,
-        *,
-        workers: int = 4,
-    ) -> None:
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.state = state
-        self.workers = workers
-
+class StateRebuilder(PlanStage):
     def rebuild(self) -> list[RebuildReport]:
         reports = []
         for ds in self.plan.datasets:

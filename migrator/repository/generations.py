@@ -5,20 +5,17 @@ A generation record commits a dataset's generation: stored last, it names each s
 
 from __future__ import annotations
 
-import xxhash
-
 from migrator.codec.generation import GenerationRecord, open_record
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import Keyring, key_for
+from migrator.keys.keyring import Keyring
 from migrator.repository.names import generation_key, generation_of_key, generations_prefix
+from migrator.repository.sealed import open_stored, put_sealed
 from migrator.stores.base import ObjectStore
 
 
 def put_record(store: ObjectStore, dataset: str, generation: int, sealed: bytes) -> str:
     """Store a sealed record: the generation's commit point. Returns its object key."""
-    okey = generation_key(dataset, generation)
-    store.put(okey, sealed, {"migrator-kind": "generation"})
-    return okey
+    return put_sealed(store, generation_key(dataset, generation), sealed, "generation")
 
 
 def get_record_bytes(store: ObjectStore, dataset: str, generation: int) -> bytes:
@@ -37,16 +34,13 @@ def load_record(
 ) -> tuple[GenerationRecord, str]:
     """The record and the xxh3-128 of its stored bytes."""
     okey = generation_key(dataset, generation)
-    data = store.get(okey)
-    record = open_record(
-        data,
-        plan=plan,
-        dataset=dataset,
-        generation=generation,
-        key=key_for(key, data, okey),
-        object_key=okey,
-    )
-    return record, xxhash.xxh3_128_hexdigest(data)
+
+    def opened(data: bytes, data_key: DataKey) -> GenerationRecord:
+        return open_record(
+            data, plan=plan, dataset=dataset, generation=generation, key=data_key, object_key=okey
+        )
+
+    return open_stored(store, okey, key, opened)
 
 
 def latest_record(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import xxhash
-
 from migrator.codec.manifest import ShardManifest, open_manifest
 from migrator.keys.datakey import DataKey
-from migrator.keys.keyring import Keyring, key_for
+from migrator.keys.keyring import Keyring
 from migrator.repository.names import manifest_key
+from migrator.repository.sealed import open_stored, put_sealed
 from migrator.stores.base import ObjectStore
 
 
@@ -24,23 +23,24 @@ def put_manifest(
     store: ObjectStore, dataset: str, generation: int, shard: int, sealed: bytes
 ) -> str:
     """Store a sealed manifest: the shard's commit point in its generation. Returns its key."""
-    mkey = manifest_key(dataset, generation, shard)
-    store.put(mkey, sealed, {"migrator-kind": "manifest"})
-    return mkey
+    return put_sealed(store, manifest_key(dataset, generation, shard), sealed, "manifest")
 
 
 def load_manifest(
     store: ObjectStore, plan: str, dataset: str, generation: int, shard: int, key: DataKey | Keyring
 ) -> StoredManifest:
     mkey = manifest_key(dataset, generation, shard)
-    data = store.get(mkey)
-    manifest = open_manifest(
-        data,
-        plan=plan,
-        dataset=dataset,
-        generation=generation,
-        shard=shard,
-        key=key_for(key, data, mkey),
-        object_key=mkey,
-    )
-    return StoredManifest(manifest, mkey, xxhash.xxh3_128_hexdigest(data))
+
+    def opened(data: bytes, data_key: DataKey) -> ShardManifest:
+        return open_manifest(
+            data,
+            plan=plan,
+            dataset=dataset,
+            generation=generation,
+            shard=shard,
+            key=data_key,
+            object_key=mkey,
+        )
+
+    manifest, stored_xxh3 = open_stored(store, mkey, key, opened)
+    return StoredManifest(manifest, mkey, stored_xxh3)

@@ -14,6 +14,7 @@ from migrator.repository.names import (
     segment_key,
     segment_of_key,
 )
+from migrator.repository.sealed import put_sealed
 from migrator.state.model import LedgerHead
 from migrator.stores.base import ObjectStore
 
@@ -21,9 +22,7 @@ from migrator.stores.base import ObjectStore
 def put_segment(store: ObjectStore, dataset: str, shard: int, segment: int, sealed: bytes) -> str:
     """Store a sealed segment under its number (a retry overwrites the same one). Returns its
     object key."""
-    okey = segment_key(dataset, shard, segment)
-    store.put(okey, sealed, {"migrator-kind": "audit-ledger"})
-    return okey
+    return put_sealed(store, segment_key(dataset, shard, segment), sealed, "audit-ledger")
 
 
 def list_segments(

@@ -29,12 +29,12 @@ from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
 from migrator.write.deadletter_seal import store_dead_letters
 from migrator.write.generation import BULK_GENERATION, commit_generation, working_generation
-from migrator.write.ledger import LedgerWriter
 from migrator.write.objects_delta import write_objects
 from migrator.write.records_delta import write_records
 from migrator.write.reports import DatasetReport, ProgressSink, RunReport
 from migrator.write.route import RecordsSpec, route_records, routing_processes
-from migrator.write.scope import ShardGuard, WriteScope, encode_workers, ledger_writer
+from migrator.write.scope import encode_workers
+from migrator.write.stage import WriteStage
 from migrator.write.upload import abort_orphaned_uploads
 from migrator.write.workers import ShardClaims
 
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-class MigrationRun:
+class MigrationRun(WriteStage):
     """One plan's run against one store, key provider and state store (all injected).
 
     The first run of a dataset is its bulk copy (generation 1); each later run is an
@@ -68,15 +68,8 @@ class MigrationRun:
         state: StateDB,
         progress: ProgressSink | None = None,
     ) -> None:
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.state = state
-        self.progress = progress or ProgressSink()
-        self.workers = encode_workers(plan)
+        super().__init__(plan, store, provider, state, progress, workers=encode_workers(plan))
         self.open_source: Callable[[DatasetPlan], Source] = open_source
-        self.guard = ShardGuard()  # holds the run's lease keeper from run() on
-        self.ledgers: dict[str, LedgerWriter] = {}  # by dataset: who writes its audit ledgers
 
     def run(
         self,
@@ -119,17 +112,7 @@ class MigrationRun:
                         self.store, self.provider, self.plan.name, ds.name
                     )
                 self.state.bind_dataset_key(ds.name, keyring.first)  # names, digests: sealed
-                self.ledgers[ds.name] = ledger_writer(
-                    self.plan,
-                    self.store,
-                    self.state,
-                    self.provider,
-                    self.guard,
-                    ds.name,
-                    keyring.first,
-                    keyring.current,
-                )
-                self.ledgers[ds.name].check_known()
+                self.open_ledger(ds.name, keyring.first, keyring.current).check_known()
                 if ds.kind == "records":  # a sync keys records as the chains it extends
                     check_destination_layout(self.store, self.plan.name, ds, keyring)
                 selected = sorted(range(ds.shards) if shards is None else shards)
@@ -232,20 +215,7 @@ class MigrationRun:
     def _work(
         self, ds: DatasetPlan, gen: int, key: DataKey, dr: DatasetReport, only: set[int] | None
     ) -> None:
-        scope = WriteScope(
-            self.plan,
-            ds,
-            gen,
-            key,
-            self.store,
-            self.state,
-            self.guard,
-            self.ledgers[ds.name],
-            dr,
-            self.progress,
-            self.workers,
-            COMMIT_BATCH,
-        )
+        scope = self.write_scope(ds, gen, key, dr, self.workers, COMMIT_BATCH)
         done = scope.complete_shards()
         selected = range(ds.shards) if only is None else sorted(only)
         todo = [s for s in selected if s not in done]

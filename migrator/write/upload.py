@@ -75,14 +75,16 @@ class ChunkUploader:
         out: bytearray | mmap.mmap | None = None,
     ) -> EncodedChunk:
         multipart = self.multipart
+
+        def seal(salt: bytes | None = None) -> EncodedChunk:
+            return encoder.encode(plaintext, identity, key, out=out, salt=salt)
+
         if multipart is not None:
-            resumed = self._resume(
-                multipart, encoder, plaintext, identity, key, object_key, metadata, out
-            )
+            resumed = self._resume(multipart, plaintext, seal, object_key, metadata)
             if resumed is not None:
                 return resumed
-        encoded = encoder.encode(plaintext, identity, key, out=out)
-        meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
+        encoded = seal()
+        meta = _stored_meta(metadata, encoded)
         if multipart is None or encoded.stored_size <= multipart.store.multipart_threshold:
             put_chunk(self.store, object_key, encoded.data, meta)
             return encoded
@@ -104,14 +106,13 @@ class ChunkUploader:
     def _resume(
         self,
         multipart: _Multipart,
-        encoder: ChunkEncoder,
         plaintext: Plaintext,
-        identity: ChunkIdentity,
-        key: DataKey,
+        seal: Callable[[bytes], EncodedChunk],
         object_key: str,
         metadata: dict[str, str],
-        out: bytearray | mmap.mmap | None,
     ) -> EncodedChunk | None:
+        """Go on with the journaled upload of this chunk if the store still holds its parts and
+        the plaintext, sealed again under the journaled salt, is the same stored bytes."""
         mp, journal = multipart
         entry = journal.journaled_upload(object_key)
         if entry is None:
@@ -119,9 +120,9 @@ class ChunkUploader:
         if xxhash.xxh3_128_digest(plaintext) == entry.plain_xxh3:
             parts = _parts_held(mp, self.store.describe(), object_key, entry.upload_id)
             if parts is not None:
-                encoded = encoder.encode(plaintext, identity, key, out=out, salt=entry.salt)
+                encoded = seal(entry.salt)
                 if encoded.stored_xxh3 == entry.stored_xxh3:
-                    meta = {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
+                    meta = _stored_meta(metadata, encoded)
                     self._send(multipart, object_key, entry.upload_id, encoded.data, parts, meta)
                     return encoded
         # Not the same bytes, or the upload is gone or unlistable: start over under a fresh salt.
@@ -153,6 +154,11 @@ class ChunkUploader:
                 self.on_part(object_key, number)
         mp.complete_upload(object_key, upload_id, parts, metadata)
         journal.forget_upload(object_key)
+
+
+def _stored_meta(metadata: dict[str, str], encoded: EncodedChunk) -> dict[str, str]:
+    """The object's metadata, with the digest of the bytes stored (what a reader checks)."""
+    return {**metadata, "migrator-stored-xxh3": encoded.stored_xxh3.hex()}
 
 
 def abort_orphaned_uploads(store: ObjectStore, journal: UploadJournal, prefix: str) -> int:
