@@ -40,6 +40,13 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public na
 
 DEFAULT_SYNC_CRON = "0 * * * *"
 SENSOR_INTERVAL_SECONDS = 300  # each tick lists the whole source: keep it rare
+_FULL_MIGRATION = (
+    "migrate shard partitions (backfill it for all shards) and check each shard's integrity."
+)
+_INCREMENTAL_SYNC = (
+    "one incremental sync over every shard partition: a new generation of what changed"
+    " since the last one."
+)
 
 
 def all_shards(ds: DatasetPlan) -> dict[str, str]:
@@ -50,24 +57,24 @@ def all_shards(ds: DatasetPlan) -> dict[str, str]:
     }
 
 
-def full_migration_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
+def dataset_job(
+    spec: Plan, ds: DatasetPlan, job: str, mode: str, description: str
+) -> UnresolvedAssetJobDefinition:
+    """A job over the dataset's asset, named `job` and the dataset; `mode` tags its runs."""
     return define_asset_job(
-        f"full_migration_{python_name(ds.name)}",
+        f"{job}_{python_name(ds.name)}",
         selection=AssetSelection.assets(dataset_key(spec, ds)),
-        tags={"migrator/mode": "full"},
-        description=f"{ds.name}: migrate shard partitions (backfill it for all shards) and"
-        " check each shard's integrity.",
+        tags={"migrator/mode": mode},
+        description=f"{ds.name}: {description}",
     )
+
+
+def full_migration_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
+    return dataset_job(spec, ds, "full_migration", "full", _FULL_MIGRATION)
 
 
 def sync_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
-    return define_asset_job(
-        f"incremental_sync_{python_name(ds.name)}",
-        selection=AssetSelection.assets(dataset_key(spec, ds)),
-        tags={"migrator/mode": "sync"},
-        description=f"{ds.name}: one incremental sync over every shard partition: a new"
-        " generation of what changed since the last one.",
-    )
+    return dataset_job(spec, ds, "incremental_sync", "sync", _INCREMENTAL_SYNC)
 
 
 def sync_schedule(

@@ -16,7 +16,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from migrator.demo.stopping import StopsOnExit
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -30,7 +31,7 @@ ACCOUNT_KEY = (
 _LISTENING = re.compile(r"successfully listens on (https?://\S+?):(\d+)")
 
 
-class Azurite:
+class Azurite(StopsOnExit):
     """A running Azurite Blob service; stop it with `stop()` or use it as a context manager."""
 
     def __init__(self, process: subprocess.Popen[bytes], workdir: Path, host: str, port: int):
@@ -60,17 +61,6 @@ class Azurite:
                 _signal_group(self._process.pid, signal.SIGKILL)
                 self._process.wait(STOP_TIMEOUT_SECONDS)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Azurite:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_azurite(host: str = "127.0.0.1", *, timeout: float = START_TIMEOUT_SECONDS) -> Azurite:

@@ -8,12 +8,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
+from migrator.demo.stopping import StopsOnExit
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -26,7 +27,7 @@ TEST_ACCESS_KEY_ID = "testing"
 TEST_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - moto accepts any value
 
 
-class MotoServer:
+class MotoServer(StopsOnExit):
     """A running moto server; stop it with `stop()` or use it as a context manager."""
 
     def __init__(self, server: ThreadedMotoServer, endpoint_url: str) -> None:
@@ -38,17 +39,6 @@ class MotoServer:
         if not self._stopped:
             self._stopped = True
             self._server.stop()
-
-    def __enter__(self) -> MotoServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_moto_server(

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
+from migrator.demo.stopping import StopsOnExit
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import (
@@ -64,9 +64,9 @@ def throwaway_kek(path: Path) -> Path:
     return path
 
 
-class StandIns:
+class StandIns(StopsOnExit):
     """One dry run's stand-ins, in `workdir`. The plan's residency is checked first, as a
-    rehearsal checks it (no secret is read); what the stand-ins start stops when they close.
+    rehearsal checks it (no secret is read); what the stand-ins start ends when they stop.
     `substitutions` says, for the report, what stood in for what."""
 
     def __init__(self, plan: Plan, workdir: Path, *, allow_loopback: bool = False) -> None:
@@ -85,18 +85,7 @@ class StandIns:
         """Dagster's dry-run target: one folder that its step processes share."""
         return cls(plan, dagster_dry_run_dir(plan.state_dir))
 
-    def __enter__(self) -> StandIns:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stops the emulators these stand-ins started."""
         self._started.close()
 

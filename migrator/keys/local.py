@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from migrator.errors import KeyProviderError, UsageError, WrongKeyError
 from migrator.keys.datakey import DATA_KEY_BYTES, DataKey
+from migrator.keys.key_file import read_key_file
 from migrator.keys.local_signing import LocalSigner, default_signing_key_file
 from migrator.keys.provider import WrappedKey, check_provider
 from migrator.keys.signing import Signer
@@ -71,26 +72,9 @@ class LocalKeyProvider:
 
     @staticmethod
     def _read(path: Path) -> bytes:
-        try:
-            st = path.stat()
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise KeyProviderError(
-                f"{path}: KEK file not found (create one with `migrator keys init {path}`)"
-            ) from None
-        except OSError as exc:
-            raise KeyProviderError(f"{path}: cannot read KEK file ({exc.strerror})") from None
-        if st.st_mode & 0o077:
-            raise KeyProviderError(
-                f"{path}: KEK file is readable by group or others (mode {st.st_mode & 0o777:o});"
-                " run chmod 600 on it"
-            )
-        if not raw.startswith(KEK_HEADER):
-            raise KeyProviderError(f"{path}: not a migrator KEK file")
-        try:
-            secret = base64.b64decode(raw[len(KEK_HEADER) :].strip(), validate=True)
-        except ValueError:
-            raise KeyProviderError(f"{path}: KEK file is corrupt") from None
+        secret = read_key_file(
+            path, KEK_HEADER, "KEK file", f"create one with `migrator keys init {path}`"
+        )
         if len(secret) != 32:
             raise KeyProviderError(f"{path}: KEK file is corrupt (wrong key length)")
         return secret

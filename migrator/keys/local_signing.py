@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from migrator.errors import KeyProviderError, UsageError
+from migrator.keys.key_file import read_key_file
 from migrator.keys.signing import (
     CachedPublicKey,
     SigningPublicKey,
@@ -96,29 +97,12 @@ class LocalSigner:
     def _read(self) -> ec.EllipticCurvePrivateKey:
         if self._create and not self.path.exists():
             init_signing_key_file(self.path, exist_ok=True)
-        try:
-            st = self.path.stat()
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            raise KeyProviderError(
-                f"{self.path}: signing key file not found (the KEK file's signing key: keep"
-                " it beside the KEK file)"
-            ) from None
-        except OSError as exc:
-            raise KeyProviderError(
-                f"{self.path}: cannot read signing key file ({exc.strerror})"
-            ) from None
-        if st.st_mode & 0o077:
-            raise KeyProviderError(
-                f"{self.path}: signing key file is readable by group or others (mode"
-                f" {st.st_mode & 0o777:o}); run chmod 600 on it"
-            )
-        if not raw.startswith(SIGNING_KEY_HEADER):
-            raise KeyProviderError(f"{self.path}: not a migrator signing key file")
-        try:
-            scalar = base64.b64decode(raw[len(SIGNING_KEY_HEADER) :].strip(), validate=True)
-        except ValueError:
-            raise KeyProviderError(f"{self.path}: signing key file is corrupt") from None
+        scalar = read_key_file(
+            self.path,
+            SIGNING_KEY_HEADER,
+            "signing key file",
+            "the KEK file's signing key: keep it beside the KEK file",
+        )
         value = int.from_bytes(scalar, "big")
         if len(scalar) != 32 or not 0 < value < _P256_ORDER:
             raise KeyProviderError(f"{self.path}: signing key file is corrupt (not a P-256 key)")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, GetJsonSchemaHandler, model_validator
+from pydantic import Field, model_validator
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
 from migrator.plan.kinds import DatasetKind
 from migrator.plan.records import NotRecordsDatasetError, RecordsSettings
@@ -122,13 +121,8 @@ class DatasetPlan(PlanModel):
         return []
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        """Adds the per-kind rules as if/then, so editors flag them too."""
-        schema = handler.resolve_ref_schema(
-            super().__get_pydantic_json_schema__(core_schema, handler)
-        )
+    def add_schema_rules(cls, schema: JsonSchemaValue) -> None:
+        """The per-kind rules, as if/then."""
         schema["allOf"] = [
             {
                 "if": {"properties": {"kind": {"const": str(kind)}}, "required": ["kind"]},
@@ -141,4 +135,3 @@ class DatasetPlan(PlanModel):
             }
             for kind in DatasetKind
         ]
-        return schema

@@ -8,7 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from migrator.plan.kinds import StoreKind
+from migrator.plan.kinds import (
+    AZURE_SECRET_FIELDS,
+    STORE_ADDRESS_FIELDS,
+    STORE_KIND_HELP,
+    StoreKind,
+)
 from migrator.plan.section import KindVariant, PlanModel, Problem
 from migrator.plan.types import (
     AZURE_CONTAINER_PATTERN,
@@ -32,7 +37,6 @@ __all__ = [
     "S3DestinationPlan",
 ]
 
-_KIND = "local | s3 | azure."
 _PREFIX = "Key prefix; stored with a trailing '/'."
 
 
@@ -60,19 +64,12 @@ def _bucket_problems(pattern: str, data: dict[str, Any]) -> list[Problem]:
 class _Destination(KindVariant):
     kind_field = "kind"
     section_layout = (
-        "kind",
-        "path",
-        "bucket",
-        "prefix",
-        "region",
-        "endpoint_url",
-        "account_url",
+        *STORE_ADDRESS_FIELDS,
         "use_fips",
         "sse_kms_key_id",
         "multipart_threshold",
         "upload_part_size",
-        "connection_string_env",
-        "account_key_env",
+        *AZURE_SECRET_FIELDS,
         "retention",
     )
 
@@ -84,7 +81,7 @@ class _Destination(KindVariant):
 class LocalDestinationPlan(_Destination):
     """A folder: for demos, tests and rehearsals."""
 
-    kind: Literal[StoreKind.LOCAL] = Field(description=_KIND)
+    kind: Literal[StoreKind.LOCAL] = Field(description=STORE_KIND_HELP)
     path: PlanPath = Field(description="The folder.")
     prefix: KeyPrefix = Field(default="", description=_PREFIX)
 
@@ -92,7 +89,7 @@ class LocalDestinationPlan(_Destination):
 class S3DestinationPlan(_Destination):
     """An S3 bucket."""
 
-    kind: Literal[StoreKind.S3] = Field(description=_KIND)
+    kind: Literal[StoreKind.S3] = Field(description=STORE_KIND_HELP)
     bucket: AnyStr = Field(
         description="The bucket.", json_schema_extra={"pattern": S3_BUCKET_PATTERN}
     )
@@ -126,7 +123,7 @@ class S3DestinationPlan(_Destination):
 class AzureDestinationPlan(_Destination):
     """An Azure Blob Storage container."""
 
-    kind: Literal[StoreKind.AZURE] = Field(description=_KIND)
+    kind: Literal[StoreKind.AZURE] = Field(description=STORE_KIND_HELP)
     bucket: AnyStr = Field(
         description="The container.", json_schema_extra={"pattern": AZURE_CONTAINER_PATTERN}
     )

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DatasetKind", "KeyProviderKind", "StoreKind"]
+__all__ = [
+    "AZURE_SECRET_FIELDS",
+    "STORE_ADDRESS_FIELDS",
+    "STORE_KIND_HELP",
+    "DatasetKind",
+    "KeyProviderKind",
+    "StoreKind",
+]
 
 
 class DatasetKind(StrEnum):
@@ -25,6 +32,21 @@ class StoreKind(StrEnum):
     LOCAL = "local"
     S3 = "s3"
     AZURE = "azure"
+
+
+STORE_KIND_HELP = "local | s3 | azure."
+# Where a source or destination is, in the order a section lists its fields' problems; then
+# each section's own fields, then the Azure secrets both read from the environment.
+STORE_ADDRESS_FIELDS = (
+    "kind",
+    "path",
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint_url",
+    "account_url",
+)
+AZURE_SECRET_FIELDS = ("connection_string_env", "account_key_env")
 
 
 class KeyProviderKind(StrEnum):

@@ -91,6 +91,21 @@ class PlanModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The fields' schema with the section's `add_schema_rules`, so editors flag them too."""
+        schema = handler.resolve_ref_schema(
+            super().__get_pydantic_json_schema__(core_schema, handler)
+        )
+        cls.add_schema_rules(schema)
+        return schema
+
+    @classmethod
+    def add_schema_rules(cls, schema: JsonSchemaValue) -> None:
+        """Adds to the model's schema what its validators check beyond the fields' types."""
+
 
 class KindVariant(PlanModel):
     """One kind of a section. Subclasses name the kind field and list the section's kinds."""
@@ -180,14 +195,8 @@ class KindVariant(PlanModel):
         return []
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
+    def add_schema_rules(cls, schema: JsonSchemaValue) -> None:
         """Other kinds' fields appear as null, as the model accepts them."""
-        schema = handler.resolve_ref_schema(
-            super().__get_pydantic_json_schema__(core_schema, handler)
-        )
         for name in cls.section_layout:
             if name in cls.kind_only_fields() and name not in cls.model_fields:
                 schema["properties"][name] = {"type": "null"}
-        return schema

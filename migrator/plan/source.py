@@ -7,29 +7,23 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from migrator.plan.kinds import StoreKind
+from migrator.plan.kinds import (
+    AZURE_SECRET_FIELDS,
+    STORE_ADDRESS_FIELDS,
+    STORE_KIND_HELP,
+    StoreKind,
+)
 from migrator.plan.section import KindVariant
 from migrator.plan.types import AnyStr, EnvVarName, KeyPrefix, PlanPath, Region, Url
 
 __all__ = ["AzureSourcePlan", "LocalSourcePlan", "S3SourcePlan", "SourcePlan"]
 
-_KIND = "local | s3 | azure."
 _PREFIX = "s3, azure: only keys under this prefix."
 
 
 class _Source(KindVariant):
     kind_field = "kind"
-    section_layout = (
-        "kind",
-        "path",
-        "bucket",
-        "prefix",
-        "region",
-        "endpoint_url",
-        "account_url",
-        "connection_string_env",
-        "account_key_env",
-    )
+    section_layout = (*STORE_ADDRESS_FIELDS, *AZURE_SECRET_FIELDS)
 
     @classmethod
     def section_kinds(cls) -> tuple[type[KindVariant], ...]:
@@ -39,7 +33,7 @@ class _Source(KindVariant):
 class LocalSourcePlan(_Source):
     """Exported files in a folder."""
 
-    kind: Literal[StoreKind.LOCAL] = Field(description=_KIND)
+    kind: Literal[StoreKind.LOCAL] = Field(description=STORE_KIND_HELP)
     path: PlanPath = Field(description="The folder.")
     prefix: KeyPrefix = Field(default="", description=_PREFIX)
 
@@ -47,7 +41,7 @@ class LocalSourcePlan(_Source):
 class S3SourcePlan(_Source):
     """The old platform's S3 bucket."""
 
-    kind: Literal[StoreKind.S3] = Field(description=_KIND)
+    kind: Literal[StoreKind.S3] = Field(description=STORE_KIND_HELP)
     bucket: AnyStr = Field(description="The bucket.")
     prefix: KeyPrefix = Field(default="", description=_PREFIX)
     region: Region | None = Field(default=None, description="The bucket's region.")
@@ -57,7 +51,7 @@ class S3SourcePlan(_Source):
 class AzureSourcePlan(_Source):
     """The old platform's Azure Blob container."""
 
-    kind: Literal[StoreKind.AZURE] = Field(description=_KIND)
+    kind: Literal[StoreKind.AZURE] = Field(description=STORE_KIND_HELP)
     bucket: AnyStr = Field(description="The container.")
     prefix: KeyPrefix = Field(default="", description=_PREFIX)
     account_url: Url = Field(description="The account's blob URL.")

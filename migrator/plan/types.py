@@ -71,13 +71,17 @@ def size_input(value: object) -> int:
     return parse_size(value)
 
 
-def chunk_size_in_range(value: int) -> int:
-    if not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
+def size_within(value: int, low: int, high: int) -> int:
+    """`value`, if between `low` and `high` bytes; the message speaks in sizes, as plans do."""
+    if not low <= value <= high:
         raise ValueError(
-            f"must be between {format_size(MIN_CHUNK_SIZE)} and {format_size(MAX_CHUNK_SIZE)}"
-            f" (got {format_size(value)})"
+            f"must be between {format_size(low)} and {format_size(high)} (got {format_size(value)})"
         )
     return value
+
+
+def chunk_size_in_range(value: int) -> int:
+    return size_within(value, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
 
 
 SizeBytes = Annotated[
@@ -98,12 +102,7 @@ ChunkSize = Annotated[SizeBytes, AfterValidator(chunk_size_in_range)]
 
 
 def _record_size_in_range(value: int) -> int:
-    if not MIN_RECORD_SIZE <= value <= MAX_RECORD_SIZE:
-        raise ValueError(
-            f"must be between {format_size(MIN_RECORD_SIZE)} and {format_size(MAX_RECORD_SIZE)}"
-            f" (got {format_size(value)})"
-        )
-    return value
+    return size_within(value, MIN_RECORD_SIZE, MAX_RECORD_SIZE)
 
 
 RecordSize = Annotated[SizeBytes, AfterValidator(_record_size_in_range)]

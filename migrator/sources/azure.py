@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -22,8 +21,9 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobProperties, ContainerClient, StorageStreamDownloader
 
 from migrator.errors import SourceError
-from migrator.sources.base import SourceObject
-from migrator.stores.azure_client import BlobRetry, key_credential
+from migrator.sources.base import PrefixedSource, SourceObject, list_page_size
+from migrator.stores.azure_client import BlobRetry, key_credential, public_location
+from migrator.stores.base import key_prefix
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -35,7 +35,7 @@ READ_BUFFER_SIZE = 256 * 1024
 _CHANGED_CODES = frozenset({"ConditionNotMet", "InvalidRange", "412", "416"})
 
 
-class AzureSource:
+class AzureSource(PrefixedSource):
     """Blobs under `prefix` of `container`; names are relative to the prefix.
 
     `credential`: an account key, an AzureNamedKeyCredential or AzureSasCredential, or a
@@ -54,12 +54,9 @@ class AzureSource:
         page_size: int = LIST_PAGE_SIZE,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
-        if not 1 <= page_size <= LIST_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{LIST_PAGE_SIZE}, not {page_size}")
+        self.page_size = list_page_size(page_size, LIST_PAGE_SIZE)
         self.container = container
-        stripped = prefix.strip("/")
-        self.prefix = stripped + "/" if stripped else ""
-        self.page_size = page_size
+        self.prefix = key_prefix(prefix)
         if client is None:
             options: dict[str, Any] = {
                 "retry_policy": BlobRetry(),
@@ -74,18 +71,7 @@ class AzureSource:
                 key = key_credential(account_url, credential)
                 client = ContainerClient(account_url, container, credential=key, **options)
         self._client = client
-        # Host and path only: a SAS in the client's URL must never reach a message.
-        url = urlsplit(client.url)
-        self._where = f"azure://{url.netloc.rpartition('@')[2]}{url.path.rstrip('/')}"
-
-    def __repr__(self) -> str:
-        return f"AzureSource({self.describe()!r})"
-
-    def describe(self) -> str:
-        return f"{self._where}/{self.prefix}"
-
-    def location(self, obj: SourceObject) -> str:
-        return f"{self._where}/{self.prefix}{obj.name}"
+        self.root = f"azure://{public_location(client.url)}"
 
     def list(self) -> Iterator[SourceObject]:
         """List Blobs pages, in the service's (lexicographic) name order."""
@@ -110,10 +96,7 @@ class AzureSource:
     def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
         if length == 0:
             return b""
-        if offset < 0 or length < 0 or offset + length > obj.size:
-            raise SourceError(
-                f"{self.location(obj)}: range {offset}+{length} is outside its {obj.size} bytes"
-            )
+        self.check_range(obj, offset, length)
         downloader = self._download(obj, offset, length)
         try:
             data = downloader.readall()
@@ -159,7 +142,7 @@ class AzureSource:
                 f"{where}: changed since it was listed ({code or 412}); run again to pick it up"
             )
         if code == "ContainerNotFound":
-            return SourceError(f"{self._where}: container does not exist ({code})")
+            return SourceError(f"{self.root}: container does not exist ({code})")
         if isinstance(exc, ResourceNotFoundError):
             return SourceError(f"{where}: not found ({code}); deleted since it was listed?")
         # The message's first line: the rest repeats request ids and XML.

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from migrator.errors import SourceError
 from migrator.objectnames import ListingNameCheck
 
 
@@ -40,6 +41,37 @@ class Source(Protocol):
 
     def describe(self) -> str:
         """Where the source is, for messages."""
+
+
+def list_page_size(page_size: int, maximum: int) -> int:
+    """`page_size`, if the service can list that many keys a page."""
+    if not 1 <= page_size <= maximum:
+        raise ValueError(f"page_size must be 1..{maximum}, not {page_size}")
+    return page_size
+
+
+class PrefixedSource:
+    """A bucket or container read below a key prefix (S3, Azure Blob): names are relative to
+    the prefix, and messages name the object by `root` (never a credential) and its key."""
+
+    root: str  # e.g. "s3://BUCKET" or "azure://HOST/CONTAINER"
+    prefix: str  # key_prefix(): empty, or ending in '/'
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"{self.root}/{self.prefix}"
+
+    def location(self, obj: SourceObject) -> str:
+        return f"{self.root}/{self.prefix}{obj.name}"
+
+    def check_range(self, obj: SourceObject, offset: int, length: int) -> None:
+        """SourceError unless the range lies inside the object as listed."""
+        if offset < 0 or length < 0 or offset + length > obj.size:
+            raise SourceError(
+                f"{self.location(obj)}: range {offset}+{length} is outside its {obj.size} bytes"
+            )
 
 
 def included(name: str, include: Sequence[str] | None) -> bool:

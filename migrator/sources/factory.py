@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,13 @@ from migrator.plan.model import (
 from migrator.sources.base import FilteredSource, RestorableNames, Source
 from migrator.sources.local import LocalSource
 
+_NEEDS_BLOB = (
+    "an Azure source needs the optional azure-storage-blob package: pip install 'migrator[azure]'"
+)
+_NEEDS_IDENTITY = (
+    "an Azure source without connection_string_env or account_key_env signs in with the"
+    " optional azure-identity package: pip install azure-identity"
+)
 # Where azure-identity signs in, by the account's DNS suffix; other hosts use the public cloud.
 _AUTHORITY_BY_SUFFIX = {
     ".usgovcloudapi.net": "AZURE_GOVERNMENT",
@@ -43,13 +52,8 @@ def open_source(ds: DatasetPlan) -> Source:
 
 
 def _azure_source(dataset: str, plan: AzureSourcePlan) -> Source:
-    try:
+    with _installed_for(dataset):
         from migrator.sources.azure import AzureSource
-    except ImportError as exc:
-        raise UsageError(
-            f"dataset {dataset}: an Azure source needs the optional azure-storage-blob package:"
-            " pip install 'migrator[azure]'"
-        ) from exc
     if plan.connection_string_env is not None:
         connection_string = _secret_from_env(
             dataset, "connection_string_env", plan.connection_string_env
@@ -70,6 +74,15 @@ def _azure_source(dataset: str, plan: AzureSourcePlan) -> Source:
     )
 
 
+@contextmanager
+def _installed_for(dataset: str, needs: str = _NEEDS_BLOB) -> Iterator[None]:
+    """An optional package missing, said as what the dataset's source needs installed."""
+    try:
+        yield
+    except ImportError as exc:
+        raise UsageError(f"dataset {dataset}: {needs}") from exc
+
+
 def _secret_from_env(dataset: str, field: str, name: str) -> str:
     """The value of the environment variable the plan names; messages name only the variable."""
     value = os.environ.get(name)
@@ -82,14 +95,8 @@ def _secret_from_env(dataset: str, field: str, name: str) -> str:
 
 
 def _default_credential(dataset: str, account_url: str) -> Any:
-    try:
+    with _installed_for(dataset, _NEEDS_IDENTITY):
         from azure.identity import AzureAuthorityHosts, DefaultAzureCredential
-    except ImportError as exc:
-        raise UsageError(
-            f"dataset {dataset}: an Azure source without connection_string_env or"
-            " account_key_env signs in with the optional azure-identity package:"
-            " pip install azure-identity"
-        ) from exc
     host = urlsplit(account_url).hostname or ""
     for suffix, authority in _AUTHORITY_BY_SUFFIX.items():
         if host.endswith(suffix):

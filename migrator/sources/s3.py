@@ -15,7 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from migrator.errors import SourceError, StoreError
-from migrator.sources.base import SourceObject
+from migrator.sources.base import PrefixedSource, SourceObject, list_page_size
+from migrator.stores.base import key_prefix
 from migrator.stores.s3_config import S3ClientSettings, build_s3_client
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ _CHANGED_CODES = frozenset({"PreconditionFailed", "412", "InvalidRange", "416"})
 _GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-class S3Source:
+class S3Source(PrefixedSource):
     """Keys under `prefix` ('/'-joined, as in the plan); names are relative to it."""
 
     def __init__(
@@ -45,12 +46,10 @@ class S3Source:
         max_pool_connections: int = 16,
         page_size: int = LIST_PAGE_SIZE,
     ) -> None:
-        if not 1 <= page_size <= LIST_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{LIST_PAGE_SIZE}, not {page_size}")
+        self.page_size = list_page_size(page_size, LIST_PAGE_SIZE)
         self.bucket = bucket
-        stripped = prefix.strip("/")
-        self.prefix = stripped + "/" if stripped else ""
-        self.page_size = page_size
+        self.root = f"s3://{bucket}"
+        self.prefix = key_prefix(prefix)
         if client is None:
             settings = S3ClientSettings(
                 region=region,
@@ -63,15 +62,6 @@ class S3Source:
             except StoreError as exc:
                 raise SourceError(f"{self.describe()}: {exc}") from exc
         self._client: S3Client = client
-
-    def __repr__(self) -> str:
-        return f"S3Source({self.describe()!r})"
-
-    def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-    def location(self, obj: SourceObject) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{obj.name}"
 
     def list(self) -> Iterator[SourceObject]:
         """ListObjectsV2 pages: keys in UTF-8 byte order, which is the names' code point order."""
@@ -98,10 +88,7 @@ class S3Source:
     def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
         if length == 0:
             return b""
-        if offset < 0 or length < 0 or offset + length > obj.size:
-            raise SourceError(
-                f"{self.location(obj)}: range {offset}+{length} is outside its {obj.size} bytes"
-            )
+        self.check_range(obj, offset, length)
         parts: list[bytes] = []
         done = 0
         for _ in range(BODY_ATTEMPTS):
@@ -154,7 +141,7 @@ class S3Source:
                 f"{where}: changed since it was listed ({code}); run again to pick it up"
             ) from exc
         if code == "NoSuchBucket":
-            raise SourceError(f"s3://{self.bucket}: bucket does not exist ({code})") from exc
+            raise SourceError(f"{self.root}: bucket does not exist ({code})") from exc
         if code in _GONE_CODES:
             raise SourceError(f"{where}: deleted since it was listed ({code}); run again") from exc
         message = exc.response.get("Error", {}).get("Message", "")

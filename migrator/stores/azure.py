@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, BlobProperties, ContainerClient
@@ -21,6 +20,7 @@ from migrator.stores.azure_client import (
     container_missing,
     content_md5,
     key_credential,
+    public_location,
     store_error,
 )
 from migrator.stores.azure_names import (
@@ -30,7 +30,7 @@ from migrator.stores.azure_names import (
     new_upload_id,
     parse_block_name,
 )
-from migrator.stores.base import Buffer, ObjectInfo, PartInfo
+from migrator.stores.base import Buffer, ObjectInfo, PartInfo, key_prefix
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
@@ -70,8 +70,7 @@ class AzureBlobStore:
         a token credential (see `government_credential`). `transport` is an azure-core
         HttpTransport, for tests that count or fail requests."""
         self.container = container
-        stripped = prefix.strip("/")
-        self.prefix = stripped + "/" if stripped else ""
+        self.prefix = key_prefix(prefix)
         self.max_concurrency = max_concurrency
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -98,8 +97,7 @@ class AzureBlobStore:
             else:
                 raise ValueError("AzureBlobStore needs connection_string, account_url or client")
         self._client = client
-        location = urlsplit(client.url)
-        self._location = location.netloc.rpartition("@")[2] + location.path.rstrip("/")
+        self._location = public_location(client.url)
 
     def __repr__(self) -> str:
         return f"AzureBlobStore({self.describe()!r})"

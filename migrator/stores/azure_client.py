@@ -83,6 +83,12 @@ def account_name(account_url: str) -> str:
     return host.split(".")[0]
 
 
+def public_location(url: str) -> str:
+    """A client URL's host and path only: a SAS in it, or user info, must never reach a message."""
+    parts = urlsplit(url)
+    return parts.netloc.rpartition("@")[2] + parts.path.rstrip("/")
+
+
 def container_missing(exc: ResourceNotFoundError) -> bool:
     """Whether a not-found answer is about the container rather than the blob."""
     # Azure names the missing thing in x-ms-error-code, HEAD responses included.

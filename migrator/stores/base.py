@@ -17,6 +17,13 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 16 * MiB
 
 
+def key_prefix(prefix: str) -> str:
+    """A plan's prefix as every key below it starts: '/' at neither end, then one '/' (or
+    nothing), so that a prefix written "a/", "/a" or "a" names the same keys."""
+    stripped = prefix.strip("/")
+    return stripped + "/" if stripped else ""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str

@@ -21,6 +21,7 @@ from migrator.stores.base import (
     Buffer,
     ObjectInfo,
     PartInfo,
+    key_prefix,
 )
 from migrator.stores.s3_compat import OptionalOperations, ServiceChecksums, is_refusal
 from migrator.stores.s3_config import S3ClientSettings, build_s3_client
@@ -100,8 +101,7 @@ class S3Store:
         if sse_kms_key_id is not None and not sse_kms_key_id:
             raise ValueError("sse_kms_key_id must not be empty (use None for no SSE-KMS)")
         self.bucket = bucket
-        stripped = prefix.strip("/")
-        self.prefix = stripped + "/" if stripped else ""
+        self.prefix = key_prefix(prefix)
         self.checksum_algorithm = cast("ChecksumAlgorithmType", checksum_algorithm)
         self.sse_kms_key_id = sse_kms_key_id
         self.retention = retention
