@@ -7,13 +7,16 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from migrator.plan.model import Plan, load_plan
 
 if TYPE_CHECKING:
     from migrator.read.head_file import ExportedHead
     from migrator.state.db import StateDB
+    from migrator.write.stage import PlanStage
+
+Stage = TypeVar("Stage", bound="PlanStage")
 
 
 def checked_plan(
@@ -33,6 +36,14 @@ def checked_plan(
 def reader_threads() -> int:
     """Threads for commands that read the destination back: I/O bound, so twice the cores."""
     return max(4, (os.cpu_count() or 1) * 2)
+
+
+def plan_stage(stage: type[Stage], plan: Plan, state: StateDB) -> Stage:
+    """A stage that rewrites the destination and the state store together (a compaction, a
+    state rebuild), given the plan's store and keys and the reader threads."""
+    from migrator.wiring import open_key_provider, open_store
+
+    return stage(plan, open_store(plan), open_key_provider(plan), state, workers=reader_threads())
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from migrator.cli.opening import checked_plan, reader_threads
+from migrator.cli.opening import checked_plan, plan_stage
 from migrator.cli.options import (
     ALLOW_LOOPBACK,
     DATASETS,
@@ -119,18 +119,12 @@ def compact_cmd(plan_file: str, datasets: Sequence[str]) -> None:
     bounded; old generations are deleted only after the new bases read back intact."""
     from migrator.cli.render.run import compaction_lines
     from migrator.maintain.compact import Compactor
-    from migrator.wiring import open_key_provider, open_state, open_store
+    from migrator.wiring import open_state
 
     plan = checked_plan(plan_file, check_sources=False)
     check_dataset_names(plan, datasets)
     with open_state(plan) as state:
-        results = Compactor(
-            plan,
-            open_store(plan),
-            open_key_provider(plan),
-            state,
-            workers=reader_threads(),
-        ).compact(set(datasets) or None)
+        results = plan_stage(Compactor, plan, state).compact(set(datasets) or None)
     echo_lines(compaction_lines(results, retention=_retained(plan)))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from migrator.cli.opening import checked_plan, existing_state, reader_threads
+from migrator.cli.opening import checked_plan, existing_state, plan_stage
 from migrator.cli.options import AS_JSON, PLAN_FILE
 from migrator.cli.render.output import console, echo_json, echo_lines
 from migrator.errors import UsageError
@@ -45,7 +45,7 @@ def state_rebuild_cmd(plan_file: str) -> None:
     and the inventories the next sync diffs against (records chunks are read back)."""
     from migrator.cli.render.status import rebuild_lines
     from migrator.maintain.rebuild import StateRebuilder
-    from migrator.wiring import describe_state, open_key_provider, open_state, open_store
+    from migrator.wiring import describe_state, open_state
 
     plan = checked_plan(plan_file, check_sources=False)
     with existing_state(plan) as existing:
@@ -56,11 +56,5 @@ def state_rebuild_cmd(plan_file: str) -> None:
             " to rebuild the state store"
         )
     with open_state(plan) as state:
-        reports = StateRebuilder(
-            plan,
-            open_store(plan),
-            open_key_provider(plan),
-            state,
-            workers=reader_threads(),
-        ).rebuild()
+        reports = plan_stage(StateRebuilder, plan, state).rebuild()
     echo_lines(rebuild_lines(reports))

@@ -17,6 +17,7 @@ audit_stored.py compares what it holds with what is stored and committed.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
 
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import TrustedKeys
@@ -35,34 +36,26 @@ from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
 
 
+@dataclass(eq=False)
 class Auditor:
     """Audits with the plan's KEK and signing keys (`provider`: every check), or with the
-    signing keys of an exported audit key file (`audit_keys`: no manifest is opened)."""
+    signing keys of an exported audit key file (`audit_keys`: no manifest is opened).
+    expected: a head an auditor exported earlier, which the destination must not be older
+    than (generation records and ledgers)."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        *,
-        provider: KeyProvider | None = None,
-        audit_keys: TrustedKeys | None = None,
-        state: StateDB | None = None,
-        full: bool = False,
-        workers: int = 4,
-        expected: ExportedHead | None = None,
-    ) -> None:
-        """expected: a head an auditor exported earlier, which the destination must not be
-        older than (generation records and ledgers)."""
-        if (provider is None) == (audit_keys is None):
+    plan: Plan
+    store: ObjectStore
+    _: KW_ONLY
+    provider: KeyProvider | None = None
+    audit_keys: TrustedKeys | None = None
+    state: StateDB | None = None
+    full: bool = False
+    workers: int = 4
+    expected: ExportedHead | None = None
+
+    def __post_init__(self) -> None:
+        if (self.provider is None) == (self.audit_keys is None):
             raise ValueError("audit with either the plan's KEK or audit keys")
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.audit_keys = audit_keys
-        self.state = state
-        self.full = full
-        self.workers = workers
-        self.expected = expected
 
     def audit(self, only: set[str] | None = None) -> AuditReport:
         report = AuditReport(self.plan.name, self.full)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import pairwise
 
 from migrator.codec.ledger import (
@@ -37,16 +38,14 @@ def span(numbers: list[int]) -> str:
     return shown + (f" and {len(numbers) - 3} more" if len(numbers) > 3 else "")
 
 
+@dataclass(eq=False)
 class LedgerWalker:
     """Reads a dataset's segments on `pool`, at most `window` at once, in ledger order."""
 
-    def __init__(
-        self, store: ObjectStore, plan: str, pool: ThreadPoolExecutor, window: int
-    ) -> None:
-        self.store = store
-        self.plan = plan
-        self.pool = pool
-        self.window = window
+    store: ObjectStore
+    plan: str
+    pool: ThreadPoolExecutor
+    window: int
 
     def walk(
         self,

@@ -6,14 +6,13 @@ earlier signing keys it lists, so segments signed before a signing key was rotat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from migrator.codec.ledger import LedgerKeys
-from migrator.errors import FormatError, MissingObjectError, UntrustedKeyError, UsageError
+from migrator.errors import FormatError, MissingObjectError, UntrustedKeyError
 from migrator.keys.keyring import Keyring, open_keyring, plan_trust
 from migrator.keys.provider import KeyProvider
 from migrator.keys.signing import (
@@ -23,6 +22,7 @@ from migrator.keys.signing import (
     SigningPublicKey,
     TrustedKeys,
 )
+from migrator.read.exported_file import exported_bytes, file_error, read_exported
 from migrator.repository.keyrings import read_keyring
 from migrator.stores.base import ObjectStore
 
@@ -86,29 +86,16 @@ def dataset_trust(
 
 def audit_key_document(plan: str, keys: Sequence[SigningPublicKey]) -> bytes:
     """What `migrator keys audit-key` writes: public keys only, nothing secret."""
-    doc = {
-        "format": AUDIT_KEY_FORMAT,
-        "version": AUDIT_KEY_VERSION,
-        "plan": plan,
-        "signing_keys": [k.as_dict() for k in keys],
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+    signing_keys = [k.as_dict() for k in keys]
+    return exported_bytes(
+        AUDIT_KEY_FORMAT, AUDIT_KEY_VERSION, {"plan": plan, "signing_keys": signing_keys}
+    )
 
 
 def read_audit_key_file(path: Path, plan: str) -> TrustedKeys:
     """The signing keys in an exported file; a UsageError names what is wrong."""
-
-    def bad(message: str) -> UsageError:
-        return UsageError(f"{path}: {message}")
-
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise bad(f"cannot read the audit key file ({exc.strerror})") from None
-    except orjson.JSONDecodeError:
-        raise bad("not an audit key file (not JSON)") from None
-    if not isinstance(doc, dict) or doc.get("format") != AUDIT_KEY_FORMAT:
-        raise bad(f"not an audit key file (format is not {AUDIT_KEY_FORMAT!r})")
+    bad = functools.partial(file_error, path)
+    doc = read_exported(path, "audit key file", AUDIT_KEY_FORMAT)
     if doc.get("version") != AUDIT_KEY_VERSION:
         raise bad(
             f"audit key file version {doc.get('version')!r} is not supported (this build reads"

@@ -8,6 +8,7 @@ ledger head is on the chain.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
 
 import xxhash
 
@@ -24,17 +25,16 @@ from migrator.state.model import LedgerHead
 from migrator.stores.base import ObjectStore
 
 
+@dataclass(eq=False)
 class StoredChecks:
     """With `full`, reads every stored object on `pool`, at most `window` at once."""
 
-    def __init__(
-        self, store: ObjectStore, plan: str, pool: ThreadPoolExecutor, *, full: bool, window: int
-    ) -> None:
-        self.store = store
-        self.plan = plan
-        self.pool = pool
-        self.full = full
-        self.window = window
+    store: ObjectStore
+    plan: str
+    pool: ThreadPoolExecutor
+    _: KW_ONLY
+    full: bool
+    window: int
 
     def objects(
         self,

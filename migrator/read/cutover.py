@@ -143,18 +143,12 @@ def _total(d: DatasetGate, name: str) -> int | None:
     return None if any(v is None for v in values) else sum(values)
 
 
+@dataclass(eq=False)
 class CutoverGate:
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        provider: KeyProvider,
-        state: StateDB | None,
-    ) -> None:
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.state = state
+    plan: Plan
+    store: ObjectStore
+    provider: KeyProvider
+    state: StateDB | None
 
     def check(self, only: set[str] | None = None) -> CutoverReport:
         gates = []

@@ -11,6 +11,7 @@ SHA-256 of the stored bytes, not a keyed digest: an auditor holding no key can c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -19,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from migrator.errors import MissingObjectError, UsageError
+from migrator.errors import MissingObjectError
 from migrator.plan.model import Plan
+from migrator.read.exported_file import exported_bytes, file_error, read_exported
 from migrator.repository.generations import get_record_bytes, record_generations
 from migrator.repository.names import generation_key
 from migrator.stores.base import ObjectStore
@@ -101,31 +101,23 @@ def head_document(plan: str, destination: str, heads: Mapping[str, DatasetHead])
                 for shard, m in sorted(head.ledger.items())
             },
         }
-    doc = {
-        "format": HEAD_FORMAT,
-        "version": HEAD_VERSION,
-        "plan": plan,
-        "destination": destination,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "datasets": datasets,
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+    exported_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return exported_bytes(
+        HEAD_FORMAT,
+        HEAD_VERSION,
+        {
+            "plan": plan,
+            "destination": destination,
+            "exported_at": exported_at,
+            "datasets": datasets,
+        },
+    )
 
 
 def read_head_file(path: Path, plan: Plan) -> ExportedHead:
     """The heads in an exported file, by dataset; a UsageError names the file and the field."""
-
-    def bad(message: str) -> UsageError:
-        return UsageError(f"{path}: {message}")
-
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise bad(f"cannot read the head file ({exc.strerror})") from None
-    except orjson.JSONDecodeError:
-        raise bad("not a head file (not JSON)") from None
-    if not isinstance(doc, dict) or doc.get("format") != HEAD_FORMAT:
-        raise bad(f"not a head file (format is not {HEAD_FORMAT!r})")
+    bad = functools.partial(file_error, path)
+    doc = read_exported(path, "head file", HEAD_FORMAT)
     if doc.get("version") != HEAD_VERSION:
         raise bad(f"head file version {doc.get('version')!r} is not supported")
     if doc.get("plan") != plan.name:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from itertools import groupby
 from pathlib import Path
 
@@ -49,28 +49,20 @@ class RestoreReport:
     rollbacks: list[str] = field(default_factory=list)  # allowed by allow_rollback, still said
 
 
+@dataclass(eq=False)
 class Restorer:
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        provider: KeyProvider,
-        *,
-        workers: int = 4,
-        state: StateDB | None = None,
-        expected: ExportedHead | None = None,
-        allow_rollback: bool = False,
-    ) -> None:
-        """state, expected: what knows which generations were committed (the state store, a
-        head an auditor exported); a destination older than either is refused (RollbackError)
-        unless allow_rollback."""
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.workers = workers
-        self.state = state
-        self.expected = expected
-        self.allow_rollback = allow_rollback
+    """state, expected: what knows which generations were committed (the state store, a head
+    an auditor exported); a destination older than either is refused (RollbackError) unless
+    allow_rollback."""
+
+    plan: Plan
+    store: ObjectStore
+    provider: KeyProvider
+    _: KW_ONLY
+    workers: int = 4
+    state: StateDB | None = None
+    expected: ExportedHead | None = None
+    allow_rollback: bool = False
 
     def restore(self, dataset: str, out: Path, generation: int | None = None) -> RestoreReport:
         """The dataset as of its latest committed generation (or `generation`, or the last one
@@ -103,83 +95,71 @@ class Restorer:
             RestoreFolder(out, ds.name) as folder,
             ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
         ):
+            into = _DatasetRestore(self.store, key, pool, self.workers * 2, folder, report)
             for head in record.shards:
                 chain = head_chain(self.store, self.plan.name, ds.name, head, key)
                 manifests = [link.manifest for link in chain]
                 if ds.kind == "records":
-                    self._restore_records(ds, manifests, key, folder, pool, report)
+                    into.records(ds, manifests)
                 else:
-                    self._restore_objects(manifests, key, folder, pool, report)
+                    into.objects(manifests)
         folder.finish()  # fewer objects written than the manifests list: named, never exit 0
         return report
 
-    def _chunks(
-        self, manifest: ShardManifest, refs: list[ChunkRef], key: Keyring, pool: ThreadPoolExecutor
-    ) -> Iterator[bytes]:
-        return ordered_map(
-            pool, lambda ref: read_chunk(self.store, manifest, ref, key), refs, self.workers * 2
-        )
 
-    def _restore_records(
-        self,
-        ds: DatasetPlan,
-        chain: list[ShardManifest],
-        key: Keyring,
-        folder: RestoreFolder,
-        pool: ThreadPoolExecutor,
-        report: RestoreReport,
-    ) -> None:
+@dataclass(eq=False)
+class _DatasetRestore:
+    """One dataset's restore under way: its chunks read with `key` on `pool`, `window` at once,
+    written into `folder` and counted in `report`."""
+
+    store: ObjectStore
+    key: Keyring
+    pool: ThreadPoolExecutor
+    window: int
+    folder: RestoreFolder
+    report: RestoreReport
+
+    def chunks(self, manifest: ShardManifest, refs: list[ChunkRef]) -> Iterator[bytes]:
+        def read(ref: ChunkRef) -> bytes:
+            return read_chunk(self.store, manifest, ref, self.key)
+
+        return ordered_map(self.pool, read, refs, self.window)
+
+    def records(self, ds: DatasetPlan, chain: list[ShardManifest]) -> None:
         # framed and keyed as the manifests record it (the plan's word only for old ones)
         ext = chain_layout(ds, chain).format
         target = f"shard-{chain[-1].shard:05d}.{ext}"
         header = csv_header_of(chain)
         keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
-        with folder.whole_file(target) as fh:
-            blocks = live_record_blocks(
-                chain, lambda m, refs: self._chunks(m, refs, key, pool), keys
-            )
+        with self.folder.whole_file(target) as fh:
+            blocks = live_record_blocks(chain, self.chunks, keys)
             held = [] if header is None else _until_a_record(blocks)
             if header is not None:
                 ending = _line_end_of_first(held[-1:], chain_framing(ds, chain))
                 fh.write(header.encode("utf-8", "surrogateescape") + ending)
             for block in _chained(held, blocks):
                 fh.write(block)
-                report.bytes += len(block)
-        report.files += 1
-        report.records += live_records_of(chain)
+                self.report.bytes += len(block)
+        self.report.files += 1
+        self.report.records += live_records_of(chain)
 
-    def _restore_objects(
-        self,
-        chain: list[ShardManifest],
-        key: Keyring,
-        folder: RestoreFolder,
-        pool: ThreadPoolExecutor,
-        report: RestoreReport,
-    ) -> None:
+    def objects(self, chain: list[ShardManifest]) -> None:
         for manifest, gone in zip(chain, superseded(chain), strict=True):
             refs = sorted(live_parts(manifest, gone), key=lambda r: (r.name or "", r.sequence))
-            self._write_objects(manifest, refs, key, folder, pool, report)
+            self._write_objects(manifest, refs)
 
-    def _write_objects(
-        self,
-        manifest: ShardManifest,
-        refs: list[ChunkRef],
-        key: Keyring,
-        folder: RestoreFolder,
-        pool: ThreadPoolExecutor,
-        report: RestoreReport,
-    ) -> None:
+    def _write_objects(self, manifest: ShardManifest, refs: list[ChunkRef]) -> None:
         """Each object whole at its name; one the folder cannot hold is named, its parts unread."""
         wanted: list[ChunkRef] = []
         for name, parts in groupby(refs, key=_name):
-            if folder.accepts(name):
+            if self.folder.accepts(name):
                 wanted.extend(parts)
-        pieces = zip(wanted, self._chunks(manifest, wanted, key, pool), strict=True)
+        pieces = zip(wanted, self.chunks(manifest, wanted), strict=True)
         for name, group in groupby(pieces, key=lambda piece: _name(piece[0])):
-            size = folder.write_object(name, (data for _, data in group))
+            size = self.folder.write_object(name, (data for _, data in group))
             if size is not None:
-                report.files += 1
-                report.bytes += size
+                self.report.files += 1
+                self.report.bytes += size
 
 
 def _chained(held: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

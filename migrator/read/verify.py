@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 
 from migrator.codec.digests import MOD, add, record_digest, to_hex
 from migrator.codec.generation import GenerationRecord
@@ -76,32 +76,26 @@ def _problem(dataset: str, shard: int | None, exc: MigratorError, key: str | Non
     return Problem(dataset, shard, object_key, type(exc).__name__, str(exc))
 
 
+@dataclass(eq=False)
 class Verifier:
-    def __init__(
-        self,
-        plan: Plan,
-        store: ObjectStore,
-        provider: KeyProvider,
-        state: StateDB | None,
-        *,
-        sample: float = 1.0,
-        seed: int | None = None,
-        workers: int = 4,
-        quick: bool = False,
-        head: ExportedHead | None = None,
-    ) -> None:
-        """quick: HEAD each object instead of reading it back (presence, size, and the digest
-        and key id recorded in its metadata); manifests are still read and authenticated.
-        head: an auditor's exported head the destination must not be older than."""
-        self.quick = quick
-        self.head = head
-        self.plan = plan
-        self.store = store
-        self.provider = provider
-        self.state = state
-        self.sample = sample
+    """quick: HEAD each object instead of reading it back (presence, size, and the digest and
+    key id recorded in its metadata); manifests are still read and authenticated.
+    head: an auditor's exported head the destination must not be older than."""
+
+    plan: Plan
+    store: ObjectStore
+    provider: KeyProvider
+    state: StateDB | None
+    _: KW_ONLY
+    sample: float = 1.0
+    seed: InitVar[int | None] = None
+    workers: int = 4
+    quick: bool = False
+    head: ExportedHead | None = None
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self, seed: int | None) -> None:
         self.rng = random.Random(seed)  # sampling, not security: any spread will do
-        self.workers = workers
 
     def verify(self, only: set[str] | None = None, shards: set[int] | None = None) -> VerifyReport:
         """Every dataset (or `only` these), every shard (or only `shards`: one partition's).
@@ -130,7 +124,6 @@ class Verifier:
                     if isinstance(chain, Problem):
                         report.problems.append(chain)
                         continue
-                    self._check_head(ds.name, shard, record, chain, report)
                     self._check_record(ds.kind, ds.name, shard, record, chain, report)
                     try:  # records split as their manifests record the framing
                         manifests = [link.manifest for link in chain]
@@ -147,25 +140,6 @@ class Verifier:
                         )
         return report
 
-    def _check_head(
-        self,
-        dataset: str,
-        shard: int,
-        record: GenerationRecord | None,
-        chain: list[StoredManifest],
-        report: VerifyReport,
-    ) -> None:
-        """The head manifest is the very one the generation record names."""
-        if record is None or shard >= len(record.shards):
-            return
-        head, last = record.shards[shard], chain[-1]
-        if head.head == last.manifest.generation and head.head_xxh3 != last.stored_xxh3:
-            problem = TamperedError(
-                f"manifest is not the one generation record {record.generation} names",
-                object_key=last.object_key,
-            )
-            report.problems.append(_problem(dataset, shard, problem, last.object_key))
-
     def _check_record(
         self,
         kind: str,
@@ -175,13 +149,21 @@ class Verifier:
         chain: list[StoredManifest],
         report: VerifyReport,
     ) -> None:
-        """The record's count of live records agrees with the chain it names."""
-        if record is None or shard >= len(record.shards) or kind != "records":
+        """The head manifest is the very one the generation record names, and the record's
+        count of live records agrees with the chain it names."""
+        if record is None or shard >= len(record.shards):
             return
         head, last = record.shards[shard], chain[-1]
-        if head.head != last.manifest.generation or head.head_xxh3 != last.stored_xxh3:
-            return  # another head than the record names: reported as such
-        if head.records != live_records(chain):
+        if head.head != last.manifest.generation:
+            return  # a newer head than the record names, the state store's
+        if head.head_xxh3 != last.stored_xxh3:
+            problem = TamperedError(
+                f"manifest is not the one generation record {record.generation} names",
+                object_key=last.object_key,
+            )
+            report.problems.append(_problem(dataset, shard, problem, last.object_key))
+            return
+        if kind == "records" and head.records != live_records(chain):
             problem = TamperedError(
                 f"generation record says {head.records} live records, the chain holds"
                 f" {live_records(chain)}",

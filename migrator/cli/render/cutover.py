@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from migrator.cli.render.tables import report_table
 from migrator.sizes import format_size
 
 if TYPE_CHECKING:
@@ -22,12 +23,11 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
             out.append(f"[bold red]{d.name}: NOT READY[/] — {d.problem}")
             continue
         shown = d.shards if len(d.shards) <= CUTOVER_ROWS else d.mismatched
-        t = Table(
-            title=f"{d.name} ({d.kind}): generation {d.generation}, last sync {d.last_sync}",
-            title_justify="left",
+        t = report_table(
+            f"{d.name} ({d.kind}): generation {d.generation}, last sync {d.last_sync}",
+            ("shard", "source digest", "destination digest", "match", "entries", "lag"),
+            right=("shard", "entries"),
         )
-        for col in ("shard", "source digest", "destination digest", "match", "entries", "lag"):
-            t.add_column(col, justify="right" if col in ("shard", "entries") else "left")
         for s in shown:
             lag = (
                 "unknown (no state)"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.render.tables import report_table
 from migrator.forecast.sizing import OBJECTS_RATIO, RECORDS_RATIO
 from migrator.sizes import format_size
 
@@ -19,9 +20,8 @@ if TYPE_CHECKING:
 
 
 def residency_table(checks: list[ResidencyCheck]) -> Table:
-    t = Table(title="residency checks (before any byte moves)", title_justify="left")
-    for col in ("field", "value", "lies in", "verdict", "why"):
-        t.add_column(col)
+    columns = ("field", "value", "lies in", "verdict", "why")
+    t = report_table("residency checks (before any byte moves)", columns, right=())
     for c in checks:
         verdict = "[green]allowed[/]" if c.allowed else "[red]REFUSED[/]"
         t.add_row(c.field, c.value, c.place, verdict, c.reason)
@@ -29,9 +29,8 @@ def residency_table(checks: list[ResidencyCheck]) -> Table:
 
 
 def plan_table(plan: Plan, est: list[DatasetEstimate]) -> Table:
-    t = Table(title=f"plan {plan.name}: valid", title_justify="left")
-    for col in ("dataset", "kind", "shards", "files", "bytes", "est. chunks", "est. stored"):
-        t.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    columns = ("dataset", "kind", "shards", "files", "bytes", "est. chunks", "est. stored")
+    t = report_table(f"plan {plan.name}: valid", columns, left=("dataset", "kind"))
     for e in est:
         t.add_row(
             e.dataset,
@@ -85,8 +84,7 @@ def print_estimate(console: Console, plan: Plan, est: PlanEstimate) -> None:
 
 
 def estimate_table(plan: Plan, est: PlanEstimate) -> Table:
-    t = Table(title=f"plan {plan.name}: estimate", title_justify="left")
-    for col in (
+    columns = (
         "dataset",
         "kind",
         "size from",
@@ -95,8 +93,8 @@ def estimate_table(plan: Plan, est: PlanEstimate) -> Table:
         "chunks",
         "est. stored",
         "PUT requests",
-    ):
-        t.add_column(col, justify="left" if col in ("dataset", "kind", "size from") else "right")
+    )
+    t = report_table(f"plan {plan.name}: estimate", columns, left=("dataset", "kind", "size from"))
     for d in est.datasets:
         t.add_row(
             d.dataset,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from migrator.cli.render.tables import report_table
 from migrator.sizes import format_size
 
 if TYPE_CHECKING:
@@ -15,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def run_table(report: RunReport) -> Table:
-    t = Table(title=f"migrated plan {report.plan} → {report.destination}", title_justify="left")
-    for col in (
+    columns = (
         "dataset",
         "kind",
         "generation",
@@ -29,8 +29,12 @@ def run_table(report: RunReport) -> Table:
         "chunks new",
         "chunks skipped",
         "MB/s",
-    ):
-        t.add_column(col, justify="left" if col in ("dataset", "kind", "generation") else "right")
+    )
+    t = report_table(
+        f"migrated plan {report.plan} → {report.destination}",
+        columns,
+        left=("dataset", "kind", "generation"),
+    )
     for d in report.datasets:
         rate = d.bytes_in / d.seconds / 1e6 if d.seconds else 0.0
         t.add_row(

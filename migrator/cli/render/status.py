@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from migrator.cli.render.tables import report_table
 from migrator.sizes import format_size
 
 if TYPE_CHECKING:
@@ -18,9 +19,8 @@ if TYPE_CHECKING:
 
 
 def generations_table(dataset: str, rows: list[GenerationRow]) -> Table:
-    t = Table(title=f"{dataset}: generations", title_justify="left")
-    for col in ("generation", "kind", "status", "finished", "seconds", "changed", "bytes"):
-        t.add_column(col, justify="left" if col in ("kind", "status", "finished") else "right")
+    columns = ("generation", "kind", "status", "finished", "seconds", "changed", "bytes")
+    t = report_table(f"{dataset}: generations", columns, left=("kind", "status", "finished"))
     for g in rows[-10:]:
         finished = (
             datetime.fromtimestamp(g.finished_at, UTC).isoformat(timespec="seconds")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from migrator.cli.render.tables import report_table
 from migrator.sizes import format_size
 
 if TYPE_CHECKING:
@@ -25,9 +27,7 @@ def problems_table(
     rows: Iterable[tuple[str, str, int | None, str | None, str]],
 ) -> Table:
     """What a check found, one row each: kind, dataset, shard, object, what (verify, audit)."""
-    t = Table(title=title, title_justify="left")
-    for col in columns:
-        t.add_column(col, justify="right" if col == "shard" else "left")
+    t = report_table(title, columns, right=("shard",))
     for kind, dataset, shard, object_key, message in rows:
         t.add_row(kind, dataset, "" if shard is None else str(shard), object_key or "", message)
     return t
@@ -52,14 +52,5 @@ def verify_json(report: VerifyReport) -> dict[str, Any]:
         "chunks_checked": report.chunks_checked,
         "bytes_checked": report.bytes_checked,
         "records": report.records,
-        "problems": [
-            {
-                "dataset": p.dataset,
-                "shard": p.shard,
-                "object_key": p.object_key,
-                "error": p.error,
-                "message": p.message,
-            }
-            for p in report.problems
-        ],
+        "problems": [asdict(p) for p in report.problems],  # fields in JSON's order
     }
