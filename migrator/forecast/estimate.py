@@ -53,7 +53,7 @@ class PlanEstimate:
     multipart: tuple[int | None, int]  # threshold (None: never), part size
 
     def puts(self, d: DatasetEstimate) -> int:
-        """One dataset's PUT-class requests, counted as forecast.py counts the plan's."""
+        """One dataset's PUT-class requests, counted as forecast/model.py counts the plan's."""
         per_chunk = puts_per_chunk(d.stored_bytes / max(1, d.chunks), *self.multipart)
         return d.chunks * per_chunk + d.shards + 1
 
@@ -216,7 +216,7 @@ class PlanEstimate:
 def estimate_run(
     plan: Plan, sizes: list[DatasetEstimate], workers: int, rates: WorkerRates
 ) -> PlanEstimate:
-    """Requests and costs from forecast.py's arithmetic; time from N workers at `rates`."""
+    """Requests and costs from forecast/model.py's arithmetic; time from N workers at `rates`."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1 (got {workers})")
     dest = plan.destination

@@ -71,7 +71,7 @@ class PartInfo:
 class MultipartStore(Protocol):
     """Stores that upload large objects in parts and can resume an upload from its parts.
 
-    The engine (engine/upload.py) drives these: it decides part boundaries (`part_size`) and
+    The write stage (write/upload.py) drives these: it decides part boundaries (`part_size`) and
     journals the upload so that a restarted run re-sends only the parts the store lacks.
     `uploaded_parts`, `abort_upload` and `list_uploads` are optional on some servers (S3
     look-alikes): they may raise UnsupportedOperationError, and the engine does without them.

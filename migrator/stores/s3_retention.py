@@ -6,7 +6,7 @@ under Object Lock retention, no version of them can be deleted until the retenti
 (governance: except by a principal allowed to bypass it; compliance: by no one). A plain
 DELETE still succeeds on a versioned bucket, but it only adds a delete marker: the locked
 version stays and can be made current again by deleting the marker, and verify, audit and
-restore name the rollback meanwhile (engine/freshness.py). Chunks and manifests are not locked,
+restore name the rollback meanwhile (read/freshness.py). Chunks and manifests are not locked,
 so compaction deletes what it folds as before.
 """
 
@@ -24,8 +24,8 @@ from migrator.errors import StoreError
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-# The `migrator-kind` metadata of generation records (engine/run.py, commit_generation) and of
-# audit ledger segments (engine/ledger.py): the objects put under retention.
+# The `migrator-kind` metadata of generation records (repository/generations.py) and of audit
+# ledger segments (repository/segments.py): the objects put under retention.
 RETAINED_KINDS = frozenset({"generation", "audit-ledger"})
 _NO_CONFIGURATION = "ObjectLockConfigurationNotFoundError"
 

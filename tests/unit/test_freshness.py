@@ -1,4 +1,4 @@
-"""Freshness rules one by one (engine/freshness.py, engine/head_file.py), the head file's format,
+"""Freshness rules one by one (read/freshness.py, read/head_file.py), the head file's format,
 the plan's `destination.retention` and the Object Lock arguments it puts on commit points.
 
 The rules compare generation numbers and stored bytes only, so the records here are opaque
