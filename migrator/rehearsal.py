@@ -24,6 +24,7 @@ from migrator.forecast.model import DatasetVolume, Forecast, forecast, records_c
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import (
     AzureDestinationPlan,
+    DatasetKind,
     DatasetPlan,
     LocalSourcePlan,
     Plan,
@@ -156,7 +157,7 @@ class Rehearsal:
         return report
 
     def _volume(self, ds: DatasetPlan, sizing: _Sizing, compression: float) -> DatasetVolume:
-        if ds.kind == "records":
+        if ds.kind is DatasetKind.RECORDS:
             chunks = records_chunks(sizing.real_bytes, ds.shards, self.plan.chunk_size)
         else:
             part = ds.part_size or self.plan.chunk_size

@@ -28,7 +28,7 @@ from pydantic import Field
 
 import migrator
 from migrator import ProgressSink
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.sizes import format_size
 from pipelines.resources import PlanResource, TargetResource
 
@@ -116,7 +116,7 @@ def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDef
             where = migrator.progress(io.connection)
             uris = [io.object_uri(where.manifest_key(ds.name, shard)) for shard in shards]
             destination, dry_run = io.destination, io.dry_run
-        rows = {"dagster/row_count": report.records} if ds.kind == "records" else {}
+        rows = {"dagster/row_count": report.records} if ds.kind is DatasetKind.RECORDS else {}
         manifests = {"manifest_uri": uris[0]} if len(uris) == 1 else {"manifest_uris": uris}
         return MaterializeResult(
             metadata={

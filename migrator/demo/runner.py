@@ -22,7 +22,7 @@ from migrator.cli.render.verify import verify_summary, verify_table
 from migrator.demo.motoserver import s3_client, start_moto_server
 from migrator.demo.synth import generate_demo_data
 from migrator.keys.local import LocalKeyProvider, init_kek_file
-from migrator.plan.model import LocalKekPlan
+from migrator.plan.model import DatasetKind, LocalKekPlan
 from migrator.records.keys import iter_records
 from migrator.sizes import format_size
 from migrator.sources.local import LocalSource
@@ -121,7 +121,7 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
             target = workdir / "restored" / ds.name
             rr = restore(restorable, ds.name, target, workers=4)
             source_dir = workdir / "data" / ds.name
-            if ds.kind == "records":
+            if ds.kind is DatasetKind.RECORDS:
                 equal, what = _same_records(source_dir, target, ds.format == "csv")
             else:
                 equal, what = _same_files(source_dir, target)

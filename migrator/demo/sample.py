@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from migrator.demo.synth import generate_objects, generate_records_file
-from migrator.plan.model import DatasetPlan
+from migrator.plan.model import DatasetKind, DatasetPlan
 
 MiB = 1024 * 1024
 _WORDS = ("alpha", "river", "north", "video", "camera", "summer", "city", "music", "travel")
@@ -22,7 +22,7 @@ _WORDS = ("alpha", "river", "north", "video", "camera", "summer", "city", "music
 
 def write_sample(ds: DatasetPlan, folder: Path, size: int, seed: int = 7) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    if ds.kind == "objects":
+    if ds.kind is DatasetKind.OBJECTS:
         generate_objects(folder, size, seed, max_size=min(8 * MiB, max(size // 4, 64 * 1024)))
     elif ds.format == "jsonl" and ds.key == "user_id":
         generate_records_file(folder / "sample.jsonl", size, seed)

@@ -17,7 +17,7 @@ from migrator.forecast.model import (
 )
 from migrator.forecast.sizing import OBJECTS_RATIO, RECORDS_RATIO, DatasetEstimate
 from migrator.forecast.worker import WorkerRates
-from migrator.plan.model import AzureDestinationPlan, Plan, S3DestinationPlan
+from migrator.plan.model import AzureDestinationPlan, DatasetKind, Plan, S3DestinationPlan
 from migrator.sizes import format_size
 from migrator.stores.base import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
 
@@ -232,7 +232,7 @@ def estimate_run(
             source_bytes=d.bytes,
             shards=d.shards,
             chunks=d.chunks,
-            compression=RECORDS_RATIO if d.kind == "records" else OBJECTS_RATIO,
+            compression=RECORDS_RATIO if d.kind == DatasetKind.RECORDS else OBJECTS_RATIO,
             encode_rate=workers * rates.of(d.kind),
         )
         for d in sizes

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrator.plan.kinds import DatasetKind, StoreKind
+
 # (storage per GB-month, PUT-class per 1,000 requests, GET-class per 1,000): assumed list prices.
 ASSUMED_PRICES = {
-    "s3": (0.039, 0.0055, 0.00044),  # S3 Standard, us-gov-west-1
-    "azure": (0.025, 0.0065, 0.0005),  # Blob Hot LRS, US Gov
-    "local": (0.0, 0.0, 0.0),
+    StoreKind.S3: (0.039, 0.0055, 0.00044),  # S3 Standard, us-gov-west-1
+    StoreKind.AZURE: (0.025, 0.0065, 0.0005),  # Blob Hot LRS, US Gov
+    StoreKind.LOCAL: (0.0, 0.0, 0.0),
 }
 GB = 1_000_000_000
 
@@ -25,7 +27,7 @@ class DatasetVolume:
     """One dataset as the real run will see it."""
 
     name: str
-    kind: str  # records | objects
+    kind: DatasetKind
     source_bytes: int
     shards: int
     chunks: int  # stored chunks the real run will write
@@ -73,7 +75,7 @@ def puts_per_chunk(stored_chunk: float, multipart_threshold: int | None, part_si
 def forecast(
     datasets: list[DatasetVolume],
     *,
-    kind: str,
+    kind: StoreKind,
     bandwidth: int,
     multipart_threshold: int | None,
     part_size: int,

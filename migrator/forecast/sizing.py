@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from migrator.errors import PlanError
 from migrator.forecast.model import records_chunks
-from migrator.plan.model import DatasetPlan, LocalSourcePlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, LocalSourcePlan, Plan
 from migrator.sources.factory import open_source
 
 # Typical zstd ratios measured on this kind of data (records: JSON/CSV; objects: video).
@@ -19,7 +19,7 @@ OBJECTS_RATIO = 1.0
 @dataclass(frozen=True, slots=True)
 class DatasetEstimate:
     dataset: str
-    kind: str
+    kind: DatasetKind
     shards: int
     files: int | None  # None: not listed, sized from the plan's expected_size
     bytes: int
@@ -30,7 +30,7 @@ class DatasetEstimate:
 def _dataset_estimate(
     plan: Plan, ds: DatasetPlan, files: int | None, total: int, parts: int
 ) -> DatasetEstimate:
-    if ds.kind == "records":
+    if ds.kind is DatasetKind.RECORDS:
         chunks = records_chunks(total, ds.shards, plan.chunk_size) if total else 0
         return DatasetEstimate(
             ds.name, ds.kind, ds.shards, files, total, chunks, int(total / RECORDS_RATIO)

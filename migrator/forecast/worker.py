@@ -49,8 +49,8 @@ class WorkerRates:
         """Other work held a share of the CPUs: measured rates are then too low."""
         return self.measured_seconds is not None and self.load > self.cpus / 2
 
-    def of(self, kind: str) -> float:
-        return self.records if kind == "records" else self.objects
+    def of(self, kind: DatasetKind) -> float:
+        return self.records if kind == DatasetKind.RECORDS else self.objects
 
 
 def given_rates(rate: int) -> WorkerRates:
@@ -75,19 +75,21 @@ def measure_worker_rates(plan: Plan, size: int = MEASURE_BYTES) -> WorkerRates:
         generate_objects(root / "src" / "objects", size, MEASURE_SEED)
         init_kek_file(root / "kek.key")
         provider = LocalKeyProvider(root / "kek.key")
-        rates = {kind: _timed_run(plan, root, kind, provider) for kind in ("records", "objects")}
+        rates = {kind: _timed_run(plan, root, kind, provider) for kind in DatasetKind}
     seconds = time.perf_counter() - started
     cpus = os.cpu_count() or 1
-    return WorkerRates(rates["records"], rates["objects"], seconds, cpus, load, size)
+    return WorkerRates(
+        rates[DatasetKind.RECORDS], rates[DatasetKind.OBJECTS], seconds, cpus, load, size
+    )
 
 
-def _timed_run(plan: Plan, root: Path, kind: str, provider: KeyProvider) -> float:
+def _timed_run(plan: Plan, root: Path, kind: DatasetKind, provider: KeyProvider) -> float:
     """One run of the public `migrator.run`, into a folder, its state in a file of its own:
     never the plan's destination, key service or state store."""
     source = LocalSourcePlan(kind=StoreKind.LOCAL, path=root / "src" / kind)
-    if kind == "records":
+    if kind is DatasetKind.RECORDS:
         ds = DatasetPlan(
-            name=kind,
+            name=kind.value,
             kind=DatasetKind.RECORDS,
             source=source,
             shards=MEASURE_SHARDS,
@@ -97,7 +99,7 @@ def _timed_run(plan: Plan, root: Path, kind: str, provider: KeyProvider) -> floa
     else:
         part = next((d.part_size for d in plan.datasets if d.part_size), plan.chunk_size)
         ds = DatasetPlan(
-            name=kind,
+            name=kind.value,
             kind=DatasetKind.OBJECTS,
             source=source,
             shards=MEASURE_SHARDS,

@@ -21,12 +21,14 @@ import xxhash
 
 from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import from_hex
-from migrator.codec.generation import GenerationRecord
+from migrator.codec.generation import GenerationKind, GenerationRecord
 from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.ledger_entry import EntryReason
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import MigratorError, StateError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, check_signer_recorded, load_keyring
+from migrator.plan.kinds import DatasetKind
 from migrator.plan.model import DatasetPlan
 from migrator.read.chain import (
     RecordKeys,
@@ -103,7 +105,7 @@ class Compactor(WriteStage):
         latest = self.state.latest_generation(ds.name)
         if latest is None:
             raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
-        if not latest.committed and latest.kind != "compact":
+        if not latest.committed and latest.kind is not GenerationKind.COMPACT:
             raise UsageError(
                 f"dataset {ds.name}: {latest.kind} generation {latest.generation} is still open;"
                 " finish it with `migrator run` before compacting"
@@ -122,7 +124,7 @@ class Compactor(WriteStage):
             targets = [h.shard for h in record.shards if len(h.chain) > 1]
             if targets:
                 gen = latest.generation + 1
-                self.state.open_generation(ds.name, gen, "compact")
+                self.state.open_generation(ds.name, gen, GenerationKind.COMPACT)
                 abort_orphaned_uploads(self.store, self.state, generation_prefix(ds.name, gen))
                 self._fold(ds, gen, key, keyring, record, targets, result)
         else:
@@ -172,7 +174,7 @@ class Compactor(WriteStage):
                 ]
                 delta = self._base_delta(ds, gen, shard, chain)
                 scope.mark_running(shard)
-                if ds.kind == "records":
+                if ds.kind is DatasetKind.RECORDS:
                     check_plan_layout(ds, chain)  # the new base is stamped with the plan's
                     header = csv_header_of(chain)
                     if header is not None:
@@ -323,14 +325,14 @@ class Compactor(WriteStage):
                 ]
                 # The ledger records the deletion first; it commits with the forgetting.
                 moves = self.ledgers[ds.name].deletes(
-                    self._swept(ds, shard, gens, doomed), "compaction"
+                    self._swept(ds, shard, gens, doomed), EntryReason.COMPACTION
                 )
                 result.objects_deleted += delete_objects(self.store, (i.key for _, i in doomed))
                 self.state.forget_shard_generations(ds.name, shard, gens, ledger=moves)
         committed = [
             g.generation
             for g in self.state.generations(ds.name)
-            if g.kind == "compact" and g.committed
+            if g.kind is GenerationKind.COMPACT and g.committed
         ]
         if committed:
             newest = committed[-1]

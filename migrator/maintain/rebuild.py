@@ -25,6 +25,7 @@ from migrator.codec.digests import (
 from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import StateError
 from migrator.keys.keyring import Keyring, ledger_trust, load_keyring
+from migrator.plan.kinds import DatasetKind
 from migrator.plan.model import DatasetPlan
 from migrator.read.chain import (
     RecordKeys,
@@ -104,7 +105,7 @@ class StateRebuilder(PlanStage):
                     self._chunks(link.manifest, report)
                 inventory = (
                     self._records_inventory(ds, chain, key, pool, report)
-                    if ds.kind == "records"
+                    if ds.kind is DatasetKind.RECORDS
                     else _objects_inventory(chain)
                 )
                 for link in links:

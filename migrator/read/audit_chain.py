@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from migrator.codec.ledger import (
+    EntryKind,
     LedgerEntry,
     LedgerSegment,
     entry_link,
@@ -209,12 +210,12 @@ def _apply(
             f"entry {e.index} names {e.object_key} of generation {e.generation}: not an"
             f" object of generation {e.generation} of shard {sa.shard}",
         )
-    if e.kind == "add":
+    if e.kind == EntryKind.ADD:
         sa.adds += 1
     else:
         sa.deletes += 1
         prior = live.get(e.object_key)
-        if prior is None or prior.kind != "add":
+        if prior is None or prior.kind != EntryKind.ADD:
             sa.found(
                 "unexplained-delete",
                 okey,

@@ -12,7 +12,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import xxhash
 
-from migrator.codec.ledger import LedgerEntry, LedgerKeys
+from migrator.codec.ledger import EntryKind, LedgerEntry, LedgerKeys
 from migrator.errors import FormatError, MissingObjectError
 from migrator.keys.keyring import Keyring
 from migrator.read.audit_chain import LedgerEnds, LiveEntries
@@ -45,7 +45,7 @@ class StoredChecks:
     ) -> None:
         """`committed`: the newest generation with a generation record."""
         sa.stored = len(stored)
-        sa.live = sum(1 for e in live.values() if e.kind == "add")
+        sa.live = sum(1 for e in live.values() if e.kind == EntryKind.ADD)
         to_read: list[tuple[str, LedgerEntry]] = []
         for key, (gen, size) in sorted(stored.items()):
             e = live.get(key)
@@ -57,7 +57,7 @@ class StoredChecks:
                         " it and recording it?): finish the run, then audit again"
                     )
                 sa.found("extra-object", key, why)
-            elif e.kind != "add":
+            elif e.kind != EntryKind.ADD:
                 sa.found(
                     "extra-object",
                     key,
@@ -72,7 +72,7 @@ class StoredChecks:
             else:
                 to_read.append((key, e))
         for key, e in sorted(live.items()):
-            if e.kind == "add" and key not in stored:
+            if e.kind == EntryKind.ADD and key not in stored:
                 sa.found(
                     "missing-object",
                     key,
@@ -139,7 +139,7 @@ class StoredChecks:
             sa.found("head-mismatch", mkey, "the manifest binds no ledger head")
         for ref in m.chunks:
             e = live.get(ref.object_key)
-            if e is None or e.kind != "add":
+            if e is None or e.kind != EntryKind.ADD:
                 sa.found(
                     "manifest-mismatch",
                     ref.object_key,

@@ -16,7 +16,7 @@ from migrator.codec.manifest import ChunkRef, RecordsLayout, ShardManifest
 from migrator.errors import SourceError, TamperedError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring
-from migrator.plan.model import DatasetPlan
+from migrator.plan.model import DatasetKind, DatasetPlan
 from migrator.records.framing import RecordFraming, split_stored_records, stored_framing
 from migrator.records.keys import CsvKeyReader, JsonKeyReader
 from migrator.repository.generations import latest_record
@@ -118,7 +118,7 @@ def superseded(chain: Sequence[ShardManifest]) -> list[set[str]]:
     for m in reversed(chain):
         out.append(set(later))
         later.update(m.removed)
-        if m.kind == "objects":
+        if m.kind == DatasetKind.OBJECTS:
             later.update(ref.name for ref in m.chunks if ref.name is not None)
     out.reverse()
     return out

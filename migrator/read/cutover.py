@@ -27,10 +27,11 @@ from migrator.codec.digests import (
     unpack_objects_map,
     unpack_records_map,
 )
+from migrator.codec.generation import GenerationKind
 from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_keyring
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import head_chain, live_records, superseded
 from migrator.repository.generations import latest_record
 from migrator.repository.names import cutover_dir, digests_path
@@ -76,7 +77,7 @@ class ShardGate:
 @dataclass
 class DatasetGate:
     name: str
-    kind: str
+    kind: DatasetKind
     generation: int | None  # the latest committed generation at the destination
     last_sync: str | None  # when it was committed (ISO-8601 UTC)
     scan_seconds: float = 0.0
@@ -207,7 +208,7 @@ class CutoverGate:
                 shard.problem = str(exc)
             else:
                 shard.destination_digest = shown(chain[-1].manifest.digest)
-                if ds.kind == "records":
+                if ds.kind is DatasetKind.RECORDS:
                     shard.destination_entries = live_records(chain)
                 else:
                     manifests = [link.manifest for link in chain]
@@ -227,7 +228,7 @@ class CutoverGate:
         """Per shard: (source digest, records or objects, its inventory)."""
         out: dict[int, tuple[int, int, RecordsMap | ObjectsMap]] = {}
         source = open_source(ds)
-        if ds.kind == "objects":
+        if ds.kind is DatasetKind.OBJECTS:
             maps: list[ObjectsMap] = [{} for _ in range(ds.shards)]
             for obj in source.list():
                 maps[shard_of(obj.name.encode(), ds.shards)][obj.name] = ObjectEntry(
@@ -286,7 +287,7 @@ class CutoverGate:
         blob = self.state.shard_inventory(ds.name, shard.shard, generation + 1)
         if blob is None:
             return
-        if ds.kind == "records":
+        if ds.kind is DatasetKind.RECORDS:
             before_r = unpack_records_map(blob)
             now_r: RecordsMap = current  # type: ignore[assignment]
             changed = [
@@ -319,7 +320,8 @@ class CutoverGate:
         fitted = True
         for gate in gates:
             rows = [] if self.state is None else self.state.generations(gate.name)
-            syncs = [g for g in rows if g.committed and g.kind == "sync"][-RECENT_SYNCS:]
+            synced = [g for g in rows if g.committed and g.kind is GenerationKind.SYNC]
+            syncs = synced[-RECENT_SYNCS:]
             if not syncs:
                 return FreezeEstimate(None, 0, 0.0, 0.0, f"{gate.name}: no sync timed yet")
             slope, fixed, ok = _fit(

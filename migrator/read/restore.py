@@ -12,7 +12,7 @@ from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import UsageError
 from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import (
     RecordKeys,
     chain_framing,
@@ -99,7 +99,7 @@ class Restorer:
             for head in record.shards:
                 chain = head_chain(self.store, self.plan.name, ds.name, head, key)
                 manifests = [link.manifest for link in chain]
-                if ds.kind == "records":
+                if ds.kind is DatasetKind.RECORDS:
                     into.records(ds, manifests)
                 else:
                     into.objects(manifests)

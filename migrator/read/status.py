@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from migrator.plan.kinds import DatasetKind
 from migrator.state.model import GenerationRow, ShardProgress, ShardStatus
 from migrator.write.deadletter_seal import dead_letter_counts
 
@@ -20,7 +21,7 @@ class DatasetStatus:
     """One dataset: its generations, and its latest generation's shards."""
 
     name: str
-    kind: str
+    kind: DatasetKind
     shards: int  # as the plan splits the dataset
     generation: int  # the latest generation (1 before the first run opened one)
     generations: list[GenerationRow]

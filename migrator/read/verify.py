@@ -25,7 +25,7 @@ from migrator.errors import (
 )
 from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import Plan
+from migrator.plan.model import DatasetKind, Plan
 from migrator.read.chain import (
     chain_framing,
     follow_chain,
@@ -127,7 +127,8 @@ class Verifier:
                     self._check_record(ds.kind, ds.name, shard, record, chain, report)
                     try:  # records split as their manifests record the framing
                         manifests = [link.manifest for link in chain]
-                        framing = chain_framing(ds, manifests) if ds.kind == "records" else None
+                        is_records = ds.kind is DatasetKind.RECORDS
+                        framing = chain_framing(ds, manifests) if is_records else None
                     except FormatError as exc:
                         report.problems.append(_problem(ds.name, shard, exc, None))
                         continue
@@ -142,7 +143,7 @@ class Verifier:
 
     def _check_record(
         self,
-        kind: str,
+        kind: DatasetKind,
         dataset: str,
         shard: int,
         record: GenerationRecord | None,
@@ -163,7 +164,7 @@ class Verifier:
             )
             report.problems.append(_problem(dataset, shard, problem, last.object_key))
             return
-        if kind == "records" and head.records != live_records(chain):
+        if kind is DatasetKind.RECORDS and head.records != live_records(chain):
             problem = TamperedError(
                 f"generation record says {head.records} live records, the chain holds"
                 f" {live_records(chain)}",
@@ -254,7 +255,8 @@ class Verifier:
             if candidates:
                 to_check.append(self.rng.choice(candidates))
         # Every chunk read back: what the records hold must add up to the manifest's claim.
-        whole = manifest.kind == "records" and not self.quick and len(to_check) == len(listed)
+        is_records = manifest.kind == DatasetKind.RECORDS
+        whole = is_records and not self.quick and len(to_check) == len(listed)
         check = functools.partial(
             self._check_chunk, manifest, key=key, framing=framing if whole else None
         )
@@ -268,7 +270,7 @@ class Verifier:
                 clean = False
                 report.problems.append(_problem(dataset, shard, err, ref.object_key))
             added = add(added, digest)
-        if manifest.kind == "objects":
+        if manifest.kind == DatasetKind.OBJECTS:
             added, whole = _objects_added(manifest), True
         if whole and clean and to_hex(added) != manifest.added_digest:
             exc4 = TamperedError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from migrator.codec.generation import GenerationKind
 from migrator.errors import StateError
 
 
@@ -89,7 +90,7 @@ class GenerationRow:
 
     dataset: str
     generation: int
-    kind: str  # bulk | sync | compact
+    kind: GenerationKind
     status: str  # open | committed
     started_at: float
     finished_at: float | None

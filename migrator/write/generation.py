@@ -17,6 +17,7 @@ from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.generation import GenerationKind, GenerationRecord, ShardHead, seal_record
 from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
+from migrator.plan.kinds import DatasetKind
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.repository.generations import put_record
 from migrator.repository.names import spool_dir, spools_root
@@ -38,14 +39,14 @@ def working_generation(
     with state.lock(f"{ds.name}.generation"):
         latest = state.latest_generation(ds.name)
         if latest is None:
-            return state.open_generation(ds.name, BULK_GENERATION, "bulk")
+            return state.open_generation(ds.name, BULK_GENERATION, GenerationKind.BULK)
         if latest.committed:
             # A crash between the commit and the clean-up left its plaintext spools.
             remove_spools(plan, ds.name, upto=latest.generation)
             if cohort_since is not None and latest.started_at >= cohort_since:
                 return latest
-            return state.open_generation(ds.name, latest.generation + 1, "sync")
-        if latest.kind == "compact":
+            return state.open_generation(ds.name, latest.generation + 1, GenerationKind.SYNC)
+        if latest.kind is GenerationKind.COMPACT:
             raise UsageError(
                 f"dataset {ds.name}: compaction into generation {latest.generation} was"
                 " interrupted; run `migrator compact` to finish it before syncing"
@@ -85,7 +86,7 @@ def commit_generation(
                 shard,
                 tuple(h.generation for h in chain),
                 last.manifest_xxh3,
-                last.live_records if ds.kind == "records" else 0,
+                last.live_records if ds.kind is DatasetKind.RECORDS else 0,
                 last.digest,
             )
         )
@@ -99,7 +100,7 @@ def commit_generation(
         plan=plan.name,
         dataset=ds.name,
         generation=gen,
-        kind=GenerationKind(row.kind),
+        kind=row.kind,
         started_at=_iso(row.started_at),
         finished_at=_iso(finished),
         seconds=round(finished - row.started_at, 3),

@@ -103,14 +103,16 @@ class LedgerWriter:
 
     def adds(self, chunks: Iterable[CommittedChunk]) -> list[LedgerMove]:
         """Store the segments recording a batch of stored chunks; commit the moves with it."""
-        return self._append([LedgerItem.of(c) for c in chunks], "add", "stored")
+        return self._append([LedgerItem.of(c) for c in chunks], EntryKind.ADD, EntryReason.STORED)
 
-    def deletes(self, items: Iterable[LedgerItem], reason: str) -> list[LedgerMove]:
+    def deletes(self, items: Iterable[LedgerItem], reason: EntryReason) -> list[LedgerMove]:
         """Store the segments recording objects about to be deleted; commit the moves with
         their forgetting, once they are deleted."""
-        return self._append(list(items), "delete", reason)
+        return self._append(list(items), EntryKind.DELETE, reason)
 
-    def _append(self, items: list[LedgerItem], kind: str, reason: str) -> list[LedgerMove]:
+    def _append(
+        self, items: list[LedgerItem], kind: EntryKind, reason: EntryReason
+    ) -> list[LedgerMove]:
         groups: dict[int, list[LedgerItem]] = {}
         for item in items:
             groups.setdefault(item.shard, []).append(item)
@@ -133,8 +135,8 @@ class LedgerWriter:
             for n, item in enumerate(group):
                 entry = LedgerEntry(
                     index=head.entries + n,
-                    kind=EntryKind(kind),
-                    reason=EntryReason(reason),
+                    kind=kind,
+                    reason=reason,
                     at=at,
                     who=self.who,
                     user=self.user,
@@ -144,7 +146,7 @@ class LedgerWriter:
                     stored_xxh3=item.stored_xxh3,
                     plain_size=item.plain_size,
                     plain_tag=None if item.plain_xxh3 is None else tag(item.plain_xxh3),
-                    key_id=self.key_id if kind == "add" else None,
+                    key_id=self.key_id if kind is EntryKind.ADD else None,
                     link="",
                 )
                 link = entry_link(link, entry)

@@ -21,6 +21,7 @@ from migrator.codec.digests import (
 )
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.errors import StateError
+from migrator.plan.kinds import DatasetKind
 from migrator.repository.names import object_part_key
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
@@ -76,7 +77,7 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
     tag = object_tagger(scope.key)
     # A first run has nothing to skip: no state look-up per part.
     fresh = not state.has_chunks(ds.name, gen)
-    with ShardWriter(scope, "objects", {}) as writer:
+    with ShardWriter(scope, DatasetKind.OBJECTS, {}) as writer:
         for src in source.list():
             picked = changed(src)
             if picked is None:

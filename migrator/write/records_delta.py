@@ -21,6 +21,7 @@ from migrator.codec.digests import (
     unpack_records_map,
 )
 from migrator.errors import StateError
+from migrator.plan.kinds import DatasetKind
 from migrator.repository.names import (
     delta_spool_path,
     digests_path,
@@ -55,7 +56,7 @@ def write_records(
     sizes = {shard: path.stat().st_size if path.exists() else 0 for shard, _, path in todo}
     dr.bytes_in += sum(sizes.values())
     scope.progress.start(ds.name, "encoding", sum(sizes.values()))
-    with ShardWriter(scope, "records", extra) as writer:
+    with ShardWriter(scope, DatasetKind.RECORDS, extra) as writer:
         for shard, delta, path in todo:
             dr.shards_changed += 1
             dr.removed += len(delta.removed)

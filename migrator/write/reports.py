@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from migrator.plan.kinds import DatasetKind
+
 
 class ProgressSink:
     """What the engine reports while it works; the CLI draws it, tests may count it."""
@@ -18,7 +20,7 @@ class ProgressSink:
 @dataclass
 class DatasetReport:
     name: str
-    kind: str
+    kind: DatasetKind
     shards: int
     chunks_written: int = 0
     chunks_skipped: int = 0

@@ -16,7 +16,7 @@ from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, load_or_create_keyring
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import check_destination_layout
 from migrator.read.freshness import find_rollbacks
 from migrator.repository.names import generation_prefix, shard_prefix, spool_dir
@@ -113,7 +113,7 @@ class MigrationRun(WriteStage):
                     )
                 self.state.bind_dataset_key(ds.name, keyring.first)  # names, digests: sealed
                 self.open_ledger(ds.name, keyring.first, keyring.current).check_known()
-                if ds.kind == "records":  # a sync keys records as the chains it extends
+                if ds.kind is DatasetKind.RECORDS:  # a sync keys records as the chains it extends
                     check_destination_layout(self.store, self.plan.name, ds, keyring)
                 selected = sorted(range(ds.shards) if shards is None else shards)
                 if worker:
@@ -219,7 +219,7 @@ class MigrationRun(WriteStage):
         done = scope.complete_shards()
         selected = range(ds.shards) if only is None else sorted(only)
         todo = [s for s in selected if s not in done]
-        if ds.kind == "records":
+        if ds.kind is DatasetKind.RECORDS:
             if not todo:
                 scope.count_committed(selected)
                 return

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from migrator.codec.ledger import LedgerKeys
 from migrator.keys.datakey import DataKey
 from migrator.keys.provider import KeyProvider
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.state.db import Fence, StateDB
 from migrator.state.leases import LeaseKeeper, worker_identity
 from migrator.state.model import ShardStatus
@@ -118,5 +118,5 @@ class WriteScope:
                 dr.chunks_skipped += 1
                 dr.records += c.records
                 dr.bytes_stored += c.stored_size
-                if count_input or self.ds.kind == "records":
+                if count_input or self.ds.kind is DatasetKind.RECORDS:
                     dr.bytes_in += c.plain_size

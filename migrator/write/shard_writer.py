@@ -17,7 +17,9 @@ import xxhash
 from migrator.codec.chunk import ChunkEncoder, object_tagger
 from migrator.codec.digests import to_hex
 from migrator.codec.identity import ChunkIdentity, ChunkKind
+from migrator.codec.ledger_entry import EntryReason
 from migrator.codec.manifest import ChunkRef, ShardManifest, seal_manifest
+from migrator.plan.kinds import DatasetKind
 from migrator.read.chain import plan_layout
 from migrator.records.blocks import read_records_chunk
 from migrator.records.framing import stored_framing
@@ -31,11 +33,11 @@ from migrator.write.stale_chunks import delete_chunks
 
 
 class ShardWriter:
-    """Writes shards of `kind` ("records" | "objects") for one scope. `extra`: what every
+    """Writes shards of one kind of dataset for one scope. `extra`: what every
     manifest states besides its chunks (read as each manifest is sealed). Use it as a context
     manager: leaving it commits what the store confirmed and stops the pool."""
 
-    def __init__(self, scope: WriteScope, kind: str, extra: dict[str, str]) -> None:
+    def __init__(self, scope: WriteScope, kind: DatasetKind, extra: dict[str, str]) -> None:
         self.scope = scope
         self.kind = kind
         self.extra = extra
@@ -137,7 +139,7 @@ class ShardWriter:
         if delta.keep is not None:
             # parts of an object that changed or vanished before the shard closed
             stale = [c for c in chunks if not delta.keep(c)]
-            delete_chunks(scope, shard, stale, "stale-part")
+            delete_chunks(scope, shard, stale, EntryReason.STALE_PART)
             chunks = [c for c in chunks if delta.keep(c)]
         # The manifest binds where the shard's audit ledger ends: an audit checks it is there.
         manifest_extra: dict[str, Any] = dict(self.extra)
@@ -182,7 +184,7 @@ class ShardWriter:
             added_digest=to_hex(delta.added_digest),
             removed_digest=to_hex(delta.removed_digest),
             digest=to_hex(delta.digest),
-            records_layout=plan_layout(ds) if self.kind == "records" else None,
+            records_layout=plan_layout(ds) if self.kind is DatasetKind.RECORDS else None,
         )
         mkey = manifest_key(ds.name, gen, shard)
         sealed = seal_manifest(manifest, scope.key, self.encoder)

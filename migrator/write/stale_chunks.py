@@ -3,13 +3,16 @@ before the shard closed, and what an interrupted attempt sent for a shard left u
 
 from __future__ import annotations
 
+from migrator.codec.ledger_entry import EntryReason
 from migrator.repository.shard_objects import delete_objects
 from migrator.state.model import CommittedChunk
 from migrator.write.ledger import LedgerItem
 from migrator.write.scope import WriteScope
 
 
-def delete_chunks(scope: WriteScope, shard: int, doomed: list[CommittedChunk], reason: str) -> None:
+def delete_chunks(
+    scope: WriteScope, shard: int, doomed: list[CommittedChunk], reason: EntryReason
+) -> None:
     """Delete committed chunks at the destination and forget them: the ledger segment that
     records it is stored first and committed with the forgetting."""
     if not doomed:
@@ -33,5 +36,5 @@ def complete_untouched(scope: WriteScope, shard: int) -> None:
     ds, gen = scope.ds.name, scope.generation
     stale = list(scope.state.shard_chunks(ds, gen, shard))
     scope.guard.check(ds, shard)
-    delete_chunks(scope, shard, stale, "untouched-shard")
+    delete_chunks(scope, shard, stale, EntryReason.UNTOUCHED_SHARD)
     scope.state.complete_shard(ds, gen, shard, manifest_key=None, fence=scope.guard.fence())

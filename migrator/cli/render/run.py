@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from migrator.cli.render.tables import report_table
+from migrator.plan.kinds import DatasetKind
 from migrator.sizes import format_size
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def run_table(report: RunReport) -> Table:
             f"{d.generation} {d.generation_kind}" + ("" if d.committed else " (open)"),
             f"{d.shards_changed}/{d.shards}",
             f"{d.removed:,}",
-            f"{d.records:,}" if d.kind == "records" else "-",
+            f"{d.records:,}" if d.kind == DatasetKind.RECORDS else "-",
             format_size(d.bytes_in),
             format_size(d.bytes_stored),
             f"{d.compression_ratio:.2f}",

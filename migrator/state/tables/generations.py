@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy import select, update
 
+from migrator.codec.generation import GenerationKind
 from migrator.state.backend import Backend
 from migrator.state.model import GenerationRow
 from migrator.state.schema import generations
@@ -33,13 +34,16 @@ class GenerationTable:
                 .where(generations.c.dataset == dataset)
                 .order_by(generations.c.generation)
             ).fetchall()
-        return [GenerationRow(*r) for r in rows]
+        return [
+            GenerationRow(dataset, generation, GenerationKind(kind), *rest)
+            for dataset, generation, kind, *rest in rows
+        ]
 
     def latest_generation(self, dataset: str) -> GenerationRow | None:
         rows = self.generations(dataset)
         return rows[-1] if rows else None
 
-    def open_generation(self, dataset: str, generation: int, kind: str) -> GenerationRow:
+    def open_generation(self, dataset: str, generation: int, kind: GenerationKind) -> GenerationRow:
         """Start `generation` unless it exists (a shard run of another process opened it)."""
         with self.backend.write("open a generation") as conn:
             conn.execute(
@@ -49,7 +53,7 @@ class GenerationTable:
                 {
                     "dataset": dataset,
                     "generation": generation,
-                    "kind": kind,
+                    "kind": str(kind),
                     "status": "open",
                     "started_at": time.time(),
                 },
