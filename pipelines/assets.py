@@ -96,7 +96,7 @@ def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDef
         retry_policy=SHARD_RETRY_POLICY,
         pool=pool_name(spec),
         group_name=python_name(spec.name),
-        kinds={ds.kind, spec.destination.kind},
+        kinds={str(ds.kind), str(spec.destination.kind)},
         description=f"{ds.kind} from a {ds.source.kind} source, routed into {ds.shards} shards"
         " (one partition each), encrypted chunk by chunk into the destination.",
     )

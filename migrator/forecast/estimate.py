@@ -162,7 +162,7 @@ class PlanEstimate:
             "datasets": [
                 {
                     "dataset": d.dataset,
-                    "kind": d.kind,
+                    "kind": str(d.kind),
                     "shards": d.shards,
                     "dagster_partitions": d.shards,
                     "size_from": "listing" if d.files is not None else "expected_size",

@@ -122,7 +122,7 @@ class CutoverReport:
             "datasets": [
                 {
                     "name": d.name,
-                    "kind": d.kind,
+                    "kind": str(d.kind),
                     "ready": d.ready,
                     "generation": d.generation,
                     "last_sync": d.last_sync,

@@ -41,7 +41,7 @@ class DatasetStatus:
             "generations": [
                 {
                     "generation": g.generation,
-                    "kind": g.kind,
+                    "kind": str(g.kind),
                     "status": g.status,
                     "started_at": g.started_at,
                     "finished_at": g.finished_at,
@@ -51,7 +51,7 @@ class DatasetStatus:
                 }
                 for g in self.generations
             ],
-            "kind": self.kind,
+            "kind": str(self.kind),
             "dead_letters": [{"generation": g, "records": n} for g, n in self.dead_letters.items()],
             "shards": self.shards,
             "shards_complete": self.shards_complete,

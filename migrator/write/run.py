@@ -149,7 +149,7 @@ class MigrationRun(WriteStage):
         gen = row.generation
         key = self._sealing_key(ds, keyring, gen)
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-        dr.generation_kind = row.kind
+        dr.generation_kind = str(row.kind)
         prefixes = (
             [generation_prefix(ds.name, gen)]
             if shards is None
@@ -174,12 +174,12 @@ class MigrationRun(WriteStage):
         row = working_generation(self.plan, self.state, ds, cohort_since=started_at)
         if row.committed:  # this worker's cohort already finished the generation it belongs to
             dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=row.generation)
-            dr.generation_kind, dr.committed = row.kind, True
+            dr.generation_kind, dr.committed = str(row.kind), True
             return dr
         gen = row.generation
         key = self._sealing_key(ds, keyring, gen)
         dr = DatasetReport(ds.name, ds.kind, ds.shards, generation=gen)
-        dr.generation_kind = row.kind
+        dr.generation_kind = str(row.kind)
         batch_size = claims.batch_size(ds.shards, claim)
         order = claims.order(selected)
         while True:
