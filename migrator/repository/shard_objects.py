@@ -18,7 +18,7 @@ from migrator.stores.base import Buffer, ObjectInfo, ObjectStore
 def put_chunk(
     store: ObjectStore, object_key: str, sealed: Buffer, metadata: dict[str, str]
 ) -> None:
-    """Store a sealed chunk in one request (a larger one goes up as a multipart upload)."""
+    """Store a sealed chunk in one request; write/upload.py sends larger ones in parts."""
     store.put(object_key, sealed, metadata)
 
 
