@@ -165,6 +165,13 @@ def _inflate(blob: bytes, what: str, object_key: str | None) -> bytes:
         raise TamperedError(f"{what} does not decompress: {exc}", object_key=object_key) from None
 
 
+def unpack_records_entries(blob: bytes, *, object_key: str | None = None) -> bytes:
+    """A packed records inventory as its digest entries (a sync edits them as a multiset)."""
+    spool = _inflate(blob, "records inventory", object_key)
+    _check_spool(spool, object_key)
+    return spool
+
+
 def unpack_records_map(blob: bytes, *, object_key: str | None = None) -> RecordsMap:
     spool = _inflate(blob, "records inventory", object_key)
     return records_map_from_spool(spool, object_key=object_key)

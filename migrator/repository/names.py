@@ -215,6 +215,32 @@ def delta_spool_path(spool_folder: Path, shard: int) -> Path:
     return spool_folder / f"s{shard:05d}.delta"
 
 
+def routed_root(state_dir: Path, dataset: str) -> Path:
+    """Every generation's routed source files: kept while a later sync may reuse them."""
+    return state_dir / "routed" / dataset
+
+
+def routed_dir(state_dir: Path, dataset: str, generation: int) -> Path:
+    """The files routed in one generation, and that generation's file table."""
+    return routed_root(state_dir, dataset) / f"g{generation:06d}"
+
+
+def generation_of_routed_dir(folder: Path) -> int | None:
+    name = folder.name
+    return int(name[1:]) if len(name) == 7 and name[0] == "g" and name[1:].isdigit() else None
+
+
+def file_table_path(routed_folder: Path) -> Path:
+    """A generation's source files as listed, each with where its routed output is."""
+    return routed_folder / "files.zst"
+
+
+def routed_file_path(routed_folder: Path, position: int, part: str) -> Path:
+    """One routed source file's `part`: records, digests, dead (quarantined records) or the
+    index written last, which says the others are complete."""
+    return routed_folder / f"f{position:08d}.{part}"
+
+
 def dead_letter_markers(state_dir: Path, dataset: str) -> Path:
     return state_dir / "deadletters" / dataset
 

@@ -32,8 +32,9 @@ _ENTRY = struct.Struct(">IQQIIQ")
 class DeadLetterSpool:
     """The quarantined records of one generation's routing, in file order."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = dead_letter_spool_path(folder)
+    def __init__(self, folder: Path, path: Path | None = None) -> None:
+        """The generation's spool in `folder`, or one routed file's at `path`."""
+        self.path = path or dead_letter_spool_path(folder)
         self._buffer = bytearray()
         self._dirty = False
 

@@ -24,6 +24,7 @@ from migrator.repository.names import spool_dir, spools_root
 from migrator.state.db import StateDB
 from migrator.state.model import GenerationRow, ShardStatus
 from migrator.stores.base import ObjectStore
+from migrator.write.file_table import prune_routed
 
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
 
@@ -65,6 +66,7 @@ def commit_generation(
     spool = spool_dir(plan.state_dir, ds.name, gen)
     if row.committed:
         shutil.rmtree(spool, ignore_errors=True)  # a crash may have come between the two
+        prune_routed(plan, ds.name, gen)
         return True
     progress = {p.shard: p for p in state.shard_progress(ds.name, gen)}
     if any(
@@ -123,11 +125,13 @@ def commit_generation(
     for shard in range(ds.shards):
         state.prune_inventories(ds.name, shard, gen + 1)
     shutil.rmtree(spool, ignore_errors=True)
+    prune_routed(plan, ds.name, gen)
     return True
 
 
 def remove_spools(plan: Plan, dataset: str, *, upto: int) -> None:
     """Remove the spools (routed plaintext) of generations up to `upto`, all committed."""
+    prune_routed(plan, dataset, upto)
     root = spools_root(plan.state_dir, dataset)
     if not root.is_dir():
         return

@@ -25,6 +25,7 @@ from migrator.plan.kinds import DatasetKind
 from migrator.repository.names import object_part_key
 from migrator.sharding import shard_of
 from migrator.sources.base import Source, SourceObject
+from migrator.sources.listing import list_source_once
 from migrator.state.model import CommittedChunk
 from migrator.write.pipeline import ChunkJob
 from migrator.write.scope import WriteScope
@@ -65,20 +66,20 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
         sent[shard].add(src.name)
         return shard
 
-    # The progress bar's total (an upper bound on a sync); the listing below does the work.
-    # This whole first listing also lets the source refuse names restore could not write
-    # back (sources.base.RestorableNames) before any byte moves.
-    total = sum(
-        src.size for src in source.list() if shard_of(src.name.encode(), ds.shards) in current
-    )
-    scope.progress.start(ds.name, "encoding", total)
+    # One listing, whole before any byte moves, so the source can refuse names restore could
+    # not write back (sources.base.RestorableNames); it gives the progress bar's total (an
+    # upper bound on a sync) and the work. Objects of other shards are not kept.
+    listing = [
+        src for src in list_source_once(source) if shard_of(src.name.encode(), ds.shards) in current
+    ]
+    scope.progress.start(ds.name, "encoding", sum(src.size for src in listing))
     for shard in current:
         scope.mark_running(shard)
     tag = object_tagger(scope.key)
     # A first run has nothing to skip: no state look-up per part.
     fresh = not state.has_chunks(ds.name, gen)
     with ShardWriter(scope, DatasetKind.OBJECTS, {}) as writer:
-        for src in source.list():
+        for src in listing:
             picked = changed(src)
             if picked is None:
                 continue

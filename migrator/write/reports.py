@@ -40,6 +40,20 @@ class DatasetReport:
         return self.bytes_in / self.bytes_stored if self.bytes_stored else 0.0
 
 
+@dataclass(frozen=True)
+class RouteReport:
+    """What `MigrationRun.route` did: the working generation's routing tasks, how many
+    source bytes this worker routed, and whether routing is complete."""
+
+    dataset: str
+    generation: int
+    tasks: int
+    files: int
+    files_to_route: int
+    bytes_routed: int
+    complete: bool
+
+
 @dataclass
 class RunReport:
     plan: str

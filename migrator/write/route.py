@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import multiprocessing
 import os
 from collections import deque
@@ -16,24 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-import xxhash
-
-from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import SourceError, StateError
 from migrator.records.blocks import DEFAULT_MAX_RECORD, RecordBlocks
 from migrator.records.framing import framing_of
 from migrator.repository.names import digests_path, spool_path
 from migrator.sources.base import Source, SourceObject
-from migrator.state.db import StateDB
-from migrator.state.model import RouteCheckpoint
 from migrator.state.private import open_private, write_private
-from migrator.write.deadletter import DeadLetterSpool
 from migrator.write.route_blocks import BadRecord, BlockResult, BlockTask, route_block
-
-# Make routing durable every this many source bytes (and at the end): an fsync per spool.
-CHECKPOINT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,28 +75,6 @@ class ShardSpools:
         self.sizes = [0] * shards
         self.per_shard = max(64 * 1024, budget // max(shards, 1))
         self._dirty: set[int] = set()
-
-    def restore(self, sizes: tuple[int, ...]) -> None:
-        """Cut each spool back to its last durable size: bytes past it came from a crashed run;
-        its digest spool is cut where its entries' lengths add up to the same size."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for shard, size in enumerate(sizes):
-            with open_private(spool_path(self.folder, shard)) as fh:
-                fh.truncate(size)
-            dpath = digests_path(self.folder, shard)
-            open_private(dpath).close()
-            data = dpath.read_bytes()
-            covered = cut = 0
-            while covered < size:
-                if cut + DIGEST_ENTRY.size > len(data):
-                    raise StateError(f"{dpath}: digest spool is shorter than its spool")
-                covered += DIGEST_ENTRY.unpack_from(data, cut)[2]
-                cut += DIGEST_ENTRY.size
-            if covered != size:
-                raise StateError(f"{dpath}: digest spool does not end on a record of its spool")
-            with open_private(dpath) as fh:
-                fh.truncate(cut)
-            self.sizes[shard] = size
 
     def append_block(
         self, shard: int, records: bytes | bytearray, digests: bytes | bytearray, nbytes: int
@@ -163,78 +131,6 @@ def _writing(path: Path) -> Iterator[BinaryIO]:
         ) from None
 
 
-def route_records(
-    spec: RecordsSpec,
-    state: StateDB,
-    spool_dir: Path,
-    *,
-    buffer_budget: int,
-    on_bytes: Callable[[int], None] = lambda n: None,
-    processes: int = 1,
-) -> RouteCheckpoint:
-    """Route every source record into its shard's spool; resumes from the last checkpoint.
-    `processes` > 1 parses keys in that many worker processes (same spools, faster)."""
-    with BlockRunner(processes) as runner:
-        return _route_records(spec, state, spool_dir, buffer_budget, on_bytes, runner)
-
-
-def _route_records(
-    spec: RecordsSpec,
-    state: StateDB,
-    spool_dir: Path,
-    buffer_budget: int,
-    on_bytes: Callable[[int], None],
-    runner: BlockRunner,
-) -> RouteCheckpoint:
-    cp = state.route_checkpoint(spec.dataset, spec.generation)
-    if cp is not None and cp.complete:
-        return cp
-    spools = ShardSpools(spool_dir, spec.shards, buffer_budget)
-    start = cp.next_file if cp else 0
-    spools.restore(cp.spool_sizes if cp else (0,) * spec.shards)
-    dead = DeadLetterSpool(spool_dir)
-    dead.restore(start, create=spec.quarantines)
-    csv_header = cp.csv_header if cp else spec.csv_header
-    inventory = xxhash.xxh3_128()
-    since_checkpoint = 0
-    index = -1
-    for index, src in enumerate(spec.source.list()):
-        inventory.update(f"{src.name}\0{src.size}\0{src.version}\n".encode())
-        if index < start:
-            if (
-                index == start - 1
-                and cp is not None
-                and inventory.hexdigest() != cp.inventory_digest
-            ):
-                raise StateError(
-                    f"dataset {spec.dataset}: source files routed before the interruption have"
-                    f" changed (first {start} files under {spec.source.describe()}); remove"
-                    " the state directory to start over"
-                )
-            on_bytes(src.size)
-            continue
-        sink = functools.partial(dead.add, index, src.name) if spec.quarantines else None
-        csv_header = route_file(spec, src, spools, csv_header, runner, sink)
-        on_bytes(src.size)
-        since_checkpoint += src.size
-        if since_checkpoint >= CHECKPOINT_BYTES:
-            sizes = spools.make_durable()
-            dead.make_durable()
-            cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, False)
-            state.save_route_checkpoint(spec.dataset, spec.generation, cp)
-            since_checkpoint = 0
-    if index + 1 < start:
-        raise StateError(
-            f"dataset {spec.dataset}: {start} source files were routed before, only"
-            f" {index + 1} exist now under {spec.source.describe()}"
-        )
-    sizes = spools.make_durable()
-    dead.make_durable()
-    cp = RouteCheckpoint(index + 1, inventory.hexdigest(), sizes, csv_header, True)
-    state.save_route_checkpoint(spec.dataset, spec.generation, cp)
-    return cp
-
-
 def scan_digests(
     spec: RecordsSpec,
     folder: Path,
@@ -246,16 +142,39 @@ def scan_digests(
     """Route only the digests of every source record into per-shard digest spools (no record
     bytes, no checkpoints): what the cutover gate compares with the destination. `listing`:
     the source's listing when the caller took one already, else the source is listed here."""
+    return spool_source(
+        spec,
+        folder,
+        buffer_budget=buffer_budget,
+        processes=processes,
+        listing=listing,
+        keep_records=False,
+    )
+
+
+def spool_source(
+    spec: RecordsSpec,
+    folder: Path,
+    *,
+    buffer_budget: int,
+    processes: int = 1,
+    listing: Iterable[SourceObject] | None = None,
+    keep_records: bool = True,
+) -> tuple[int, ...]:
+    """Route a whole records source, in one pass and one process, into one spool (unless not
+    `keep_records`) and one digest spool per shard; returns each shard's routed bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(spec.shards):
         write_private(digests_path(folder, shard), b"")
-    spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=False)
+        if keep_records:
+            write_private(spool_path(folder, shard), b"")
+    spools = ShardSpools(folder, spec.shards, buffer_budget, keep_records=keep_records)
     csv_header: bytes | None = None
     # Records a quarantining dataset sets aside never reach the destination: skip them here too.
     sink = (lambda bad: None) if spec.quarantines else None
     with BlockRunner(processes) as runner:
         for src in spec.source.list() if listing is None else listing:
-            csv_header = route_file(spec, src, spools, csv_header, runner, sink)
+            csv_header, _ = route_file(spec, src, spools, csv_header, runner, sink)
     return spools.make_durable()
 
 
@@ -294,31 +213,44 @@ class BlockRunner:
         self.close()
 
 
+class RoutedSink(Protocol):
+    """Where routing puts a file's records: the per-shard spools of a scan (ShardSpools) or
+    one file's routed output (routed.RoutedFileWriter)."""
+
+    keep_records: bool
+
+    def append_block(
+        self, shard: int, records: bytes | bytearray, digests: bytes | bytearray, nbytes: int
+    ) -> None: ...
+
+
 def route_file(
     spec: RecordsSpec,
     src: SourceObject,
-    spools: ShardSpools,
+    spools: RoutedSink,
     csv_header: bytes | None,
     runner: BlockRunner,
     quarantine: Callable[[list[BadRecord]], None] | None = None,
-) -> bytes | None:
-    """Route one source file into the spools; returns the CSV header in force after it.
-    `quarantine` takes the file's bad records, in order; without it a bad record stops
-    routing (BadRecordError: file, line, byte offset, reason)."""
+) -> tuple[bytes | None, int]:
+    """Route one source file into `spools`; returns the CSV header in force after it and the
+    line of the file's own header (0: none). `quarantine` takes the file's bad records, in
+    order; without it a bad record stops routing (BadRecordError: file, line, byte offset,
+    reason)."""
     path = spec.source.location(src)
     is_csv = spec.fmt == "csv"
+    line = 0
     framing = framing_of(spec.csv_delimiter if is_csv else None)
     with spec.source.open(src) as fh:
         reader = RecordBlocks(fh, framing, path, spec.max_record_size, BLOCK_BYTES)
         if is_csv:
             header = reader.first_record()
             if header is None:  # no record at all: nothing to route
-                return csv_header
+                return csv_header, 0
             record, line = header
             record = record.removesuffix(b"\r")
             if csv_header is not None and record != csv_header:
                 before = "earlier generations'" if spec.csv_header else "the first file's"
-                old, new = _differing(csv_header, record)
+                old, new = differing_headers(csv_header, record)
                 raise SourceError(
                     f"{path}:{line}: CSV header differs from {before} header: {new} here,"
                     f" {old} there; a changed schema needs a new dataset, not a sync"
@@ -348,10 +280,10 @@ def route_file(
                 spools.append_block(shard, records, digests, nbytes)
             if result.bad and quarantine is not None:
                 quarantine(result.bad)
-    return csv_header
+    return csv_header, line
 
 
-def _differing(old: bytes, new: bytes, width: int = 120) -> tuple[str, str]:
+def differing_headers(old: bytes, new: bytes, width: int = 120) -> tuple[str, str]:
     """Both header rows, shown from a little before where they first differ, `width`
     characters at most: a header of hundreds of columns stays readable."""
     a, b = old.decode("utf-8", "replace"), new.decode("utf-8", "replace")

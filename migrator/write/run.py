@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from migrator.errors import StateError, UsageError
 from migrator.keys.datakey import DataKey
@@ -24,15 +23,15 @@ from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, process_started_at
-from migrator.state.model import RouteCheckpoint
 from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
-from migrator.write.deadletter_seal import store_dead_letters
 from migrator.write.generation import BULK_GENERATION, commit_generation, working_generation
 from migrator.write.objects_delta import write_objects
 from migrator.write.records_delta import write_records
-from migrator.write.reports import DatasetReport, ProgressSink, RunReport
-from migrator.write.route import RecordsSpec, route_records, routing_processes
+from migrator.write.reports import DatasetReport, ProgressSink, RouteReport, RunReport
+from migrator.write.route import RecordsSpec, routing_processes
+from migrator.write.routed_shards import RoutedShards
+from migrator.write.routing import Routing
 from migrator.write.scope import encode_workers
 from migrator.write.stage import WriteStage
 from migrator.write.upload import abort_orphaned_uploads
@@ -70,6 +69,42 @@ class MigrationRun(WriteStage):
     ) -> None:
         super().__init__(plan, store, provider, state, progress, workers=encode_workers(plan))
         self.open_source: Callable[[DatasetPlan], Source] = open_source
+        self.worker_id: str | None = None  # the lease owner; None: this process's identity
+        self.bytes_routed = 0  # source bytes this run's routing read
+
+    def route(self, dataset: str, tasks: set[int] | None = None) -> RouteReport:
+        """Only route a records dataset (a routing step of its own, as Dagster runs it): list
+        its working generation once, route `tasks` of it (all when None, none when empty:
+        just list), and finish routing once every task is routed. Encoding is run's."""
+        ds = self.plan.dataset(dataset)
+        if ds.kind is not DatasetKind.RECORDS:
+            raise UsageError(f"dataset {dataset} holds objects: only records are routed")
+        keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
+        self.guard.keeper = keeper
+        try:
+            with self.state.lock(f"{ds.name}.datakey"):
+                keyring = load_or_create_keyring(self.store, self.provider, self.plan.name, ds.name)
+            self.state.bind_dataset_key(ds.name, keyring.first)
+            gen = working_generation(self.plan, self.state, ds).generation
+            routing = self.routing(ds, gen)
+            routing.route(tasks)
+            complete = not routing.pending()
+            if complete:
+                routing.finish(keyring.sealing_key(gen), self.store)
+            table = routing.table()
+            self.bytes_routed += routing.bytes_read
+            return RouteReport(
+                ds.name,
+                gen,
+                len(table.tasks),
+                len(table.files),
+                len(table.routed_here()),
+                routing.bytes_read,
+                complete,
+            )
+        finally:
+            keeper.close()
+            keeper.release_all()
 
     def run(
         self,
@@ -90,7 +125,7 @@ class MigrationRun(WriteStage):
         chunk; whoever completes the last shard commits the generation."""
         started = time.monotonic()
         report = RunReport(self.plan.name, self.store.describe())
-        keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
+        keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
         self.guard.keeper = keeper
         claims = ShardClaims(self.plan, self.state, keeper)
         # A sync on top of a rolled-back destination would bury the generations it lost.
@@ -223,22 +258,26 @@ class MigrationRun(WriteStage):
             if not todo:
                 scope.count_committed(selected)
                 return
-            folder = spool_dir(self.plan.state_dir, ds.name, gen)
-            cp = self._route(ds, gen, key, folder)
+            routing = self.routing(ds, gen)
+            routing.route()
+            cp = routing.finish(key, self.store)
+            self.bytes_routed += routing.bytes_read
             extra = {}
             if cp.csv_header is not None:
                 extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
             scope.count_committed([s for s in selected if s in done])
-            write_records(scope, folder, todo, cp.spool_sizes, extra)
+            folder = spool_dir(self.plan.state_dir, ds.name, gen)
+            routed = RoutedShards(
+                self.plan.state_dir, ds.name, routing.table(), folder, routing.reroute
+            )
+            write_records(scope, routed, folder, todo, extra)
         else:
             scope.count_committed([s for s in selected if s in done], count_input=True)
             if todo:
                 write_objects(scope, self.open_source(ds), todo)
 
-    def _route(self, ds: DatasetPlan, gen: int, key: DataKey, folder: Path) -> RouteCheckpoint:
-        """Route the records source into the generation's spools, or find it routed (a resumed
-        run goes on from the last checkpoint); its dead letters are stored before the lock is
-        let go."""
+    def routing(self, ds: DatasetPlan, gen: int) -> Routing:
+        """This worker's part in routing generation `gen` of a records dataset."""
         records = ds.records
         spec = RecordsSpec(
             dataset=ds.name,
@@ -252,21 +291,7 @@ class MigrationRun(WriteStage):
             on_bad_record=records.on_bad_record,
             max_record_size=self.plan.max_record_size(ds),
         )
-        # One router at a time: shard runs in parallel processes wait for it, then share it.
-        with self.state.lock(f"{ds.name}.routing"):
-            cp = self.state.route_checkpoint(spec.dataset, spec.generation)
-            processes = 1
-            if cp is None or not cp.complete:
-                total = sum(f.size for f in spec.source.list())
-                self.progress.start(ds.name, "routing", total)
-                processes = routing_processes(total, self.workers)
-            cp = route_records(
-                spec,
-                self.state,
-                folder,
-                buffer_budget=self.plan.memory_budget // 4,
-                on_bytes=self.progress.advance,
-                processes=processes,
-            )
-            store_dead_letters(self.plan, ds, gen, key, self.store, folder, cp.csv_header)
-        return cp
+        keeper = self.guard.keeper
+        if keeper is None:
+            raise StateError("routing needs the run's leases")
+        return Routing(self.plan, ds, spec, self.state, keeper, self.progress)

@@ -8,9 +8,10 @@ complete when the store confirmed the manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import xxhash
 
@@ -96,14 +97,18 @@ class ShardWriter:
     def encode_spool(self, shard: int, path: Path) -> None:
         """Cut a records spool into chunks and submit those not committed before: the cuts
         depend on the spool alone, so a resumed shard skips exactly its committed chunks."""
+        size = path.stat().st_size if path.exists() else 0
+        self.encode_stream(shard, lambda: path.open("rb"), size)
+
+    def encode_stream(self, shard: int, open_spool: Callable[[], BinaryIO], size: int) -> None:
+        """encode_spool over `size` bytes of a stream (a shard's routed segments)."""
         scope, dr = self.scope, self.scope.report
         ds, gen, plan = scope.ds, scope.generation, scope.plan
         done = {c.sequence: c for c in scope.state.shard_chunks(ds.name, gen, shard)}
-        size = path.stat().st_size if path.exists() else 0
         if size == 0:
             return
         framing = stored_framing(ds.csv_delimiter if ds.format == "csv" else None)
-        with path.open("rb") as fh:
+        with open_spool() as fh:
             offset, seq = 0, 0
             while offset < size:
                 prior = done.get(seq)

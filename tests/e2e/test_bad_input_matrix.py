@@ -312,14 +312,13 @@ def test_an_interrupted_quarantining_run_neither_loses_nor_doubles_dead_letters(
         site.write(f"f{f}.jsonl", [*records[:4], bad, *records[4:]])
         good += records
         bads.append(bad)
-    monkeypatch.setattr(route, "CHECKPOINT_BYTES", 1)  # a checkpoint after every file
     monkeypatch.setattr(deadletter, "FLUSH_BYTES", 0)  # every dead letter on disk at once
     real, calls = route.route_file, []
 
     def crash_after_third_file(*args: Any) -> Any:
         result = real(*args)
         calls.append(1)
-        if len(calls) == 3:  # its dead letter is on disk, its checkpoint is not
+        if len(calls) == 3:  # its dead letter is on disk, its index (the checkpoint) is not
             raise KeyboardInterrupt
         return result
 

@@ -19,7 +19,7 @@ from migrator.repository.names import digests_path, spool_path
 from migrator.sharding import shard_of
 from migrator.sources.local import LocalSource
 from migrator.state.db import StateDB
-from migrator.write.route import RecordsSpec, route_records
+from migrator.write.route import RecordsSpec, spool_source
 from tests.planfiles import split_records
 
 SHARDS = 5
@@ -70,7 +70,7 @@ def route_with(tmp: Path, folder: Path, fmt: str, key: str, processes: int) -> P
     out = tmp / f"spool-{processes}"
     with StateDB.sqlite_file(tmp / f"state-{processes}.sqlite") as state:
         state.bind_dataset_key("d", KEY)  # the checkpoint's listing digest is sealed
-        route_records(spec, state, out, buffer_budget=1 << 20, processes=processes)
+        spool_source(spec, out, buffer_budget=1 << 20, processes=processes)
     return out
 
 
@@ -113,5 +113,4 @@ def test_a_bad_record_in_a_worker_names_its_file_and_line(tmp_path: Path) -> Non
         pytest.raises(SourceError, match=r"a\.jsonl:3001: malformed JSON"),
     ):
         state.bind_dataset_key("d", KEY)
-        route_records(state=state, spec=spec, spool_dir=tmp_path / "o", buffer_budget=1 << 20,
-                      processes=2)  # fmt: skip
+        spool_source(spec, tmp_path / "o", buffer_budget=1 << 20, processes=2)

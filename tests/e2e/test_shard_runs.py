@@ -109,9 +109,9 @@ def test_a_worker_that_does_not_see_the_routers_spools_stops_instead_of_emptying
     with open_state(plan) as state:
         run = MigrationRun(plan, open_store(plan), open_key_provider(plan), state)
         run.run({"profiles"}, {0})  # routes every shard, works shard 0
-        spool = next((tmp_path / "state" / "spool" / "profiles").rglob("s00001.spool"))
-        spool.unlink()  # what a worker on another node, with its own state_dir, would see
-        with pytest.raises(StateError, match=r"shard 1: the spool .*s00001.spool holds 0 bytes"):
+        routed = next((tmp_path / "state" / "routed" / "profiles").rglob("*.records"))
+        routed.unlink()  # what a worker on another node, with its own state_dir, would see
+        with pytest.raises(StateError, match=r"\.records: routed output is missing; every worker"):
             run.run({"profiles"}, {1})
     result = run_cli("status", "plan.yaml", "--json", cwd=tmp_path)
     assert '"shards_complete": 1' in result.stdout  # shard 1 was not completed as empty

@@ -19,7 +19,7 @@ from migrator.sizes import KiB, MiB
 from migrator.sources.local import LocalSource
 from migrator.state.db import StateDB
 from migrator.write import route
-from migrator.write.route import RecordsSpec, route_records
+from migrator.write.route import RecordsSpec, spool_source
 
 
 def route_file(root: Path, data: bytes, *, max_record: int = 64 * MiB) -> tuple[int, ...]:
@@ -29,8 +29,7 @@ def route_file(root: Path, data: bytes, *, max_record: int = 64 * MiB) -> tuple[
     spec = RecordsSpec("d", 1, "csv", "id", 2, LocalSource(src), max_record_size=max_record)
     with StateDB.sqlite_file(root / "state.sqlite") as state:
         state.bind_dataset_key("d", DataKey(bytes(32)))  # the checkpoint is sealed
-        cp = route_records(spec, state, root / "spool", buffer_budget=4 * MiB)
-    return cp.spool_sizes
+        return spool_source(spec, root / "spool", buffer_budget=4 * MiB)
 
 
 @pytest.mark.timeout(60)

@@ -18,7 +18,7 @@ from migrator.sources.local import LocalSource
 from migrator.state.db import StateDB
 from migrator.state.private import open_private, private_dir, private_sqlite
 from migrator.wiring import open_state
-from migrator.write.route import RecordsSpec, route_records
+from migrator.write.route import RecordsSpec, spool_source
 from tests.planfiles import write_plan, write_profiles
 
 DATASET = """\
@@ -68,7 +68,7 @@ def test_spools_are_private_while_they_exist(tmp_path: Path) -> None:
     state_dir = private_dir(tmp_path / "state")
     with StateDB.sqlite_file(state_dir / "state.sqlite") as state:
         state.bind_dataset_key("d", DataKey(bytes(32)))
-        route_records(spec, state, state_dir / "spool", buffer_budget=1 << 20)
+        spool_source(spec, state_dir / "spool", buffer_budget=1 << 20)
     spools = sorted((state_dir / "spool").iterdir())
     assert len(spools) == 8  # a record spool and a digest spool a shard
     assert sum(p.stat().st_size for p in spools if p.suffix == ".spool") == sum(

@@ -22,7 +22,7 @@ from migrator.sizes import KiB, MiB
 from migrator.sources.local import LocalSource
 from migrator.state.db import StateDB
 from migrator.write import route
-from migrator.write.route import RecordsSpec, route_records
+from migrator.write.route import RecordsSpec, spool_source
 from migrator.write.route_blocks import BlockTask, route_block
 
 
@@ -238,7 +238,7 @@ def test_routing_stops_at_an_oversize_header(
     spec = RecordsSpec("d", 1, "csv", "h", 2, LocalSource(src), max_record_size=16 * KiB)
     refused = pytest.raises(RecordTooLargeError, match=r"a\.csv:2: the record starting at byte 1 ")
     with StateDB.sqlite_file(tmp_path / "state.sqlite") as state, refused:
-        route_records(spec, state, tmp_path / "spool", buffer_budget=1 * MiB)
+        spool_source(spec, tmp_path / "spool", buffer_budget=1 * MiB)
 
 
 def test_a_chunk_written_by_quote_parity_framing_still_splits_into_its_records() -> None:

@@ -1,0 +1,334 @@
+"""Routing as a stage of its own: a records source's new and changed files, cut into tasks that
+any worker of the plan claims, each routing its files into per-file outputs (routed.py).
+
+The source is listed once per generation, by whichever worker comes first, into the file table
+(file_table.py); the others read the table. Tasks are leased as shards are: a worker routes a
+task nobody holds, waits for one a live worker holds, and takes over one whose worker died. A
+routed file's index is its checkpoint, so a task taken over goes on from its first file not yet
+routed, and no file is routed twice. Each source byte is read once per generation, by one
+worker, whatever the number of workers.
+
+Where routed output lives between the stages: the plan's state_dir, a volume every worker of
+the plan mounts (as spools always required). Putting it, encrypted, in the destination instead
+would free workers of a shared filesystem, but would write and read every routed byte through
+the destination once more: at a petabyte, a second full transfer and its requests, for data
+that is deleted an hour later. docs/ARCHITECTURE.md says so too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import xxhash
+
+import migrator.write.route as route_io
+from migrator.errors import SourceError, StateError
+from migrator.keys.datakey import DataKey
+from migrator.plan.model import DatasetPlan, Plan
+from migrator.repository.names import (
+    dead_letter_spool_path,
+    file_table_path,
+    routed_dir,
+    routed_file_path,
+    spool_dir,
+)
+from migrator.sources.base import Source, SourceObject
+from migrator.state.db import StateDB
+from migrator.state.leases import LeaseKeeper, dead_on_this_host
+from migrator.state.model import RouteCheckpoint
+from migrator.stores.base import ObjectStore
+from migrator.write.deadletter import DeadLetterSpool
+from migrator.write.deadletter_seal import store_dead_letters
+from migrator.write.file_table import FileTable, TableFile, build_table, load_table
+from migrator.write.reports import ProgressSink
+from migrator.write.route import RecordsSpec, differing_headers
+from migrator.write.route_blocks import BadRecord
+from migrator.write.routed import RoutedFileWriter, RoutedIndex, load_index
+
+
+def routing_lease(dataset: str, generation: int, version: str) -> str:
+    """The lease namespace of the routing tasks of one listing of a generation (a task is
+    leased as a shard is)."""
+    return f"{dataset}@routing-g{generation}-{version}"
+
+
+class Routing:
+    """One records dataset's routing in one generation, as one worker takes part in it."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ds: DatasetPlan,
+        spec: RecordsSpec,
+        state: StateDB,
+        keeper: LeaseKeeper,
+        progress: ProgressSink,
+        *,
+        list_source: Callable[[Source], list[SourceObject]] | None = None,
+    ) -> None:
+        self.plan, self.ds, self.spec, self.state = plan, ds, spec, state
+        self.keeper, self.progress = keeper, progress
+        self.gen = spec.generation
+        self.folder = routed_dir(plan.state_dir, ds.name, self.gen)
+        self.list_source = list_source or (lambda source: list(source.list()))
+        self._table: FileTable | None = None
+        self._listed = False  # this worker listed the source for the generation
+        self._done: set[int] = set()
+        self.bytes_read = 0  # source bytes this worker routed
+
+    # --- the file table: listed once -------------------------------------------------------
+
+    def table(self) -> FileTable:
+        """The generation's file table: listed by the first worker of the generation, read by
+        the others. A run that resumes an unfinished routing (no other worker at it) lists
+        again: files changed since (a run failed on one) are routed anew, the rest is kept."""
+        if self._table is not None:
+            return self._table
+        path = file_table_path(self.folder)
+        table = load_table(path)
+        cp = self.state.route_checkpoint(self.ds.name, self.gen)
+        complete = cp is not None and cp.complete
+        if table is None or not (complete or self._listed or self._others_routing(table)):
+            with self.state.lock(f"{self.ds.name}.routing"):
+                table = load_table(path)
+                if table is None or not (self._listed or self._others_routing(table)):
+                    listing = self.list_source(self.spec.source)
+                    fresh = build_table(self.gen, listing, self._base(), attempt=table)
+                    if table is None or fresh.to_bytes() != table.to_bytes():
+                        fresh.save(path)
+                    table = fresh
+                    self._listed = True
+        self._table = table
+        return table
+
+    def _others_routing(self, table: FileTable) -> bool:
+        """Whether a live worker other than this one holds a task of the table's listing."""
+        holders = self.state.lease_holders(routing_lease(self.ds.name, self.gen, table.version))
+        return any(
+            owner != self.keeper.owner and left > 0 and not dead_on_this_host(owner)
+            for owner, left in holders.values()
+        )
+
+    def _base(self) -> FileTable | None:
+        """The table of the last committed generation whose routing completed, if the state
+        store knows it and its routed digests are all still there; else None (diff whole)."""
+        for row in reversed(self.state.generations(self.ds.name)):
+            if row.generation >= self.gen or not row.committed:
+                continue
+            cp = self.state.route_checkpoint(self.ds.name, row.generation)
+            if cp is None or not cp.complete:
+                continue  # a compaction or rotation: no routing of its own
+            table = load_table(
+                file_table_path(routed_dir(self.plan.state_dir, self.ds.name, row.generation))
+            )
+            if table is None or not all(self._origin_index(f) for f in table.files):
+                return None
+            return table
+        return None
+
+    def _origin_index(self, f: TableFile) -> RoutedIndex | None:
+        gen, slot = f.origin
+        return load_index(routed_dir(self.plan.state_dir, self.ds.name, gen), slot)
+
+    # --- routing tasks ---------------------------------------------------------------------
+
+    def pending(self, tasks: Iterable[int] | None = None) -> list[int]:
+        """The tasks (of `tasks`, else all) whose files are not all routed yet."""
+        table = self.table()
+        wanted = range(len(table.tasks)) if tasks is None else tasks
+        out = []
+        for t in wanted:
+            if t in self._done:
+                continue
+            if all(self._origin_index(table.files[p]) is not None for p in table.tasks[t]):
+                self._done.add(t)
+            else:
+                out.append(t)
+        return out
+
+    def route(self, tasks: Iterable[int] | None = None) -> None:
+        """Claim and route tasks until every one (or each of `tasks`) is routed: one a live
+        worker holds is waited for, a dead worker's is taken over where it stopped. Another
+        worker may list the generation again meanwhile: then this one goes on with that
+        listing's tasks."""
+        while True:
+            table = self.table()
+            self._route_tasks(table, tasks)
+            latest = load_table(file_table_path(self.folder))
+            if latest is None or latest.version == table.version:
+                return
+            self._table, self._done = latest, set()
+            tasks = None
+
+    def _route_tasks(self, table: FileTable, tasks: Iterable[int] | None) -> None:
+        pending = self.pending(tasks)
+        left = sum(table.task_bytes(t) for t in pending)
+        self.progress.start(self.ds.name, "routing", left)
+        ns = routing_lease(self.ds.name, self.gen, table.version)
+        offset = int.from_bytes(xxhash.xxh3_64_digest(self.keeper.owner.encode()), "big")
+        processes = route_io.routing_processes(left, self.plan.workers or 1)
+        with route_io.BlockRunner(processes) as runner:
+            while pending:
+                claimed = self._claim(ns, pending, offset)
+                if claimed is None:
+                    time.sleep(min(1.0, self.plan.lease_seconds / 4))
+                else:
+                    try:
+                        self._route_task(table, claimed, runner)
+                    finally:
+                        self.keeper.release(ns, [claimed])
+                    self._done.add(claimed)
+                pending = self.pending(pending)
+
+    def _claim(self, ns: str, pending: list[int], offset: int) -> int | None:
+        holders = self.state.lease_holders(ns)
+        order = [pending[(offset + i) % len(pending)] for i in range(len(pending))]
+        for task in order:
+            holder = holders.get(task)
+            steal = None
+            if holder is not None and holder[0] != self.keeper.owner and holder[1] > 0:
+                if not dead_on_this_host(holder[0]):
+                    continue  # a live worker routes it
+                steal = holder[0]
+            if self.keeper.claim(ns, task, steal_from=steal):
+                if self.pending([task]):
+                    return task
+                self.keeper.release(ns, [task])
+        return None
+
+    def _route_task(self, table: FileTable, task: int, runner: route_io.BlockRunner) -> None:
+        for position in table.tasks[task]:
+            f = table.files[position]
+            if self._origin_index(f) is not None:
+                continue  # routed before this worker took the task over
+            self.route_one(SourceObject(f.name, f.size, f.version), f.origin[1], runner)
+
+    def reroute(self, src: SourceObject, folder: Path) -> RoutedIndex:
+        """Route a file again, into `folder` (a scratch folder; slot 0 there)."""
+        with route_io.BlockRunner(1) as runner:
+            return self.route_one(src, 0, runner, folder)
+
+    def route_one(
+        self,
+        src: SourceObject,
+        slot: int,
+        runner: route_io.BlockRunner,
+        folder: Path | None = None,
+    ) -> RoutedIndex:
+        spec = self.spec
+        folder = folder or self.folder
+        writer = RoutedFileWriter(folder, slot, spec.shards, self.plan.memory_budget // 4)
+        dead = DeadLetterSpool(folder, routed_file_path(folder, slot, "dead"))
+        dead.restore(0, create=spec.quarantines)
+        bad = [0]
+
+        def quarantine(records: list[BadRecord]) -> None:
+            bad[0] += len(records)
+            dead.add(slot, src.name, records)
+
+        try:
+            header, line = route_io.route_file(
+                spec, src, writer, spec.csv_header, runner, quarantine if spec.quarantines else None
+            )
+            dead.make_durable()
+        except BaseException:
+            writer.abandon()
+            raise
+        index = writer.finish(header, line, bad[0])
+        self.bytes_read += src.size
+        self.progress.advance(src.size)
+        return index
+
+    # --- once every task is routed ---------------------------------------------------------
+
+    def finish(self, key: DataKey, store: ObjectStore) -> RouteCheckpoint:
+        """Once per generation, when every task is routed: check every file has the dataset's
+        CSV header, and store the generation's dead letters (every current file's, read now
+        or before); the checkpoint then says routing is complete."""
+        ds, gen = self.ds, self.gen
+        path = file_table_path(self.folder)
+        while True:
+            cp = self.state.route_checkpoint(ds.name, gen)
+            if cp is None or not cp.complete:
+                with self.state.lock(f"{ds.name}.routing"):
+                    cp = self.state.route_checkpoint(ds.name, gen)
+                    if cp is None or not cp.complete:
+                        cp = self._finish_listed(key, store) if self._latest(path) else None
+            if cp is not None:
+                self._latest(path)
+                return cp
+            self.route()  # another worker listed the generation again: its new files first
+
+    def _latest(self, path: Path) -> bool:
+        """Take the table on disk (the generation's final listing once routing is complete);
+        True when each of its tasks is routed."""
+        latest = load_table(path)
+        if latest is None:
+            raise StateError(
+                f"{path}: the generation's file table is missing; every worker of a plan must"
+                " see the same state_dir (a shared volume)"
+            )
+        if self._table is None or latest.version != self._table.version:
+            self._table, self._done = latest, set()
+        return not self.pending()
+
+    def _finish_listed(self, key: DataKey, store: ObjectStore) -> RouteCheckpoint:
+        ds, gen = self.ds, self.gen
+        table = self.table()
+        header = self._check_headers(table, self.indexes(table))
+        folder = spool_dir(self.plan.state_dir, ds.name, gen)
+        self._merge_dead_letters(table, folder)
+        store_dead_letters(self.plan, ds, gen, key, store, folder, header)
+        cp = RouteCheckpoint(len(table.files), table.listing_digest, (), header, True)
+        self.state.save_route_checkpoint(ds.name, gen, cp)
+        return cp
+
+    def indexes(self, table: FileTable) -> list[RoutedIndex]:
+        out = []
+        for position, f in enumerate(table.files):
+            index = self._origin_index(f)
+            if index is None:
+                raise SourceError(
+                    f"dataset {self.ds.name}: {f.name} (file {position}) is not routed yet"
+                )
+            out.append(index)
+        return out
+
+    def _check_headers(self, table: FileTable, indexes: list[RoutedIndex]) -> bytes | None:
+        expected = self.spec.csv_header
+        before = "earlier generations'"
+        for f, index in zip(table.files, indexes, strict=True):
+            if index.csv_header is None:
+                continue
+            if expected is None:
+                expected, before = index.csv_header, "the first file's"
+                continue
+            if index.csv_header != expected:
+                old, new = differing_headers(expected, index.csv_header)
+                where = self.spec.source.location(SourceObject(f.name, f.size, f.version))
+                raise SourceError(
+                    f"{where}:{index.header_line}: CSV header differs from {before} header:"
+                    f" {new} here, {old} there; a changed schema needs a new dataset, not a sync"
+                )
+        return expected
+
+    def _merge_dead_letters(self, table: FileTable, folder: Path) -> None:
+        """Every current file's dead letters, in file order, as the generation's one spool."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = dead_letter_spool_path(folder)
+        parts = [
+            routed_file_path(routed_dir(self.plan.state_dir, self.ds.name, g), p, "dead")
+            for g, p in (f.origin for f in table.files)
+        ]
+        parts = [p for p in parts if p.exists()]
+        if not parts and not self.spec.quarantines:
+            return
+        tmp = target.with_name(target.name + ".tmp")
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out)
+        tmp.replace(target)
