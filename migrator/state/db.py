@@ -105,6 +105,7 @@ class StateDB:
     # --- shard leases (tables/leases.py) -------------------------------------------------
 
     claim_shard = _leases.serves(LeaseTable.claim_shard)
+    claim_shards = _leases.serves(LeaseTable.claim_shards)
     renew_leases = _leases.serves(LeaseTable.renew_leases)
     release_leases = _leases.serves(LeaseTable.release_leases)
     lease_holders = _leases.serves(LeaseTable.lease_holders)
@@ -123,10 +124,13 @@ class StateDB:
     complete_shard = _shards.serves(ShardTable.complete_shard)
     shard_progress = _shards.serves(ShardTable.shard_progress)
     shard_heads = _shards.serves(ShardTable.shard_heads)
+    all_shard_heads = _shards.serves(ShardTable.all_shard_heads)
+    complete_untouched_shards = _shards.serves(ShardTable.complete_untouched_shards)
     latest_heads = _shards.serves(ShardTable.latest_heads)
     forget_shard_generations = _shards.serves(ShardTable.forget_shard_generations)
     shard_inventory = _shards.serves(ShardTable.shard_inventory)
     prune_inventories = _shards.serves(ShardTable.prune_inventories)
+    prune_all_inventories = _shards.serves(ShardTable.prune_all_inventories)
 
     # --- generations (tables/generations.py) ---------------------------------------------
 

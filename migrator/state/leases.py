@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,6 +51,10 @@ class LeaseStore(Protocol):
     def claim_shard(
         self, dataset: str, shard: int, owner: str, ttl: float, steal_from: str | None = None
     ) -> Lease | None: ...
+
+    def claim_shards(
+        self, dataset: str, shards: Sequence[int], owner: str, ttl: float
+    ) -> list[Lease]: ...
 
     def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]: ...
 
@@ -148,6 +152,20 @@ class LeaseKeeper:
             self._lost.discard((dataset, shard))
         self._start()
         return True
+
+    def claim_in_order(self, dataset: str, shards: Sequence[int]) -> int:
+        """claim each of `shards` in order, in one transaction, up to the first one another
+        worker holds; returns how many were claimed."""
+        sent = time.monotonic()
+        got = self.state.claim_shards(dataset, shards, self.owner, self.ttl)
+        with self._lock:
+            for lease in got:
+                self.held[(dataset, lease.shard)] = lease
+                self._safe_until[(dataset, lease.shard)] = sent + self.ttl * SAFE_FRACTION
+                self._lost.discard((dataset, lease.shard))
+        if got:
+            self._start()
+        return len(got)
 
     def release(self, dataset: str, shards: Iterable[int]) -> None:
         with self._lock:

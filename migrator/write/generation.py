@@ -76,8 +76,9 @@ def commit_generation(
         return False
     heads: list[ShardHead] = []
     changed_records = changed_bytes = 0
+    all_heads = state.all_shard_heads(ds.name)
     for shard in range(ds.shards):
-        stored = [h for h in state.shard_heads(ds.name, shard) if h.generation <= gen]
+        stored = [h for h in all_heads.get(shard, []) if h.generation <= gen]
         if not stored:
             raise StateError(f"dataset {ds.name} shard {shard}: complete without any manifest")
         base = max(i for i, h in enumerate(stored) if h.base)
@@ -122,8 +123,7 @@ def commit_generation(
         record_xxh3=xxhash.xxh3_128_hexdigest(sealed),
         finished_at=finished,
     )
-    for shard in range(ds.shards):
-        state.prune_inventories(ds.name, shard, gen + 1)
+    state.prune_all_inventories(ds.name, gen + 1)
     shutil.rmtree(spool, ignore_errors=True)
     prune_routed(plan, ds.name, gen)
     return True

@@ -33,7 +33,7 @@ from migrator.write.routed_shards import RoutedShards
 from migrator.write.scope import WriteScope
 from migrator.write.shard_delta import ShardDelta
 from migrator.write.shard_writer import ShardWriter
-from migrator.write.stale_chunks import complete_untouched
+from migrator.write.stale_chunks import complete_untouched_shards
 
 Opener = Callable[[], BinaryIO]
 
@@ -50,15 +50,17 @@ def write_records(
     ds, dr = scope.ds, scope.report
     todo: list[tuple[int, ShardDelta, Opener, int]] = []
     folder.mkdir(parents=True, exist_ok=True)
+    untouched: list[int] = []
     for shard in shards:
         if routed.incremental:
             found = records_change.shard_change(scope, shard, routed, folder, write_delta_spool)
         else:
             found = records_delta(scope, shard, routed, folder)
         if found is None:  # nothing changed in the shard since its last generation
-            complete_untouched(scope, shard)
+            untouched.append(shard)
             continue
         todo.append((shard, *found))
+    complete_untouched_shards(scope, untouched)
     dr.bytes_in += sum(size for *_, size in todo)
     scope.progress.start(ds.name, "encoding", sum(size for *_, size in todo))
     with ShardWriter(scope, DatasetKind.RECORDS, extra) as writer:

@@ -178,8 +178,7 @@ class MigrationRun(WriteStage):
         claims: ShardClaims,
     ) -> DatasetReport:
         """Lease every selected shard (in shard order, so runs never deadlock), then work."""
-        for shard in selected:
-            claims.wait_for(ds.name, shard)
+        claims.wait_for_all(ds.name, selected)
         row = working_generation(self.plan, self.state, ds)
         gen = row.generation
         key = self._sealing_key(ds, keyring, gen)

@@ -3,6 +3,8 @@ before the shard closed, and what an interrupted attempt sent for a shard left u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from migrator.codec.ledger_entry import EntryReason
 from migrator.repository.shard_objects import delete_objects
 from migrator.state.model import CommittedChunk
@@ -38,3 +40,16 @@ def complete_untouched(scope: WriteScope, shard: int) -> None:
     scope.guard.check(ds, shard)
     delete_chunks(scope, shard, stale, EntryReason.UNTOUCHED_SHARD)
     scope.state.complete_shard(ds, gen, shard, manifest_key=None, fence=scope.guard.fence())
+
+
+def complete_untouched_shards(scope: WriteScope, shards: Sequence[int]) -> None:
+    """complete_untouched for many shards: in one transaction when the generation holds no
+    chunk at all (a sync that changed a few shards of thousands), else one by one."""
+    ds, gen = scope.ds.name, scope.generation
+    if scope.state.has_chunks(ds, gen):
+        for shard in shards:
+            complete_untouched(scope, shard)
+        return
+    for shard in shards:
+        scope.guard.check(ds, shard)
+    scope.state.complete_untouched_shards(ds, gen, list(shards), fence=scope.guard.fence())

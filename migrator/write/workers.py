@@ -27,6 +27,16 @@ class ShardClaims:
         self.state = state
         self.keeper = keeper
 
+    def wait_for_all(self, dataset: str, shards: list[int]) -> None:
+        """Hold the leases of `shards`, taken in order: as many as are free at once, then
+        waiting for the first a live run holds, and so on."""
+        at = 0
+        while at < len(shards):
+            at += self.keeper.claim_in_order(dataset, shards[at:])
+            if at < len(shards):
+                self.wait_for(dataset, shards[at])
+                at += 1
+
     def wait_for(self, dataset: str, shard: int) -> None:
         """Hold the shard's lease, waiting while a live run holds it."""
         while not self.keeper.claim(dataset, shard):

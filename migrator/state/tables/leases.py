@@ -3,9 +3,9 @@ and checked by every write of a shard (the fence) inside that write's own transa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from migrator.state.backend import Backend, server_now
 from migrator.state.leases import Fence, Lease, LeaseLostError
@@ -45,6 +45,39 @@ class LeaseTable:
             token = conn.execute(upsert).scalar()
         return None if token is None else Lease(dataset, shard, owner, int(token))
 
+    def claim_shards(
+        self, dataset: str, shards: Sequence[int], owner: str, ttl: float
+    ) -> list[Lease]:
+        """claim_shard for each of `shards` in order, in one transaction, up to the first one
+        held by someone else: a run leasing thousands of shards pays one commit, and still
+        takes them in order (two runs never wait on each other's shards crosswise)."""
+        got: list[Lease] = []
+        stmt = self.backend.insert(leases).values(
+            dataset=dataset,
+            shard=bindparam("s"),
+            owner=owner,
+            token=1,
+            expires_at=server_now() + ttl,
+            claimed_at=server_now(),
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["dataset", "shard"],
+            set_={
+                "owner": stmt.excluded.owner,
+                "token": leases.c.token + 1,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
+            where=(leases.c.expires_at < server_now()) | (leases.c.owner == owner),
+        ).returning(leases.c.token)
+        with self.backend.write(f"claim {len(shards)} shards") as conn:
+            for shard in shards:
+                token = conn.execute(upsert, {"s": shard}).scalar()
+                if token is None:
+                    break
+                got.append(Lease(dataset, shard, owner, int(token)))
+        return got
+
     def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]:
         """Extend every lease still held; returns those lost (taken over by another worker)."""
         lost = []
@@ -67,16 +100,14 @@ class LeaseTable:
         return lost
 
     def release_leases(self, held: Iterable[Lease]) -> None:
+        rows = [
+            {"d": x.dataset, "s": x.shard, "o": x.owner, "t": x.token}
+            for x in sorted(held, key=lambda x: (x.dataset, x.shard))
+        ]
+        if not rows:
+            return
         with self.backend.write("release leases") as conn:
-            for lease in sorted(held, key=lambda x: (x.dataset, x.shard)):
-                conn.execute(
-                    delete(leases).where(
-                        leases.c.dataset == lease.dataset,
-                        leases.c.shard == lease.shard,
-                        leases.c.owner == lease.owner,
-                        leases.c.token == lease.token,
-                    )
-                )
+            conn.execute(_RELEASE, rows)  # one statement, many parameter sets
 
     def lease_holders(self, dataset: str) -> dict[int, tuple[str, float]]:
         """shard -> (owner, seconds until the lease lapses; negative: lapsed)."""
@@ -111,3 +142,11 @@ class LeaseTable:
                     f"dataset {dataset} shard {shard}: this worker's lease lapsed and another"
                     " worker took the shard over; nothing of this worker was recorded for it"
                 )
+
+
+_RELEASE = delete(leases).where(
+    leases.c.dataset == bindparam("d"),
+    leases.c.shard == bindparam("s"),
+    leases.c.owner == bindparam("o"),
+    leases.c.token == bindparam("t"),
+)

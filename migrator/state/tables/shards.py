@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, Delete, bindparam, delete, func, select
 
 from migrator.state.leases import Fence
 from migrator.state.model import (
@@ -129,6 +129,41 @@ class ShardTable(FencedTable):
                     self.backend.upsert(shard_maps, inv, ["dataset", "shard", "generation"]), inv
                 )
 
+    def complete_untouched_shards(
+        self, dataset: str, generation: int, shard_ids: Sequence[int], fence: Fence | None = None
+    ) -> None:
+        """complete_shard without a manifest for each of `shard_ids` (none has a chunk in the
+        generation), in one transaction: a sync that changed a few shards of thousands does
+        not pay a commit for each of the others."""
+        if not shard_ids:
+            return
+        with self.backend.write(f"complete {len(shard_ids)} untouched shards") as conn:
+            self.leases.check_fence(conn, dataset, shard_ids, fence)
+            now = time.time()
+            for shard in shard_ids:
+                old = _status(conn, dataset, generation, shard)
+                check_shard_move(dataset, shard, old, ShardStatus.COMPLETE)
+                row = {
+                    "dataset": dataset,
+                    "generation": generation,
+                    "shard": shard,
+                    "status": str(ShardStatus.COMPLETE),
+                    "manifest_key": None,
+                    "updated_at": now,
+                    "manifest_xxh3": None,
+                    "base": 0,
+                    "live_records": 0,
+                    "digest": None,
+                    "removed_records": 0,
+                    "chunks_n": 0,
+                    "records_n": 0,
+                    "plain_n": 0,
+                    "stored_n": 0,
+                }
+                conn.execute(
+                    self.backend.upsert(shards, row, ["dataset", "generation", "shard"]), row
+                )
+
     def shard_progress(self, dataset: str, generation: int) -> list[ShardProgress]:
         """Every shard with a status, in shard order. A complete shard's totals were kept when
         it completed; only shards still open are summed from their chunks, so this stays fast
@@ -168,6 +203,10 @@ class ShardTable(FencedTable):
     def shard_heads(self, dataset: str, shard: int) -> list[ShardHeadRow]:
         """Every stored manifest of the shard, oldest first."""
         return self._heads(dataset, shard).get(shard, [])
+
+    def all_shard_heads(self, dataset: str) -> dict[int, list[ShardHeadRow]]:
+        """shard_heads of every shard, in one query."""
+        return self._heads(dataset, None)
 
     def latest_heads(self, dataset: str) -> dict[int, ShardHeadRow]:
         """Each shard's newest stored manifest, in one query."""
@@ -266,6 +305,30 @@ class ShardTable(FencedTable):
                     shard_maps.c.generation < newest,
                 )
             )
+
+    def prune_all_inventories(self, dataset: str, keep_from: int) -> None:
+        """prune_inventories for every shard of the dataset, in one statement."""
+        with self.backend.write("prune inventories") as conn:
+            conn.execute(_PRUNE, {"d": dataset, "keep": keep_from})
+
+
+def _prune_statement() -> Delete:
+    older = shard_maps.alias("newer")
+    newest = (
+        select(func.max(older.c.generation))
+        .where(
+            older.c.dataset == shard_maps.c.dataset,
+            older.c.shard == shard_maps.c.shard,
+            older.c.generation < bindparam("keep"),
+        )
+        .scalar_subquery()
+    )
+    return delete(shard_maps).where(
+        shard_maps.c.dataset == bindparam("d"), shard_maps.c.generation < newest
+    )
+
+
+_PRUNE = _prune_statement()
 
 
 def _status(conn: Connection, dataset: str, generation: int, shard: int) -> ShardStatus:
