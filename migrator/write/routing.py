@@ -68,6 +68,7 @@ class Routing:
         progress: ProgressSink,
         *,
         list_source: Callable[[Source], list[SourceObject]] | None = None,
+        since: float | None = None,
     ) -> None:
         self.plan, self.ds, self.spec, self.state = plan, ds, spec, state
         self.keeper, self.progress = keeper, progress
@@ -76,6 +77,9 @@ class Routing:
         self.list_source = list_source or (lambda source: list(source.list()))
         self._table: FileTable | None = None
         self._listed = False  # this worker listed the source for the generation
+        # When this run started: a table saved before then is an interrupted run's, listed
+        # again unless a live worker routes by it.
+        self.since = time.time() if since is None else since
         self._done: set[int] = set()
         self.bytes_read = 0  # source bytes this worker routed
 
@@ -91,10 +95,10 @@ class Routing:
         table = load_table(path)
         cp = self.state.route_checkpoint(self.ds.name, self.gen)
         complete = cp is not None and cp.complete
-        if table is None or not (complete or self._listed or self._others_routing(table)):
+        if table is None or not (complete or self._current(path, table)):
             with self.state.lock(f"{self.ds.name}.routing"):
                 table = load_table(path)
-                if table is None or not (self._listed or self._others_routing(table)):
+                if table is None or not self._current(path, table):
                     listing = self.list_source(self.spec.source)
                     fresh = build_table(self.gen, listing, self._base(), attempt=table)
                     if table is None or fresh.to_bytes() != table.to_bytes():
@@ -103,6 +107,18 @@ class Routing:
                     self._listed = True
         self._table = table
         return table
+
+    def _current(self, path: Path, table: FileTable) -> bool:
+        """Whether the table on disk stands for this run: this run listed it, or a worker of
+        its cohort did (after this run started), or another live worker routes by it."""
+        if self._listed:
+            return True
+        try:
+            if path.stat().st_mtime >= self.since:
+                return True
+        except FileNotFoundError:
+            return False
+        return self._others_routing(table)
 
     def _others_routing(self, table: FileTable) -> bool:
         """Whether a live worker other than this one holds a task of the table's listing."""

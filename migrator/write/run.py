@@ -71,6 +71,9 @@ class MigrationRun(WriteStage):
         self.open_source: Callable[[DatasetPlan], Source] = open_source
         self.worker_id: str | None = None  # the lease owner; None: this process's identity
         self.bytes_routed = 0  # source bytes this run's routing read
+        self.started_at = time.time()
+        self._routings: dict[tuple[str, int], Routing] = {}
+        self._routed: dict[tuple[str, int], RoutedShards] = {}
 
     def route(self, dataset: str, tasks: set[int] | None = None) -> RouteReport:
         """Only route a records dataset (a routing step of its own, as Dagster runs it): list
@@ -81,25 +84,27 @@ class MigrationRun(WriteStage):
             raise UsageError(f"dataset {dataset} holds objects: only records are routed")
         keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
         self.guard.keeper = keeper
+        self.started_at = time.time()
         try:
             with self.state.lock(f"{ds.name}.datakey"):
                 keyring = load_or_create_keyring(self.store, self.provider, self.plan.name, ds.name)
             self.state.bind_dataset_key(ds.name, keyring.first)
             gen = working_generation(self.plan, self.state, ds).generation
             routing = self.routing(ds, gen)
+            read_before = routing.bytes_read
             routing.route(tasks)
             complete = not routing.pending()
             if complete:
                 routing.finish(keyring.sealing_key(gen), self.store)
             table = routing.table()
-            self.bytes_routed += routing.bytes_read
+            self.bytes_routed += routing.bytes_read - read_before
             return RouteReport(
                 ds.name,
                 gen,
                 len(table.tasks),
                 len(table.files),
                 len(table.routed_here()),
-                routing.bytes_read,
+                routing.bytes_read - read_before,
                 complete,
             )
         finally:
@@ -124,6 +129,7 @@ class MigrationRun(WriteStage):
         a shard whose worker died is taken over once its lease lapses, from its last committed
         chunk; whoever completes the last shard commits the generation."""
         started = time.monotonic()
+        self.started_at = time.time()
         report = RunReport(self.plan.name, self.store.describe())
         keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
         self.guard.keeper = keeper
@@ -258,17 +264,21 @@ class MigrationRun(WriteStage):
                 scope.count_committed(selected)
                 return
             routing = self.routing(ds, gen)
+            read_before = routing.bytes_read
             routing.route()
             cp = routing.finish(key, self.store)
-            self.bytes_routed += routing.bytes_read
+            self.bytes_routed += routing.bytes_read - read_before
             extra = {}
             if cp.csv_header is not None:
                 extra["csv_header"] = cp.csv_header.decode("utf-8", "surrogateescape")
             scope.count_committed([s for s in selected if s in done])
             folder = spool_dir(self.plan.state_dir, ds.name, gen)
-            routed = RoutedShards(
-                self.plan.state_dir, ds.name, routing.table(), folder, routing.reroute
-            )
+            routed = self._routed.get((ds.name, gen))
+            if routed is None or routed.table is not routing.table():
+                routed = RoutedShards(
+                    self.plan.state_dir, ds.name, routing.table(), folder, routing.reroute
+                )
+                self._routed[(ds.name, gen)] = routed
             write_records(scope, routed, folder, todo, extra)
         else:
             scope.count_committed([s for s in selected if s in done], count_input=True)
@@ -293,4 +303,11 @@ class MigrationRun(WriteStage):
         keeper = self.guard.keeper
         if keeper is None:
             raise StateError("routing needs the run's leases")
-        return Routing(self.plan, ds, spec, self.state, keeper, self.progress)
+        known = self._routings.get((ds.name, gen))
+        if known is not None and known.keeper is keeper:
+            return known  # a worker's later shard batches: the routing it took part in
+        routing = Routing(
+            self.plan, ds, spec, self.state, keeper, self.progress, since=self.started_at
+        )
+        self._routings[(ds.name, gen)] = routing
+        return routing
