@@ -54,6 +54,7 @@ class FileTable:
     retired: tuple[TableFile, ...]  # the base's files changed or removed since
     tasks: tuple[tuple[int, ...], ...]  # positions (in files) of those routed in this generation
     listing_digest: str
+    routing: str = ""  # the routing settings' signature (routing.routing_signature)
 
     @property
     def incremental(self) -> bool:
@@ -81,6 +82,7 @@ class FileTable:
             "retired": rows(self.retired),
             "tasks": self.tasks,
             "listing": self.listing_digest,
+            "routing": self.routing,
         }
         return zstandard.ZstdCompressor(level=3).compress(orjson.dumps(doc))
 
@@ -102,6 +104,7 @@ class FileTable:
                 files(doc["retired"]),
                 tuple(tuple(int(p) for p in task) for task in doc["tasks"]),
                 str(doc["listing"]),
+                str(doc.get("routing", "")),
             )
         except (
             zstandard.ZstdError,
@@ -140,6 +143,7 @@ def build_table(
     generation: int,
     listing: list[SourceObject],
     base: FileTable | None,
+    routing: str = "",
     *,
     attempt: FileTable | None = None,
     task_bytes: int = TASK_BYTES,
@@ -189,6 +193,7 @@ def build_table(
         retired,
         tuple(tasks),
         listing_digest(listing),
+        routing,
     )
 
 

@@ -154,6 +154,11 @@ class RoutedFileWriter:
             fh.close()
 
 
+def is_routed(folder: Path, slot: int) -> bool:
+    """Whether the file is routed (its index is in place), without reading the index."""
+    return routed_file_path(folder, slot, "index").exists()
+
+
 def load_index(folder: Path, position: int) -> RoutedIndex | None:
     """The file's routing index, or None while it is not (completely) routed."""
     path = routed_file_path(folder, position, "index")

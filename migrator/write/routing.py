@@ -46,7 +46,21 @@ from migrator.write.file_table import FileTable, TableFile, build_table, load_ta
 from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
 from migrator.write.route_blocks import BadRecord
-from migrator.write.routed import RoutedFileWriter, RoutedIndex, load_index
+from migrator.write.routed import RoutedFileWriter, RoutedIndex, is_routed, load_index
+
+
+def routing_signature(spec: RecordsSpec) -> str:
+    """What a file's routed output depends on besides its bytes: a base table routed with
+    other settings is not reused (the plan's layout check refuses most such changes anyway)."""
+    parts = (
+        spec.fmt,
+        spec.key_field,
+        spec.shards,
+        spec.csv_delimiter,
+        spec.on_bad_record,
+        spec.max_record_size,
+    )
+    return xxhash.xxh3_64_hexdigest(repr(parts).encode())
 
 
 def routing_lease(dataset: str, generation: int, version: str) -> str:
@@ -73,6 +87,7 @@ class Routing:
         self.plan, self.ds, self.spec, self.state = plan, ds, spec, state
         self.keeper, self.progress = keeper, progress
         self.gen = spec.generation
+        self.signature = routing_signature(spec)
         self.folder = routed_dir(plan.state_dir, ds.name, self.gen)
         self.list_source = list_source or (lambda source: list(source.list()))
         self._table: FileTable | None = None
@@ -100,7 +115,11 @@ class Routing:
                 table = load_table(path)
                 if table is None or not self._current(path, table):
                     listing = self.list_source(self.spec.source)
-                    fresh = build_table(self.gen, listing, self._base(), attempt=table)
+                    base = self._base()
+                    attempt = (
+                        table if table is not None and table.routing == self.signature else None
+                    )
+                    fresh = build_table(self.gen, listing, base, self.signature, attempt=attempt)
                     if table is None or fresh.to_bytes() != table.to_bytes():
                         fresh.save(path)
                     table = fresh
@@ -140,10 +159,16 @@ class Routing:
             table = load_table(
                 file_table_path(routed_dir(self.plan.state_dir, self.ds.name, row.generation))
             )
-            if table is None or not all(self._origin_index(f) for f in table.files):
+            if table is None or table.routing != self.signature:
+                return None  # routed by other settings: its digests mean something else
+            if not all(self._routed(f) for f in table.files):
                 return None
             return table
         return None
+
+    def _routed(self, f: TableFile) -> bool:
+        gen, slot = f.origin
+        return is_routed(routed_dir(self.plan.state_dir, self.ds.name, gen), slot)
 
     def _origin_index(self, f: TableFile) -> RoutedIndex | None:
         gen, slot = f.origin
@@ -159,7 +184,7 @@ class Routing:
         for t in wanted:
             if t in self._done:
                 continue
-            if all(self._origin_index(table.files[p]) is not None for p in table.tasks[t]):
+            if all(self._routed(table.files[p]) for p in table.tasks[t]):
                 self._done.add(t)
             else:
                 out.append(t)
@@ -218,7 +243,7 @@ class Routing:
     def _route_task(self, table: FileTable, task: int, runner: route_io.BlockRunner) -> None:
         for position in table.tasks[task]:
             f = table.files[position]
-            if self._origin_index(f) is not None:
+            if self._routed(f):
                 continue  # routed before this worker took the task over
             self.route_one(SourceObject(f.name, f.size, f.version), f.origin[1], runner)
 
@@ -294,7 +319,7 @@ class Routing:
     def _finish_listed(self, key: DataKey, store: ObjectStore) -> RouteCheckpoint:
         ds, gen = self.ds, self.gen
         table = self.table()
-        header = self._check_headers(table, self.indexes(table))
+        header = self._check_headers(table)
         folder = spool_dir(self.plan.state_dir, ds.name, gen)
         self._merge_dead_letters(table, folder)
         store_dead_letters(self.plan, ds, gen, key, store, folder, header)
@@ -302,21 +327,21 @@ class Routing:
         self.state.save_route_checkpoint(ds.name, gen, cp)
         return cp
 
-    def indexes(self, table: FileTable) -> list[RoutedIndex]:
-        out = []
-        for position, f in enumerate(table.files):
-            index = self._origin_index(f)
-            if index is None:
-                raise SourceError(
-                    f"dataset {self.ds.name}: {f.name} (file {position}) is not routed yet"
-                )
-            out.append(index)
-        return out
-
-    def _check_headers(self, table: FileTable, indexes: list[RoutedIndex]) -> bytes | None:
+    def _check_headers(self, table: FileTable) -> bytes | None:
+        """The dataset's CSV header, every file checked to have it: those read in this
+        generation (the others were checked when they were read), or, with no header known
+        from an earlier generation, every file against the first."""
+        if self.spec.fmt != "csv":
+            return None
         expected = self.spec.csv_header
         before = "earlier generations'"
-        for f, index in zip(table.files, indexes, strict=True):
+        files = table.files
+        if expected is not None:
+            files = tuple(table.files[p] for p in sorted(table.routed_here()))
+        for f in files:
+            index = self._origin_index(f)
+            if index is None:
+                raise StateError(f"dataset {self.ds.name}: {f.name} is not routed yet")
             if index.csv_header is None:
                 continue
             if expected is None:
