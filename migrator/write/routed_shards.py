@@ -9,6 +9,7 @@ again whole, so that file is read again for them).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from migrator.repository.names import routed_dir, routed_file_path
 from migrator.sources.base import SourceObject
 from migrator.write.file_table import FileTable, TableFile
 from migrator.write.routed import RoutedIndex, Segment, SegmentReader, load_index, read_segments
+
+READ_BUFFER = 8 * 1024 * 1024
 
 # Route a file again into a scratch folder (position 0 there): for the rare duplicated key.
 Reroute = Callable[[SourceObject, Path], RoutedIndex]
@@ -37,7 +40,9 @@ class RoutedShard:
         return sum(s.length for s in self.segments)
 
     def open(self) -> BinaryIO:
-        return cast(BinaryIO, SegmentReader(self.segments))
+        """The records as one buffered stream: a delta spool reads them a record at a time."""
+        reader = io.BufferedReader(SegmentReader(self.segments), buffer_size=READ_BUFFER)
+        return cast(BinaryIO, reader)
 
 
 class RoutedShards:
@@ -54,7 +59,11 @@ class RoutedShards:
 
     @property
     def incremental(self) -> bool:
-        return self.table.incremental
+        """Whether a shard's change is worked out from the changed files alone: with a base
+        table, and some file carried over from it (when every file was read again, one diff
+        of the whole shard costs less than taking every file out and putting it back)."""
+        gen = self.table.generation
+        return self.table.incremental and any(f.origin[0] != gen for f in self.table.files)
 
     def _folder(self, f: TableFile) -> Path:
         return routed_dir(self.state_dir, self.dataset, f.origin[0])
