@@ -65,6 +65,10 @@ class SourceError(MigratorError):
     """A source file or record cannot be read; names file and line where known."""
 
 
+class SourceChangedError(SourceError):
+    """A source file or object changed between its listing and its reading."""
+
+
 class BadRecordError(SourceError):
     """A source record routing cannot use (malformed, no key, ...): its file, line and reason,
     and, where routing found it, the byte offset of the record in its file."""

@@ -7,6 +7,7 @@ reads pull the downloader's chunks one at a time: a blob is never held in memory
 
 from __future__ import annotations
 
+import heapq
 import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -18,10 +19,16 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobProperties, ContainerClient, StorageStreamDownloader
+from azure.storage.blob import (
+    BlobPrefix,
+    BlobProperties,
+    ContainerClient,
+    StorageStreamDownloader,
+)
 
-from migrator.errors import SourceError
+from migrator.errors import SourceChangedError, SourceError
 from migrator.sources.base import PrefixedSource, SourceObject, list_page_size
+from migrator.sources.listing import Folder, Level, Ranges, plan_folder_units, utf16_order
 from migrator.stores.azure_client import BlobRetry, key_credential, public_location
 from migrator.stores.base import key_prefix
 
@@ -75,8 +82,18 @@ class AzureSource(PrefixedSource):
 
     def list(self) -> Iterator[SourceObject]:
         """List Blobs pages, in the service's (lexicographic) name order."""
+        return self._below("")
+
+    def list_ranges(self, parts: int) -> Ranges:
+        """The top levels' blobs, and a run per virtual folder below them (sources.listing):
+        List Blobs cannot start after a name, so the runs are cut at '/' only."""
+        units = plan_folder_units(self._level, parts)
+        return iter([iter(u) if isinstance(u, list) else self._below(u.prefix) for u in units])
+
+    def _below(self, rel: str) -> Iterator[SourceObject]:
+        """Every blob whose name starts with `rel`, in the service's order."""
         blobs = self._client.list_blobs(
-            name_starts_with=self.prefix or None,
+            name_starts_with=(self.prefix + rel) or None,
             include=["metadata"],
             results_per_page=self.page_size,
         )
@@ -88,6 +105,31 @@ class AzureSource(PrefixedSource):
                 yield SourceObject(blob.name[skip:], blob.size, str(blob.etag).strip('"'))
         except AzureError as exc:
             raise self.error(self.describe(), "list", exc) from exc
+
+    def _level(self, rel: str) -> Level:
+        """One level below `rel` with a '/' delimiter, in the service's order: the SDK gives a
+        page's folders before its blobs, so the two are merged back by name (UTF-16 order)."""
+        skip = len(self.prefix)
+        items = self._client.walk_blobs(
+            name_starts_with=(self.prefix + rel) or None,
+            include=["metadata"],
+            delimiter="/",
+            results_per_page=self.page_size,
+        )
+        blobs: list[SourceObject | Folder] = []
+        folders: dict[str, SourceObject | Folder] = {}  # a folder may come again on the next page
+        try:
+            for item in items:
+                name = item.name[skip:]
+                if isinstance(item, BlobPrefix):
+                    folders.setdefault(name, Folder(name))
+                elif not _folder_marker(item):
+                    blobs.append(SourceObject(name, item.size, str(item.etag).strip('"')))
+        except AzureError as exc:
+            raise self.error(self.describe(), "list", exc) from exc
+        return list(
+            heapq.merge(blobs, folders.values(), key=lambda unit: utf16_order(_unit_name(unit)))
+        )
 
     def open(self, obj: SourceObject) -> BinaryIO:
         downloader = self._download(obj, None, None)
@@ -124,7 +166,7 @@ class AzureSource(PrefixedSource):
             raise self.error(self.location(obj), "read", exc) from exc
         expected = obj.size if length is None else length
         if downloader.size != expected:
-            raise SourceError(
+            raise SourceChangedError(
                 f"{self.location(obj)}: changed since it was listed (the service has"
                 f" {downloader.size} bytes, not {expected}); run again to pick it up"
             )
@@ -138,17 +180,21 @@ class AzureSource(PrefixedSource):
             error_code = getattr(exc, "error_code", None)  # a StorageErrorCode, or a str
             code = str(getattr(error_code, "value", error_code) or exc.status_code or "")
         if isinstance(exc, ResourceModifiedError) or code in _CHANGED_CODES:
-            return SourceError(
+            return SourceChangedError(
                 f"{where}: changed since it was listed ({code or 412}); run again to pick it up"
             )
         if code == "ContainerNotFound":
             return SourceError(f"{self.root}: container does not exist ({code})")
         if isinstance(exc, ResourceNotFoundError):
-            return SourceError(f"{where}: not found ({code}); deleted since it was listed?")
+            return SourceChangedError(f"{where}: not found ({code}); deleted since it was listed?")
         # The message's first line: the rest repeats request ids and XML.
         lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
         reason = f"{code or type(exc).__name__}: {lines[0] if lines else ''}"
         return SourceError(f"{where}: {operation} failed: {reason}")
+
+
+def _unit_name(unit: SourceObject | Folder) -> str:
+    return unit.name if isinstance(unit, SourceObject) else unit.prefix
 
 
 def _folder_marker(blob: BlobProperties) -> bool:

@@ -1,10 +1,11 @@
 """The seam for source I/O: local files, an S3 bucket or an Azure container look the same.
 
-Listings stream in name order (lexicographic: code points, or UTF-16 code units as Azure Blob
-sorts) and are never held whole; reads check the object's version, so a part read after the
-object changed is refused instead of mixed with parts of the old content. Zero-byte folder
-markers (`dir/` as S3 consoles make them, Azure's `hdi_isfolder` blobs) hold no data and are not
-listed; every other object is, whatever its name.
+`list()` streams in name order (lexicographic: code points, or UTF-16 code units as Azure Blob
+sorts), never held whole; a run lists once, in parallel where the source can split itself
+(sources.listing), and keeps that listing. Reads check the object's version, so a part read
+after the object changed is refused instead of mixed with parts of the old content. Zero-byte
+folder markers (`dir/` as S3 consoles make them, Azure's `hdi_isfolder` blobs) hold no data and
+are not listed; every other object is, whatever its name.
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ class SourceView:
 
     inner: Source
 
+    def list(self) -> Iterator[SourceObject]:
+        return self.narrow(self.inner.list())
+
+    def narrow(self, listing: Iterator[SourceObject]) -> Iterator[SourceObject]:
+        """The inner source's listing, whole and in order, as this view shows it: the one place
+        a view says what it lets through, whether the listing came from `list()` or in
+        parallel runs (sources.listing)."""
+        return listing
+
     def open(self, obj: SourceObject) -> BinaryIO:
         return self.inner.open(obj)
 
@@ -104,8 +114,8 @@ class FilteredSource(SourceView):
         self.inner = inner
         self.include = tuple(include) if include else None
 
-    def list(self) -> Iterator[SourceObject]:
-        for obj in self.inner.list():
+    def narrow(self, listing: Iterator[SourceObject]) -> Iterator[SourceObject]:
+        for obj in listing:
             if included(obj.name, self.include):
                 yield obj
 
@@ -122,9 +132,9 @@ class RestorableNames(SourceView):
         self.inner = inner
         self.dataset = dataset
 
-    def list(self) -> Iterator[SourceObject]:
+    def narrow(self, listing: Iterator[SourceObject]) -> Iterator[SourceObject]:
         check = ListingNameCheck(self.inner.describe())
-        for obj in self.inner.list():
+        for obj in listing:
             if check.accept(obj.name):
                 yield obj
         check.finish(f"dataset {self.dataset}")

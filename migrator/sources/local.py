@@ -1,4 +1,5 @@
-"""Local source files (exports, mounted volumes): listed in name order, one folder at a time."""
+"""Local source files (exports, mounted volumes): listed in name order, one folder at a time
+(or a thread per folder, sources.listing)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from migrator.errors import SourceError
+from migrator.errors import SourceChangedError, SourceError
 from migrator.sources.base import SourceObject
+from migrator.sources.listing import Folder, Level, Ranges, plan_folder_units
 
 
 def _version(st: os.stat_result) -> str:
@@ -30,34 +32,59 @@ class LocalSource:
         return str(self.root / obj.name)
 
     def list(self) -> Iterator[SourceObject]:
+        self._check_root()
+        yield from self._below("")
+
+    def list_ranges(self, parts: int) -> Ranges:
+        """The top folders' names, and a run per folder below them (sources.listing)."""
+        self._check_root()
+        units = plan_folder_units(self._level, parts)
+        return iter([iter(u) if isinstance(u, list) else self._below(u.prefix) for u in units])
+
+    def _check_root(self) -> None:
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: source folder does not exist")
-        yield from self._walk(self.root, "")
 
-    def _walk(self, folder: Path, rel: str) -> Iterator[SourceObject]:
+    def _below(self, rel: str) -> Iterator[SourceObject]:
+        """Every file below the folder `rel` ('' or ending in '/'), in name order."""
+        for item in self._level(rel):
+            if isinstance(item, Folder):
+                yield from self._below(item.prefix)
+            else:
+                yield item
+
+    def _level(self, rel: str) -> Level:
+        """The folder's files and folders, in name order: a folder sorts as its name and a '/',
+        so walking into each folder in turn yields whole names in order."""
+        folder = self.root / rel if rel else self.root
         try:
             with os.scandir(folder) as it:
-                # A folder sorts as its name and a '/': the walk yields whole names in order.
                 entries = sorted(it, key=_order)
         except OSError as exc:
             raise SourceError(f"{folder}: cannot list ({exc.strerror})") from None
+        level: Level = []
         for entry in entries:
             name = f"{rel}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(Path(entry.path), name + "/")
+                level.append(Folder(name + "/"))
             elif entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
-                yield SourceObject(name, st.st_size, _version(st))
+                level.append(SourceObject(name, st.st_size, _version(st)))
+        return level
 
     def _open_checked(self, obj: SourceObject, buffering: int) -> BinaryIO:
         path = self.root / obj.name
         try:
             fh = path.open("rb", buffering=buffering)
+        except FileNotFoundError:
+            raise SourceChangedError(f"{path}: deleted since it was listed; run again") from None
         except OSError as exc:
             raise SourceError(f"{path}: cannot open ({exc.strerror})") from None
         if _version(os.fstat(fh.fileno())) != obj.version:
             fh.close()
-            raise SourceError(f"{path}: changed since it was listed; run again to pick it up")
+            raise SourceChangedError(
+                f"{path}: changed since it was listed; run again to pick it up"
+            )
         return fh
 
     def open(self, obj: SourceObject) -> BinaryIO:
