@@ -53,7 +53,14 @@ class LeaseStore(Protocol):
     ) -> Lease | None: ...
 
     def claim_shards(
-        self, dataset: str, shards: Sequence[int], owner: str, ttl: float
+        self,
+        dataset: str,
+        shards: Sequence[int],
+        owner: str,
+        ttl: float,
+        *,
+        skip_held: bool = False,
+        limit: int | None = None,
     ) -> list[Lease]: ...
 
     def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]: ...
@@ -156,8 +163,22 @@ class LeaseKeeper:
     def claim_in_order(self, dataset: str, shards: Sequence[int]) -> int:
         """claim each of `shards` in order, in one transaction, up to the first one another
         worker holds; returns how many were claimed."""
+        return len(self.claim_many(dataset, shards))
+
+    def claim_many(
+        self,
+        dataset: str,
+        shards: Sequence[int],
+        *,
+        skip_held: bool = False,
+        limit: int | None = None,
+    ) -> list[int]:
+        """claim `shards` in order in one transaction (state store claim_shards); returns the
+        shards claimed."""
         sent = time.monotonic()
-        got = self.state.claim_shards(dataset, shards, self.owner, self.ttl)
+        got = self.state.claim_shards(
+            dataset, shards, self.owner, self.ttl, skip_held=skip_held, limit=limit
+        )
         with self._lock:
             for lease in got:
                 self.held[(dataset, lease.shard)] = lease
@@ -165,7 +186,7 @@ class LeaseKeeper:
                 self._lost.discard((dataset, lease.shard))
         if got:
             self._start()
-        return len(got)
+        return [lease.shard for lease in got]
 
     def release(self, dataset: str, shards: Iterable[int]) -> None:
         with self._lock:

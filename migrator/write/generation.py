@@ -24,7 +24,7 @@ from migrator.repository.names import spool_dir, spools_root
 from migrator.state.db import StateDB
 from migrator.state.model import GenerationRow, ShardStatus
 from migrator.stores.base import ObjectStore
-from migrator.write.file_table import prune_routed
+from migrator.write.listing import prune_routed
 
 BULK_GENERATION = 1  # the first run of a dataset; every later run is a sync generation
 

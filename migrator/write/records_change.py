@@ -1,4 +1,5 @@
-"""A sync's change set of one records shard, from the files that changed alone.
+"""A sync's change set of one records shard: from the files that changed alone (shard_change),
+or, when every file was read, from a diff of the whole shard (whole_shard_change).
 
 The shard's inventory is a multiset of digest entries, one per record. What a changed or
 removed file contributed to it (its digests from the generation that read it) leaves it; what
@@ -24,6 +25,7 @@ from migrator.codec.digests import (
     records_map_from_spool,
     spool_digest,
     unpack_records_entries,
+    unpack_records_map,
 )
 from migrator.errors import StateError
 from migrator.repository.names import delta_spool_path, inventory_spool_path
@@ -33,7 +35,7 @@ from migrator.write.scope import WriteScope
 from migrator.write.shard_delta import ShardDelta
 
 Opener = Callable[[], BinaryIO]
-DeltaWriter = Callable[..., None]  # records_delta.write_delta_spool
+DeltaWriter = Callable[..., None]  # encoding.write_delta_spool
 
 
 def shard_change(
@@ -92,6 +94,69 @@ def shard_change(
         previous_xxh3,
         tuple(sorted(k.hex() for k in dropped)),
         sum(before[k].records for k in dropped),
+        removed_digest,
+        added_digest,
+        digest,
+        live,
+        inventory_path,
+    )
+    return delta, lambda: delta_path.open("rb"), delta_path.stat().st_size
+
+
+def whole_shard_change(
+    scope: WriteScope,
+    shard: int,
+    routed: RoutedShards,
+    folder: Path,
+    write_delta_spool: DeltaWriter,
+) -> tuple[ShardDelta, Opener, int] | None:
+    """Diff the shard's routed records (every file's) against its inventory as of the last
+    generation: None when nothing changed, else the delta and the records to write."""
+    ds, gen = scope.ds, scope.generation
+    here = routed.routed(shard)
+    entries = here.entries
+    inventory_path = inventory_spool_path(folder, shard)
+    if not inventory_path.exists():
+        write_atomic(inventory_path, pack_records_inventory(entries))
+    previous, previous_xxh3 = scope.previous_head(shard)
+    if previous == 0:
+        digest, live = spool_digest(entries)
+        delta = ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory_path)
+        return delta, here.open, here.size
+    current = records_map_from_spool(entries)  # one pass gives the totals too
+    digest = live = 0
+    for e in current.values():
+        digest = add(digest, e.digest)
+        live += e.records
+    blob = scope.state.shard_inventory(ds.name, shard, gen)
+    if blob is None:
+        raise StateError(
+            f"dataset {ds.name} shard {shard}: the state store has no inventory of"
+            f" generation {previous}; rebuild the state before syncing"
+        )
+    before = unpack_records_map(blob)
+    changed = {
+        kh
+        for kh, e in current.items()
+        if (p := before.get(kh)) is None or p.digest != e.digest or p.records != e.records
+    }
+    gone = before.keys() - current.keys()
+    if not changed and not gone:
+        return None
+    dropped = gone | (changed & before.keys())
+    removed_digest = added_digest = 0
+    for kh in dropped:
+        removed_digest = add(removed_digest, before[kh].digest)
+    for kh in changed:
+        added_digest = add(added_digest, current[kh].digest)
+    delta_path = delta_spool_path(folder, shard)
+    if not delta_path.exists():  # a resumed run finds the very same delta spool
+        write_delta_spool(here.open, entries, changed, delta_path)
+    delta = ShardDelta(
+        previous,
+        previous_xxh3,
+        tuple(sorted(kh.hex() for kh in dropped)),
+        sum(before[kh].records for kh in dropped),
         removed_digest,
         added_digest,
         digest,

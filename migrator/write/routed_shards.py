@@ -19,7 +19,7 @@ from migrator.codec.digests import DIGEST_ENTRY
 from migrator.errors import StateError
 from migrator.repository.names import routed_dir, routed_file_path
 from migrator.sources.base import SourceObject
-from migrator.write.file_table import FileTable, TableFile
+from migrator.write.listing import FileTable, TableFile
 from migrator.write.routed import RoutedIndex, Segment, SegmentReader, load_index, read_segments
 
 READ_BUFFER = 8 * 1024 * 1024

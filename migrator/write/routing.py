@@ -2,7 +2,7 @@
 any worker of the plan claims, each routing its files into per-file outputs (routed.py).
 
 The source is listed once per generation, by whichever worker comes first, into the file table
-(file_table.py); the others read the table. Tasks are leased as shards are: a worker routes a
+(listing.py); the others read the table. Tasks are leased as shards are: a worker routes a
 task nobody holds, waits for one a live worker holds, and takes over one whose worker died. A
 routed file's index is its checkpoint, so a task taken over goes on from its first file not yet
 routed, and no file is routed twice. Each source byte is read once per generation, by one
@@ -12,7 +12,7 @@ Where routed output lives between the stages: the plan's state_dir, a volume eve
 the plan mounts (as spools always required). Putting it, encrypted, in the destination instead
 would free workers of a shared filesystem, but would write and read every routed byte through
 the destination once more: at a petabyte, a second full transfer and its requests, for data
-that is deleted an hour later. docs/ARCHITECTURE.md says so too.
+that is deleted an hour later. The README's "Many workers" section says so too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import xxhash
 
 import migrator.write.route as route_io
-from migrator.errors import SourceError, StateError
+from migrator.errors import SourceChangedError, SourceError, StateError
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.repository.names import (
@@ -36,17 +36,21 @@ from migrator.repository.names import (
     spool_dir,
 )
 from migrator.sources.base import Source, SourceObject
+from migrator.sources.listing import list_source_once
 from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
 from migrator.state.model import RouteCheckpoint
 from migrator.stores.base import ObjectStore
 from migrator.write.deadletter import DeadLetterSpool
 from migrator.write.deadletter_seal import store_dead_letters
-from migrator.write.file_table import FileTable, TableFile, build_table, load_table
+from migrator.write.listing import FileTable, TableFile, build_table, load_table
 from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
 from migrator.write.route_blocks import BadRecord
 from migrator.write.routed import RoutedFileWriter, RoutedIndex, is_routed, load_index
+
+# Listings of one generation a worker makes when files change under it, before it gives up.
+RELISTS = 3
 
 
 def routing_signature(spec: RecordsSpec) -> str:
@@ -82,19 +86,15 @@ class Routing:
         progress: ProgressSink,
         *,
         list_source: Callable[[Source], list[SourceObject]] | None = None,
-        since: float | None = None,
     ) -> None:
         self.plan, self.ds, self.spec, self.state = plan, ds, spec, state
         self.keeper, self.progress = keeper, progress
         self.gen = spec.generation
         self.signature = routing_signature(spec)
         self.folder = routed_dir(plan.state_dir, ds.name, self.gen)
-        self.list_source = list_source or (lambda source: list(source.list()))
+        # Listed in parallel over key ranges where the source can split itself.
+        self.list_source = list_source or list_source_once
         self._table: FileTable | None = None
-        self._listed = False  # this worker listed the source for the generation
-        # When this run started: a table saved before then is an interrupted run's, listed
-        # again unless a live worker routes by it.
-        self.since = time.time() if since is None else since
         self._done: set[int] = set()
         self.bytes_read = 0  # source bytes this worker routed
 
@@ -102,50 +102,36 @@ class Routing:
 
     def table(self) -> FileTable:
         """The generation's file table: listed by the first worker of the generation, read by
-        the others. A run that resumes an unfinished routing (no other worker at it) lists
-        again: files changed since (a run failed on one) are routed anew, the rest is kept."""
+        the others and by every later run of it."""
         if self._table is not None:
             return self._table
         path = file_table_path(self.folder)
         table = load_table(path)
-        cp = self.state.route_checkpoint(self.ds.name, self.gen)
-        complete = cp is not None and cp.complete
-        if table is None or not (complete or self._current(path, table)):
+        if table is None or table.routing != self.signature:
             with self.state.lock(f"{self.ds.name}.routing"):
                 table = load_table(path)
-                if table is None or not self._current(path, table):
-                    listing = self.list_source(self.spec.source)
-                    base = self._base()
-                    attempt = (
-                        table if table is not None and table.routing == self.signature else None
-                    )
-                    fresh = build_table(self.gen, listing, base, self.signature, attempt=attempt)
-                    if table is None or fresh.to_bytes() != table.to_bytes():
-                        fresh.save(path)
-                    table = fresh
-                    self._listed = True
+                if table is None or table.routing != self.signature:
+                    table = self._list(None)
+                    table.save(path)
         self._table = table
         return table
 
-    def _current(self, path: Path, table: FileTable) -> bool:
-        """Whether the table on disk stands for this run: this run listed it, or a worker of
-        its cohort did (after this run started), or another live worker routes by it."""
-        if self._listed:
-            return True
-        try:
-            if path.stat().st_mtime >= self.since:
-                return True
-        except FileNotFoundError:
-            return False
-        return self._others_routing(table)
+    def _list(self, attempt: FileTable | None) -> FileTable:
+        listing = self.list_source(self.spec.source)
+        return build_table(self.gen, listing, self._base(), self.signature, attempt=attempt)
 
-    def _others_routing(self, table: FileTable) -> bool:
-        """Whether a live worker other than this one holds a task of the table's listing."""
-        holders = self.state.lease_holders(routing_lease(self.ds.name, self.gen, table.version))
-        return any(
-            owner != self.keeper.owner and left > 0 and not dead_on_this_host(owner)
-            for owner, left in holders.values()
-        )
+    def _list_again(self, stale: FileTable) -> None:
+        """A file changed between the listing and its reading: list the generation again
+        (unless another worker did already); files still as listed keep what was routed."""
+        path = file_table_path(self.folder)
+        with self.state.lock(f"{self.ds.name}.routing"):
+            table = load_table(path)
+            if table is not None and table.version == stale.version:
+                fresh = self._list(table)
+                if fresh.version != table.version:
+                    fresh.save(path)
+                table = fresh
+        self._table, self._done = table, set()
 
     def _base(self) -> FileTable | None:
         """The table of the last committed generation whose routing completed, if the state
@@ -182,6 +168,8 @@ class Routing:
         wanted = range(len(table.tasks)) if tasks is None else tasks
         out = []
         for t in wanted:
+            if not 0 <= t < len(table.tasks):
+                continue  # a task of an earlier listing of the generation
             if t in self._done:
                 continue
             if all(self._routed(table.files[p]) for p in table.tasks[t]):
@@ -195,9 +183,18 @@ class Routing:
         worker holds is waited for, a dead worker's is taken over where it stopped. Another
         worker may list the generation again meanwhile: then this one goes on with that
         listing's tasks."""
+        relisted = 0
         while True:
             table = self.table()
-            self._route_tasks(table, tasks)
+            try:
+                self._route_tasks(table, tasks)
+            except SourceChangedError:
+                if relisted >= RELISTS:
+                    raise  # a file that changes all the time: say which
+                relisted += 1
+                self._list_again(table)
+                tasks = None
+                continue
             latest = load_table(file_table_path(self.folder))
             if latest is None or latest.version == table.version:
                 return

@@ -2,7 +2,8 @@
 
 MigrationRun orchestrates; the pieces are elsewhere in write/: shard leases (workers.py), the
 generation to work in and its commit (generation.py), routing (route.py), each kind's change
-set (records_delta.py, objects_delta.py), written shard by shard through a ShardWriter.
+set (records_change.py, objects_delta.py), encoded shard by shard through a ShardWriter
+(encoding.py for records).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, process_started_at
 from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
+from migrator.write.encoding import write_records
 from migrator.write.generation import BULK_GENERATION, commit_generation, working_generation
 from migrator.write.objects_delta import write_objects
-from migrator.write.records_delta import write_records
 from migrator.write.reports import DatasetReport, ProgressSink, RouteReport, RunReport
 from migrator.write.route import RecordsSpec, routing_processes
 from migrator.write.routed_shards import RoutedShards
@@ -37,8 +38,8 @@ from migrator.write.stage import WriteStage
 from migrator.write.upload import abort_orphaned_uploads
 from migrator.write.workers import ShardClaims
 
-# COMMIT_BATCH and routing_processes are looked up in this module as a run uses them, so
-# setting them here (as tests do) changes what a run does.
+# COMMIT_BATCH is looked up in this module as a run uses it, so setting it here (as tests do)
+# changes what a run does; routing looks up route.routing_processes the same way.
 __all__ = [
     "BULK_GENERATION",
     "COMMIT_BATCH",
@@ -71,25 +72,30 @@ class MigrationRun(WriteStage):
         self.open_source: Callable[[DatasetPlan], Source] = open_source
         self.worker_id: str | None = None  # the lease owner; None: this process's identity
         self.bytes_routed = 0  # source bytes this run's routing read
-        self.started_at = time.time()
         self._routings: dict[tuple[str, int], Routing] = {}
         self._routed: dict[tuple[str, int], RoutedShards] = {}
 
-    def route(self, dataset: str, tasks: set[int] | None = None) -> RouteReport:
+    def route(
+        self, dataset: str, tasks: set[int] | None = None, *, cohort_since: float | None = None
+    ) -> RouteReport:
         """Only route a records dataset (a routing step of its own, as Dagster runs it): list
         its working generation once, route `tasks` of it (all when None, none when empty:
-        just list), and finish routing once every task is routed. Encoding is run's."""
+        just list), and finish routing once every task is routed. Encoding is run's.
+        `cohort_since`: when the sync this router belongs to was asked for; a generation
+        opened since and committed already is that sync's, and no new one is opened."""
         ds = self.plan.dataset(dataset)
         if ds.kind is not DatasetKind.RECORDS:
             raise UsageError(f"dataset {dataset} holds objects: only records are routed")
         keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
         self.guard.keeper = keeper
-        self.started_at = time.time()
         try:
             with self.state.lock(f"{ds.name}.datakey"):
                 keyring = load_or_create_keyring(self.store, self.provider, self.plan.name, ds.name)
             self.state.bind_dataset_key(ds.name, keyring.first)
-            gen = working_generation(self.plan, self.state, ds).generation
+            row = working_generation(self.plan, self.state, ds, cohort_since=cohort_since)
+            gen = row.generation
+            if row.committed:  # the sync this router was started for is done already
+                return RouteReport(ds.name, gen, 0, 0, 0, 0, True)
             routing = self.routing(ds, gen)
             read_before = routing.bytes_read
             routing.route(tasks)
@@ -129,7 +135,6 @@ class MigrationRun(WriteStage):
         a shard whose worker died is taken over once its lease lapses, from its last committed
         chunk; whoever completes the last shard commits the generation."""
         started = time.monotonic()
-        self.started_at = time.time()
         report = RunReport(self.plan.name, self.store.describe())
         keeper = LeaseKeeper(self.state, self.plan.lease_seconds, self.worker_id)
         self.guard.keeper = keeper
@@ -306,8 +311,6 @@ class MigrationRun(WriteStage):
         known = self._routings.get((ds.name, gen))
         if known is not None and known.keeper is keeper:
             return known  # a worker's later shard batches: the routing it took part in
-        routing = Routing(
-            self.plan, ds, spec, self.state, keeper, self.progress, since=self.started_at
-        )
+        routing = Routing(self.plan, ds, spec, self.state, keeper, self.progress)
         self._routings[(ds.name, gen)] = routing
         return routing

@@ -14,7 +14,6 @@ import xxhash
 from migrator.plan.model import Plan
 from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
-from migrator.state.model import ShardStatus
 
 WORKER_CLAIM_SHARE = 16  # a worker claims ~1/16 of a dataset's shards at a time
 
@@ -58,25 +57,29 @@ class ShardClaims:
 
     def claim_batch(self, dataset: str, gen: int, pending: list[int], size: int) -> list[int]:
         """Up to `size` of the pending shards, now leased to this worker and not complete: free
-        ones, and those of workers of this host that are gone. Empty: all are others'."""
+        ones (claimed in one transaction), and those of workers of this host that are gone.
+        Empty: all are others'."""
         holders = self.state.lease_holders(dataset)
-        batch: list[int] = []
+        free: list[int] = []
+        stealable: list[tuple[int, str]] = []
         for shard in pending:
             holder = holders.get(shard)
-            steal = None
             if holder is not None and holder[0] != self.keeper.owner and holder[1] > 0:
-                if not dead_on_this_host(holder[0]):
-                    continue  # another live worker has it
-                steal = holder[0]
-            if not self.keeper.claim(dataset, shard, steal_from=steal):
-                continue
-            if self.state.shard_status(dataset, gen, shard) is ShardStatus.COMPLETE:
-                self.keeper.release(dataset, [shard])
-                continue
-            batch.append(shard)
+                if dead_on_this_host(holder[0]):
+                    stealable.append((shard, holder[0]))
+                continue  # else another live worker has it
+            free.append(shard)
+        batch = self.keeper.claim_many(dataset, free, skip_held=True, limit=size)
+        for shard, owner in stealable:
             if len(batch) >= size:
                 break
-        return batch
+            if self.keeper.claim(dataset, shard, steal_from=owner):
+                batch.append(shard)
+        complete = self.state.complete_shards(dataset, gen)
+        done = [s for s in batch if s in complete]
+        if done:  # completed by another worker since this one looked
+            self.keeper.release(dataset, done)
+        return [s for s in batch if s not in complete]
 
     def pause(self) -> None:
         """Wait a while before asking again (for a holder to finish, or its lease to lapse)."""

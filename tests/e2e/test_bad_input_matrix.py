@@ -341,8 +341,6 @@ def test_an_interrupted_quarantining_run_neither_loses_nor_doubles_dead_letters(
 def test_routing_in_worker_processes_sets_aside_the_same_records(
     tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import migrator.write.run as run
-
     monkeypatch.setattr(route, "BLOCK_BYTES", 4096)  # many blocks, bad records in several
     good = [good_jsonl(i) for i in range(3000)]
     bad = [b'{"user_id": null, "n": %d}' % i for i in range(0, 3000, 250)]
@@ -351,7 +349,7 @@ def test_routing_in_worker_processes_sets_aside_the_same_records(
     for processes in (1, 2):
         site = make_site(tmp_path / f"p{processes}", "jsonl", quarantine=True)
         site.write("a.jsonl", lines)
-        monkeypatch.setattr(run, "routing_processes", lambda total, workers, n=processes: n)
+        monkeypatch.setattr(route, "routing_processes", lambda total, workers, n=processes: n)
         assert cli("run", site.plan).code == 0
         doc = json.loads(cli("deadletters", site.plan, "--dataset", "ds", "--json").out)
         letters.append(doc["dead_letters"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import migrator.write.records_delta as records_delta
+import migrator.write.encoding as encoding
 from migrator.errors import SourceError, StoreError
 from migrator.read.cutover import CutoverGate
 from migrator.read.verify import Verifier
@@ -120,14 +120,14 @@ def test_a_delta_that_lost_a_record_fails_verify_and_the_gate(
     for uid in sorted(live.profiles)[:40]:
         live.profiles[uid] = live.profile(uid)
     live.write()
-    real = records_delta.write_delta_spool
+    real = encoding.write_delta_spool
 
     def lossy(spool: Path, entries: bytes, changed: set[bytes], target: Path) -> None:
         real(spool, entries, changed, target)
         data = target.read_bytes()
         target.write_bytes(data[data.index(b"\n") + 1 :])  # a broken writer drops one record
 
-    monkeypatch.setattr(records_delta, "write_delta_spool", lossy)
+    monkeypatch.setattr(encoding, "write_delta_spool", lossy)
     site.run()
     with site.state() as state:
         report = Verifier(site.plan, site.store, site.provider, state).verify({"profiles"})

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import pytest
 from migrator.codec.manifest import open_manifest
 from migrator.keys.keyring import load_data_key
 from migrator.keys.local import LocalKeyProvider
-from migrator.repository.names import manifest_key
+from migrator.repository.names import manifest_key, routed_dir
 from migrator.stores.local import LocalStore
 from tests.planfiles import (
     PROFILES,
@@ -109,34 +109,39 @@ def in_open_generations(root: Path) -> int:
 
 
 def spooled(root: Path) -> bool:
-    folder = root / "state" / "spool" / "profiles" / "g000001"
+    """Records are being routed: routed output of the profiles bulk lies in the state_dir."""
+    folder = routed_dir(root / "state", "profiles", 1)
     try:
-        return any(p.stat().st_size > 0 for p in folder.glob("*.spool"))
+        return any(p.stat().st_size > 0 for p in folder.glob("*.records"))
     except FileNotFoundError:
         return False
 
 
-def route_checkpoint(root: Path) -> tuple[int, bool] | None:
-    """(next_file, complete) of the profiles routing checkpoint, if one was saved."""
+def routed_indexes(root: Path) -> dict[str, int]:
+    """The profiles bulk's routed files by their index (each file's routing checkpoint): the
+    index's name and when it was written."""
+    folder = routed_dir(root / "state", "profiles", 1)
+    out = {}
+    for p in folder.glob("*.index"):
+        with suppress(FileNotFoundError):  # renamed into place as we look
+            out[p.name] = p.stat().st_mtime_ns
+    return out
+
+
+def routing_complete(root: Path) -> bool:
+    """Whether the profiles routing checkpoint says routing is complete."""
     db = root / "state" / "state.sqlite"
     if not db.exists():
-        return None
+        return False
     try:
         with closing(sqlite3.connect(db.as_uri() + "?mode=ro", uri=True, timeout=5)) as conn:
-            row = conn.execute("SELECT next_file, complete FROM routes").fetchone()
+            row = conn.execute("SELECT complete FROM routes").fetchone()
     except sqlite3.OperationalError:
-        return None
-    return None if row is None else (int(row[0]), bool(row[1]))
+        return False
+    return row is not None and bool(row[0])
 
 
 RUN = [sys.executable, "-m", "migrator", "run", "plan.yaml"]
-# The same command with routing made durable after every source file rather than every 256 MiB.
-RUN_SMALL_ROUTE_CHECKPOINTS = [
-    sys.executable,
-    "-c",
-    "import migrator.write.route as r; r.CHECKPOINT_BYTES = 1;"
-    " from migrator.cli import main; main(['run', 'plan.yaml'])",
-]
 
 
 def _default_sigint() -> None:
@@ -272,22 +277,20 @@ def test_killed_while_routing_and_while_encoding(
 
 
 def test_killed_after_a_routing_checkpoint(tmp_path: Path, source: Source, reference: Path) -> None:
-    """Resume routing from a durable checkpoint part way through the source files."""
+    """Resume routing from a durable checkpoint part way through the source files: a file
+    routed before the kill (its index written) is not routed again."""
     root = make_site(tmp_path / "site", source, keys_from=reference)
 
     def partly_routed() -> bool:
-        cp = route_checkpoint(root)
-        return cp is not None and cp[0] >= 1 and not cp[1]
+        return len(routed_indexes(root)) >= 1 and not routing_complete(root)
 
-    assert run_and_kill_when(root, partly_routed, command=RUN_SMALL_ROUTE_CHECKPOINTS)
-    cp = route_checkpoint(root)
-    assert cp is not None and not cp[1]
-    # And again once the resumed routing has made another checkpoint.
-    run_and_kill_when(
-        root,
-        lambda: (route_checkpoint(root) or (0, False))[0] > cp[0],
-        command=RUN_SMALL_ROUTE_CHECKPOINTS,
-    )
+    assert run_and_kill_when(root, partly_routed)
+    before = routed_indexes(root)
+    assert before and not routing_complete(root)
+    # And again once the resumed routing has routed another file.
+    run_and_kill_when(root, lambda: len(routed_indexes(root)) > len(before))
+    again = routed_indexes(root)
+    assert {name: again.get(name) for name in before} == before  # kept, not routed again
     finish(root, in_open_generations(root))
     check_same_as_reference(root, reference, source)
 

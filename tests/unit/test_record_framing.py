@@ -20,7 +20,6 @@ from migrator.records.framing import framing_of, stored_framing
 from migrator.records.framing import split_stored_records as split_records
 from migrator.sizes import KiB, MiB
 from migrator.sources.local import LocalSource
-from migrator.state.db import StateDB
 from migrator.write import route
 from migrator.write.route import RecordsSpec, spool_source
 from migrator.write.route_blocks import BlockTask, route_block
@@ -237,7 +236,7 @@ def test_routing_stops_at_an_oversize_header(
     (src / "a.csv").write_bytes(b"\n" + b"h" * (64 * KiB) + b"\n1\n")
     spec = RecordsSpec("d", 1, "csv", "h", 2, LocalSource(src), max_record_size=16 * KiB)
     refused = pytest.raises(RecordTooLargeError, match=r"a\.csv:2: the record starting at byte 1 ")
-    with StateDB.sqlite_file(tmp_path / "state.sqlite") as state, refused:
+    with refused:
         spool_source(spec, tmp_path / "spool", buffer_budget=1 * MiB)
 
 

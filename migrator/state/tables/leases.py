@@ -46,11 +46,19 @@ class LeaseTable:
         return None if token is None else Lease(dataset, shard, owner, int(token))
 
     def claim_shards(
-        self, dataset: str, shards: Sequence[int], owner: str, ttl: float
+        self,
+        dataset: str,
+        shards: Sequence[int],
+        owner: str,
+        ttl: float,
+        *,
+        skip_held: bool = False,
+        limit: int | None = None,
     ) -> list[Lease]:
         """claim_shard for each of `shards` in order, in one transaction, up to the first one
-        held by someone else: a run leasing thousands of shards pays one commit, and still
-        takes them in order (two runs never wait on each other's shards crosswise)."""
+        held by someone else (or, `skip_held`, past it), `limit` at most: a run leasing
+        thousands of shards pays one commit, and still takes them in order (two runs never
+        wait on each other's shards crosswise)."""
         got: list[Lease] = []
         stmt = self.backend.insert(leases).values(
             dataset=dataset,
@@ -72,8 +80,12 @@ class LeaseTable:
         ).returning(leases.c.token)
         with self.backend.write(f"claim {len(shards)} shards") as conn:
             for shard in shards:
+                if limit is not None and len(got) >= limit:
+                    break
                 token = conn.execute(upsert, {"s": shard}).scalar()
                 if token is None:
+                    if skip_held:
+                        continue
                     break
                 got.append(Lease(dataset, shard, owner, int(token)))
         return got
