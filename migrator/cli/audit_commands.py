@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 @PLAN_FILE
 @DATASETS
 @AS_JSON
-def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
+@click.option(
+    "--rescan",
+    is_flag=True,
+    help="Read every source record, instead of reusing the digests syncs kept for files whose"
+    " name, size and version are unchanged (a file rewritten in place with the same size and"
+    " mtime is only seen this way).",
+)
+def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool, rescan: bool) -> None:
     """The cutover gate: per shard, the source's order-independent digest against the
     destination's (from manifests, no data read back), the pending lag and the last sync; an
     estimate of the write freeze. Exits 0 only when every shard matches."""
@@ -35,9 +42,10 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool) -> None:
     plan = checked_plan(plan_file)
     check_dataset_names(plan, datasets)
     with existing_state(plan) as state:
-        report = CutoverGate(plan, open_store(plan), open_key_provider(plan), state).check(
-            set(datasets) or None
+        gate = CutoverGate(
+            plan, open_store(plan), open_key_provider(plan), state, reuse_routed=not rescan
         )
+        report = gate.check(set(datasets) or None)
     show_report(report.to_json(), cutover_tables(report), as_json)
     if not report.ready:
         raise SystemExit(EXIT_VERIFY_FAILED)

@@ -1,15 +1,16 @@
 """`migrator cutover`: may the platform switch to the destination now?
 
-Per shard it compares the source's order-independent digest (one scan: every record read and
-hashed, objects by their listing) with the destination's, taken from the authenticated chain of
-manifests alone: no chunk is downloaded. The lag (what a sync would still write) comes from the
-state store's inventories; the write freeze is estimated from the durations of recent syncs.
+Per shard it compares the source's order-independent digest with the destination's, taken from
+the authenticated chain of manifests alone: no chunk is downloaded. The source side lists the
+source once: objects by their listing; records from the routed digests the syncs kept of every
+file unchanged since (source_digests.py), reading only the new and changed files, whose bytes
+are what a final sync would read. The lag (what a sync would still write) is taken against the
+state store's inventories; the write freeze is estimated from recent syncs and what changed
+(cutover_freeze.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,35 +20,27 @@ from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import (
     ObjectEntry,
     ObjectsMap,
-    RecordsMap,
     objects_digest,
-    records_digest,
-    records_map_from_spool,
     to_hex,
     unpack_objects_map,
-    unpack_records_map,
 )
-from migrator.codec.generation import GenerationKind
+from migrator.codec.generation import GenerationRecord
 from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import head_chain, live_records, superseded
+from migrator.read.cutover_freeze import FreezeEstimate, estimate_freeze
+from migrator.read.source_digests import records_source
 from migrator.repository.generations import latest_record
-from migrator.repository.names import cutover_dir, digests_path
 from migrator.sharding import shard_of
-from migrator.sources.base import Source, SourceObject
+from migrator.sizes import format_size
 from migrator.sources.factory import open_source
+from migrator.sources.listing import list_source_once
 from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
-from migrator.write.route import (
-    PARALLEL_ROUTING_MIN_CORES,
-    RecordsSpec,
-    routing_processes,
-    scan_digests,
-)
 
-RECENT_SYNCS = 5  # the freeze estimate fits this many of the latest syncs
+__all__ = ["CutoverGate", "CutoverReport", "DatasetGate", "FreezeEstimate", "ShardGate"]
 
 
 @dataclass
@@ -80,9 +73,15 @@ class DatasetGate:
     kind: DatasetKind
     generation: int | None  # the latest committed generation at the destination
     last_sync: str | None  # when it was committed (ISO-8601 UTC)
-    scan_seconds: float = 0.0
+    scan_seconds: float = 0.0  # the source side: listing, reused digests, reading
     shards: list[ShardGate] = field(default_factory=list)
     problem: str | None = None
+    files_listed: int = 0  # files (objects) at the source
+    files_reused: int = 0  # records: unchanged since the routed table, taken from its digests
+    read_seconds: float = 0.0  # records: reading the new and changed files
+    routed_table: int | None = None  # records: the generation whose file table was reused
+    final_sync_files: int | None = None  # files (objects) a final sync would read now
+    final_sync_bytes: int | None = None  # None: unknown (objects without a state store)
 
     @property
     def ready(self) -> bool:
@@ -92,14 +91,22 @@ class DatasetGate:
     def mismatched(self) -> list[ShardGate]:
         return [s for s in self.shards if not s.match]
 
+    @property
+    def pending_bytes(self) -> int | None:
+        return _total(self, "pending_bytes")
 
-@dataclass
-class FreezeEstimate:
-    seconds: float | None  # None: no sync has been timed yet
-    syncs_used: int
-    per_gib_seconds: float  # fitted cost of a changed GiB in a sync (the largest of the datasets)
-    fixed_seconds: float  # fitted cost of syncs that change nothing (the scans), all datasets
-    method: str
+    @property
+    def summary(self) -> str:
+        """The source side in a line: what it cost, and what a final sync would read."""
+        unit = "files" if self.kind is DatasetKind.RECORDS else "objects"
+        how = f"source checked in {self.scan_seconds:.1f} s ({self.files_listed:,} {unit}"
+        if self.kind is DatasetKind.RECORDS:
+            how += f", {self.files_reused:,} unchanged: routed digests reused"
+        how += ")"
+        if self.final_sync_files is None or self.final_sync_bytes is None:
+            return f"{how}; final sync reads: unknown (no state)"
+        n, size = self.final_sync_files, format_size(self.final_sync_bytes)
+        return f"{how}; final sync reads {n:,} {unit[:-1] if n == 1 else unit}, {size}"
 
 
 @dataclass
@@ -127,6 +134,12 @@ class CutoverReport:
                     "generation": d.generation,
                     "last_sync": d.last_sync,
                     "scan_seconds": round(d.scan_seconds, 3),
+                    "read_seconds": round(d.read_seconds, 3),
+                    "files_listed": d.files_listed,
+                    "files_reused": d.files_reused,
+                    "routed_table": d.routed_table,
+                    "final_sync_files": d.final_sync_files,
+                    "final_sync_bytes": d.final_sync_bytes,
                     "problem": d.problem,
                     "shards_mismatched": len(d.mismatched),
                     "pending_upserts": _total(d, "pending_upserts"),
@@ -150,6 +163,8 @@ class CutoverGate:
     store: ObjectStore
     provider: KeyProvider
     state: StateDB | None
+    # False: read every source record (as before syncs kept routed digests), e.g. to compare
+    reuse_routed: bool = True
 
     def check(self, only: set[str] | None = None) -> CutoverReport:
         gates = []
@@ -160,7 +175,7 @@ class CutoverGate:
         return CutoverReport(
             self.plan.name,
             gates,
-            self._freeze(gates),
+            estimate_freeze(gates, self.state),
             datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
@@ -193,13 +208,14 @@ class CutoverGate:
             return tag(f"migrator/cutover/digest:{digest}").hex()
 
         started = time.monotonic()
-        source = self._scan(ds)
+        if ds.kind is DatasetKind.RECORDS:
+            sides = self._records(ds, record, gate)
+        else:
+            sides = self._objects(ds, record, gate)
         gate.scan_seconds = time.monotonic() - started
         for head in record.shards:
-            src_digest, src_entries, current = source[head.shard]
-            shard = ShardGate(
-                head.shard, shown(to_hex(src_digest)), None, src_entries, 0, None, None, None
-            )
+            shard = sides[head.shard]
+            shard.source_digest = shown(shard.source_digest)
             try:
                 chain = head_chain(self.store, self.plan.name, ds.name, head, key)
             except FormatError as exc:
@@ -220,135 +236,69 @@ class CutoverGate:
                             if ref.name not in dead
                         }
                     )
-            self._lag(ds, record.generation, shard, current)
             gate.shards.append(shard)
         return gate
 
-    def _scan(self, ds: DatasetPlan) -> dict[int, tuple[int, int, RecordsMap | ObjectsMap]]:
-        """Per shard: (source digest, records or objects, its inventory)."""
-        out: dict[int, tuple[int, int, RecordsMap | ObjectsMap]] = {}
-        source = open_source(ds)
-        if ds.kind is DatasetKind.OBJECTS:
-            maps: list[ObjectsMap] = [{} for _ in range(ds.shards)]
-            for obj in source.list():
-                maps[shard_of(obj.name.encode(), ds.shards)][obj.name] = ObjectEntry(
-                    obj.version, obj.size
-                )
-            for shard, objects in enumerate(maps):
-                out[shard] = (objects_digest(objects), len(objects), objects)
-            return out
-        settings = ds.records
-        folder = cutover_dir(self.plan.state_dir, ds.name)
-        spec = RecordsSpec(
-            ds.name,
-            0,
-            settings.format,
-            settings.key,
-            ds.shards,
-            source,
-            csv_delimiter=settings.csv_delimiter,
-            on_bad_record=settings.on_bad_record,
-            max_record_size=self.plan.max_record_size(ds),
+    def _records(
+        self, ds: DatasetPlan, record: GenerationRecord, gate: DatasetGate
+    ) -> dict[int, ShardGate]:
+        """Per shard the source's side (digest in hex, not yet shown) and its lag."""
+        found = records_source(
+            self.plan,
+            ds,
+            open_source(ds),
+            self.state,
+            record.shards,
+            record.generation,
+            reuse=self.reuse_routed,
         )
-        try:
-            processes, listing = self._processes(source)
-            scan_digests(
-                spec,
-                folder,
-                buffer_budget=self.plan.memory_budget // 4,
-                processes=processes,
-                listing=listing,
+        gate.files_listed, gate.files_reused = found.files, found.reused
+        gate.read_seconds, gate.routed_table = found.read_seconds, found.table
+        gate.final_sync_files, gate.final_sync_bytes = found.read, found.read_bytes
+        out = {}
+        for shard, (total, lag) in enumerate(zip(found.shards, found.lags, strict=True)):
+            out[shard] = ShardGate(
+                shard,
+                to_hex(total.digest),
+                None,
+                total.records,
+                0,
+                None if lag is None else lag.upserts,
+                None if lag is None else lag.deletes,
+                None if lag is None else lag.nbytes,
             )
-            for shard in range(ds.shards):
-                records = records_map_from_spool(digests_path(folder, shard).read_bytes())
-                count = sum(e.records for e in records.values())
-                out[shard] = (records_digest(records.values()), count, records)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         return out
 
-    def _processes(self, source: Source) -> tuple[int, list[SourceObject] | None]:
-        """Worker processes for the scan, several once the source is worth their start-up, and
-        the listing that sized it, for the scan to go over rather than list the source again
-        (small beside the per-record inventories the gate holds). On too few cores there is
-        nothing to decide: (1, None), and the scan lists the source itself."""
-        if (os.cpu_count() or 1) < PARALLEL_ROUTING_MIN_CORES:
-            return 1, None
-        listing = list(source.list())
-        total = sum(obj.size for obj in listing)
-        return routing_processes(total, self.plan.workers or os.cpu_count() or 1), listing
-
-    def _lag(
-        self, ds: DatasetPlan, generation: int, shard: ShardGate, current: RecordsMap | ObjectsMap
-    ) -> None:
-        """What a sync would write now, against the inventory of the last committed one."""
-        if self.state is None:
-            return
-        blob = self.state.shard_inventory(ds.name, shard.shard, generation + 1)
-        if blob is None:
-            return
-        if ds.kind is DatasetKind.RECORDS:
-            before_r = unpack_records_map(blob)
-            now_r: RecordsMap = current  # type: ignore[assignment]
-            changed = [
-                e
-                for kh, e in now_r.items()
-                if (p := before_r.get(kh)) is None or p.digest != e.digest
-            ]
-            gone = [e for kh, e in before_r.items() if kh not in now_r]
-            shard.pending_upserts = sum(e.records for e in changed)
-            shard.pending_deletes = sum(e.records for e in gone)
-            shard.pending_bytes = sum(e.nbytes for e in changed)
-        else:
-            before_o = unpack_objects_map(blob)
-            now_o: ObjectsMap = current  # type: ignore[assignment]
-            sent = [e for name, e in now_o.items() if before_o.get(name) != e]
-            shard.pending_upserts = len(sent)
-            shard.pending_deletes = sum(1 for name in before_o if name not in now_o)
-            shard.pending_bytes = sum(e.size for e in sent)
-
-    # --- the freeze --------------------------------------------------------------------
-
-    def _freeze(self, gates: list[DatasetGate]) -> FreezeEstimate:
-        """Final sync ≈ fixed cost + cost per changed GiB, fitted per dataset through its recent
-        syncs and applied to its current lag, plus this gate's own scan: writes stay frozen
-        through both. Datasets sync one after another, so their estimates add up."""
-        total = sum(g.scan_seconds for g in gates)
-        used = 0
-        slopes: list[float] = []
-        fixeds: list[float] = []
-        fitted = True
-        for gate in gates:
-            rows = [] if self.state is None else self.state.generations(gate.name)
-            synced = [g for g in rows if g.committed and g.kind is GenerationKind.SYNC]
-            syncs = synced[-RECENT_SYNCS:]
-            if not syncs:
-                return FreezeEstimate(None, 0, 0.0, 0.0, f"{gate.name}: no sync timed yet")
-            slope, fixed, ok = _fit(
-                [g.changed_bytes / 2**30 for g in syncs], [g.seconds for g in syncs]
+    def _objects(
+        self, ds: DatasetPlan, record: GenerationRecord, gate: DatasetGate
+    ) -> dict[int, ShardGate]:
+        """Per shard the source's side, from one listing, and what a sync would still send
+        against the inventory of the last committed generation."""
+        maps: list[ObjectsMap] = [{} for _ in range(ds.shards)]
+        listing = list_source_once(open_source(ds))
+        for obj in listing:
+            maps[shard_of(obj.name.encode(), ds.shards)][obj.name] = ObjectEntry(
+                obj.version, obj.size
             )
-            fitted = fitted and ok
-            used += len(syncs)
-            slopes.append(slope)
-            fixeds.append(fixed)
-            total += fixed + slope * (_total(gate, "pending_bytes") or 0) / 2**30
-        method = (
-            "per dataset, least squares of sync seconds on changed GiB over recent syncs"
-            if fitted
-            else "per dataset, mean of recent syncs where too few sizes differ to fit a slope"
-        )
-        return FreezeEstimate(
-            round(total, 3), used, round(max(slopes, default=0.0), 3), round(sum(fixeds), 3), method
-        )
-
-
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float, bool]:
-    """(slope, intercept, fitted): a line through the points, or their mean if it can't be."""
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if n < 2 or var == 0:
-        return 0.0, mean_y, False
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
-    slope = max(0.0, slope)
-    return slope, max(0.0, mean_y - slope * mean_x), True
+        gate.files_listed = len(listing)
+        out = {}
+        for shard, now in enumerate(maps):
+            side = ShardGate(
+                shard, to_hex(objects_digest(now)), None, len(now), 0, None, None, None
+            )
+            blob = (
+                None
+                if self.state is None
+                else self.state.shard_inventory(ds.name, shard, record.generation + 1)
+            )
+            if blob is not None:
+                before = unpack_objects_map(blob)
+                sent = [e for name, e in now.items() if before.get(name) != e]
+                side.pending_upserts = len(sent)
+                side.pending_deletes = sum(1 for name in before if name not in now)
+                side.pending_bytes = sum(e.size for e in sent)
+            out[shard] = side
+        if all(s.pending_upserts is not None for s in out.values()):
+            gate.final_sync_files = sum(s.pending_upserts or 0 for s in out.values())
+            gate.final_sync_bytes = sum(s.pending_bytes or 0 for s in out.values())
+        return out

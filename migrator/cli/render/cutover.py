@@ -49,7 +49,7 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
         verdict = (
             "[green]ready[/]" if d.ready else f"[bold red]{len(d.mismatched)} shards differ[/]"
         )
-        out.append(f"{d.name}: {verdict}; source scanned in {d.scan_seconds:.1f} s")
+        out.append(f"{d.name}: {verdict}; {d.summary}")
     f = report.freeze
     if f.seconds is None:
         out.append(f"write freeze: cannot estimate yet ({f.method})")
