@@ -1,4 +1,5 @@
-"""Dagster for migrator: every dataset of a plan an asset, one partition per shard.
+"""Dagster for migrator: every dataset of a plan an asset, one partition per shard; a records
+dataset's routing an asset upstream of it, one partition per router.
 
     dagster dev -m pipelines
 

@@ -4,13 +4,20 @@ A partition's materialization is `migrator.run(..., {dataset}, {shard})`: chunks
 source straight to the destination; the asset records URIs and numbers, never bytes.
 Backfills run one shard per run by default (no BackfillPolicy: each run carries its partition
 tag), so each partition's numbers and check verdicts are its own. `shards_per_run` > 1 makes
-fewer, bigger runs (`BackfillPolicy.multi_run`); those, like the sync jobs' runs over every
-shard, report their totals on each partition, and Dagster 1.13 keeps their check verdicts per run.
+fewer, bigger runs (`BackfillPolicy.multi_run`, and the syncs' shard batches); those report
+their totals on each partition, and Dagster 1.13 keeps their check verdicts per run.
+
+A records dataset's shards depend on every router partition of its routing asset
+(pipelines/routing.py): a backfill that selects both runs the routers first. A shard run
+started before routing is complete takes part in routing itself (MigrationRun.run), so the
+order saves time and is never needed for a correct result.
 """
 
 import time
 
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -54,6 +61,11 @@ def dataset_key(plan: Plan, ds: DatasetPlan) -> AssetKey:
     return AssetKey([plan.name, ds.name])
 
 
+def routing_key(plan: Plan, ds: DatasetPlan) -> AssetKey:
+    """A records dataset's routing asset (pipelines/routing.py)."""
+    return AssetKey([plan.name, f"{ds.name}_routing"])
+
+
 def shard_partitions(ds: DatasetPlan) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition([str(shard) for shard in range(ds.shards)])
 
@@ -87,8 +99,12 @@ class LoggedProgress(ProgressSink):
 
 
 def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDefinition:
+    routed = ds.kind is DatasetKind.RECORDS
+    every_router = AllPartitionMapping()
+
     @asset(
         key=dataset_key(spec, ds),
+        deps=[AssetDep(routing_key(spec, ds), partition_mapping=every_router)] if routed else [],
         partitions_def=shard_partitions(ds),
         backfill_policy=None
         if shards_per_run == 1

@@ -10,8 +10,16 @@ Environment:
   MIGRATOR_DEPLOYMENT        dry-run (default): every run writes to stand-ins; production:
                              runs write to the plan's clouds unless configured dry_run: true
   MIGRATOR_SYNC_CRON         overrides the plan's sync_cron (default "0 * * * *", UTC)
-  MIGRATOR_SHARDS_PER_RUN    shard partitions per backfill run (default 1: a run per shard,
-                             with per-shard numbers and check verdicts; see pipelines/assets.py)
+  MIGRATOR_SHARDS_PER_RUN    shard partitions per backfill run and per sync shard run (default
+                             1: a run per shard, with per-shard numbers and check verdicts; see
+                             pipelines/assets.py)
+  MIGRATOR_ROUTERS           router partitions of each records dataset: the runs a sync's
+                             routing fans out to (default 4; see pipelines/routing.py)
+  MIGRATOR_SOURCE_EVENTS     "dataset=SQS queue URL,...": S3 sources whose bucket sends its
+                             event notifications there; their sensor reads the queue instead
+                             of listing the source (pipelines/sensors.py)
+  MIGRATOR_SENSOR_INTERVAL   seconds between a source sensor's ticks (default 300 when it
+                             lists, 30 when it reads events)
   MIGRATOR_BANDWIDTH_LIMIT   upload cap of each production run process, e.g. "200MiB/s"
   MIGRATOR_DRY_RUN_S3_ENDPOINT, MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING
                              moto or Azurite for dry runs of S3 or Azure plans; else a folder
@@ -25,23 +33,26 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dagster import BetaWarning, ConfigurableResource, Definitions, EnvVar, PreviewWarning
 
-from migrator.plan.model import load_plan
+from migrator.plan.model import DatasetKind, load_plan
 from pipelines.assets import dataset_asset
 from pipelines.checks import completion_asset, dataset_checks
 from pipelines.cutover import cutover_asset
 from pipelines.resources import CloudTarget, PlanResource, StandInTarget
+from pipelines.routing import DEFAULT_ROUTERS, routing_asset
 from pipelines.schedules import (
     DEFAULT_SYNC_CRON,
     full_migration_job,
-    source_sensor,
+    routing_job,
     sync_job,
     sync_schedule,
 )
+from pipelines.sensors import routed_sensor, source_sensor
 
 DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "manifests" / "demo.yaml"
 DEPLOYMENTS = ("dry-run", "production")
@@ -70,35 +81,75 @@ def resources_for(deployment: str, plan_path: str) -> dict[str, ConfigurableReso
     }
 
 
+def source_events(setting: str) -> dict[str, str]:
+    """MIGRATOR_SOURCE_EVENTS: "dataset=queue URL" pairs, comma-separated."""
+    queues = {}
+    for item in filter(None, (part.strip() for part in setting.split(","))):
+        dataset, _, url = item.partition("=")
+        if not dataset.strip() or not url.strip():
+            raise ValueError(f"MIGRATOR_SOURCE_EVENTS: {item!r} is not dataset=queue-url")
+        queues[dataset.strip()] = url.strip()
+    return queues
+
+
 def build_definitions(
     plan_path: str | Path,
     deployment: str = "dry-run",
     *,
     sync_cron: str | None = None,
     shards_per_run: int = 1,
+    routers: int = DEFAULT_ROUTERS,
+    events: Mapping[str, str] | None = None,
+    sensor_interval: int | None = None,
 ) -> Definitions:
     """Assets, checks, jobs, schedules, sensors and resources for one plan file. The sync cron:
-    the argument (MIGRATOR_SYNC_CRON), else the plan's `sync_cron`, else hourly."""
+    the argument (MIGRATOR_SYNC_CRON), else the plan's `sync_cron`, else hourly. `events`: the
+    SQS queue of each S3 dataset whose bucket sends its change events there."""
     path = Path(plan_path).resolve()
     spec = load_plan(path, check_sources=False)
     sync_cron = sync_cron or spec.sync_cron or DEFAULT_SYNC_CRON
-    full = [full_migration_job(spec, ds) for ds in spec.datasets]
-    sync = [sync_job(spec, ds) for ds in spec.datasets]
+    events = dict(events or {})
+    if unknown := sorted(set(events) - {ds.name for ds in spec.datasets}):
+        raise ValueError(f"change events for {unknown[0]!r}: the plan has no such dataset")
+    records = [ds for ds in spec.datasets if ds.kind is DatasetKind.RECORDS]
+    full = {ds.name: full_migration_job(spec, ds) for ds in spec.datasets}
+    sync = {ds.name: sync_job(spec, ds) for ds in spec.datasets}
+    route = {ds.name: routing_job(spec, ds) for ds in records}
+    first = {ds.name: route.get(ds.name, sync[ds.name]) for ds in spec.datasets}  # a sync's
     with warnings.catch_warnings():
         # Per-shard check verdicts need partitioned asset checks (a preview in Dagster 1.13);
         # backfill_policy is beta. Both are what the UI shows; neither changes a result.
         warnings.simplefilter("ignore", PreviewWarning)
         warnings.simplefilter("ignore", BetaWarning)
         assets = [dataset_asset(spec, ds, shards_per_run) for ds in spec.datasets]
+        routing = [routing_asset(spec, ds, routers) for ds in records]
         checks = [dataset_checks(spec, ds) for ds in spec.datasets]
     return Definitions(
-        assets=[*assets, completion_asset(spec), cutover_asset(spec)],
+        assets=[*routing, *assets, completion_asset(spec), cutover_asset(spec)],
         asset_checks=checks,
-        jobs=[*full, *sync],
+        jobs=[*route.values(), *full.values(), *sync.values()],
         schedules=[
-            sync_schedule(ds, job, sync_cron) for ds, job in zip(spec.datasets, sync, strict=True)
+            sync_schedule(spec, ds, first[ds.name], sync_cron, routers, shards_per_run)
+            for ds in spec.datasets
         ],
-        sensors=[source_sensor(ds, job) for ds, job in zip(spec.datasets, sync, strict=True)],
+        sensors=[
+            *(
+                source_sensor(
+                    spec,
+                    ds,
+                    first[ds.name],
+                    routers=routers,
+                    shards_per_run=shards_per_run,
+                    queue_url=events.get(ds.name),
+                    interval=sensor_interval,
+                )
+                for ds in spec.datasets
+            ),
+            *(
+                routed_sensor(spec, ds, route[ds.name], sync[ds.name], shards_per_run)
+                for ds in records
+            ),
+        ],
         resources=resources_for(deployment, str(path)),
     )
 
@@ -108,4 +159,7 @@ defs = build_definitions(
     os.environ.get("MIGRATOR_DEPLOYMENT") or "dry-run",
     sync_cron=os.environ.get("MIGRATOR_SYNC_CRON") or None,
     shards_per_run=int(os.environ.get("MIGRATOR_SHARDS_PER_RUN") or 1),
+    routers=int(os.environ.get("MIGRATOR_ROUTERS") or DEFAULT_ROUTERS),
+    events=source_events(os.environ.get("MIGRATOR_SOURCE_EVENTS") or ""),
+    sensor_interval=int(os.environ.get("MIGRATOR_SENSOR_INTERVAL") or 0) or None,
 )

@@ -5,7 +5,8 @@ writes through, always together, so a dry-run store never meets the real state s
 `CloudTarget` is `migrator.connect`; `StandInTarget` is the dry run's stand-ins: moto or Azurite
 on 127.0.0.1 when given, else a local folder; a throwaway KEK; state in
 STATE_DIR/dagster-dry-run (apart from the real run's, and from the CLI's dry run, which clears
-STATE_DIR/dry-run).
+STATE_DIR/dry-run). The sensors read a target's state store alone (`open_generation`), never
+creating one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from migrator import Connection, connect, load_plan
 from migrator.demo.standins import StandIns
 from migrator.errors import EXIT_RUNTIME, MigratorError
 from migrator.plan.model import Plan
+from migrator.repository.names import dry_run_state_file
 from migrator.sizes import parse_rate
+from migrator.state.db import StateDB
+from migrator.wiring import open_existing_state
+from migrator.write.fanout import open_generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,15 @@ class TargetResource(ConfigurableResource):  # type: ignore[type-arg]
     def _opened(self, plan: Plan) -> contextlib.AbstractContextManager[Opened]:
         raise NotImplementedError
 
+    def open_generation(self, plan: Plan, dataset: str) -> int | None:
+        """The generation of `dataset` a run is writing now (opened, not yet committed), as
+        the target's state store says; a store no run made is not made here."""
+        with self._existing_state(plan) as state:
+            return open_generation(state, dataset)
+
+    def _existing_state(self, plan: Plan) -> contextlib.AbstractContextManager[StateDB | None]:
+        raise NotImplementedError
+
 
 class CloudTarget(TargetResource):
     """The plan's own destination and key service (migrator.connect), residency checked first."""
@@ -78,6 +92,12 @@ class CloudTarget(TargetResource):
         rate = parse_rate(self.bandwidth_limit) if self.bandwidth_limit else None
         with connect(plan, bandwidth_limit=rate) as conn:
             yield Opened(conn, dry_run=False)
+
+    @contextlib.contextmanager
+    def _existing_state(self, plan: Plan) -> Iterator[StateDB | None]:
+        state = open_existing_state(plan)
+        with contextlib.nullcontext() if state is None else state:
+            yield state
 
 
 class StandInTarget(TargetResource):
@@ -98,3 +118,12 @@ class StandInTarget(TargetResource):
                     start=False,
                 )
                 yield Opened(Connection(stand_ins.plan, store, keys, state), dry_run=True)
+
+    @contextlib.contextmanager
+    def _existing_state(self, plan: Plan) -> Iterator[StateDB | None]:
+        path = dry_run_state_file(StandIns.for_dagster(plan).workdir)
+        if not path.exists():
+            yield None
+            return
+        with StateDB.sqlite_file(path) as state:
+            yield state

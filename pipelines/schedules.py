@@ -1,37 +1,36 @@
-"""Jobs, the incremental-sync schedule and the source-change sensor, per dataset.
+"""Jobs and the incremental-sync schedule, per dataset, and the runs a sync fans out to.
 
 Dagster runs one partitions definition per job, and every dataset has its own shard count, so
 each dataset gets its own jobs. "Materialize all" on the asset graph launches one backfill that
-spans every dataset, with `migration_complete` last.
+spans every dataset, routers before shards, with `migration_complete` last.
 
-Incremental sync is one run over every shard partition: after the bulk generation is
-committed, each run is a new generation that writes only what changed (new and changed records
-and objects, tombstones for removed ones) into the shards it touched, and commits a generation
-record. An interrupted sync is resumed by the next run.
+A sync is never one run for a whole dataset. For a records dataset it starts as `routers` runs
+of `route_<dataset>`, one per router partition, which list the source once and route its new
+and changed files between them; when routing is complete, pipelines/sensors.py requests the
+shard runs. An objects dataset has nothing to route: its sync starts as the shard runs. Shard
+runs are `incremental_sync_<dataset>` over batches of `shards_per_run` contiguous shards, which
+join the generation the sync opened; the last to finish commits it. Each request's run key
+names the sync (the schedule's tick, or the change the sensor saw) and the batch, so a sync is
+requested once; an interrupted one is resumed by the next.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetSelection,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
-    SensorDefinition,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
     define_asset_job,
     schedule,
-    sensor,
 )
 
-from migrator import MigratorError, list_source
-from migrator.plan.model import DatasetPlan, Plan
-from pipelines.assets import dataset_key, python_name
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
+from migrator.write.fanout import shard_batches
+from pipelines.assets import dataset_key, python_name, routing_key
+from pipelines.routing import ROUTER_PREFIX
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public name for it
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -39,22 +38,14 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public na
     )
 
 DEFAULT_SYNC_CRON = "0 * * * *"
-SENSOR_INTERVAL_SECONDS = 300  # each tick lists the whole source: keep it rare
+SYNC_TAG = "migrator/sync"  # the sync a run belongs to: its schedule tick or source change
 _FULL_MIGRATION = (
     "migrate shard partitions (backfill it for all shards) and check each shard's integrity."
 )
 _INCREMENTAL_SYNC = (
-    "one incremental sync over every shard partition: a new generation of what changed"
-    " since the last one."
+    "a sync's shard runs: each encodes what changed in its shards since the last generation."
 )
-
-
-def all_shards(ds: DatasetPlan) -> dict[str, str]:
-    """Tags of one run over every shard partition (Dagster's partition-range run)."""
-    return {
-        "dagster/asset_partition_range_start": "0",
-        "dagster/asset_partition_range_end": str(ds.shards - 1),
-    }
+_ROUTING = "a sync's routers: the source listed once, its new and changed files routed by key."
 
 
 def dataset_job(
@@ -77,48 +68,88 @@ def sync_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
     return dataset_job(spec, ds, "incremental_sync", "sync", _INCREMENTAL_SYNC)
 
 
+def routing_job(spec: Plan, ds: DatasetPlan) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        f"route_{python_name(ds.name)}",
+        selection=AssetSelection.assets(routing_key(spec, ds)),
+        tags={"migrator/mode": "route"},
+        description=f"{ds.name}: {_ROUTING}",
+    )
+
+
+def shard_requests(
+    spec: Plan,
+    ds: DatasetPlan,
+    sync: str,
+    shards_per_run: int,
+    *,
+    key: str | None = None,
+    dry_run: bool = False,
+) -> list[RunRequest]:
+    """A sync's shard runs, one per batch; run keys start with `key` (default: `sync`)."""
+    run_config: dict[str, Any] = {}
+    if dry_run:
+        op = dataset_key(spec, ds).to_python_identifier()
+        run_config = {"ops": {op: {"config": {"dry_run": True}}}}
+    requests = []
+    for lo, hi in shard_batches(ds.shards, shards_per_run):
+        if lo == hi:
+            where, partition, tags = f"shard-{lo}", str(lo), {}
+        else:
+            where, partition = f"shards-{lo}-{hi}", None
+            tags = {
+                "dagster/asset_partition_range_start": str(lo),
+                "dagster/asset_partition_range_end": str(hi),
+            }
+        requests.append(
+            RunRequest(
+                run_key=f"{key or sync}/{where}",
+                partition_key=partition,
+                tags={SYNC_TAG: sync, **tags},
+                run_config=run_config,
+            )
+        )
+    return requests
+
+
+def sync_requests(
+    spec: Plan, ds: DatasetPlan, sync: str, routers: int, shards_per_run: int
+) -> list[RunRequest]:
+    """The runs that start a sync: a records dataset's routers (its shard runs follow once
+    routing is complete), an objects dataset's shard runs."""
+    if ds.kind is not DatasetKind.RECORDS:
+        return shard_requests(spec, ds, sync, shards_per_run)
+    return [
+        RunRequest(
+            run_key=f"{sync}/{ROUTER_PREFIX}{i}",
+            partition_key=f"{ROUTER_PREFIX}{i}",
+            tags={SYNC_TAG: sync},
+        )
+        for i in range(routers)
+    ]
+
+
 def sync_schedule(
-    ds: DatasetPlan, job: UnresolvedAssetJobDefinition, cron: str
+    spec: Plan,
+    ds: DatasetPlan,
+    job: UnresolvedAssetJobDefinition,
+    cron: str,
+    routers: int,
+    shards_per_run: int,
 ) -> ScheduleDefinition:
+    """Every tick starts a sync (or finishes one left open: its runs join that generation)."""
+    first = "routers" if ds.kind is DatasetKind.RECORDS else "shard runs"
+
     @schedule(
         cron_schedule=cron,
         job=job,
         name=f"incremental_sync_{python_name(ds.name)}_schedule",
         execution_timezone="UTC",
-        description=f"{ds.name}: one sync run over every shard at each tick.",
+        description=f"{ds.name}: a sync at each tick, fanned out to its {first}.",
     )
-    def sync_every_shard(context: ScheduleEvaluationContext) -> RunRequest:
+    def sync_on_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
         tick = context.scheduled_execution_time
         when = tick.strftime("%Y-%m-%dT%H:%M") if tick is not None else "now"
-        return RunRequest(run_key=f"{ds.name}@{when}", tags=all_shards(ds))
+        return sync_requests(spec, ds, f"{ds.name}@{when}", routers, shards_per_run)
 
-    return sync_every_shard
-
-
-def source_digest(ds: DatasetPlan) -> str:
-    """sha256 of the source's listing: every object's name, size and version, in name order."""
-    digest = hashlib.sha256()
-    for obj in list_source(ds):
-        digest.update(f"{obj.name}\0{obj.size}\0{obj.version}\n".encode())
-    return digest.hexdigest()
-
-
-def source_sensor(ds: DatasetPlan, job: UnresolvedAssetJobDefinition) -> SensorDefinition:
-    @sensor(
-        job=job,
-        name=f"{python_name(ds.name)}_source_changed",
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-        description=f"{ds.name}: a sync run whenever the source's listing changes.",
-    )
-    def on_source_change(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        try:
-            digest = source_digest(ds)
-        except MigratorError as exc:
-            return SkipReason(f"cannot list the source of {ds.name}: {exc}")
-        if digest == context.cursor:
-            return SkipReason(f"{ds.name}: source unchanged")
-        # The digest is the run key: the same listing never asks for a second run.
-        request = RunRequest(run_key=digest, tags=all_shards(ds))
-        return SensorResult(run_requests=[request], cursor=digest)
-
-    return on_source_change
+    return sync_on_schedule

@@ -23,10 +23,11 @@ from migrator.demo.azurite import Azurite
 from migrator.demo.motoserver import MotoServer, s3_client
 from migrator.repository.names import manifest_key
 from pipelines import build_definitions
-from pipelines.assets import SHARD_RETRY_POLICY
+from pipelines.assets import SHARD_RETRY_POLICY, python_name
 from pipelines.checks import MANIFEST_CHECK, READBACK_CHECK
 from pipelines.definitions import resources_for
 from pipelines.resources import CloudTarget, StandInTarget
+from pipelines.routing import DEFAULT_ROUTERS
 from tests.pipelines import DEMO_SHAPED_DATASETS, PROFILES, VIDEO_SIZES, write_demo_shaped_plan
 from tests.planfiles import azure_destination, flip_bit, s3_destination, write_plan
 
@@ -257,7 +258,7 @@ def test_a_residency_refusal_fails_at_once_without_retries(
 
 @pytest.mark.parametrize("plan_file", sorted(MANIFESTS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_plan_in_manifests_loads_as_assets(plan_file: Path) -> None:
-    from migrator.plan.model import load_plan
+    from migrator.plan.model import DatasetKind, load_plan
 
     plan = load_plan(plan_file, check_sources=False)
     defs = build_definitions(plan_file)
@@ -272,6 +273,15 @@ def test_every_plan_in_manifests_loads_as_assets(plan_file: Path) -> None:
         assert asset.op.pool == f"migrator-dest-{plan.name}"
         assert defs.resolve_job_def(f"full_migration_{ds.name}") is not None
         assert defs.resolve_job_def(f"incremental_sync_{ds.name}") is not None
+        if ds.kind is DatasetKind.RECORDS:  # routed first, by router partitions
+            routing = asset_at(defs, plan.name, f"{ds.name}_routing")
+            assert routing.partitions_def is not None
+            assert routing.partitions_def.get_partition_keys() == [
+                f"router-{i}" for i in range(DEFAULT_ROUTERS)
+            ]
+            assert defs.resolve_job_def(f"route_{python_name(ds.name)}") is not None
+            (dep,) = asset.specs_by_key[asset.key].deps
+            assert dep.asset_key == routing.key
 
 
 def test_the_default_definitions_are_the_demo_plan(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,6 +293,7 @@ def test_the_default_definitions_are_the_demo_plan(monkeypatch: pytest.MonkeyPat
 
     keys = {tuple(key.path) for key in defs.resolve_all_asset_keys()}
     assert keys == {
+        ("demo", "user_profiles_routing"),
         ("demo", "user_profiles"),
         ("demo", "videos"),
         ("demo", "migration_complete"),

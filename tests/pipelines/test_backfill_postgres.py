@@ -6,10 +6,6 @@ PostgreSQL, and migrator's state store in PostgreSQL too (MIGRATOR_STATE_URL).""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,105 +14,48 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
-    DagsterRun,
     DagsterRunStatus,
 )
 
 from tests.pgserver import PostgresServer
 from tests.pipelines import PROFILES, write_demo_shaped_plan
+from tests.pipelines.deployment import code_server, daemon, dagster_cli, wait_for_runs
 from tests.planfiles import restored_records, run_cli
 
 pytestmark = pytest.mark.integration
 
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_runs(instance: DagsterInstance, count: int) -> list[DagsterRun]:
-    deadline = time.monotonic() + 240
-    while True:
-        runs = list(instance.get_runs())
-        if len(runs) == count and all(r.is_finished for r in runs):
-            return runs
-        assert time.monotonic() < deadline, [(r.job_name, r.status) for r in runs]
-        time.sleep(1)
-
 
 @pytest.fixture
-def code_server(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[tuple[int, str]]:
-    """`dagster code-server` for the plan, production deployment, state in PostgreSQL."""
+def deployed(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[tuple[int, str]]:
+    """The code server for the plan, production deployment, state in PostgreSQL."""
     write_demo_shaped_plan(tmp_path)
     state_url = postgres_server.create_database()
     os.environ["MIGRATOR_PLAN"] = str(tmp_path / "plan.yaml")
     os.environ["MIGRATOR_DEPLOYMENT"] = "production"
     os.environ["MIGRATOR_STATE_URL"] = state_url
-    port = free_port()
-    server = subprocess.Popen(
-        [DAGSTER, "code-server", "start", "-h", "127.0.0.1", "-p", str(port), "-m", "pipelines"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the code server did not start"
-            time.sleep(0.3)
-        yield port, state_url
+        with code_server(tmp_path) as port:
+            yield port, state_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
         for name in ("MIGRATOR_PLAN", "MIGRATOR_DEPLOYMENT", "MIGRATOR_STATE_URL"):
             os.environ.pop(name, None)
 
 
 def test_a_backfill_of_every_shard_runs_on_postgres_with_the_multiprocess_executor(
-    tmp_path: Path, dagster_postgres_instance: DagsterInstance, code_server: tuple[int, str]
+    tmp_path: Path, dagster_postgres_instance: DagsterInstance, deployed: tuple[int, str]
 ) -> None:
-    port, state_url = code_server
+    port, state_url = deployed
     instance = dagster_postgres_instance
     for job in ("full_migration_user_profiles", "full_migration_videos"):
-        launched = subprocess.run(
-            [DAGSTER, "job", "backfill", "--grpc-port", str(port), "-j", job, "--all", "all",
-             "--noprompt"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        launched = dagster_cli(
+            tmp_path, "job", "backfill", "--grpc-port", str(port), "-j", job, "--all", "all",
+            "--noprompt",
         )  # fmt: skip
         assert launched.returncode == 0, launched.stdout + launched.stderr
         assert "Launched backfill" in launched.stdout
     # The runs wait in Dagster's queue; the daemon dequeues and launches them, one process each.
-    location = f"{{host: localhost, port: {port}, location_name: 'grpc:localhost:{port}'}}"
-    (tmp_path / "workspace.yaml").write_text(f"load_from:\n  - grpc_server: {location}\n")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with daemon(tmp_path):
         runs = wait_for_runs(instance, 7)
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
 
     assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS] * 7, [
         (r.tags.get("dagster/partition"), r.status) for r in runs
