@@ -21,6 +21,7 @@ from migrator.demo.sample import write_sample
 from migrator.demo.standins import StandIns
 from migrator.errors import MigratorError
 from migrator.forecast.model import DatasetVolume, Forecast, forecast, records_chunks
+from migrator.forecast.phases import PhaseClock
 from migrator.keys.datakey import DataKey
 from migrator.plan.model import (
     AzureDestinationPlan,
@@ -39,7 +40,7 @@ from migrator.sources.base import Source
 from migrator.sources.factory import open_source
 from migrator.sources.local import LocalSource
 from migrator.stores.wrappers import CountingStore
-from migrator.write.reports import ProgressSink, RunReport
+from migrator.write.reports import DatasetReport, ProgressSink, RunReport
 from migrator.write.run import MigrationRun
 
 DEFAULT_SAMPLE = 32 * 1024 * 1024
@@ -50,6 +51,7 @@ class _Sizing:
     real_bytes: int  # the real source's size (listed, or the plan's expected_size)
     parts: int  # object parts, when the real source was listed; 0 when unknown
     encode_rate: float  # bytes a second through this machine's hot loop on this data
+    files: int | None = None  # the real source's, when listed or expected
 
 
 RATE_SAMPLE = 32 * 1024 * 1024
@@ -126,7 +128,9 @@ class Rehearsal:
             provider = stand_ins.keys()
             report.substitutions += stand_ins.substitutions
             with stand_ins.state() as state:
-                run = MigrationRun(plan, store, provider, state, self.progress).run()
+                clock = PhaseClock(self.progress)  # times routing, for the forecast
+                run = MigrationRun(plan, store, provider, state, clock).run()
+                clock.stop()
                 requests = dict(store.requests)
                 bytes_sent = store.bytes_sent
                 verify = Verifier(plan, store, provider, state, sample=1.0, workers=4).verify()
@@ -142,7 +146,7 @@ class Rehearsal:
             threshold = dest.multipart_threshold or 64 * MiB
             part_size = dest.upload_part_size or 16 * MiB
         volumes = [
-            self._volume(ds, sizing[ds.name], dr.compression_ratio)
+            self._volume(ds, sizing[ds.name], dr, clock.rate(ds.name, "routing"))
             for ds, dr in zip(plan.datasets, run.datasets, strict=True)
         ]
         report.forecast = forecast(
@@ -153,10 +157,13 @@ class Rehearsal:
             multipart_threshold=threshold,
             part_size=part_size,
             prices=prices,
+            sync_change=f.sync_change,
         )
         return report
 
-    def _volume(self, ds: DatasetPlan, sizing: _Sizing, compression: float) -> DatasetVolume:
+    def _volume(
+        self, ds: DatasetPlan, sizing: _Sizing, dr: DatasetReport, routing: float | None
+    ) -> DatasetVolume:
         if ds.kind is DatasetKind.RECORDS:
             chunks = records_chunks(sizing.real_bytes, ds.shards, self.plan.chunk_size)
         else:
@@ -168,8 +175,12 @@ class Rehearsal:
             source_bytes=sizing.real_bytes,
             shards=ds.shards,
             chunks=chunks,
-            compression=compression or 1.0,
+            compression=dr.compression_ratio or 1.0,
             encode_rate=sizing.encode_rate,
+            files=sizing.files,
+            routing_rate=routing or 0.0,
+            record_bytes=dr.bytes_in / dr.records if dr.records else 0.0,
+            source_kind=self.plan.dataset(ds.name).source.kind,
         )
 
     # --- sources: the real ones where reachable, else a sample of the same shape ---------
@@ -181,12 +192,13 @@ class Rehearsal:
             part = ds.part_size or self.plan.chunk_size
             try:
                 source = open_source(ds)
-                total = parts = 0
+                total = parts = files = 0
                 for obj in source.list():
                     total += obj.size
                     parts += max(1, -(-obj.size // part))
+                    files += 1
                 out.append(ds)
-                sizing[ds.name] = _Sizing(total, parts, _encode_rate(source, self.plan))
+                sizing[ds.name] = _Sizing(total, parts, _encode_rate(source, self.plan), files)
                 continue
             except MigratorError as exc:
                 reason = str(exc)
@@ -195,7 +207,8 @@ class Rehearsal:
             sample = LocalSource(folder)
             real = ds.expected_size or self.synthetic_size
             # Real object sizes are unknown: the forecast counts full parts only (a floor).
-            sizing[ds.name] = _Sizing(real, 0, _encode_rate(sample, self.plan))
+            rate = _encode_rate(sample, self.plan)
+            sizing[ds.name] = _Sizing(real, 0, rate, ds.expected_files)
             report.notes.append(
                 f"{ds.name}: source out of reach ({reason}); rehearsed on a"
                 f" {format_size(self.synthetic_size)} synthetic sample of the same shape;"

@@ -1,6 +1,7 @@
 """`migrator plan --estimate`: Dagster partitions, requests, time at N workers and cost of a
 run of the whole plan, from each dataset's size (forecast/sizing.py) and a worker's rate
-(forecast/worker.py), with the request and price arithmetic of forecast/model.py."""
+(forecast/worker.py), with the request and price arithmetic of forecast/model.py; and its
+stages (listing, routing) and syncs at scale (forecast/stages.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from migrator.forecast.assumptions import plan_works
 from migrator.forecast.model import (
     ASSUMED_PRICES,
     DatasetVolume,
@@ -16,6 +18,8 @@ from migrator.forecast.model import (
     puts_per_chunk,
 )
 from migrator.forecast.sizing import OBJECTS_RATIO, RECORDS_RATIO, DatasetEstimate
+from migrator.forecast.stage_forecast import StageForecast, stage_forecast
+from migrator.forecast.stages import Upload
 from migrator.forecast.worker import WorkerRates
 from migrator.plan.model import AzureDestinationPlan, DatasetKind, Plan, S3DestinationPlan
 from migrator.sizes import format_size
@@ -51,6 +55,7 @@ class PlanEstimate:
     link_seconds: float  # stored bytes over the link
     prices_from_plan: tuple[bool, bool, bool]  # storage, PUT, GET
     multipart: tuple[int | None, int]  # threshold (None: never), part size
+    stages: StageForecast  # listing, routing, and the syncs at `workers` workers
 
     def puts(self, d: DatasetEstimate) -> int:
         """One dataset's PUT-class requests, counted as forecast/model.py counts the plan's."""
@@ -58,9 +63,15 @@ class PlanEstimate:
         return d.chunks * per_chunk + d.shards + 1
 
     @property
+    def listing_seconds(self) -> float:
+        """Listing the sources, once: before it, no worker has a task."""
+        return self.stages.total("bulk").listing
+
+    @property
     def seconds(self) -> float:
-        """The slower bound: more workers shorten theirs, only a wider link the other."""
-        return max(self.worker_seconds, self.link_seconds)
+        """The listing, then the slower bound: more workers shorten theirs, only a wider link
+        the other."""
+        return self.listing_seconds + max(self.worker_seconds, self.link_seconds)
 
     @property
     def bound(self) -> str:
@@ -102,6 +113,8 @@ class PlanEstimate:
             ("per-worker rate", rate),
             (f"time for {n} workers: source / ({n} × rate)", span(self.rate_seconds)),
         ]
+        stage_rows = self.stages.rows()
+        rows.append(stage_rows[1])  # of which routing
         if self.upload_cap is not None:
             cap = f"{format_size(self.upload_cap)}/s"
             rows.append(
@@ -121,9 +134,11 @@ class PlanEstimate:
             "workers": "the workers' rate (more workers shorten it)",
             "upload cap": "the workers' upload cap, bandwidth_limit (more workers shorten it)",
         }[self.bound]
+        rows.append(stage_rows[0])  # listing
         rows.append((f"expected time at {n} workers", f"{span(self.seconds)}, bound by {bound}"))
         if self.workers_to_fill_link is not None:
             rows.append(("workers that keep the link full", f"{self.workers_to_fill_link:,}"))
+        rows += stage_rows[2:]
         rows += [
             ("a full verify's GET requests", f"{f.verify_get_requests:,} (${f.verify_usd:,.2f})"),
             ("storage a month", f"${f.storage_usd_month:,.2f}"),
@@ -158,6 +173,9 @@ class PlanEstimate:
                 "cpus": self.rates.cpus,
                 "load": self.rates.load,
                 "sample_bytes": self.rates.sample_bytes,
+                "routing_bytes_per_s": round(self.rates.routing_rate),
+                "routing_measured": self.rates.routing is not None,
+                "sync_seconds": self.rates.sync_seconds,
             },
             "datasets": [
                 {
@@ -186,6 +204,7 @@ class PlanEstimate:
             },
             "time": {
                 "seconds": self.seconds,
+                "listing_seconds": self.listing_seconds,
                 "hours": self.seconds / 3600,
                 "bound": self.bound,
                 "worker_seconds": self.worker_seconds,
@@ -210,6 +229,7 @@ class PlanEstimate:
                     zip(("storage", "put", "get"), self.prices_from_plan, strict=True)
                 ),
             },
+            "stages": self.stages.as_dict(),
         }
 
 
@@ -259,6 +279,9 @@ def estimate_run(
         prices=prices,
         machine_limit=workers * cap if cap else None,
     )
+    works, figures, costs = plan_works(sizes, rates)
+    upload = Upload(cap, link)
+    stages = stage_forecast(works, workers, f.sync_change, costs, upload, figures)
     rate_s = cap_s = worker_s = 0.0
     for d in sizes:
         r = d.bytes / (workers * rates.of(d.kind)) if rates.of(d.kind) else 0.0
@@ -280,4 +303,5 @@ def estimate_run(
         link_seconds=fc.link_hours * 3600,
         prices_from_plan=(chosen[0] is not None, chosen[1] is not None, chosen[2] is not None),
         multipart=(threshold, part_size),
+        stages=stages,
     )

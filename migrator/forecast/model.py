@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrator.forecast.stage_forecast import StageForecast, stage_forecast
+from migrator.forecast.stages import (
+    ASSUMED_FILE_BYTES,
+    ASSUMED_RECORD_BYTES,
+    DatasetWork,
+    Figure,
+    FixedCosts,
+    Upload,
+    assumed_files,
+    cost_figures,
+    listing_figure,
+)
 from migrator.plan.kinds import DatasetKind, StoreKind
+from migrator.sizes import format_size
 
 # (storage per GB-month, PUT-class per 1,000 requests, GET-class per 1,000): assumed list prices.
 ASSUMED_PRICES = {
@@ -33,6 +46,10 @@ class DatasetVolume:
     chunks: int  # stored chunks the real run will write
     compression: float  # source bytes / stored bytes, measured in the rehearsal
     encode_rate: float  # source bytes a second through the hot loop on this machine
+    files: int | None = None  # None: not known, assumed from the size
+    routing_rate: float = 0.0  # records bytes a second the rehearsal routed; 0: not measured
+    record_bytes: float = 0.0  # a record's mean size in the rehearsal; 0: not counted
+    source_kind: str = StoreKind.S3  # the real source's: how fast it lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +67,7 @@ class Forecast:
     verify_usd: float
     storage_usd_month: float
     prices: tuple[float, float, float]
+    stages: StageForecast | None = None  # listing, routing and syncs on one machine
 
     @property
     def hours(self) -> float:
@@ -81,8 +99,10 @@ def forecast(
     part_size: int,
     prices: tuple[float, float, float] | None = None,
     machine_limit: int | None = None,
+    sync_change: float | None = None,
 ) -> Forecast:
-    """`bandwidth` is the link's; `machine_limit` a machine's upload cap (bandwidth_limit)."""
+    """`bandwidth` is the link's; `machine_limit` a machine's upload cap (bandwidth_limit);
+    with `sync_change`, also the stages and syncs on one machine (machine_stages)."""
     storage_price, put_price, get_price = prices or ASSUMED_PRICES.get(kind, (0.0, 0.0, 0.0))
     stored = chunks = puts = gets = 0
     machine_s = 0.0
@@ -94,6 +114,7 @@ def forecast(
         puts += d.chunks * per_chunk + d.shards + 1  # chunks, manifests, the wrapped key
         gets += d.chunks + d.shards + 1
         hot_loop_s = d.source_bytes / d.encode_rate if d.encode_rate else 0.0
+        hot_loop_s += d.source_bytes / d.routing_rate if d.routing_rate else 0.0
         capped_s = d_stored / machine_limit if machine_limit else 0.0
         machine_s += max(hot_loop_s, capped_s)
     return Forecast(
@@ -110,4 +131,53 @@ def forecast(
         verify_usd=gets / 1000 * get_price,
         storage_usd_month=stored / GB * storage_price,
         prices=(storage_price, put_price, get_price),
+        stages=None
+        if sync_change is None
+        else machine_stages(datasets, sync_change, Upload(machine_limit, bandwidth or None)),
     )
+
+
+def machine_stages(datasets: list[DatasetVolume], change: float, upload: Upload) -> StageForecast:
+    """The dry run's stages on one machine: routing as the rehearsal measured it, encoding at
+    the hot loop's rate, the rest assumed."""
+    works, figures = [], []
+    unsized_records = False
+    for d in datasets:
+        records = d.kind is DatasetKind.RECORDS
+        files = d.files if d.files is not None else assumed_files(d.source_bytes)
+        listing = listing_figure(f"listing {d.name}, one thread", d.source_kind)
+        works.append(
+            DatasetWork(
+                name=d.name,
+                kind=d.kind,
+                source_bytes=d.source_bytes,
+                stored_bytes=int(d.source_bytes / d.compression) if d.compression else 0,
+                files=files,
+                shards=d.shards,
+                routing_rate=d.routing_rate if records else 0.0,
+                encoding_rate=d.encode_rate,
+                listing_rate=listing.value,
+                record_bytes=d.record_bytes or ASSUMED_RECORD_BYTES,
+            )
+        )
+        if records and d.routing_rate:
+            figures.append(
+                Figure(f"routing {d.name}", d.routing_rate, "B/s", "measured", "the rehearsal")
+            )
+        if records and d.record_bytes:
+            figures.append(
+                Figure(f"a record of {d.name}", d.record_bytes, "B", "measured", "the rehearsal")
+            )
+        unsized_records |= records and not d.record_bytes
+        figures.append(
+            Figure(
+                f"hot loop on {d.name}", d.encode_rate, "B/s", "measured", "every core, its data"
+            )
+        )
+        if d.files is None:
+            basis = f"a file per {format_size(ASSUMED_FILE_BYTES)}; set expected_files"
+            figures.append(Figure(f"files of {d.name}", files, "files", "assumed", basis))
+        figures.append(listing)
+    costs = FixedCosts()
+    figures += cost_figures(costs, sync_measured=False, records=unsized_records)
+    return stage_forecast(works, 1, change, costs, upload, figures, who="machine")

@@ -4,6 +4,7 @@ it (a petabyte bucket takes hours to list, and the credentials may not be here).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from migrator.errors import PlanError
@@ -25,29 +26,48 @@ class DatasetEstimate:
     bytes: int
     chunks: int
     stored_bytes: int
+    listed_seconds: float | None = None  # how long the listing took, one thread
+    expected_files: int | None = None  # the plan's, when sized from expected_size
+    source_kind: str = "local"  # where it is listed from: local, s3, azure
 
 
 def _dataset_estimate(
-    plan: Plan, ds: DatasetPlan, files: int | None, total: int, parts: int
+    plan: Plan,
+    ds: DatasetPlan,
+    files: int | None,
+    total: int,
+    parts: int,
+    listed_seconds: float | None = None,
 ) -> DatasetEstimate:
     if ds.kind is DatasetKind.RECORDS:
         chunks = records_chunks(total, ds.shards, plan.chunk_size) if total else 0
-        return DatasetEstimate(
-            ds.name, ds.kind, ds.shards, files, total, chunks, int(total / RECORDS_RATIO)
-        )
+        stored = int(total / RECORDS_RATIO)
+    else:
+        chunks, stored = parts, int(total / OBJECTS_RATIO)
     return DatasetEstimate(
-        ds.name, ds.kind, ds.shards, files, total, parts, int(total / OBJECTS_RATIO)
+        ds.name,
+        ds.kind,
+        ds.shards,
+        files,
+        total,
+        chunks,
+        stored,
+        listed_seconds,
+        ds.expected_files,
+        str(ds.source.kind),
     )
 
 
 def _listed(plan: Plan, ds: DatasetPlan) -> DatasetEstimate:
     files = total = parts = 0
     part = ds.part_size or plan.chunk_size
+    started = time.perf_counter()
     for f in open_source(ds).list():
         files += 1
         total += f.size
         parts += max(1, -(-f.size // part))
-    return _dataset_estimate(plan, ds, files, total, parts)
+    seconds = time.perf_counter() - started
+    return _dataset_estimate(plan, ds, files, total, parts, seconds)
 
 
 def estimate_plan(plan: Plan) -> list[DatasetEstimate]:

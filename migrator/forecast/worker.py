@@ -1,6 +1,7 @@
-"""A worker's rate: source bytes a second that one `migrator` process running shards moves end
-to end (one Dagster run in the destination's pool), given, or measured now on this machine with
-a short local-to-local run of the real engine on synthetic data."""
+"""A worker's rates: source bytes a second that one `migrator` process running shards moves end
+to end (one Dagster run in the destination's pool), and the part of it a records run spends
+routing; given, or measured now on this machine with short local-to-local runs of the real
+engine on synthetic data (a bulk of each kind, then a records sync with nothing changed)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from migrator import Connection, run
 from migrator.errors import MigratorError
+from migrator.forecast.phases import PhaseClock
 from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import (
@@ -31,6 +33,9 @@ from migrator.stores.local import LocalStore
 MEASURE_BYTES = 96 * MiB
 MEASURE_SHARDS = 8
 MEASURE_SEED = 7
+# A records run's time spent routing, where none was measured: bench/phases.py timed routing at
+# 4.2 s of a 5.9 s run of 512 MiB (docs/PERFORMANCE.md).
+ROUTING_SHARE = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ class WorkerRates:
     cpus: int  # of the machine that measured them
     load: float = 0.0  # its 1-minute load average as the measurement began
     sample_bytes: int = 0  # of each kind, when measured
+    routing: float | None = None  # records bytes a second routed (measured); None: assumed
+    sync_seconds: float | None = None  # a records sync with nothing changed (measured)
 
     @property
     def contended(self) -> bool:
@@ -51,6 +58,21 @@ class WorkerRates:
 
     def of(self, kind: DatasetKind) -> float:
         return self.records if kind == DatasetKind.RECORDS else self.objects
+
+    @property
+    def routing_rate(self) -> float:
+        """Records bytes a second one worker routes: measured, else ROUTING_SHARE of the
+        records rate's time."""
+        return self.routing if self.routing else self.records / ROUTING_SHARE
+
+    @property
+    def records_encoding(self) -> float:
+        """Records bytes a second one worker encodes and stores once routed: the end-to-end
+        time less the routing time, so that routing and encoding add up to the records rate."""
+        if not self.records:
+            return 0.0
+        rest = 1 / self.records - 1 / self.routing_rate
+        return 1 / rest if rest > 0 else self.records
 
 
 def given_rates(rate: int) -> WorkerRates:
@@ -75,17 +97,33 @@ def measure_worker_rates(plan: Plan, size: int = MEASURE_BYTES) -> WorkerRates:
         generate_objects(root / "src" / "objects", size, MEASURE_SEED)
         init_kek_file(root / "kek.key")
         provider = LocalKeyProvider(root / "kek.key")
-        rates = {kind: _timed_run(plan, root, kind, provider) for kind in DatasetKind}
+        records = _timed_run(plan, root, DatasetKind.RECORDS, provider)
+        objects = _timed_run(plan, root, DatasetKind.OBJECTS, provider)
     seconds = time.perf_counter() - started
     cpus = os.cpu_count() or 1
     return WorkerRates(
-        rates[DatasetKind.RECORDS], rates[DatasetKind.OBJECTS], seconds, cpus, load, size
+        records.rate,
+        objects.rate,
+        seconds,
+        cpus,
+        load,
+        size,
+        routing=records.routing,
+        sync_seconds=records.sync_seconds,
     )
 
 
-def _timed_run(plan: Plan, root: Path, kind: DatasetKind, provider: KeyProvider) -> float:
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    rate: float  # source bytes a second, end to end
+    routing: float | None  # records: bytes a second through the routing phase
+    sync_seconds: float | None  # records: a sync that finds nothing changed
+
+
+def _timed_run(plan: Plan, root: Path, kind: DatasetKind, provider: KeyProvider) -> _Timed:
     """One run of the public `migrator.run`, into a folder, its state in a file of its own:
-    never the plan's destination, key service or state store."""
+    never the plan's destination, key service or state store. Records: its routing phase
+    timed, then a second run, a sync that finds nothing changed, timed whole."""
     source = LocalSourcePlan(kind=StoreKind.LOCAL, path=root / "src" / kind)
     if kind is DatasetKind.RECORDS:
         ds = DatasetPlan(
@@ -115,10 +153,18 @@ def _timed_run(plan: Plan, root: Path, kind: DatasetKind, provider: KeyProvider)
             "datasets": (ds,),
         }
     )
+    clock = PhaseClock()
+    sync_seconds = None
     with StateDB.sqlite_file(root / "state" / f"{kind}.sqlite") as state:
+        connection = Connection(run_plan, LocalStore(dest), provider, state)
         t0 = time.perf_counter()
-        report = run(Connection(run_plan, LocalStore(dest), provider, state))
+        report = run(connection, progress=clock)
         seconds = time.perf_counter() - t0
+        clock.stop()
+        if kind is DatasetKind.RECORDS:
+            t0 = time.perf_counter()
+            run(connection)
+            sync_seconds = time.perf_counter() - t0
     if not report.bytes_in or seconds <= 0:
         raise MigratorError(f"measuring a worker: the {kind} run moved no data")
-    return report.bytes_in / seconds
+    return _Timed(report.bytes_in / seconds, clock.rate(kind.value, "routing"), sync_seconds)

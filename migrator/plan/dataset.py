@@ -22,6 +22,7 @@ from migrator.plan.types import (
     IncludePattern,
     Name,
     NonEmpty,
+    PositiveInt,
     RecordSize,
     SizeBytes,
 )
@@ -80,6 +81,11 @@ class DatasetPlan(PlanModel):
     expected_size: SizeBytes | None = Field(
         default=None,
         description="The source's size, for forecasts made where it cannot be listed.",
+    )
+    expected_files: PositiveInt | None = Field(
+        default=None,
+        description="The source's number of files, for forecasts of its listing made where it"
+        " cannot be listed; null: a file per 64MiB of expected_size.",
     )
 
     @property

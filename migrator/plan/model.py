@@ -117,6 +117,13 @@ class ForecastPlan(PlanModel):
     storage_usd_per_gb_month: float | None = Field(default=None, ge=0)
     put_usd_per_1000: float | None = Field(default=None, ge=0)
     get_usd_per_1000: float | None = Field(default=None, ge=0)
+    sync_change: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of each dataset's source, in bytes of new or changed files, expected"
+        " to change between two syncs (0.01: 1 %); forecasts a sync and the write freeze.",
+    )
 
 
 def _at_least_one(datasets: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -38,12 +38,12 @@ def estimate_json(*args: str, cwd: Path) -> dict[str, Any]:
 
 
 def rows(out: str) -> dict[str, list[str]]:
-    """Table rows by their first cell, each as its stripped cells."""
-    found = {}
+    """Table rows by their first cell (its first table's), each as its stripped cells."""
+    found: dict[str, list[str]] = {}
     for line in out.splitlines():
         if line.startswith("│"):
             cells = [c.strip() for c in line.strip("│").split("│")]
-            found[cells[0]] = cells
+            found.setdefault(cells[0], cells)
     return found
 
 
@@ -103,11 +103,14 @@ def test_petabyte_estimate_prints_partitions_chunks_time_and_cost(tmp_path: Path
     assert r10["storage a month"][1] == storage
     assert "assumed s3 list prices" in out10
 
-    # 20 MB/s a worker: 10 and 40 workers stay under the 5 GB/s link, so time scales 4x.
+    # 20 MB/s a worker: 10 and 40 workers stay under the 5 GB/s link, so time scales 4x
+    # but for the listing, which one worker does before any has a task.
     source = 180e9 + 300e9 + 1e15
     t10 = hours(r10["expected time at 10 workers"][1])
     t40 = hours(r40["expected time at 40 workers"][1])
-    assert t10 == pytest.approx(source / (10 * 20e6) / 3600, abs=0.1)
+    listing = hours(r10["listing the source, once a generation (8 threads)"][1])
+    assert listing == hours(r40["listing the source, once a generation (8 threads)"][1]) > 0
+    assert t10 == pytest.approx(source / (10 * 20e6) / 3600 + listing, abs=0.1)
     assert t10 / t40 == pytest.approx(4.0, rel=1e-3)
     assert "bound by the workers' rate" in r10["expected time at 10 workers"][1]
     assert "bound by the workers' rate" in r40["expected time at 40 workers"][1]
@@ -137,6 +140,9 @@ def test_petabyte_estimate_prints_partitions_chunks_time_and_cost(tmp_path: Path
         "cpus": doc["rates"]["cpus"],
         "load": 0.0,
         "sample_bytes": 0,
+        "routing_bytes_per_s": round(20e6 / 0.7),  # assumed: routing is 70 % of a records run
+        "routing_measured": False,
+        "sync_seconds": None,
     }
     assert doc["time"]["bound"] == "workers"
     assert doc["time"]["hours"] == pytest.approx(t10, abs=0.05)
@@ -146,15 +152,83 @@ def test_petabyte_estimate_prints_partitions_chunks_time_and_cost(tmp_path: Path
     assert cost["storage_usd_month"] == pytest.approx(stored / 1e9 * STORAGE_USD_PER_GB_MONTH)
     assert cost["verify_usd"] == pytest.approx(gets / 1000 * GET_USD_PER_1000)
     doc40 = estimate_json("--rate", "20MB/s", "--workers", "40", cwd=tmp_path)
-    assert doc["time"]["seconds"] / doc40["time"]["seconds"] == pytest.approx(4.0)
+    assert doc["time"]["worker_seconds"] / doc40["time"]["worker_seconds"] == pytest.approx(4.0)
+    assert doc["time"]["seconds"] == pytest.approx(
+        doc["time"]["listing_seconds"] + doc["time"]["worker_seconds"]
+    )
     assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+def test_petabyte_estimate_shows_listing_routing_and_syncs(tmp_path: Path) -> None:
+    out = plan_estimate("--rate", "20MB/s", "--workers", "10", cwd=tmp_path)
+    doc = estimate_json("--rate", "20MB/s", "--workers", "10", cwd=tmp_path)
+    table = rows(out)
+    stages = doc["stages"]
+    assert stages["workers"] == 10 and stages["sync_change"] == 0.01
+    # Routing: the records' bytes over 10 workers at the assumed routing rate.
+    routing_h = (180e9 + 300e9) / (10 * 20e6 / 0.7) / 3600
+    assert stages["routing_hours"] == pytest.approx(routing_h)
+    assert hours(table["routing at 10 workers: records / routing rate"][1]) == pytest.approx(
+        routing_h, abs=0.01
+    )
+    # Listing: one worker's 8 threads at an assumed 5,000 names a second, files assumed one a
+    # 64 MiB (no expected_files in the plan).
+    names = sum(math.ceil(b / (64 * MiB)) for b in (180e9, 300e9, 1e15))
+    assert stages["listing_hours"] == pytest.approx(names / (8 * 5000) / 3600)
+    listing = table["listing the source, once a generation (8 threads)"][1]
+    assert listing.endswith(f", {names:,} names")
+    assert doc["time"]["listing_seconds"] == pytest.approx(stages["listing_hours"] * 3600)
+
+    sync_s, idle_s, freeze_s = (
+        stages[k] for k in ("sync_seconds", "no_change_sync_seconds", "freeze_seconds")
+    )
+    assert 0 < idle_s < sync_s < freeze_s < doc["time"]["seconds"] / 10
+    assert freeze_s == pytest.approx(sync_s + doc["time"]["listing_seconds"])  # + the gate's
+    assert table["a sync at 1 % change at 10 workers"][1].startswith("~")
+    assert table["a sync with no change at 10 workers"][1].startswith("~")
+    assert table["final sync inside the freeze"][1].startswith("~")
+    assert "then the cutover gate, which lists the source once more" in " ".join(out.split())
+    # 1 % of 1 PB of videos: 10 TB read and sent at 10 x 20 MB/s.
+    videos = next(d for d in stages["datasets"] if d["dataset"] == "videos")
+    assert videos["sync"]["changed_bytes"] == 10**13
+    assert videos["sync"]["encoding"] == pytest.approx(1e13 / (10 * 20e6))
+    assert videos["no_change_sync"]["changed_bytes"] == 0
+    assert videos["no_change_sync"]["encoding"] == 0
+    # Each figure says whether it was measured, given or assumed.
+    how = {f["name"]: f["how"] for f in stages["figures"]}
+    assert how["records, end to end, one worker"] == "given"
+    assert how["routing records, one worker"] == "assumed"
+    assert how["listing videos, one thread"] == "assumed"
+    assert how["files of videos"] == "assumed"
+    assert table["routing records, one worker"][2] == "assumed"
+    assert "a sync at 1 % change at 10 workers, part by part" in out
+
+
+def test_sync_change_and_expected_files_come_from_the_plan(tmp_path: Path) -> None:
+    text = PETABYTE.read_text(encoding="utf-8")
+    text = text.replace("  bandwidth: 5GB/s", "  bandwidth: 5GB/s\n  sync_change: 0.002").replace(
+        "    expected_size: 1000TB", "    expected_size: 1000TB\n    expected_files: 4000000"
+    )
+    (tmp_path / "petabyte.yaml").write_text(text, encoding="utf-8")
+    done = run_cli(
+        "plan", "petabyte.yaml", "--estimate", "--rate", "20MB/s", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    stages = json.loads(done.stdout)["stages"]
+    assert stages["sync_change"] == 0.002
+    videos = next(d for d in stages["datasets"] if d["dataset"] == "videos")
+    assert videos["files"] == 4_000_000
+    assert videos["sync"]["changed_bytes"] == 2 * 10**12
+    files = next(f for f in stages["figures"] if f["name"] == "files of videos")
+    assert (files["value"], files["how"]) == (4_000_000, "given")
 
 
 def test_the_link_bounds_time_however_many_workers(tmp_path: Path) -> None:
     fast = estimate_json("--rate", "500MB/s", "--workers", "64", cwd=tmp_path)
     faster = estimate_json("--rate", "500MB/s", "--workers", "128", cwd=tmp_path)
     assert fast["time"]["bound"] == faster["time"]["bound"] == "link"
-    assert fast["time"]["seconds"] == faster["time"]["seconds"] == fast["time"]["link_seconds"]
+    assert fast["time"]["seconds"] == faster["time"]["seconds"]
+    assert fast["time"]["seconds"] == fast["time"]["listing_seconds"] + fast["time"]["link_seconds"]
     assert fast["time"]["worker_seconds"] == pytest.approx(2 * faster["time"]["worker_seconds"])
     # 500 MB/s is above the 400 MiB/s upload cap: the cap, not the rate, sets the workers' time.
     assert fast["time"]["cap_seconds"] > fast["time"]["rate_seconds"]
@@ -241,6 +315,11 @@ def test_without_a_rate_one_worker_is_measured_on_this_machine(tmp_path: Path) -
     assert records > 0 and objects > 0
     table = rows(done.stdout)
     assert table["per-worker rate"][1].endswith("(measured)")
+    # Routing is timed in that run, and a sync that finds nothing changed after it.
+    assert re.search(r"routing [\d,]+ MB/s; a records sync with nothing changed [\d.]+ s", line)
+    assert table["routing records, one worker"][2] == "measured"
+    assert table["a sync's fixed cost, a dataset"][2] == "measured"
+    assert table["rewriting a shard's inventory, one worker"][2] == "assumed"
     assert table["link to the destination"][1] == "none (a local destination)"
     assert "bound by the workers' rate" in table["expected time at 4 workers"][1]
     # Measured in a temp dir: nothing of the measurement is left beside the plan.

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from migrator.cli.render.plan import residency_table
 from migrator.cli.render.run import run_table
+from migrator.cli.render.stages import figures_table, sync_parts_table
 from migrator.cli.render.verify import verify_summary, verify_table
 from migrator.sizes import format_size
 
@@ -41,6 +42,9 @@ def dry_run_tables(report: DryRunReport) -> list[Table | str]:
     out.append(req)
     if report.forecast is not None:
         out.append(forecast_table(report.forecast, report.bandwidth_limit))
+        if report.forecast.stages is not None:
+            out.append(sync_parts_table(report.forecast.stages))
+            out.append(figures_table(report.forecast.stages))
     return out
 
 
@@ -59,7 +63,8 @@ def forecast_table(f: Forecast, limit: int | None) -> Table:
             f"{d.chunks:,}",
             f"{d.encode_rate / 1e6:,.0f} MB/s",
         )
-    one = "hot loop" + (f", uploads capped at {format_size(limit)}/s" if limit else "")
+    one = "routing and hot loop" if f.stages is not None else "hot loop"
+    one += f", uploads capped at {format_size(limit)}/s" if limit else ""
     rows = [
         ("stored at the destination", format_size(f.stored_bytes)),
         ("link to the destination", f"{format_size(f.bandwidth)}/s"),
@@ -67,6 +72,7 @@ def forecast_table(f: Forecast, limit: int | None) -> Table:
         (f"time on one machine ({one})", f"{f.machine_hours:,.1f} h"),
         ("machines to keep the link full", f"{f.machines_to_fill_link():,}"),
         ("expected time, one machine", f"{f.hours:,.1f} h"),
+        *(f.stages.rows() if f.stages is not None else []),
         ("PUT-class requests", f"{f.put_requests:,} (${f.request_usd:,.2f})"),
         ("a full verify's GET requests", f"{f.verify_get_requests:,} (${f.verify_usd:,.2f})"),
         ("storage a month", f"${f.storage_usd_month:,.2f}"),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.render.stages import figures_table, sync_parts_table
 from migrator.cli.render.tables import report_table
 from migrator.forecast.sizing import OBJECTS_RATIO, RECORDS_RATIO
 from migrator.sizes import format_size
@@ -52,7 +53,7 @@ def measuring_line(sample_bytes: int) -> str:
     """Said on stderr before the measurement, which takes a few seconds."""
     return (
         f"measuring one worker on this machine: {format_size(sample_bytes)} each of"
-        " synthetic records and videos, local to local ..."
+        " synthetic records and videos, local to local, then a records sync of no change ..."
     )
 
 
@@ -67,7 +68,13 @@ def print_estimate(console: Console, plan: Plan, est: PlanEstimate) -> None:
             f" `migrator run` local to local on {sample} of each kind, a"
             f" {rates.measured_seconds:.1f} s measurement: records"
             f" {rates.records / 1e6:,.0f} MB/s ({records_s:.1f} s),"
-            f" objects {rates.objects / 1e6:,.0f} MB/s ({objects_s:.1f} s)",
+            f" objects {rates.objects / 1e6:,.0f} MB/s ({objects_s:.1f} s)"
+            + (f", routing {rates.routing / 1e6:,.0f} MB/s" if rates.routing else "")
+            + (
+                f"; a records sync with nothing changed {rates.sync_seconds:.2f} s"
+                if rates.sync_seconds is not None
+                else ""
+            ),
             soft_wrap=True,
         )
         if rates.contended:
@@ -81,6 +88,8 @@ def print_estimate(console: Console, plan: Plan, est: PlanEstimate) -> None:
         console.print(f"per-worker rate given: {rates.records / 1e6:,.0f} MB/s (--rate)")
     console.print(estimate_table(plan, est))
     console.print(totals_table(est))
+    console.print(sync_parts_table(est.stages))
+    console.print(figures_table(est.stages))
 
 
 def estimate_table(plan: Plan, est: PlanEstimate) -> Table:
