@@ -10,7 +10,7 @@ from migrator.errors import StateError
 from migrator.plan.model import Plan
 from migrator.repository.names import file_table_path, routed_dir, routed_file_path
 from migrator.sources.base import SourceObject
-from migrator.write.file_table import FileTable, build_table, load_table, prune_routed
+from migrator.write.listing import FileTable, build_table, load_table, prune_routed
 
 
 def obj(name: str, size: int = 10, version: str = "v1") -> SourceObject:
