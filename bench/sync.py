@@ -1,10 +1,13 @@
 """Incremental sync benchmark: time and upload of a sync on N and on 4N records, in one run.
 
-    python bench/sync.py [--records N] [--change 0.01] [--workdir DIR] [--json OUT]
-                         [--quick] [--keep]
+    python bench/sync.py [--records N] [--change 0.01] [--file-mib 8] [--workdir DIR]
+                         [--json OUT] [--quick] [--keep]
 
-For each size: generate N JSONL profiles (~600 B), bulk-run them, change --change of them
-(half updates, a quarter deletes, a quarter inserts), sync, then sync again with no change.
+For each size: generate N JSONL profiles (~600 B) in files of a fixed size (--file-mib, so 4N
+has four times the files), bulk-run them, change --change of them (half updates, a quarter
+deletes, a quarter inserts, in every file), sync, sync again with no change, then change one
+file (a few records edited, one deleted, one added) and sync. A sync should cost the change,
+not the source: the no-change and one-file syncs are held against a share of the bulk's time.
 The machines are noisy, so only ratios measured here, in the same run, mean anything.
 """
 
@@ -36,7 +39,7 @@ from migrator.keys.local import init_kek_file
 from migrator.plan.model import Plan
 from migrator.sizes import MiB, format_size
 
-FILES = 8
+FILE_MIB = 8  # default size of a source file
 SHARDS = 64
 SEED = 7
 BIO_WORDS = (60, 140)  # ~600-byte records on average
@@ -51,6 +54,9 @@ WORDS = tuple(_TEXT.split())
 CUM_WEIGHTS = tuple(itertools.accumulate(1 / rank for rank in range(1, len(WORDS) + 1)))
 COUNTRIES = ("US", "DE", "BR", "JP", "IN", "FR", "MX", "KR", "NG", "ES")
 UID_DIGITS = slice(13, 22)  # b'{"user_id":"u' then 9 digits: orjson keeps the key order
+ONE_FILE_EDITS = 3  # the one-file change: records edited (and one deleted, one added)
+# Targets of a sync's time as a share of the bulk's (issue 16), at N and at 4N.
+TARGETS = {"no-change": 0.05, "one-file": 0.10}
 
 
 def profile(index: int, rev: int) -> bytes:
@@ -79,12 +85,19 @@ def _write_part(path: Path, indices: range) -> int:
     return path.stat().st_size
 
 
-def generate(data: Path, records: int) -> int:
-    """FILES JSONL files of contiguous profile ranges, written in parallel; returns bytes."""
+def records_per_file(file_bytes: int) -> int:
+    """Profiles that make a file of about `file_bytes` (their mean size, from a sample)."""
+    sample = [len(profile(i, 0)) + 1 for i in range(2000)]
+    return max(1, round(file_bytes * len(sample) / sum(sample)))
+
+
+def generate(data: Path, records: int, per_file: int) -> int:
+    """JSONL files of `per_file` contiguous profiles each (the last may hold fewer), written
+    in parallel; returns bytes."""
     data.mkdir(parents=True)
-    bounds = [records * f // FILES for f in range(FILES + 1)]
-    paths = [data / f"profiles-{f:02d}.jsonl" for f in range(FILES)]
+    bounds = [*range(0, records, per_file), records]
     ranges = [range(a, b) for a, b in itertools.pairwise(bounds)]
+    paths = [data / f"profiles-{f:05d}.jsonl" for f in range(len(ranges))]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return sum(pool.map(_write_part, paths, ranges))
 
@@ -96,7 +109,8 @@ def mutate(data: Path, records: int, change: float) -> dict[str, int]:
     inserts = total - updates - deletes
     picked = random.Random(SEED).sample(range(records), updates + deletes)
     updated, deleted = set(picked[:updates]), set(picked[updates:])
-    for f, path in enumerate(sorted(data.glob("*.jsonl"))):
+    paths = sorted(data.glob("*.jsonl"))
+    for f, path in enumerate(paths):
         tmp = path.with_name(path.name + ".new")
         with path.open("rb") as src, tmp.open("wb") as out:
             for line in src:
@@ -106,10 +120,25 @@ def mutate(data: Path, records: int, change: float) -> dict[str, int]:
                 elif index not in deleted:
                     out.write(line)
             out.writelines(
-                profile(i, 0) + b"\n" for i in range(records + f, records + inserts, FILES)
+                profile(i, 0) + b"\n" for i in range(records + f, records + inserts, len(paths))
             )
         tmp.replace(path)
     return {"changed": total, "updates": updates, "deletes": deletes, "inserts": inserts}
+
+
+def mutate_one_file(data: Path, records: int) -> dict[str, int]:
+    """Rewrite the middle file only: its first ONE_FILE_EDITS records edited (revision 2,
+    new to them whatever came before), the next one deleted, one new profile appended."""
+    paths = sorted(data.glob("*.jsonl"))
+    path = paths[len(paths) // 2]
+    lines = path.read_bytes().splitlines(keepends=True)
+    edited = [profile(int(line[UID_DIGITS]), 2) + b"\n" for line in lines[:ONE_FILE_EDITS]]
+    kept = lines[ONE_FILE_EDITS + 1 :]
+    added = profile(3 * records, 0) + b"\n"  # beyond every index --change inserts
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(b"".join([*edited, *kept, added]))
+    tmp.replace(path)
+    return {"changed": ONE_FILE_EDITS + 2, "updates": ONE_FILE_EDITS, "deletes": 1, "inserts": 1}
 
 
 def write_plan(site: Path) -> Plan:
@@ -169,34 +198,54 @@ def migrate(plan: Plan) -> Run:
 @dataclass
 class Size:
     records: int
+    files: int
     source_bytes: int
     bulk: Run
-    sync: Run
-    idle: Run  # a sync with nothing changed: the fixed cost, the routing scan of the source
+    sync: Run  # after --change of the records, in every file
+    idle: Run  # a sync with nothing changed: the fixed cost of a sync
+    one_file: Run  # a sync after one file changed (ONE_FILE_EDITS edits, a delete, an insert)
     changes: dict[str, int]
 
     @property
     def upload_ratio(self) -> float:
         return self.sync.uploaded / self.bulk.uploaded
 
+    def of_bulk(self, run: str) -> float:
+        """A sync's time as a share of the bulk's: "no-change" or "one-file"."""
+        chosen = self.idle if run == "no-change" else self.one_file
+        return chosen.seconds / self.bulk.seconds
 
-def bench_size(workdir: Path, records: int, change: float, console: Console) -> Size:
+
+def _expected(run: Run, changes: dict[str, int]) -> bool:
+    written = changes["updates"] + changes["inserts"]
+    removed = changes["updates"] + changes["deletes"]
+    return (run.kind, run.records, run.removed) == ("sync", written, removed)
+
+
+def bench_size(
+    workdir: Path, records: int, change: float, file_mib: float, console: Console
+) -> Size:
     site = workdir / f"n{records}"
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
-    source_bytes = generate(site / "data", records)
+    source_bytes = generate(site / "data", records, records_per_file(round(file_mib * MiB)))
+    files = len(list((site / "data").glob("*.jsonl")))
     plan = write_plan(site)
     bulk = migrate(plan)
     changes = mutate(site / "data", records, change)
     sync, idle = migrate(plan), migrate(plan)
+    one_changes = mutate_one_file(site / "data", records)
+    one_file = migrate(plan)
     console.print(
-        f"{records:,} records ({format_size(source_bytes)}): bulk {bulk.seconds:.2f} s,"
-        f" sync after a {change:.2%} change {sync.seconds:.2f} s, no change {idle.seconds:.2f} s"
+        f"{records:,} records ({format_size(source_bytes)}, {files} files): bulk"
+        f" {bulk.seconds:.2f} s, sync after a {change:.2%} change {sync.seconds:.2f} s,"
+        f" no change {idle.seconds:.2f} s, one file changed {one_file.seconds:.2f} s"
     )
-    expected = changes["updates"] + changes["inserts"], changes["updates"] + changes["deletes"]
-    if (sync.kind, sync.records, sync.removed) != ("sync", *expected) or idle.shards_changed:
-        console.print(f"warning: unexpected sync report {sync} / {idle}", style="yellow")
-    return Size(records, source_bytes, bulk, sync, idle, changes)
+    if not _expected(sync, changes) or idle.shards_changed or not _expected(one_file, one_changes):
+        console.print(
+            f"warning: unexpected sync report {sync} / {idle} / {one_file}", style="yellow"
+        )
+    return Size(records, files, source_bytes, bulk, sync, idle, one_file, changes)
 
 
 def ratios(sizes: list[Size]) -> dict[str, float]:
@@ -207,6 +256,8 @@ def ratios(sizes: list[Size]) -> dict[str, float]:
         "no-change sync time 4N/N": big.idle.seconds / small.idle.seconds,
     }
     for s in sizes:
+        for run in TARGETS:
+            out[f"{run}/bulk time, N={s.records:,}"] = s.of_bulk(run)
         out[f"sync/bulk time, N={s.records:,}"] = s.sync.seconds / s.bulk.seconds
         out[f"no-change/sync time, N={s.records:,}"] = s.idle.seconds / s.sync.seconds
         out[f"upload sync/bulk, N={s.records:,}"] = s.upload_ratio
@@ -217,10 +268,12 @@ def print_report(console: Console, sizes: list[Size], machine: dict[str, object]
     table = Table(title="incremental sync", title_justify="left")
     cells: dict[str, Callable[[Size], str]] = {
         "records": lambda s: f"{s.records:,}",
+        "files": lambda s: f"{s.files:,}",
         "source": lambda s: format_size(s.source_bytes),
         "bulk s": lambda s: f"{s.bulk.seconds:.2f}",
         "sync s": lambda s: f"{s.sync.seconds:.2f}",
         "no-change s": lambda s: f"{s.idle.seconds:.2f}",
+        "one-file s": lambda s: f"{s.one_file.seconds:.2f}",
         "written/tombstones": lambda s: f"{s.sync.records:,}/{s.sync.removed:,}",
         "bulk upload": lambda s: format_size(s.bulk.uploaded),
         "sync upload": lambda s: format_size(s.sync.uploaded),
@@ -234,7 +287,9 @@ def print_report(console: Console, sizes: list[Size], machine: dict[str, object]
     console.print(table)
     for label, value in ratios(sizes).items():
         shown = f"{value:.2%}" if label.startswith("upload") else f"{value:.3f}"
-        console.print(f"  {label:<36} {shown:>8}")
+        target = next((t for run, t in TARGETS.items() if label.startswith(f"{run}/bulk")), None)
+        verdict = "" if target is None else f"  target ≤ {target:.3f} {_verdict(value, target)}"
+        console.print(f"  {label:<36} {shown:>8}{verdict}")
     s = sizes[0]
     rewritten = (s.changes["updates"] + s.changes["inserts"]) / s.records
     console.print(f"4N/N is 4.0 if linear; the change writes {rewritten:.2%} of the records again")
@@ -244,11 +299,18 @@ def print_report(console: Console, sizes: list[Size], machine: dict[str, object]
     )
 
 
+def _verdict(value: float, target: float) -> str:
+    return "ok" if value <= target else "MISS"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=250_000, help="N (the larger size is 4N)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --records 20000")
     parser.add_argument("--change", type=float, default=0.01, help="share of records changed")
+    parser.add_argument(
+        "--file-mib", type=float, default=FILE_MIB, help="size of each source file, MiB"
+    )
     parser.add_argument("--workdir", type=Path, help="where data and results go (default: temp)")
     parser.add_argument("--json", type=Path, help="results file (default: WORKDIR/sync-bench.json)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data and stores")
@@ -261,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     # The load average: other work on the machine skews the seconds, less so the ratios.
     machine = machine_info()
     try:
-        sizes = [bench_size(workdir, n, args.change, console) for n in (records, 4 * records)]
+        sizes = [
+            bench_size(workdir, n, args.change, args.file_mib, console)
+            for n in (records, 4 * records)
+        ]
     finally:
         if not args.keep:
             for n in (records, 4 * records):
@@ -271,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "shards": SHARDS,
         "change": args.change,
+        "file_mib": args.file_mib,
+        "targets": TARGETS,
         "sizes": [{**asdict(s), "upload_ratio": s.upload_ratio} for s in sizes],
         "ratios": ratios(sizes),
     }

@@ -48,6 +48,7 @@ from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
 from migrator.write.route_blocks import BadRecord
 from migrator.write.routed import RoutedFileWriter, RoutedIndex, is_routed, load_index
+from migrator.write.workers import FIRST_WAIT
 
 # Listings of one generation a worker makes when files change under it, before it gives up.
 RELISTS = 3
@@ -209,11 +210,14 @@ class Routing:
         offset = int.from_bytes(xxhash.xxh3_64_digest(self.keeper.owner.encode()), "big")
         processes = route_io.routing_processes(left, self.plan.workers or 1)
         with route_io.BlockRunner(processes) as runner:
+            wait = FIRST_WAIT
             while pending:
                 claimed = self._claim(ns, pending, offset)
-                if claimed is None:
-                    time.sleep(min(1.0, self.plan.lease_seconds / 4))
+                if claimed is None:  # the rest is others': brief waits first (their last tasks)
+                    time.sleep(wait)
+                    wait = min(wait * 2, self.plan.lease_seconds / 4, 1.0)
                 else:
+                    wait = FIRST_WAIT
                     try:
                         self._route_task(table, claimed, runner)
                     finally:

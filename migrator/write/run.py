@@ -236,6 +236,7 @@ class MigrationRun(WriteStage):
             if not batch:  # the rest is leased to others: wait for them, or for a lapse
                 claims.pause()
                 continue
+            claims.progressed()
             for shard in batch:
                 prefix = shard_prefix(ds.name, gen, shard)
                 dr.orphaned_uploads += abort_orphaned_uploads(self.store, self.state, prefix)

@@ -18,6 +18,10 @@ from migrator.state.leases import LeaseKeeper, dead_on_this_host
 WORKER_CLAIM_SHARE = 16  # a worker claims ~1/16 of a dataset's shards at a time
 
 
+# The first wait for another worker's shard (doubling up to a quarter of a lease, or 1 s).
+FIRST_WAIT = 0.05
+
+
 class ShardClaims:
     """One run's way to its shards' leases, through `keeper`."""
 
@@ -25,6 +29,7 @@ class ShardClaims:
         self.plan = plan
         self.state = state
         self.keeper = keeper
+        self._wait = FIRST_WAIT
 
     def wait_for_all(self, dataset: str, shards: list[int]) -> None:
         """Hold the leases of `shards`, taken in order: as many as are free at once, then
@@ -82,8 +87,15 @@ class ShardClaims:
         return [s for s in batch if s not in complete]
 
     def pause(self) -> None:
-        """Wait a while before asking again (for a holder to finish, or its lease to lapse)."""
-        time.sleep(min(1.0, self.plan.lease_seconds / 4))
+        """Wait a while before asking again (for a holder to finish, or its lease to lapse):
+        briefly at first, as the wait is often for another worker's last few shards, then
+        longer, up to a quarter of a lease."""
+        time.sleep(self._wait)
+        self._wait = min(self._wait * 2, self.plan.lease_seconds / 4, 1.0)
+
+    def progressed(self) -> None:
+        """Work was found: the next wait starts brief again."""
+        self._wait = FIRST_WAIT
 
     def release(self, dataset: str, shards: list[int]) -> None:
         self.keeper.release(dataset, shards)
