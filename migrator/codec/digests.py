@@ -93,12 +93,18 @@ def _check_spool(data: bytes | memoryview, object_key: str | None) -> None:
 
 
 def records_map_from_spool(
-    data: bytes | memoryview, *, object_key: str | None = None
+    data: bytes | memoryview,
+    *,
+    object_key: str | None = None,
+    only: set[bytes] | None = None,
 ) -> RecordsMap:
-    """Fold a digest spool into one entry per key (duplicate keys sum: a shard is a multiset)."""
+    """Fold a digest spool into one entry per key (duplicate keys sum: a shard is a multiset);
+    with `only`, of those keys alone."""
     _check_spool(data, object_key)
     out: RecordsMap = {}
     for kh, dg, length in DIGEST_ENTRY.iter_unpack(data):
+        if only is not None and kh not in only:
+            continue
         value = int.from_bytes(dg)
         entry = out.get(kh)
         if entry is None:

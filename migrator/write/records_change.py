@@ -20,6 +20,7 @@ from typing import BinaryIO
 from migrator.codec.digests import (
     DIGEST_ENTRY,
     KeyEntry,
+    RecordsMap,
     add,
     pack_records_inventory,
     records_map_from_spool,
@@ -68,8 +69,8 @@ def shard_change(
             )
         before_entries = unpack_records_entries(blob)
     after_entries = _replace(before_entries, old_entries, here.entries, ds.name, shard)
-    before = _only(before_entries, changed)
-    after = _only(after_entries, changed)
+    before = records_map_from_spool(before_entries, only=changed)
+    after = records_map_from_spool(after_entries, only=changed)
     dropped = changed & before.keys()
     written = changed & after.keys()
     again = {k for k in written if after[k].records > (new[k].records if k in new else 0)}
@@ -84,21 +85,8 @@ def shard_change(
             write_delta_spool(here.open, here.entries, written, delta_path, extra)
         else:
             write_delta_spool(here.open, here.entries, written, delta_path)
-    removed_digest = added_digest = 0
-    for k in dropped:
-        removed_digest = add(removed_digest, before[k].digest)
-    for k in written:
-        added_digest = add(added_digest, after[k].digest)
-    delta = ShardDelta(
-        previous,
-        previous_xxh3,
-        tuple(sorted(k.hex() for k in dropped)),
-        sum(before[k].records for k in dropped),
-        removed_digest,
-        added_digest,
-        digest,
-        live,
-        inventory_path,
+    delta = change_set(
+        (previous, previous_xxh3), before, after, dropped, written, (digest, live), inventory_path
     )
     return delta, lambda: delta_path.open("rb"), delta_path.stat().st_size
 
@@ -144,26 +132,42 @@ def whole_shard_change(
     if not changed and not gone:
         return None
     dropped = gone | (changed & before.keys())
-    removed_digest = added_digest = 0
-    for kh in dropped:
-        removed_digest = add(removed_digest, before[kh].digest)
-    for kh in changed:
-        added_digest = add(added_digest, current[kh].digest)
     delta_path = delta_spool_path(folder, shard)
     if not delta_path.exists():  # a resumed run finds the very same delta spool
         write_delta_spool(here.open, entries, changed, delta_path)
-    delta = ShardDelta(
-        previous,
-        previous_xxh3,
-        tuple(sorted(kh.hex() for kh in dropped)),
-        sum(before[kh].records for kh in dropped),
-        removed_digest,
-        added_digest,
-        digest,
-        live,
-        inventory_path,
+    delta = change_set(
+        (previous, previous_xxh3), before, current, dropped, changed, (digest, live), inventory_path
     )
     return delta, lambda: delta_path.open("rb"), delta_path.stat().st_size
+
+
+def change_set(
+    previous: tuple[int, str | None],
+    before: RecordsMap,
+    after: RecordsMap,
+    dropped: set[bytes],
+    written: set[bytes],
+    totals: tuple[int, int],
+    inventory: Path,
+) -> ShardDelta:
+    """The shard's delta: `dropped` keys tombstoned (as `before` held them), `written` keys'
+    records added (as `after` holds them); `totals`: the shard's digest and live records."""
+    removed_digest = added_digest = 0
+    for k in dropped:
+        removed_digest = add(removed_digest, before[k].digest)
+    for k in written:
+        added_digest = add(added_digest, after[k].digest)
+    return ShardDelta(
+        previous[0],
+        previous[1],
+        tuple(sorted(k.hex() for k in dropped)),
+        sum(before[k].records for k in dropped),
+        removed_digest,
+        added_digest,
+        totals[0],
+        totals[1],
+        inventory,
+    )
 
 
 def _differs(a: KeyEntry | None, b: KeyEntry | None) -> bool:
@@ -192,23 +196,6 @@ def _replace(inventory: bytes, leaving: bytes, joining: bytes, dataset: str, sha
             " remove the state_dir's routed folder of this dataset to diff the next sync whole"
         )
     return bytes(kept) + joining
-
-
-def _only(entries: bytes, keys: set[bytes]) -> dict[bytes, KeyEntry]:
-    """The per-key map of `entries`, for `keys` only."""
-    out: dict[bytes, KeyEntry] = {}
-    for kh, dg, length in DIGEST_ENTRY.iter_unpack(entries):
-        if kh not in keys:
-            continue
-        value = int.from_bytes(dg)
-        entry = out.get(kh)
-        if entry is None:
-            out[kh] = KeyEntry(value, 1, length)
-        else:
-            entry.digest = add(entry.digest, value)
-            entry.records += 1
-            entry.nbytes += length
-    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.sql.dml import ReturningInsert
 
 from migrator.state.backend import Backend, server_now
 from migrator.state.leases import Fence, Lease, LeaseLostError
@@ -21,28 +22,9 @@ class LeaseTable:
     ) -> Lease | None:
         """The shard's lease for `owner` if it is free, lapsed, already its own, or held by
         `steal_from` (a holder known to be dead); else None."""
-        now = server_now()
-        stmt = self.backend.insert(leases).values(
-            dataset=dataset,
-            shard=shard,
-            owner=owner,
-            token=1,
-            expires_at=now + ttl,
-            claimed_at=now,
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["dataset", "shard"],
-            set_={
-                "owner": stmt.excluded.owner,
-                "token": leases.c.token + 1,
-                "expires_at": stmt.excluded.expires_at,
-                "claimed_at": stmt.excluded.claimed_at,
-            },
-            where=(leases.c.expires_at < server_now())
-            | leases.c.owner.in_([owner, steal_from or owner]),
-        ).returning(leases.c.token)
+        upsert = self._claim(dataset, owner, ttl, steal_from)
         with self.backend.write(f"claim shard {shard}") as conn:
-            token = conn.execute(upsert).scalar()
+            token = conn.execute(upsert, {"s": shard}).scalar()
         return None if token is None else Lease(dataset, shard, owner, int(token))
 
     def claim_shards(
@@ -60,24 +42,7 @@ class LeaseTable:
         thousands of shards pays one commit, and still takes them in order (two runs never
         wait on each other's shards crosswise)."""
         got: list[Lease] = []
-        stmt = self.backend.insert(leases).values(
-            dataset=dataset,
-            shard=bindparam("s"),
-            owner=owner,
-            token=1,
-            expires_at=server_now() + ttl,
-            claimed_at=server_now(),
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["dataset", "shard"],
-            set_={
-                "owner": stmt.excluded.owner,
-                "token": leases.c.token + 1,
-                "expires_at": stmt.excluded.expires_at,
-                "claimed_at": stmt.excluded.claimed_at,
-            },
-            where=(leases.c.expires_at < server_now()) | (leases.c.owner == owner),
-        ).returning(leases.c.token)
+        upsert = self._claim(dataset, owner, ttl, None)
         with self.backend.write(f"claim {len(shards)} shards") as conn:
             for shard in shards:
                 if limit is not None and len(got) >= limit:
@@ -89,6 +54,31 @@ class LeaseTable:
                     break
                 got.append(Lease(dataset, shard, owner, int(token)))
         return got
+
+    def _claim(
+        self, dataset: str, owner: str, ttl: float, steal_from: str | None
+    ) -> ReturningInsert[int]:
+        """The claim of shard `s` (bound when run): taken if free, lapsed, `owner`'s or
+        `steal_from`'s, on the state server's clock; returns the new token, or nothing."""
+        stmt = self.backend.insert(leases).values(
+            dataset=dataset,
+            shard=bindparam("s"),
+            owner=owner,
+            token=1,
+            expires_at=server_now() + ttl,
+            claimed_at=server_now(),
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=["dataset", "shard"],
+            set_={
+                "owner": stmt.excluded.owner,
+                "token": leases.c.token + 1,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
+            where=(leases.c.expires_at < server_now())
+            | leases.c.owner.in_([owner, steal_from or owner]),
+        ).returning(leases.c.token)
 
     def renew_leases(self, held: Iterable[Lease], ttl: float) -> list[Lease]:
         """Extend every lease still held; returns those lost (taken over by another worker)."""
