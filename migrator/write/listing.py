@@ -20,14 +20,15 @@ import orjson
 import xxhash
 import zstandard
 
-from migrator.errors import StateError
+from migrator.errors import SourceError, StateError
+from migrator.objectnames import NAMED_AT_MOST, shown
 from migrator.plan.model import Plan
 from migrator.repository.names import (
     file_table_path,
     generation_of_routed_dir,
     routed_root,
 )
-from migrator.sources.base import SourceObject
+from migrator.sources.base import Source, SourceObject
 from migrator.state.private import write_private
 
 # A routing task: consecutive files to route, up to this many bytes or files.
@@ -130,6 +131,29 @@ def load_table(path: Path) -> FileTable | None:
     except FileNotFoundError:
         return None
     return FileTable.from_bytes(blob, path)
+
+
+def refuse_undecodable_names(listing: Iterable[SourceObject], source: Source, dataset: str) -> None:
+    """A file name that is not UTF-8 (the OS hands such bytes over as lone surrogates) cannot
+    be recorded in the file table, nor named in a dead letter: refused at the listing, every
+    such file named, before a byte is read."""
+    bad = [src for src in listing if not _utf8(src.name)]
+    if not bad:
+        return
+    named = ", ".join(shown(source.location(src)) for src in bad[:NAMED_AT_MOST])
+    more = f" and {len(bad) - NAMED_AT_MOST:,} more" if len(bad) > NAMED_AT_MOST else ""
+    raise SourceError(
+        f"dataset {dataset}: {len(bad):,} source file name(s) are not valid UTF-8: {named}{more};"
+        " rename them (a records dataset's file names only label its records)"
+    )
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def listing_digest(listing: Iterable[SourceObject]) -> str:

@@ -43,7 +43,13 @@ from migrator.state.model import RouteCheckpoint
 from migrator.stores.base import ObjectStore
 from migrator.write.deadletter import DeadLetterSpool
 from migrator.write.deadletter_seal import store_dead_letters
-from migrator.write.listing import FileTable, TableFile, build_table, load_table
+from migrator.write.listing import (
+    FileTable,
+    TableFile,
+    build_table,
+    load_table,
+    refuse_undecodable_names,
+)
 from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
 from migrator.write.route_blocks import BadRecord
@@ -119,6 +125,7 @@ class Routing:
 
     def _list(self, attempt: FileTable | None) -> FileTable:
         listing = self.list_source(self.spec.source)
+        refuse_undecodable_names(listing, self.spec.source, self.ds.name)
         return build_table(self.gen, listing, self._base(), self.signature, attempt=attempt)
 
     def _list_again(self, stale: FileTable) -> None:
