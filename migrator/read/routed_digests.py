@@ -22,7 +22,13 @@ from migrator.repository.names import (
     routed_root,
 )
 from migrator.state.db import StateDB
-from migrator.write.listing import FileTable, TableFile, load_table
+from migrator.write.listing import (
+    FileTable,
+    TableFile,
+    all_routed,
+    last_routed_generation,
+    load_table,
+)
 from migrator.write.routed import RoutedIndex, load_index
 
 _SWAP = sys.byteorder == "little"
@@ -65,29 +71,19 @@ def routed_table(
     newest on disk whose files are all routed; None when there is none. The committed one is
     taken unchecked unless `checked`: the gate reads its files' output anyway, and asks again
     with `checked` when some is missing."""
-    if state is not None:
-        for row in reversed(state.generations(dataset)):
-            if not row.committed:
-                continue
-            cp = state.route_checkpoint(dataset, row.generation)
-            if cp is None or not cp.complete:
-                continue  # a compaction or a rotation: no routing of its own
-            table = _table_in(routed_dir(plan.state_dir, dataset, row.generation))
-            if table is not None and (not checked or _all_routed(plan, dataset, table)):
-                return table
-            break
+    gen = last_routed_generation(state, dataset) if state is not None else None
+    if gen is not None:
+        table = _table_in(routed_dir(plan.state_dir, dataset, gen))
+        if table is not None and (not checked or all_routed(plan.state_dir, dataset, table)):
+            return table
     root = routed_root(plan.state_dir, dataset)
     folders = list(root.iterdir()) if root.is_dir() else []
     found = [(g, d) for d in folders if (g := generation_of_routed_dir(d)) is not None]
     for _, folder in sorted(found, reverse=True):
         table = _table_in(folder)
-        if table is not None and _all_routed(plan, dataset, table):
+        if table is not None and all_routed(plan.state_dir, dataset, table):
             return table
     return None
-
-
-def _all_routed(plan: Plan, dataset: str, table: FileTable) -> bool:
-    return all(routed_index(plan, dataset, f) is not None for f in table.files)
 
 
 def _table_in(folder: Path) -> FileTable | None:

@@ -26,10 +26,13 @@ from migrator.plan.model import Plan
 from migrator.repository.names import (
     file_table_path,
     generation_of_routed_dir,
+    routed_dir,
     routed_root,
 )
 from migrator.sources.base import Source, SourceObject
+from migrator.state.db import StateDB
 from migrator.state.private import write_private
+from migrator.write.routed import is_routed
 
 # A routing task: consecutive files to route, up to this many bytes or files.
 TASK_BYTES = 32 * 1024 * 1024
@@ -154,6 +157,25 @@ def _utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def last_routed_generation(state: StateDB, dataset: str, before: int | None = None) -> int | None:
+    """The last committed generation (before `before`) whose routing completed: the one whose
+    file table the next sync compares with (a compaction or rotation routes nothing)."""
+    for row in reversed(state.generations(dataset)):
+        if (before is not None and row.generation >= before) or not row.committed:
+            continue
+        cp = state.route_checkpoint(dataset, row.generation)
+        if cp is not None and cp.complete:
+            return row.generation
+    return None
+
+
+def all_routed(state_dir: Path, dataset: str, table: FileTable) -> bool:
+    """Whether every file of the table has its routed output (its index) in place."""
+    return all(
+        is_routed(routed_dir(state_dir, dataset, f.origin[0]), f.origin[1]) for f in table.files
+    )
 
 
 def listing_digest(listing: Iterable[SourceObject]) -> str:

@@ -26,7 +26,6 @@ from migrator.codec.digests import (
     records_map_from_spool,
     spool_digest,
     unpack_records_entries,
-    unpack_records_map,
 )
 from migrator.errors import StateError
 from migrator.repository.names import delta_spool_path, inventory_spool_path
@@ -36,7 +35,7 @@ from migrator.write.scope import WriteScope
 from migrator.write.shard_delta import ShardDelta
 
 Opener = Callable[[], BinaryIO]
-DeltaWriter = Callable[..., None]  # encoding.write_delta_spool
+DeltaWriter = Callable[[Opener, bytes, set[bytes], Path, bytes], None]  # write_delta_spool
 
 
 def shard_change(
@@ -48,7 +47,7 @@ def shard_change(
 ) -> tuple[ShardDelta, Opener, int] | None:
     """None when the changed files change nothing in the shard, else its delta and the
     records to write."""
-    ds, gen = scope.ds, scope.generation
+    ds = scope.ds
     here = routed.routed(shard)
     old_entries = routed.retired_entries(shard)
     if not here.entries and not old_entries:
@@ -59,15 +58,7 @@ def shard_change(
     if not changed:
         return None
     previous, previous_xxh3 = scope.previous_head(shard)
-    before_entries = b""
-    if previous:
-        blob = scope.state.shard_inventory(ds.name, shard, gen)
-        if blob is None:
-            raise StateError(
-                f"dataset {ds.name} shard {shard}: the state store has no inventory of"
-                f" generation {previous}; rebuild the state before syncing"
-            )
-        before_entries = unpack_records_entries(blob)
+    before_entries = _inventory(scope, shard, previous) if previous else b""
     after_entries = _replace(before_entries, old_entries, here.entries, ds.name, shard)
     before = records_map_from_spool(before_entries, only=changed)
     after = records_map_from_spool(after_entries, only=changed)
@@ -81,10 +72,7 @@ def shard_change(
         write_atomic(inventory_path, pack_records_inventory(after_entries))
     delta_path = delta_spool_path(folder, shard)
     if not delta_path.exists():  # a resumed run finds the very same delta spool
-        if extra:
-            write_delta_spool(here.open, here.entries, written, delta_path, extra)
-        else:
-            write_delta_spool(here.open, here.entries, written, delta_path)
+        write_delta_spool(here.open, here.entries, written, delta_path, extra)
     delta = change_set(
         (previous, previous_xxh3), before, after, dropped, written, (digest, live), inventory_path
     )
@@ -100,7 +88,6 @@ def whole_shard_change(
 ) -> tuple[ShardDelta, Opener, int] | None:
     """Diff the shard's routed records (every file's) against its inventory as of the last
     generation: None when nothing changed, else the delta and the records to write."""
-    ds, gen = scope.ds, scope.generation
     here = routed.routed(shard)
     entries = here.entries
     inventory_path = inventory_spool_path(folder, shard)
@@ -116,13 +103,7 @@ def whole_shard_change(
     for e in current.values():
         digest = add(digest, e.digest)
         live += e.records
-    blob = scope.state.shard_inventory(ds.name, shard, gen)
-    if blob is None:
-        raise StateError(
-            f"dataset {ds.name} shard {shard}: the state store has no inventory of"
-            f" generation {previous}; rebuild the state before syncing"
-        )
-    before = unpack_records_map(blob)
+    before = records_map_from_spool(_inventory(scope, shard, previous))
     changed = {
         kh
         for kh, e in current.items()
@@ -134,11 +115,23 @@ def whole_shard_change(
     dropped = gone | (changed & before.keys())
     delta_path = delta_spool_path(folder, shard)
     if not delta_path.exists():  # a resumed run finds the very same delta spool
-        write_delta_spool(here.open, entries, changed, delta_path)
+        write_delta_spool(here.open, entries, changed, delta_path, b"")
     delta = change_set(
         (previous, previous_xxh3), before, current, dropped, changed, (digest, live), inventory_path
     )
     return delta, lambda: delta_path.open("rb"), delta_path.stat().st_size
+
+
+def _inventory(scope: WriteScope, shard: int, previous: int) -> bytes:
+    """The shard's inventory as of its last generation (`previous`), as digest entries."""
+    ds = scope.ds.name
+    blob = scope.state.shard_inventory(ds, shard, scope.generation)
+    if blob is None:
+        raise StateError(
+            f"dataset {ds} shard {shard}: the state store has no inventory of"
+            f" generation {previous}; rebuild the state before syncing"
+        )
+    return unpack_records_entries(blob)
 
 
 def change_set(

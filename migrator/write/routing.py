@@ -46,7 +46,9 @@ from migrator.write.deadletter_seal import store_dead_letters
 from migrator.write.listing import (
     FileTable,
     TableFile,
+    all_routed,
     build_table,
+    last_routed_generation,
     load_table,
     refuse_undecodable_names,
 )
@@ -102,6 +104,7 @@ class Routing:
         # Listed in parallel over key ranges where the source can split itself.
         self.list_source = list_source or list_source_once
         self._table: FileTable | None = None
+        self._complete: RouteCheckpoint | None = None  # once routing is known complete
         self._done: set[int] = set()
         self.bytes_read = 0  # source bytes this worker routed
 
@@ -144,21 +147,13 @@ class Routing:
     def _base(self) -> FileTable | None:
         """The table of the last committed generation whose routing completed, if the state
         store knows it and its routed digests are all still there; else None (diff whole)."""
-        for row in reversed(self.state.generations(self.ds.name)):
-            if row.generation >= self.gen or not row.committed:
-                continue
-            cp = self.state.route_checkpoint(self.ds.name, row.generation)
-            if cp is None or not cp.complete:
-                continue  # a compaction or rotation: no routing of its own
-            table = load_table(
-                file_table_path(routed_dir(self.plan.state_dir, self.ds.name, row.generation))
-            )
-            if table is None or table.routing != self.signature:
-                return None  # routed by other settings: its digests mean something else
-            if not all(self._routed(f) for f in table.files):
-                return None
-            return table
-        return None
+        gen = last_routed_generation(self.state, self.ds.name, before=self.gen)
+        if gen is None:
+            return None
+        table = load_table(file_table_path(routed_dir(self.plan.state_dir, self.ds.name, gen)))
+        if table is None or table.routing != self.signature:
+            return None  # routed by other settings: its digests mean something else
+        return table if all_routed(self.plan.state_dir, self.ds.name, table) else None
 
     def _routed(self, f: TableFile) -> bool:
         gen, slot = f.origin
@@ -297,6 +292,8 @@ class Routing:
         """Once per generation, when every task is routed: check every file has the dataset's
         CSV header, and store the generation's dead letters (every current file's, read now
         or before); the checkpoint then says routing is complete."""
+        if self._complete is not None:  # a worker's later shard batches: known complete
+            return self._complete
         ds, gen = self.ds, self.gen
         path = file_table_path(self.folder)
         while True:
@@ -308,6 +305,7 @@ class Routing:
                         cp = self._finish_listed(key, store) if self._latest(path) else None
             if cp is not None:
                 self._latest(path)
+                self._complete = cp
                 return cp
             self.route()  # another worker listed the generation again: its new files first
 

@@ -122,8 +122,10 @@ def test_a_delta_that_lost_a_record_fails_verify_and_the_gate(
     live.write()
     real = encoding.write_delta_spool
 
-    def lossy(spool: Path, entries: bytes, changed: set[bytes], target: Path) -> None:
-        real(spool, entries, changed, target)
+    def lossy(
+        spool: Path, entries: bytes, changed: set[bytes], target: Path, extra: bytes = b""
+    ) -> None:
+        real(spool, entries, changed, target, extra)
         data = target.read_bytes()
         target.write_bytes(data[data.index(b"\n") + 1 :])  # a broken writer drops one record
 
