@@ -1,6 +1,7 @@
 """Builds the adapters a plan names: its store, key provider and state store.
 
-Cloud SDKs are imported only when a plan uses them, so a local run starts quickly.
+Each is imported only when opened: cloud SDKs only when a plan uses them, the state store's
+database layer (SQLAlchemy) only for the commands that open one, so a local run starts quickly.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migrator.errors import KeyProviderError, PlanError, UsageError
-from migrator.keys.kekchain import KekChain
-from migrator.keys.local import LocalKeyProvider
-from migrator.keys.provider import KeyProvider
 from migrator.plan.model import (
     AwsKmsKekPlan,
     AzureKeyVaultKekPlan,
@@ -23,13 +21,15 @@ from migrator.plan.model import (
     S3DestinationPlan,
 )
 from migrator.residency import enforce_residency
-from migrator.state.db import StateDB, describe_url, state_url_for
 from migrator.state.private import private_dir
+from migrator.state.urls import describe_url, state_url_for
 from migrator.stores.base import ObjectStore
 from migrator.stores.local import LocalStore
 from migrator.stores.wrappers import ThrottledStore, TokenBucket
 
 if TYPE_CHECKING:
+    from migrator.keys.provider import KeyProvider
+    from migrator.state.db import StateDB
     from migrator.stores.s3 import S3Store
 
 STATE_FILE = "state.sqlite"
@@ -163,6 +163,8 @@ def open_key_provider(plan: Plan) -> KeyProvider:
             previous.append(open_kek(kek, fips, current=False))
         except (KeyProviderError, ValueError) as exc:
             raise KeyProviderError(f"keys.previous[{index}]: {exc}") from None
+    from migrator.keys.kekchain import KekChain
+
     return KekChain(current, previous)
 
 
@@ -179,6 +181,8 @@ def _unset_signing_key(keys: KekPlan) -> str | None:
 def open_kek(keys: KekPlan, fips: bool = False, *, current: bool = True) -> KeyProvider:
     """A KEK and the signing key beside it; an earlier KEK's (`current=False`) only verifies."""
     if isinstance(keys, LocalKekPlan):
+        from migrator.keys.local import LocalKeyProvider  # cryptography: only for a command's keys
+
         return LocalKeyProvider(keys.kek_file, keys.signing_key_file, current=current)
     if isinstance(keys, AwsKmsKekPlan):
         from migrator.keys.aws_kms import AwsKmsKeyProvider
@@ -215,6 +219,8 @@ def describe_state(plan: Plan) -> str:
 def open_state(plan: Plan) -> StateDB:
     """The plan's state store, migrated to this release's schema and bound to the plan; only
     once the plan's checks pass (residency.state_hosts among them)."""
+    from migrator.state.db import StateDB  # the database layer: only once a store is opened
+
     enforce_residency(plan)
     private_dir(plan.state_dir)  # spools and state: 0700, whichever database holds the state
     state = StateDB(state_url(plan))
@@ -233,6 +239,8 @@ def open_existing_state(plan: Plan) -> StateDB | None:
     url = state_url(plan)
     if url.startswith("sqlite") and not sqlite_file(url).exists():
         return None
+    from migrator.state.db import StateDB  # the database layer: only if there is a store
+
     state = StateDB(url)
     try:
         # A shared database exists before any run; it is the plan's once a run claimed it.

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from migrator.plan.model import Plan, load_plan
-
 if TYPE_CHECKING:
+    from migrator.plan.model import Plan
     from migrator.read.head_file import ExportedHead
     from migrator.state.db import StateDB
     from migrator.write.stage import PlanStage
@@ -24,6 +23,7 @@ def checked_plan(
 ) -> Plan:
     """The plan, once its residency and FIPS checks pass: every command reads its plan here,
     so none opens a destination, key service or state store the checks refuse (exit 2)."""
+    from migrator.plan.model import load_plan  # pydantic: not for `--help`
     from migrator.residency import enforce_residency, loopback_allowed
 
     plan = load_plan(path, check_sources=check_sources)

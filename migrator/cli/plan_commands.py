@@ -4,13 +4,16 @@ it take and cost."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from migrator.cli.opening import checked_plan
 from migrator.cli.options import ALLOW_LOOPBACK, AS_JSON, PLAN_FILE, rate_value
 from migrator.cli.render.output import console, echo_json
-from migrator.plan.model import Plan
+
+if TYPE_CHECKING:
+    from migrator.plan.model import Plan
 
 
 @click.command("plan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,7 +20,9 @@ from migrator.cli.options import (
 )
 from migrator.cli.render.output import console, echo_lines
 from migrator.errors import EXIT_VERIFY_FAILED
-from migrator.plan.model import Plan, S3DestinationPlan
+
+if TYPE_CHECKING:
+    from migrator.plan.model import Plan
 
 
 @click.command("run")
@@ -130,6 +133,8 @@ def compact_cmd(plan_file: str, datasets: Sequence[str]) -> None:
 
 def _retained(plan: Plan) -> bool:
     """Object Lock keeps what compaction deletes, as noncurrent versions, until it lapses."""
+    from migrator.plan.model import S3DestinationPlan
+
     dest = plan.destination
     return isinstance(dest, S3DestinationPlan) and dest.retention is not None
 

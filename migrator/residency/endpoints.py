@@ -17,9 +17,6 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
-
 from migrator.keys.arn import partition_of_region
 
 # DNS domain of each AWS partition (botocore's partitions data).
@@ -76,6 +73,9 @@ def parse_endpoint(url: str) -> Endpoint:
     127.0.0.1, ::1 and localhost aside: the caller decides on those); empty labels and a
     trailing dot; a scheme other than https, a port other than 443, a path other than `/`.
     """
+    from urllib3.exceptions import LocationParseError  # ~15 ms: only for a plan with endpoints
+    from urllib3.util import parse_url
+
     bad = next((c for c in url if not 0x21 <= ord(c) <= 0x7E), None)
     if bad is not None:
         raise EndpointRefused(f"holds {bad!r}: only printable ASCII, no spaces or controls")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from migrator.state.db import STATE_URL_ENV
-
 # botocore reads these as endpoint URLs (all services, then one service); the destination and
 # key clients ignore them (`ignore_configured_endpoint_urls`), but a foreign one is refused.
 AWS_ENDPOINT_ENV = {
@@ -80,8 +78,10 @@ def state_hosts(plan_state_url: str | None) -> tuple[str | None, list[StateHost]
     """The effective state URL's source and every host libpq would take from it and from the
     environment; no hosts for SQLite (a local file). Raises ValueError for a URL that cannot
     be read, or that names a pg_service entry (whose host this cannot see)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # the state store's imports: only for its checks
     from sqlalchemy.exc import ArgumentError
+
+    from migrator.state.urls import STATE_URL_ENV
 
     from_env = os.environ.get(STATE_URL_ENV)
     url = from_env or plan_state_url

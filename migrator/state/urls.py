@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 STATE_URL_ENV = "MIGRATOR_STATE_URL"
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 
@@ -15,6 +12,9 @@ _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 def describe_url(url: str) -> str:
     """The URL as messages may show it: never a password (neither in the authority nor as a
     query parameter)."""
+    from sqlalchemy.engine import make_url  # only where a URL is shown: SQLAlchemy is ~100 ms
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
         query = {k: v for k, v in parsed.query.items() if k.lower() not in _SECRET_PARAMS}

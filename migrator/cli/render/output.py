@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console, RenderableType
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console  # not for `--help` and usage errors
+
     out = Console(stderr=stderr, highlight=False)
     if not out.is_terminal:
         out.width = 160  # pipes and CI logs: wide enough that tables do not wrap
