@@ -8,8 +8,8 @@
 - `migrator run` into S3 and `aws s3 cp` each upload into a fresh moto server on 127.0.0.1.
 
 Finding or installing a tool never raises: a tool that cannot be had is a `Tool` without a
-path and a reason, and its rows are skipped. The timing itself is bench.py's (`Timer`), so
-every row is measured the same way: wall clock and peak RSS of the child's process tree.
+path and a reason, and its rows are skipped. The timing itself is timed_runs.py's (`Timer`),
+so every row is measured the same way: wall clock and peak RSS of the child's process tree.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Timer(Protocol):
 @dataclass
 class PeerRun:
     tool: str  # "restic", "rclone crypt", "migrator", "aws s3 cp"
-    kind: str  # records | objects
+    kind: str  # a bench kind (datasets.py): the folder data/<kind>
     target: str  # "local" or "s3"
     counted: str  # "source" or "stored": the bytes that MB/s counts
     ok: bool
