@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import repeat
 
 from migrator.errors import TamperedError
 
@@ -65,6 +66,39 @@ class RecordFraming:
         # a record as stored: a CRLF's CR kept, then the LF or lone CR that ends it dropped
         stored = rb"(%s(?:\r(?=\n))?)(?:\n|\r)" if cr_ends else rb"(%s)\n"
         self._stored = re.compile(stored % record)
+        self._sep = sep
+        self._after_quote = (sep, b"\n", b"\r\n")  # what may follow a closing quote
+        self._before_quote = (sep, b"\n")  # what may precede an opening quote
+
+    # Quote parity: when every `"` in a buffer opens a field at its start, closes it before a
+    # delimiter or line end, or is doubled inside it, counting quotes reads the buffer as the
+    # field-aware patterns do. Splitting at every `"` is a few C passes; the patterns step
+    # through every byte. So the scans below try parity first and keep the patterns for
+    # buffers it cannot read (a stray quote, a lone CR): the same answers either way
+    # (tests/unit/test_framing_parity.py).
+    parity = True
+
+    def _outside_quotes(self, data: bytes | bytearray, end: int) -> list[bytes] | None:
+        """data[:end] split at every quote, when parity reads it as this framing does (the
+        even pieces lie outside quoted fields); else None."""
+        chunk = bytes(data[:end])
+        if chunk.find(b"\r") >= 0 and (
+            not self.cr_ends or chunk.count(b"\r") != chunk.count(b"\r\n")
+        ):
+            return None  # a CR that ends a record, or an ordinary one: the patterns decide
+        pieces = chunk.split(b'"')
+        outside = pieces[::2]
+        after = outside[1:]  # each follows a closing quote: empty when doubled or at the end
+        if list(map(bytes.startswith, after, repeat(self._after_quote))).count(False) != (
+            after.count(b"")
+        ):
+            return None
+        before = outside[:-1] if len(pieces) % 2 else outside  # each precedes an opening quote
+        if list(map(bytes.endswith, before, repeat(self._before_quote))).count(False) != (
+            before.count(b"")
+        ):
+            return None
+        return pieces
 
     def _usable_end(self, data: bytes | bytearray, final: bool, limit: int | None = None) -> int:
         """The data's length (or `limit`), less a CR as the last byte unless `final`: a LF
@@ -85,6 +119,15 @@ class RecordFraming:
             if self.cr_ends:
                 at = max(at, data.rfind(b"\r", 0, end))
             return at + 1
+        pieces = self._outside_quotes(data, end) if self.parity else None
+        if pieces is not None:
+            at = end
+            for index in range(len(pieces) - 1, -1, -1):
+                piece = pieces[index]
+                at -= len(piece) + (index < len(pieces) - 1)  # the piece, then its quote
+                if index % 2 == 0 and (lf := piece.rfind(b"\n")) >= 0:
+                    return at + lf + 1
+            return 0
         found = self._whole.match(data, 0, end)
         return found.end() if found else 0
 
@@ -117,7 +160,7 @@ class RecordFraming:
         if not data:
             return [], -1
         if not self.is_csv or b'"' not in data:
-            if self.cr_ends and _LONE_CR.search(data):
+            if self.cr_ends and data.find(b"\r") >= 0 and _LONE_CR.search(data):
                 records = _LINE_END.split(data)
                 ended = data[-1] in b"\r\n"
             else:
@@ -146,6 +189,9 @@ class RecordFraming:
             if not self.cr_ends:
                 return data.count(b"\n", 0, end)
             return line_ends(data[:end])
+        pieces = self._outside_quotes(data, end) if self.parity else None
+        if pieces is not None:
+            return sum(map(bytes.count, pieces[::2], repeat(b"\n")))
         return self._terminated.subn(b"", memoryview(data)[:end])[1]
 
 

@@ -67,6 +67,10 @@ class FileTable:
     def routed_here(self) -> list[int]:
         return [p for task in self.tasks for p in task]
 
+    def origins(self) -> list[tuple[int, int]]:
+        """Each file's routed output: (generation, slot), in file order."""
+        return [f.origin for f in self.files]
+
     @property
     def version(self) -> str:
         """Tells two listings of one generation apart (a resumed run lists again)."""

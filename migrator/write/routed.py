@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,3 +279,19 @@ class SegmentReader(io.RawIOBase):
 
 def _segment_at(starts: list[int], pos: int) -> int:
     return bisect.bisect_right(starts, pos) - 1
+
+
+def merge_dead_letters(parts: Sequence[Path], target: Path, quarantines: bool) -> None:
+    """The dead letters of a generation's files (`parts`, in file order; those that exist),
+    as the generation's one spool at `target` (written even empty when the dataset
+    quarantines)."""
+    parts = [p for p in parts if p.exists()]
+    if not parts and not quarantines:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                shutil.copyfileobj(fh, out)
+    tmp.replace(target)

@@ -17,9 +17,11 @@ that is deleted an hour later. The README's "Many workers" section says so too.
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 
 import xxhash
@@ -41,7 +43,7 @@ from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
 from migrator.state.model import RouteCheckpoint
 from migrator.stores.base import ObjectStore
-from migrator.write.deadletter import DeadLetterSpool
+from migrator.write import route_pool
 from migrator.write.deadletter_seal import store_dead_letters
 from migrator.write.listing import (
     FileTable,
@@ -54,8 +56,8 @@ from migrator.write.listing import (
 )
 from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
-from migrator.write.route_blocks import BadRecord
-from migrator.write.routed import RoutedFileWriter, RoutedIndex, is_routed, load_index
+from migrator.write.route_pool import FilePool, route_file_into
+from migrator.write.routed import RoutedIndex, is_routed, load_index, merge_dead_letters
 from migrator.write.workers import FIRST_WAIT
 
 # Listings of one generation a worker makes when files change under it, before it gives up.
@@ -155,13 +157,14 @@ class Routing:
             return None  # routed by other settings: its digests mean something else
         return table if all_routed(self.plan.state_dir, self.ds.name, table) else None
 
+    def _dir(self, gen: int) -> Path:
+        return routed_dir(self.plan.state_dir, self.ds.name, gen)
+
     def _routed(self, f: TableFile) -> bool:
-        gen, slot = f.origin
-        return is_routed(routed_dir(self.plan.state_dir, self.ds.name, gen), slot)
+        return is_routed(self._dir(f.origin[0]), f.origin[1])
 
     def _origin_index(self, f: TableFile) -> RoutedIndex | None:
-        gen, slot = f.origin
-        return load_index(routed_dir(self.plan.state_dir, self.ds.name, gen), slot)
+        return load_index(self._dir(f.origin[0]), f.origin[1])
 
     # --- routing tasks ---------------------------------------------------------------------
 
@@ -210,6 +213,12 @@ class Routing:
         self.progress.start(self.ds.name, "routing", left)
         ns = routing_lease(self.ds.name, self.gen, table.version)
         offset = int.from_bytes(xxhash.xxh3_64_digest(self.keeper.owner.encode()), "big")
+        workers = self.plan.workers or os.cpu_count() or 1
+        budget = self.plan.memory_budget // 4
+        with FilePool(self.spec, route_pool.file_processes(left, workers), budget) as pool:
+            if pool.parallel:
+                self._route_on(pool, table, ns, pending, offset)
+                return
         processes = route_io.routing_processes(left, self.plan.workers or 1)
         with route_io.BlockRunner(processes) as runner:
             wait = FIRST_WAIT
@@ -226,6 +235,49 @@ class Routing:
                         self.keeper.release(ns, [claimed])
                     self._done.add(claimed)
                 pending = self.pending(pending)
+
+    def _route_on(
+        self, pool: FilePool, table: FileTable, ns: str, pending: list[int], offset: int
+    ) -> None:
+        """_route_tasks with files routed in `pool`'s processes: tasks are claimed while it has
+        room, each released once all its files are routed."""
+        running: dict[int, dict[Future[RoutedIndex], TableFile]] = {}
+        wait = FIRST_WAIT
+        try:
+            while pending or running:
+                room = pool.capacity > sum(len(files) for files in running.values())
+                free = [t for t in pending if t not in running]
+                claimed = self._claim(ns, free, offset) if room and free else None
+                if claimed is not None:
+                    wait = FIRST_WAIT
+                    running[claimed] = {}
+                    for position in table.tasks[claimed]:
+                        f = table.files[position]
+                        if not self._routed(f):
+                            src = SourceObject(f.name, f.size, f.version)
+                            running[claimed][pool.submit(src, f.origin[1], self.folder)] = f
+                    if room and len(free) > 1:
+                        continue  # room for another task's files
+                if running:
+                    futures = [fut for files in running.values() for fut in files]
+                    finished, _ = wait_for(futures, return_when=FIRST_COMPLETED)
+                    for task, files in list(running.items()):
+                        for fut in finished & files.keys():
+                            fut.result()  # its error (the file, line and byte) is this run's
+                            size = files.pop(fut).size
+                            self.bytes_read += size
+                            self.progress.advance(size)
+                        if not files:
+                            del running[task]
+                            self.keeper.release(ns, [task])
+                            self._done.add(task)
+                elif claimed is None:
+                    time.sleep(wait)
+                    wait = min(wait * 2, self.plan.lease_seconds / 4, 1.0)
+                pending = self.pending(pending)
+        finally:
+            if running:
+                self.keeper.release(ns, list(running))
 
     def _claim(self, ns: str, pending: list[int], offset: int) -> int | None:
         holders = self.state.lease_holders(ns)
@@ -262,26 +314,8 @@ class Routing:
         runner: route_io.BlockRunner,
         folder: Path | None = None,
     ) -> RoutedIndex:
-        spec = self.spec
-        folder = folder or self.folder
-        writer = RoutedFileWriter(folder, slot, spec.shards, self.plan.memory_budget // 4)
-        dead = DeadLetterSpool(folder, routed_file_path(folder, slot, "dead"))
-        dead.restore(0, create=spec.quarantines)
-        bad = [0]
-
-        def quarantine(records: list[BadRecord]) -> None:
-            bad[0] += len(records)
-            dead.add(slot, src.name, records)
-
-        try:
-            header, line = route_io.route_file(
-                spec, src, writer, spec.csv_header, runner, quarantine if spec.quarantines else None
-            )
-            dead.make_durable()
-        except BaseException:
-            writer.abandon()
-            raise
-        index = writer.finish(header, line, bad[0])
+        budget = self.plan.memory_budget // 4
+        index = route_file_into(self.spec, src, slot, folder or self.folder, budget, runner)
         self.bytes_read += src.size
         self.progress.advance(src.size)
         return index
@@ -327,7 +361,10 @@ class Routing:
         table = self.table()
         header = self._check_headers(table)
         folder = spool_dir(self.plan.state_dir, ds.name, gen)
-        self._merge_dead_letters(table, folder)
+        dead = [
+            routed_file_path(self._dir(g), p, "dead") for g, p in (f.origin for f in table.files)
+        ]
+        merge_dead_letters(dead, dead_letter_spool_path(folder), self.spec.quarantines)
         store_dead_letters(self.plan, ds, gen, key, store, folder, header)
         cp = RouteCheckpoint(len(table.files), table.listing_digest, (), header, True)
         self.state.save_route_checkpoint(ds.name, gen, cp)
@@ -361,21 +398,3 @@ class Routing:
                     f" {new} here, {old} there; a changed schema needs a new dataset, not a sync"
                 )
         return expected
-
-    def _merge_dead_letters(self, table: FileTable, folder: Path) -> None:
-        """Every current file's dead letters, in file order, as the generation's one spool."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = dead_letter_spool_path(folder)
-        parts = [
-            routed_file_path(routed_dir(self.plan.state_dir, self.ds.name, g), p, "dead")
-            for g, p in (f.origin for f in table.files)
-        ]
-        parts = [p for p in parts if p.exists()]
-        if not parts and not self.spec.quarantines:
-            return
-        tmp = target.with_name(target.name + ".tmp")
-        with tmp.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as fh:
-                    shutil.copyfileobj(fh, out)
-        tmp.replace(target)
