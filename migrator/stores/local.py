@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
@@ -78,6 +79,10 @@ class LocalStore:
         self.fsync = fsync
         self.stale_after = stale_after
         self._swept: set[Path] = set()  # folders this store has cleared of dead writes
+        # Folders made durable: a put into one does not look for it again. A store only ever
+        # adds folders; one removed behind its back is made again (_write_atomically).
+        self._folders: set[Path] = set()
+        self._making: dict[Path, threading.Event] = {}  # folders a thread is making durable
         self._sweep_lock = threading.Lock()
 
     def put(self, key: str, data: Buffer, metadata: dict[str, str] | None = None) -> None:
@@ -199,7 +204,7 @@ class LocalStore:
         temp = path.with_name(f".{path.name}.{_WRITER}-{os.getpid()}-{secrets.token_hex(8)}.tmp")
         _LIVE.add(str(temp))
         try:
-            with open(temp, "xb") as handle:
+            with self._create(temp) as handle:
                 handle.write(data)
                 handle.flush()
                 if self.fsync:
@@ -212,6 +217,14 @@ class LocalStore:
             _LIVE.discard(str(temp))
         if self.fsync:
             _fsync_dir(path.parent)
+
+    def _create(self, temp: Path) -> BinaryIO:
+        try:
+            return open(temp, "xb")
+        except FileNotFoundError:
+            self._folders.clear()  # a folder was removed behind this store: make it again
+            self._ensure_dir(temp.parent)
+            return open(temp, "xb")
 
     def publish(self, temp: Path, path: Path) -> None:
         """The rename that makes a write visible (one step: never half of it). A method of its
@@ -274,6 +287,52 @@ class LocalStore:
         return removed
 
     def _ensure_dir(self, directory: Path) -> None:
+        """Make `directory` and the folders between it and the root, and their entries durable,
+        before a write into it: once per folder for this store. A folder found already made has
+        its entry synced as well: another put may have made it a moment ago, not yet synced."""
+        if directory in self._folders:
+            return
+        if self.root not in self._folders:
+            self._make_missing(self.root)
+            self._folders.add(self.root)
+        chain: list[Path] = []  # below the root, not known yet; deepest first
+        current = directory
+        while current not in self._folders and current != current.parent:
+            chain.append(current)
+            current = current.parent
+        for folder in reversed(chain):
+            with self._sweep_lock:
+                if folder in self._folders:
+                    continue
+                other = self._making.get(folder)
+                if other is None:
+                    mine = self._making[folder] = threading.Event()
+            if other is not None:  # another thread of this store is making it durable
+                other.wait()
+                continue
+            try:
+                self._make_durable(folder)
+            finally:
+                with self._sweep_lock:
+                    del self._making[folder]
+                mine.set()
+
+    def _make_durable(self, folder: Path) -> None:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+        else:
+            with self._sweep_lock:
+                self._swept.add(folder)  # made empty here: no killed write can be in it
+        if self.fsync:
+            # A folder is durable only once its parent's entry is.
+            _fsync_dir(folder.parent)
+        self._folders.add(folder)
+
+    def _make_missing(self, directory: Path) -> None:
+        """mkdir -p, each folder made durable in its parent."""
         missing: list[Path] = []
         current = directory
         while not current.is_dir():
@@ -287,7 +346,6 @@ class LocalStore:
                     raise
                 continue
             if self.fsync:
-                # A new directory is durable only once its parent's entry is.
                 _fsync_dir(new_dir.parent)
 
     def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[ObjectInfo]:

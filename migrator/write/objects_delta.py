@@ -8,7 +8,9 @@ whole listing; an object's parts committed for the same source version are not s
 from __future__ import annotations
 
 import functools
+import mmap
 from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import (
@@ -24,7 +26,7 @@ from migrator.errors import StateError
 from migrator.plan.kinds import DatasetKind
 from migrator.repository.names import object_part_key
 from migrator.sharding import shard_of
-from migrator.sources.base import Source, SourceObject
+from migrator.sources.base import Source, SourceObject, SourceView
 from migrator.sources.listing import list_source_once
 from migrator.state.model import CommittedChunk
 from migrator.write.pipeline import ChunkJob
@@ -78,6 +80,7 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
     tag = object_tagger(scope.key)
     # A first run has nothing to skip: no state look-up per part.
     fresh = not state.has_chunks(ds.name, gen)
+    into = _reader_into(source)
     with ShardWriter(scope, DatasetKind.OBJECTS, {}) as writer:
         for src in listing:
             picked = changed(src)
@@ -94,7 +97,10 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
                 )
                 okey = object_part_key(ds.name, gen, shard, name_tag, part)
                 job = ChunkJob(ident, okey, b"", 0, src.name, 0, src.version)
-                job.load = functools.partial(source.read_range, src, offset, length)
+                if into is not None:
+                    job.load_into = functools.partial(into, src, offset, length)
+                else:
+                    job.load = functools.partial(source.read_range, src, offset, length)
                 job.size = length
                 writer.submit(job)
                 scope.progress.advance(length)
@@ -113,6 +119,25 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
             dr.removed += len(delta.removed)
             writer.shard_read(shard, delta)
         writer.settle()
+
+
+@runtime_checkable
+class ReadsInto(Protocol):
+    def read_range_into(
+        self, obj: SourceObject, offset: int, length: int, buffer: mmap.mmap
+    ) -> memoryview:
+        """read_range into a buffer the caller reuses (sources.local)."""
+
+
+def _reader_into(
+    source: Source,
+) -> Callable[[SourceObject, int, int, mmap.mmap], memoryview] | None:
+    """The source's read into a reused buffer, if the source below its views has one (views
+    pass reads through as they are)."""
+    base = source
+    while isinstance(base, SourceView):
+        base = base.inner
+    return base.read_range_into if isinstance(base, ReadsInto) else None
 
 
 def _needed(scope: WriteScope, shard: int, name_tag: bytes, version: str) -> Callable[[int], bool]:

@@ -73,17 +73,25 @@ class ChunkUploader:
         object_key: str,
         metadata: dict[str, str],
         out: bytearray | mmap.mmap | None = None,
+        *,
+        scratch: Callable[[int], bytearray | mmap.mmap] | None = None,
+        sealed: Callable[[], None] | None = None,
     ) -> EncodedChunk:
+        """`scratch(size)` lends the encoder a buffer for a frame on its way to the cipher;
+        `sealed()` is called once the chunk is sealed for good, before it is stored: the
+        plaintext and the buffers lent are not read again (the caller may reuse them)."""
         multipart = self.multipart
 
         def seal(salt: bytes | None = None) -> EncodedChunk:
-            return encoder.encode(plaintext, identity, key, out=out, salt=salt)
+            return encoder.encode(plaintext, identity, key, out=out, salt=salt, scratch=scratch)
 
         if multipart is not None:
-            resumed = self._resume(multipart, plaintext, seal, object_key, metadata)
+            resumed = self._resume(multipart, plaintext, seal, object_key, metadata, sealed)
             if resumed is not None:
                 return resumed
         encoded = seal()
+        if sealed is not None:
+            sealed()
         meta = _stored_meta(metadata, encoded)
         if multipart is None or encoded.stored_size <= multipart.store.multipart_threshold:
             put_chunk(self.store, object_key, encoded.data, meta)
@@ -110,6 +118,7 @@ class ChunkUploader:
         seal: Callable[[bytes], EncodedChunk],
         object_key: str,
         metadata: dict[str, str],
+        sealed: Callable[[], None] | None,
     ) -> EncodedChunk | None:
         """Go on with the journaled upload of this chunk if the store still holds its parts and
         the plaintext, sealed again under the journaled salt, is the same stored bytes."""
@@ -122,6 +131,8 @@ class ChunkUploader:
             if parts is not None:
                 encoded = seal(entry.salt)
                 if encoded.stored_xxh3 == entry.stored_xxh3:
+                    if sealed is not None:
+                        sealed()
                     meta = _stored_meta(metadata, encoded)
                     self._send(multipart, object_key, entry.upload_id, encoded.data, parts, meta)
                     return encoded
