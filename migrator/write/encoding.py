@@ -61,7 +61,12 @@ def write_records(
             dr.shards_changed += 1
             dr.removed += len(delta.removed)
             scope.mark_running(shard)
-            writer.encode_stream(shard, opener, size)
+            # A base of a whole diff writes the routed records as they are: their digest
+            # entries (read again here, not held for every shard) give the record ends.
+            whole = delta.base and not routed.incremental
+            writer.encode_stream(
+                shard, opener, size, routed.routed(shard).entries if whole else None
+            )
             writer.shard_read(shard, delta)
         writer.settle()
 

@@ -247,28 +247,29 @@ class SegmentReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         want = self.size - self.pos if size is None or size < 0 else size
-        out = bytearray()
-        while want > 0 and self.pos < self.size:
+        buf = bytearray(max(0, min(want, self.size - self.pos)))
+        return bytes(buf[: self.readinto(buf)])
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Straight from each segment's file into `buffer`: a chunk of a shard is read once,
+        with no copy between."""
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), max(0, self.size - self.pos))
+        got = 0
+        while got < want:
             i = _segment_at(self.starts, self.pos)
             seg = self.segments[i]
             inner = self.pos - self.starts[i]
-            take = min(want, seg.length - inner)
+            take = min(want - got, seg.length - inner)
             fh = self._files.get(seg.path)
             if fh is None:
                 fh = self._files[seg.path] = _open(seg.path)
             fh.seek(seg.offset + inner)
-            data = fh.read(take)
-            if len(data) != take:
+            if fh.readinto(view[got : got + take]) != take:
                 raise StateError(f"{seg.path}: routed output is shorter than its index says")
-            out += data
+            got += take
             self.pos += take
-            want -= take
-        return bytes(out)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return got
 
     def close(self) -> None:
         for fh in self._files.values():

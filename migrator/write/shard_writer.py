@@ -23,6 +23,7 @@ from migrator.codec.manifest import ChunkRef, ShardManifest, seal_manifest
 from migrator.plan.kinds import DatasetKind
 from migrator.read.chain import plan_layout
 from migrator.records.blocks import read_records_chunk
+from migrator.records.chunk_cuts import chunk_cut, read_exactly, record_ends
 from migrator.records.framing import stored_framing
 from migrator.repository.manifests import put_manifest
 from migrator.repository.names import manifest_key, records_chunk_key
@@ -100,14 +101,23 @@ class ShardWriter:
         size = path.stat().st_size if path.exists() else 0
         self.encode_stream(shard, lambda: path.open("rb"), size)
 
-    def encode_stream(self, shard: int, open_spool: Callable[[], BinaryIO], size: int) -> None:
-        """encode_spool over `size` bytes of a stream (a shard's routed segments)."""
+    def encode_stream(
+        self,
+        shard: int,
+        open_spool: Callable[[], BinaryIO],
+        size: int,
+        entries: bytes | None = None,
+    ) -> None:
+        """encode_spool over `size` bytes of a stream (a shard's routed segments). `entries`:
+        the stream's records' digest entries, in its order, when known: their lengths give the
+        record ends, so chunks are cut without scanning the records for them (the same cuts)."""
         scope, dr = self.scope, self.scope.report
         ds, gen, plan = scope.ds, scope.generation, scope.plan
         done = {c.sequence: c for c in scope.state.shard_chunks(ds.name, gen, shard)}
         if size == 0:
             return
         framing = stored_framing(ds.csv_delimiter if ds.format == "csv" else None)
+        ends = record_ends(entries, size) if entries is not None else None
         with open_spool() as fh:
             offset, seq = 0, 0
             while offset < size:
@@ -119,7 +129,12 @@ class ShardWriter:
                     scope.progress.advance(prior.source_end - offset)
                     offset, seq = prior.source_end, seq + 1
                     continue
-                buf, cut, records = read_records_chunk(fh, offset, plan.chunk_size, framing)
+                buf: bytes | bytearray
+                if ends is None:
+                    buf, cut, records = read_records_chunk(fh, offset, plan.chunk_size, framing)
+                else:
+                    cut, records = chunk_cut(ends, offset, plan.chunk_size)
+                    buf = read_exactly(fh, offset, cut)
                 # A view, not a slice: the chunk reaches the encoder without another copy.
                 data = memoryview(buf)[:cut] if cut < len(buf) else buf
                 end = offset + cut
