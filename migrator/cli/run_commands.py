@@ -64,6 +64,9 @@ def run_cmd(
 ) -> None:
     """Migrate every dataset of PLAN; rerun to resume after an interruption."""
     from migrator.cli.render.progress import RichProgress
+    from migrator.heap import map_large_buffers
+
+    map_large_buffers()
     from migrator.cli.render.run import quarantine_line, run_table
     from migrator.wiring import open_key_provider, open_state, open_store
     from migrator.write.deadletter_seal import dead_letter_counts

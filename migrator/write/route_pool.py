@@ -17,6 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import migrator.write.route as route_io  # its route_file looked up at each call (tests wrap it)
+from migrator.heap import map_large_buffers
 from migrator.repository.names import routed_file_path
 from migrator.sources.base import SourceObject
 from migrator.write.deadletter import DeadLetterSpool
@@ -33,7 +34,15 @@ def file_processes(source_bytes: int, workers: int) -> int:
     than a few blocks."""
     if source_bytes < PARALLEL_FILE_BYTES:
         return 1
-    return max(1, min(workers, os.cpu_count() or 1))
+    return max(1, min(workers, _cores()))
+
+
+def _cores() -> int:
+    """The cores this process may run on (a pinned worker: those it is pinned to)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
 
 
 def route_file_into(
@@ -69,6 +78,7 @@ def route_file_into(
 def _route_in_process(
     spec: RecordsSpec, src: SourceObject, slot: int, folder: Path, budget: int
 ) -> RoutedIndex:
+    map_large_buffers()  # as the run's own process does (heap.py)
     with BlockRunner(1) as runner:
         return route_file_into(spec, src, slot, folder, budget, runner)
 
