@@ -14,13 +14,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from io import BufferedIOBase
 from itertools import accumulate
-from operator import itemgetter
 from typing import BinaryIO, cast
 
-from migrator.codec.digests import DIGEST_ENTRY
+from migrator.codec.digests import DIGEST_ENTRY, entry_lengths
 from migrator.errors import StateError
-
-_length = itemgetter(2)
 
 
 def record_ends(entries: bytes, size: int) -> list[int] | None:
@@ -28,7 +25,7 @@ def record_ends(entries: bytes, size: int) -> list[int] | None:
     caller then scans the records)."""
     if len(entries) % DIGEST_ENTRY.size:
         return None
-    ends = list(accumulate(map(_length, DIGEST_ENTRY.iter_unpack(entries))))
+    ends = list(accumulate(entry_lengths(entries)))
     return ends if ends and ends[-1] == size else None
 
 
