@@ -107,17 +107,24 @@ def timed_child(
     busy_before = busy_cpu_seconds()
     started = time.perf_counter()
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    exit_code, peak = _wait_with_peak_rss(child, timeout)
+    own_before = own_cpu_seconds()
+    exit_code, peak, tree_cpu = _wait_with_peak_rss(child, timeout)
     wall = time.perf_counter() - started
-    ours = own_cpu_seconds(with_children=True) - ours_before
+    # A run's worker processes may be reaped by none of its processes this one waits for
+    # (multiprocessing's forkserver): their CPU time, as last seen, is the run's too.
+    ours = max(
+        own_cpu_seconds(with_children=True) - ours_before,
+        own_cpu_seconds() - own_before + tree_cpu,
+    )
     other = max(0.0, busy_cpu_seconds() - busy_before - ours) / wall
     return peers.Timed(exit_code, wall, peak, other)
 
 
 def _wait_with_peak_rss(
     child: subprocess.Popen[bytes], timeout: float | None = None
-) -> tuple[int, int]:
-    """Poll the child's process tree (summed RSS) until it exits: the run's own peak.
+) -> tuple[int, int, float]:
+    """Poll the child's process tree (summed RSS) until it exits: the run's own peak, and the
+    CPU seconds of every process of the tree as last seen.
 
     Not ru_maxrss: on Linux a child's maxrss starts from the parent's RSS at fork/exec time, so
     it would report this benchmark's memory (the in-memory chunks) instead of the run's.
@@ -126,14 +133,15 @@ def _wait_with_peak_rss(
     parent = psutil.Process(child.pid)
     deadline = time.monotonic() + timeout if timeout is not None else None
     peak = 0
+    cpu: dict[int, float] = {}
     while child.poll() is None:
-        peak = max(peak, _tree_rss(parent))
+        peak = max(peak, _tree_rss(parent, cpu))
         if deadline is not None and time.monotonic() > deadline:
             _kill_tree(parent)
             child.wait()
             break
         time.sleep(RSS_POLL_S)
-    return child.returncode, peak
+    return child.returncode, peak, sum(cpu.values())
 
 
 def _kill_tree(parent: psutil.Process) -> None:
@@ -148,7 +156,7 @@ def _kill_tree(parent: psutil.Process) -> None:
             continue
 
 
-def _tree_rss(parent: psutil.Process) -> int:
+def _tree_rss(parent: psutil.Process, cpu: dict[int, float] | None = None) -> int:
     total = 0
     try:
         processes = [parent, *parent.children(recursive=True)]
@@ -157,6 +165,9 @@ def _tree_rss(parent: psutil.Process) -> int:
     for process in processes:
         try:
             total += process.memory_info().rss
+            if cpu is not None:
+                times = process.cpu_times()
+                cpu[process.pid] = times.user + times.system
         except psutil.Error:
             continue  # exited between listing and sampling
     return total

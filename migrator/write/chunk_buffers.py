@@ -4,7 +4,8 @@ A chunk read into fresh memory, framed and sealed into fresh memory pays a page 
 zeroed page for every 4 KiB of each, on every chunk: at disk speeds that is a third of the CPU a
 chunk costs. Pooled, the memory is faulted in once and reused. The pool holds at most its
 capacity (the pipeline's memory budget) in buffers nobody is using; what the jobs in flight hold
-is bounded by the budget they reserved.
+is bounded by the budget they reserved, and the pipeline trims the free ones so that both
+together stay within its budget.
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ class BufferPool:
     def give(self, buffer: mmap.mmap) -> None:
         with self._lock:
             self._free.append(buffer)
+
+    def free_bytes(self) -> int:
+        with self._lock:
+            return sum(len(b) for b in self._free)
+
+    def trim(self, keep: int) -> int:
+        """Drop free buffers, longest unused first, until at most `keep` bytes are free; the
+        bytes still free."""
+        with self._lock:
+            free = sum(len(b) for b in self._free)
+            while self._free and free > keep:
+                dropped = len(self._free.pop(0))  # unmapped once no view holds it
+                self._total -= dropped
+                free -= dropped
+            return free
 
     def clear(self) -> None:
         """Drop every free buffer (the pipeline is closing)."""

@@ -107,12 +107,19 @@ class ChunkPipeline:
 
     def submit(self, job: ChunkJob) -> None:
         lease = _Lease(_reservation(job))
+        # The job's pooled buffers may come from the free ones: those are not counted twice.
+        pooled = lease.cost - (0 if job.load_into is not None else job.plain_size())
         with self._cond:
-            # A job larger than the whole budget still runs, alone.
-            while (
-                self._in_flight and self._in_flight + lease.cost > self._budget and not self._error
-            ):
+            # Jobs in flight and the free buffers kept for the next ones share the budget: once
+            # a job is let in, free buffers beyond what the budget leaves (and what the job will
+            # take from them) are dropped, the longest unused first. A job larger than the whole
+            # budget still runs, alone.
+            while True:
+                room = self._budget - self._in_flight - lease.cost
+                if room >= 0 or not self._in_flight or self._error:
+                    break
                 self._cond.wait()
+            self._buffers.trim(max(0, room) + pooled)
             self._raise_if_failed()
             self._in_flight += lease.cost
         self._pool.submit(self._guarded, functools.partial(self._work, job, self._key), lease)

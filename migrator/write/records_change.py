@@ -97,7 +97,7 @@ def whole_shard_change(
     if previous == 0:
         digest, live = spool_digest(entries)
         delta = ShardDelta(0, None, (), 0, 0, digest, digest, live, inventory_path)
-        return delta, here.open, here.size
+        return delta, here.opener(), here.size
     current = records_map_from_spool(entries)  # one pass gives the totals too
     digest = live = 0
     for e in current.values():

@@ -9,6 +9,7 @@ again whole, so that file is read again for them).
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +42,18 @@ class RoutedShard:
 
     def open(self) -> BinaryIO:
         """The records as one buffered stream: a delta spool reads them a record at a time."""
-        reader = io.BufferedReader(SegmentReader(self.segments), buffer_size=READ_BUFFER)
-        return cast(BinaryIO, reader)
+        return open_segments(self.segments)
+
+    def opener(self) -> Callable[[], BinaryIO]:
+        """open(), holding the segments only: the encoding stage keeps every changed shard's
+        opener until its turn, and the entries (40 bytes a record) would add up to a share of
+        the whole generation in memory."""
+        return functools.partial(open_segments, self.segments)
+
+
+def open_segments(segments: list[Segment]) -> BinaryIO:
+    reader = io.BufferedReader(SegmentReader(segments), buffer_size=READ_BUFFER)
+    return cast(BinaryIO, reader)
 
 
 class RoutedShards:
