@@ -14,9 +14,11 @@ import multiprocessing
 import os
 import pickle
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import migrator.write.route as route_io  # its route_file looked up at each call (tests wrap it)
+from migrator.errors import StateError
 from migrator.heap import map_large_buffers
 from migrator.repository.names import routed_file_path
 from migrator.sources.base import SourceObject
@@ -124,3 +126,14 @@ class FilePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def routed_in(future: Future[RoutedIndex], name: str) -> RoutedIndex:
+    """A file's routing in a worker process: its error (file, line, byte) is the run's."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise StateError(
+            f"the process routing {name} died (killed, or out of memory); run again to resume:"
+            " the files routed before are kept"
+        ) from None

@@ -56,7 +56,7 @@ from migrator.write.listing import (
 )
 from migrator.write.reports import ProgressSink
 from migrator.write.route import RecordsSpec, differing_headers
-from migrator.write.route_pool import FilePool, route_file_into
+from migrator.write.route_pool import FilePool, route_file_into, routed_in
 from migrator.write.routed import RoutedIndex, is_routed, load_index, merge_dead_letters
 from migrator.write.workers import FIRST_WAIT
 
@@ -263,7 +263,7 @@ class Routing:
                     finished, _ = wait_for(futures, return_when=FIRST_COMPLETED)
                     for task, files in list(running.items()):
                         for fut in finished & files.keys():
-                            fut.result()  # its error (the file, line and byte) is this run's
+                            routed_in(fut, files[fut].name)
                             size = files.pop(fut).size
                             self.bytes_read += size
                             self.progress.advance(size)

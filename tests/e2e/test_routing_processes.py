@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import migrator.write.route_pool as route_pool
+from migrator.errors import StateError
 from migrator.sources.local import LocalSource
 from migrator.write.route import RecordsSpec
 from tests.e2e.test_bad_input_matrix import cli as cli_fixture
@@ -111,3 +114,10 @@ def test_a_source_that_cannot_be_sent_is_routed_here(tmp_path: Path) -> None:
     sendable = RecordsSpec("ds", 1, "jsonl", "user_id", 4, LocalSource(tmp_path))
     with route_pool.FilePool(sendable, 2, 1 << 20) as pool:
         assert pool.parallel and pool.capacity == 2 and pool.budget == 1 << 19
+
+
+def test_a_routing_process_that_died_is_named_with_what_to_do() -> None:
+    died: Future[Any] = Future()
+    died.set_exception(BrokenProcessPool("gone"))
+    with pytest.raises(StateError, match=r"routing f3\.jsonl died .* run again to resume"):
+        route_pool.routed_in(died, "f3.jsonl")
