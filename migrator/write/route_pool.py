@@ -25,18 +25,20 @@ from migrator.sources.base import SourceObject
 from migrator.write.deadletter import DeadLetterSpool
 from migrator.write.route import BlockRunner, RecordsSpec
 from migrator.write.route_blocks import BadRecord
-from migrator.write.routed import RoutedFileWriter, RoutedIndex
+from migrator.write.routed import MIN_SHARD_BUFFER, RoutedFileWriter, RoutedIndex
 
 # Below this much to route, starting processes costs more than it saves.
 PARALLEL_FILE_BYTES = 48 * 1024 * 1024
 
 
-def file_processes(source_bytes: int, workers: int) -> int:
+def file_processes(source_bytes: int, workers: int, shards: int, budget: int) -> int:
     """Processes that route files at once: one a core (at most the plan's workers), for more
-    than a few blocks."""
+    than a few blocks, and no more than routing's `budget` holds: a file's writer buffers at
+    least MIN_SHARD_BUFFER a shard, whatever its share (routed.RoutedFileWriter)."""
     if source_bytes < PARALLEL_FILE_BYTES:
         return 1
-    return max(1, min(workers, _cores()))
+    fits = budget // (max(shards, 1) * MIN_SHARD_BUFFER)
+    return max(1, min(workers, _cores(), fits))
 
 
 def _cores() -> int:

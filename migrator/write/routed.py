@@ -81,6 +81,9 @@ class RoutedIndex:
             raise StateError(f"{where}: unreadable routing index ({exc}); route again") from None
 
 
+MIN_SHARD_BUFFER = 64 * 1024  # a writer's least buffer a shard, whatever its budget
+
+
 class RoutedFileWriter:
     """Per-shard append buffers, bounded in total, flushed as segments of one file's output."""
 
@@ -90,7 +93,7 @@ class RoutedFileWriter:
         self.keep_records = True
         self.buffers = [bytearray() for _ in range(shards)]
         self.dbuffers = [bytearray() for _ in range(shards)]
-        self.per_shard = max(64 * 1024, budget // max(shards, 1))
+        self.per_shard = max(MIN_SHARD_BUFFER, budget // max(shards, 1))
         self.segments: list[tuple[int, int, int, int, int]] = []
         self.records = 0
         self.nbytes = 0

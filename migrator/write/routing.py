@@ -213,9 +213,9 @@ class Routing:
         self.progress.start(self.ds.name, "routing", left)
         ns = routing_lease(self.ds.name, self.gen, table.version)
         offset = int.from_bytes(xxhash.xxh3_64_digest(self.keeper.owner.encode()), "big")
-        workers = self.plan.workers or os.cpu_count() or 1
-        budget = self.plan.memory_budget // 4
-        with FilePool(self.spec, route_pool.file_processes(left, workers), budget) as pool:
+        workers, budget = self.plan.workers or os.cpu_count() or 1, self.plan.memory_budget // 4
+        processes = route_pool.file_processes(left, workers, self.spec.shards, budget)
+        with FilePool(self.spec, processes, budget) as pool:
             if pool.parallel:
                 self._route_on(pool, table, ns, pending, offset)
                 return

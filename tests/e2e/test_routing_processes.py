@@ -39,7 +39,7 @@ def send_to_processes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(self, src, slot, folder)
 
     monkeypatch.setattr(route_pool.FilePool, "submit", submit)
-    monkeypatch.setattr(route_pool, "file_processes", lambda total, workers: 2)
+    monkeypatch.setattr(route_pool, "file_processes", lambda *sizes: 2)
     return names
 
 
@@ -121,3 +121,13 @@ def test_a_routing_process_that_died_is_named_with_what_to_do() -> None:
     died.set_exception(BrokenProcessPool("gone"))
     with pytest.raises(StateError, match=r"routing f3\.jsonl died .* run again to resume"):
         route_pool.routed_in(died, "f3.jsonl")
+
+
+def test_routing_processes_fit_the_routing_budget() -> None:
+    mib = 1 << 20
+    assert route_pool.file_processes(10 * mib, 8, 16, 128 * mib) == 1  # too little to route
+    many = route_pool.file_processes(1 << 30, 64, 16, 128 * mib)
+    assert 1 <= many <= 64
+    # 4,096 shards of 64 KiB at least: 256 MiB a writer, more than the budget holds twice
+    assert route_pool.file_processes(1 << 30, 64, 4096, 128 * mib) == 1
+    assert route_pool.file_processes(1 << 30, 64, 4096, 1024 * mib) <= 4
