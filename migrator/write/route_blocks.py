@@ -136,7 +136,9 @@ def _decide_rest(
         kept.append(index)
     if len(kept) == len(records):
         return records, keys  # type: ignore[return-value]
-    pick = itemgetter(*kept) if len(kept) > 1 else (lambda seq: (seq[kept[0]],) if kept else ())
+    if not kept:
+        return [], []
+    pick = _picker(kept)
     return list(pick(records)), list(pick(keys))
 
 
@@ -170,7 +172,7 @@ def _group(task: BlockTask, records: list[bytes], keys: list[bytes]) -> list[Run
         digs: Sequence[bytes] = entries
         lens: Sequence[int] = lengths
         if order is not None:
-            pick = itemgetter(*order[at : at + count]) if count > 1 else _one(order[at])
+            pick = _picker(order[at : at + count])
             recs, digs, lens = pick(records), pick(entries), pick(lengths)
         at += count
         body = bytearray(b"\n".join(recs) + b"\n") if task.keep_records else bytearray()
@@ -178,8 +180,12 @@ def _group(task: BlockTask, records: list[bytes], keys: list[bytes]) -> list[Run
     return runs
 
 
-def _one(index: int) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    return lambda seq: (seq[index],)
+def _picker(indices: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The items at `indices`, as a tuple however many (itemgetter gives one item bare)."""
+    if len(indices) == 1:
+        index = indices[0]
+        return lambda seq: (seq[index],)
+    return itemgetter(*indices)
 
 
 def route_block_per_record(task: BlockTask) -> BlockResult:
