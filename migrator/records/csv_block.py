@@ -17,6 +17,8 @@ from functools import lru_cache
 from itertools import compress, repeat
 from operator import itemgetter
 
+from migrator.records.framing import framing_of
+
 Keys = list[bytes | None]
 _odd = (1).__and__
 
@@ -25,20 +27,10 @@ def split_quoted(data: bytes, delimiter: str) -> tuple[list[bytes], list[bytes]]
     """The rows of a block with quotes, as framing.split gives them, and each row with its
     quoted fields emptied; None unless every quote is at a field's bound and no lone CR ends a
     row (then framing.split, field-aware, decides)."""
-    if not data or data.count(b"\r") != data.count(b"\r\n"):
-        return None
-    sep = delimiter.encode()
-    pieces = data.split(b'"')
-    if len(pieces) % 2 == 0:
-        return None  # a quote left open
+    pieces = framing_of(delimiter).quote_pieces(data, len(data)) if data else None
+    if pieces is None or len(pieces) % 2 == 0:
+        return None  # a quote not at a field's bound, a lone CR, or a quote left open
     outside = pieces[::2]  # between a closing quote and the next opening one
-    after, before = outside[1:], outside[:-1]
-    starts = (sep, b"\n", b"\r\n")  # what follows a closing quote; an empty piece: `""` inside
-    if list(map(bytes.startswith, after, repeat(starts))).count(False) != after.count(b""):
-        return None
-    ends = (sep, b"\n")  # what precedes an opening quote (or the block's start)
-    if list(map(bytes.endswith, before, repeat(ends))).count(False) != before.count(b""):
-        return None
     bare = b"".join(outside).split(b"\n")
     lines = data.split(b"\n")
     if data.endswith(b"\n"):

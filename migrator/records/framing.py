@@ -78,10 +78,10 @@ class RecordFraming:
     # (tests/unit/test_framing_parity.py).
     parity = True
 
-    def _outside_quotes(self, data: bytes | bytearray, end: int) -> list[bytes] | None:
+    def quote_pieces(self, data: bytes | bytearray, end: int) -> list[bytes] | None:
         """data[:end] split at every quote, when parity reads it as this framing does (the
         even pieces lie outside quoted fields); else None."""
-        chunk = bytes(data[:end])
+        chunk = data if isinstance(data, bytes) and end == len(data) else bytes(data[:end])
         if chunk.find(b"\r") >= 0 and (
             not self.cr_ends or chunk.count(b"\r") != chunk.count(b"\r\n")
         ):
@@ -119,7 +119,7 @@ class RecordFraming:
             if self.cr_ends:
                 at = max(at, data.rfind(b"\r", 0, end))
             return at + 1
-        pieces = self._outside_quotes(data, end) if self.parity else None
+        pieces = self.quote_pieces(data, end) if self.parity else None
         if pieces is not None:
             at = end
             for index in range(len(pieces) - 1, -1, -1):
@@ -189,7 +189,7 @@ class RecordFraming:
             if not self.cr_ends:
                 return data.count(b"\n", 0, end)
             return line_ends(data[:end])
-        pieces = self._outside_quotes(data, end) if self.parity else None
+        pieces = self.quote_pieces(data, end) if self.parity else None
         if pieces is not None:
             return sum(map(bytes.count, pieces[::2], repeat(b"\n")))
         return self._terminated.subn(b"", memoryview(data)[:end])[1]
