@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import click
 
 from migrator.cli.audit_commands import audit_cmd, cutover_cmd
+from migrator.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, interrupts_end_the_command
 from migrator.cli.keys_commands import crypto_cmd, keys_group
 from migrator.cli.plan_commands import plan_cmd
 from migrator.cli.read_commands import deadletters_cmd, restore_cmd, verify_cmd
@@ -58,14 +59,15 @@ for command in (
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cli.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="migrator",
-            standalone_mode=False,
-        )
+        with interrupts_end_the_command():
+            cli.main(
+                args=list(argv) if argv is not None else None,
+                prog_name="migrator",
+                standalone_mode=False,
+            )
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("migrator: interrupted; run the same command again to resume", err=True)
-        raise SystemExit(130) from None
+        click.echo(INTERRUPTED, err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(EXIT_USAGE) from None
