@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from migrator.errors import MigratorError
     from migrator.keys.provider import KeyProvider
+    from migrator.landing.engine import LandReport
+    from migrator.landing.proof import LandedShard
+    from migrator.landing.targets import DatasetTargets, OpenStore
     from migrator.plan.model import DatasetPlan, Plan
     from migrator.read.cutover import CutoverReport
     from migrator.read.restore import RestoreReport
@@ -47,6 +50,8 @@ __all__ = [
     "DatasetPlan",
     "DatasetReport",
     "DatasetStatus",
+    "LandReport",
+    "LandedShard",
     "MigratorError",
     "Plan",
     "Problem",
@@ -57,9 +62,11 @@ __all__ = [
     "SourceObject",
     "Traffic",
     "VerifyReport",
+    "check_landing",
     "connect",
     "cutover",
     "is_manifest_problem",
+    "land",
     "list_source",
     "load_plan",
     "progress",
@@ -76,6 +83,8 @@ _TYPES = {
     "DatasetPlan": "migrator.plan.model",
     "DatasetReport": "migrator.write.reports",
     "DatasetStatus": "migrator.read.status",
+    "LandReport": "migrator.landing.engine",
+    "LandedShard": "migrator.landing.proof",
     "MigratorError": "migrator.errors",
     "Plan": "migrator.plan.model",
     "Problem": "migrator.read.verify",
@@ -133,6 +142,14 @@ class Connection:
     store: ObjectStore
     keys: KeyProvider
     state: StateDB | None = None
+    # Opens a landing bucket's store (None: as the plan says); a demo's or dry run's stand-in.
+    landing_store: OpenStore | None = None
+
+    def landing_targets(self, plan: Plan, ds: DatasetPlan) -> DatasetTargets:
+        """The dataset's landing targets, through this connection's landing stores."""
+        from migrator.landing.targets import open_targets
+
+        return open_targets(plan, ds, self.landing_store)
 
     def traffic(self) -> Traffic:
         """Requests and bytes the store sent: only a connection opened to count them knows."""
@@ -259,14 +276,54 @@ def restore(
         return restorer.restore(dataset, Path(out), generation)
 
 
+def land(
+    target: Plan | Connection,
+    datasets: Iterable[str] | None = None,
+    shards: Iterable[int] | None = None,
+    *,
+    worker: bool = False,
+    workers: int = 4,
+) -> list[LandReport]:
+    """Apply the archive's committed generations to the datasets' landing targets (default:
+    every dataset with a `landing`), every shard or only `shards`; a rerun resumes."""
+    from migrator.errors import UsageError
+    from migrator.landing.engine import Lander
+
+    with _connected(target, create_state=True) as conn:
+        if conn.state is None:
+            raise UsageError("landing needs a state store: connect the plan with create_state")
+        lander = Lander(conn.plan, conn.store, conn.keys, conn.state, conn.landing_targets)
+        lander.workers = workers
+        return lander.land(_chosen(datasets), _chosen(shards), worker=worker)
+
+
+def check_landing(
+    target: Plan | Connection,
+    datasets: Iterable[str] | None = None,
+    shards: Iterable[int] | None = None,
+) -> list[LandedShard]:
+    """Per shard and landing target: the digest and count the target holds, read from the
+    target itself, against the archive's (`LandedShard.match`)."""
+    from migrator.landing.proof import check_landing as checked
+
+    with _connected(target, create_state=False) as conn:
+        opened = (conn.plan, conn.store, conn.keys)
+        chosen = (_chosen(datasets), _chosen(shards))
+        found = checked(*opened, *chosen, conn.state, conn.landing_targets)
+        return [shard for dataset in found for shard in dataset]
+
+
 def cutover(target: Plan | Connection, datasets: Iterable[str] | None = None) -> CutoverReport:
     """The cutover gate's report: per shard, the source's digest against the destination's
     (from the manifests, no data read back), the lag a sync would still write, and an estimate
-    of the write freeze. `ready` only when every shard matches."""
+    of the write freeze; a dataset's landed copy too. `ready` only when every shard matches."""
     from migrator.read.cutover import CutoverGate
 
     with _connected(target, create_state=False) as conn:
-        return CutoverGate(conn.plan, conn.store, conn.keys, conn.state).check(_chosen(datasets))
+        gate = CutoverGate(
+            conn.plan, conn.store, conn.keys, conn.state, open_targets=conn.landing_targets
+        )
+        return gate.check(_chosen(datasets))
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,11 @@ class StateError(MigratorError):
     """The checkpoint store is unusable or disagrees with the destination."""
 
 
+class LandingError(MigratorError):
+    """A landing target refused or failed a generation: names the target, dataset, shard,
+    generation and, where one is at fault, the record's key (never the record)."""
+
+
 class SourceError(MigratorError):
     """A source file or record cannot be read; names file and line where known."""
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from migrator.errors import KeyProviderError, PlanError, UsageError
+from migrator.plan.landing import LandingTablePlan
 from migrator.plan.model import (
     AwsKmsKekPlan,
     AzureKeyVaultKekPlan,
+    DestinationPlan,
     KekPlan,
     LocalDestinationPlan,
     LocalKekPlan,
@@ -58,9 +60,10 @@ def azure_credentials(
     return {"credential": government_credential()}
 
 
-def multipart_sizes(plan: Plan) -> dict[str, Any]:
-    """The store arguments for the plan's multipart settings; the stores' defaults otherwise."""
-    dest = plan.destination
+def multipart_sizes(plan: Plan, dest: DestinationPlan | None = None) -> dict[str, Any]:
+    """The store arguments for the multipart settings of `dest` (the plan's destination if
+    None); the stores' defaults otherwise."""
+    dest = plan.destination if dest is None else dest
     sizes: dict[str, Any] = {}
     if isinstance(dest, LocalDestinationPlan):
         return sizes
@@ -87,26 +90,46 @@ def open_store(
 def open_destination(plan: Plan) -> ObjectStore:
     """The destination store the plan names, without the checks `open_store` makes first."""
     dest = plan.destination
+    store = _open_store_at(plan, dest, "destination")
+    if isinstance(dest, S3DestinationPlan):
+        return _with_retention(plan, dest, cast("S3Store", store))
+    return store
+
+
+def open_landing_store(plan: Plan, dest: DestinationPlan) -> ObjectStore:
+    """A landing bucket (a dataset's `landing.bucket`), written under the owner's key (SSE-KMS,
+    an encryption scope); only once the plan's residency and FIPS checks pass."""
+    enforce_residency(plan)
+    index, _ = _landing_of(plan, "bucket", dest)
+    return _open_store_at(plan, dest, f"datasets[{index}].landing.bucket")
+
+
+def _landing_of(plan: Plan, part: str, section: object) -> tuple[int, str]:
+    """The index and name of the dataset whose landing `part` (bucket, table) is `section`."""
+    for index, dataset in enumerate(plan.datasets):
+        if dataset.landing is not None and getattr(dataset.landing, part) == section:
+            return index, dataset.name
+    raise ValueError(f"plan {plan.name!r} lands no dataset into this {part}")
+
+
+def _open_store_at(plan: Plan, dest: DestinationPlan, section: str) -> ObjectStore:
+    """The store `dest` names (`section`: its place in the plan, for messages)."""
     if isinstance(dest, LocalDestinationPlan):
         prefix = dest.prefix.strip("/")
         return LocalStore(dest.path / prefix if prefix else dest.path)
-    sizes = multipart_sizes(plan)
+    sizes = multipart_sizes(plan, dest)
     if isinstance(dest, S3DestinationPlan):
         from migrator.stores.s3 import S3Store
 
-        return _with_retention(
-            plan,
-            dest,
-            S3Store(
-                dest.bucket,
-                dest.prefix,
-                region=dest.region,
-                endpoint_url=dest.endpoint_url,
-                use_fips=True if plan.fips == "required" else dest.use_fips,
-                sse_kms_key_id=dest.sse_kms_key_id,
-                max_pool_connections=max(10, plan.upload_concurrency * 2),
-                **sizes,
-            ),
+        return S3Store(
+            dest.bucket,
+            dest.prefix,
+            region=dest.region,
+            endpoint_url=dest.endpoint_url,
+            use_fips=True if plan.fips == "required" else dest.use_fips,
+            sse_kms_key_id=dest.sse_kms_key_id,
+            max_pool_connections=max(10, plan.upload_concurrency * 2),
+            **sizes,
         )
     from migrator.stores.azure import AzureBlobStore
 
@@ -115,9 +138,30 @@ def open_destination(plan: Plan) -> ObjectStore:
         dest.prefix,
         account_url=dest.account_url,
         max_concurrency=plan.upload_concurrency,
-        **azure_credentials(plan, "destination", dest.connection_string_env, dest.account_key_env),
+        encryption_scope=dest.encryption_scope,
+        **azure_credentials(plan, section, dest.connection_string_env, dest.account_key_env),
         **sizes,
     )
+
+
+def landing_table_url(plan: Plan, table: LandingTablePlan) -> str:
+    """The landing table's database URL, from the variable the plan names (never shown);
+    only once the plan's checks pass, its host among them."""
+    index, name = _landing_of(plan, "table", table)
+    field = f"datasets[{index}].landing.table.url_env"
+    url = os.environ.get(table.url_env)
+    if not url:
+        raise UsageError(
+            f"{plan.plan_path}: {field}: environment variable {table.url_env} is not set: it"
+            f" holds the database URL dataset {name!r} lands into"
+        )
+    if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
+        raise UsageError(
+            f"{plan.plan_path}: {field}: the URL in {table.url_env} must start with"
+            " postgresql:// or postgresql+psycopg2://"
+        )
+    enforce_residency(plan)  # now with the variable set: its host is checked
+    return url
 
 
 def _with_retention(plan: Plan, dest: S3DestinationPlan, store: S3Store) -> S3Store:

@@ -61,6 +61,11 @@ def dataset_key(plan: Plan, ds: DatasetPlan) -> AssetKey:
     return AssetKey([plan.name, ds.name])
 
 
+def landed_key(plan: Plan, ds: DatasetPlan) -> AssetKey:
+    """A dataset's landed copy (pipelines/landing.py)."""
+    return AssetKey([plan.name, f"{ds.name}_landed"])
+
+
 def routing_key(plan: Plan, ds: DatasetPlan) -> AssetKey:
     """A records dataset's routing asset (pipelines/routing.py)."""
     return AssetKey([plan.name, f"{ds.name}_routing"])

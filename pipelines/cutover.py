@@ -21,7 +21,7 @@ from dagster import (
 import migrator
 from migrator import CutoverReport
 from migrator.plan.model import Plan
-from pipelines.assets import MigrationConfig, dataset_key, python_name
+from pipelines.assets import MigrationConfig, dataset_key, landed_key, python_name
 from pipelines.checks import SHOWN_PROBLEMS
 from pipelines.resources import PlanResource, TargetResource
 
@@ -62,7 +62,8 @@ def cutover_asset(spec: Plan) -> AssetsDefinition:
 
     @asset(
         key=key,
-        deps=[dataset_key(spec, ds) for ds in spec.datasets],
+        deps=[dataset_key(spec, ds) for ds in spec.datasets]
+        + [landed_key(spec, ds) for ds in spec.datasets if ds.landing is not None],
         group_name=python_name(spec.name),
         check_specs=[
             AssetCheckSpec(

@@ -43,6 +43,7 @@ from migrator.plan.model import DatasetKind, load_plan
 from pipelines.assets import dataset_asset
 from pipelines.checks import completion_asset, dataset_checks
 from pipelines.cutover import cutover_asset
+from pipelines.landing import landed_asset, landed_checks
 from pipelines.resources import CloudTarget, PlanResource, StandInTarget
 from pipelines.routing import DEFAULT_ROUTERS, routing_asset
 from pipelines.schedules import (
@@ -124,8 +125,11 @@ def build_definitions(
         assets = [dataset_asset(spec, ds, shards_per_run) for ds in spec.datasets]
         routing = [routing_asset(spec, ds, routers) for ds in records]
         checks = [dataset_checks(spec, ds) for ds in spec.datasets]
+        landing = [ds for ds in spec.datasets if ds.landing is not None]
+        landed = [landed_asset(spec, ds) for ds in landing]
+        checks += [landed_checks(spec, ds) for ds in landing]
     return Definitions(
-        assets=[*routing, *assets, completion_asset(spec), cutover_asset(spec)],
+        assets=[*routing, *assets, *landed, completion_asset(spec), cutover_asset(spec)],
         asset_checks=checks,
         jobs=[*route.values(), *full.values(), *sync.values()],
         schedules=[

@@ -29,7 +29,7 @@ from dagster import (
 
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.write.fanout import shard_batches
-from pipelines.assets import dataset_key, python_name, routing_key
+from pipelines.assets import dataset_key, landed_key, python_name, routing_key
 from pipelines.routing import ROUTER_PREFIX
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public name for it
@@ -52,9 +52,11 @@ def dataset_job(
     spec: Plan, ds: DatasetPlan, job: str, mode: str, description: str
 ) -> UnresolvedAssetJobDefinition:
     """A job over the dataset's asset, named `job` and the dataset; `mode` tags its runs."""
+    # With a landing, the job lands each shard it writes too (pipelines/landing.py).
+    keys = [dataset_key(spec, ds)] + ([landed_key(spec, ds)] if ds.landing is not None else [])
     return define_asset_job(
         f"{job}_{python_name(ds.name)}",
-        selection=AssetSelection.assets(dataset_key(spec, ds)),
+        selection=AssetSelection.assets(*keys),
         tags={"migrator/mode": mode},
         description=f"{ds.name}: {description}",
     )

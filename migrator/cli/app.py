@@ -18,6 +18,7 @@ import click
 from migrator.cli.audit_commands import audit_cmd, cutover_cmd
 from migrator.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, interrupts_end_the_command
 from migrator.cli.keys_commands import crypto_cmd, keys_group
+from migrator.cli.land_commands import land_cmd
 from migrator.cli.plan_commands import plan_cmd
 from migrator.cli.read_commands import deadletters_cmd, restore_cmd, verify_cmd
 from migrator.cli.run_commands import compact_cmd, demo_cmd, run_cmd
@@ -51,6 +52,7 @@ for command in (
     deadletters_cmd,
     audit_cmd,
     cutover_cmd,
+    land_cmd,
     keys_group,
     crypto_cmd,
 ):

@@ -36,6 +36,7 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool, rescan: 
     destination's (from manifests, no data read back), the pending lag and the last sync; an
     estimate of the write freeze. Exits 0 only when every shard matches."""
     from migrator.cli.render.cutover import cutover_tables
+    from migrator.landing.targets import open_targets
     from migrator.read.cutover import CutoverGate
     from migrator.wiring import open_key_provider, open_store
 
@@ -43,7 +44,12 @@ def cutover_cmd(plan_file: str, datasets: Sequence[str], as_json: bool, rescan: 
     check_dataset_names(plan, datasets)
     with existing_state(plan) as state:
         gate = CutoverGate(
-            plan, open_store(plan), open_key_provider(plan), state, reuse_routed=not rescan
+            plan,
+            open_store(plan),
+            open_key_provider(plan),
+            state,
+            reuse_routed=not rescan,
+            open_targets=open_targets,
         )
         report = gate.check(set(datasets) or None)
     show_report(report.to_json(), cutover_tables(report), as_json)

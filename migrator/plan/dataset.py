@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.json_schema import JsonSchemaValue
 
 from migrator.plan.kinds import DatasetKind
+from migrator.plan.landing import LandingPlan
 from migrator.plan.records import NotRecordsDatasetError, RecordsSettings
 from migrator.plan.section import PlanModel, Problem, field_errors
 from migrator.plan.source import SourcePlan
@@ -87,6 +88,12 @@ class DatasetPlan(PlanModel):
         description="The source's number of files, for forecasts of its listing made where it"
         " cannot be listed; null: a file per 64MiB of expected_size.",
     )
+    landing: LandingPlan | None = Field(
+        default=None,
+        description="Where `migrator land` puts the dataset for the new platform to serve:"
+        " plain objects in a bucket; records in a PostgreSQL table and/or one file per shard"
+        " in a bucket. Checked by the residency policy like the destination.",
+    )
 
     @property
     def records(self) -> RecordsSettings:
@@ -114,6 +121,8 @@ class DatasetPlan(PlanModel):
                 problems.append(((name,), f"not used {when} (only when it is {str(only)!r})"))
         if self.kind is DatasetKind.RECORDS:
             problems += self._csv_problems()
+        if self.landing is not None:
+            problems += self.landing.kind_problems(self.kind, self.format)
         if problems:
             raise field_errors("DatasetPlan", problems)
         return self

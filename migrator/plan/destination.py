@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 _PREFIX = "Key prefix; stored with a trailing '/'."
+# Azure's rule for encryption scope names: 3-63 characters, each '-' between letters or digits.
+_SCOPE_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+_SCOPE_HINT = (
+    "must be an encryption scope name (3-63 of a-z, 0-9 and '-', each '-' between a letter"
+    " or digit)"
+)
 
 
 class RetentionPlan(PlanModel):
@@ -70,6 +76,7 @@ class _Destination(KindVariant):
         "multipart_threshold",
         "upload_part_size",
         *AZURE_SECRET_FIELDS,
+        "encryption_scope",
         "retention",
     )
 
@@ -141,10 +148,21 @@ class AzureDestinationPlan(_Destination):
         description="Environment variable holding the account key; with neither,"
         " azure-identity's default credential for the account's cloud is used.",
     )
+    encryption_scope: AnyStr | None = Field(
+        default=None,
+        description="Encryption scope every blob is written under (the owner's key).",
+        json_schema_extra={"pattern": _SCOPE_PATTERN, "minLength": 3, "maxLength": 63},
+    )
 
     @classmethod
     def kind_value_problems(cls, data: dict[str, Any]) -> list[Problem]:
-        return _bucket_problems(AZURE_CONTAINER_PATTERN, data)
+        problems = _bucket_problems(AZURE_CONTAINER_PATTERN, data)
+        scope = data.get("encryption_scope")
+        if isinstance(scope, str) and not (
+            3 <= len(scope) <= 63 and re.fullmatch(_SCOPE_PATTERN, scope)
+        ):
+            problems.append((("encryption_scope",), f"{_SCOPE_HINT} (got {scope!r})"))
+        return problems
 
 
 DestinationPlan = Annotated[

@@ -98,9 +98,9 @@ def _place(root: type[BaseModel], loc: tuple[int | str, ...]) -> _Place:
 def _known_fields(owner: type[BaseModel] | None) -> list[str]:
     if owner is None:
         return []
-    if issubclass(owner, KindVariant):
-        return list(dict.fromkeys(n for kind in owner.section_kinds() for n in kind.model_fields))
-    return list(owner.model_fields)
+    kinds = owner.section_kinds() if issubclass(owner, KindVariant) else (owner,)
+    # A field's alias is the word the plan writes (`json`, which would shadow BaseModel.json).
+    return list(dict.fromkeys(f.alias or n for kind in kinds for n, f in kind.model_fields.items()))
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -44,6 +44,7 @@ from migrator.plan.keys import (
     LocalKeysPlan,
 )
 from migrator.plan.kinds import DatasetKind, KeyProviderKind, StoreKind
+from migrator.plan.landing_overlap import landing_conflicts
 from migrator.plan.records import NotRecordsDatasetError, RecordsSettings
 from migrator.plan.residency import ResidencyPlan
 from migrator.plan.section import PlanModel, Problem, field_errors
@@ -264,6 +265,7 @@ class Plan(PlanModel):
                     f" holds a record several times over (got {format_size(size)})"
                 )
                 problems.append((("datasets", index, "max_record_size"), message))
+        problems += landing_conflicts(self.destination, self.datasets)
         if problems:
             raise field_errors("Plan", problems)
         return self

@@ -38,6 +38,12 @@ class ResidencyPlan(PlanModel):
         description="Hosts a PostgreSQL state store (state_url or MIGRATOR_STATE_URL) may be at,"
         " exactly; 'localhost' admits a local socket. null: not checked.",
     )
+    landing_hosts: tuple[NonEmpty, ...] | None = Field(
+        default=None,
+        description="Hosts a landing table's PostgreSQL (datasets[].landing.table.url_env) may"
+        " be at, exactly; 'localhost' admits a local socket. A landing table at a host not"
+        " listed is refused (loopback only with allow_loopback).",
+    )
     allow_loopback: bool = Field(
         default=False,
         description="Also accept loopback endpoints (moto, Azurite) and a local destination"

@@ -12,9 +12,10 @@ state store's inventories; the write freeze is estimated from recent syncs and w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrator.codec.chunk import object_tagger
 from migrator.codec.digests import (
@@ -26,11 +27,12 @@ from migrator.codec.digests import (
 )
 from migrator.codec.generation import GenerationRecord
 from migrator.errors import FormatError, MigratorError, MissingObjectError
-from migrator.keys.keyring import load_keyring
+from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import head_chain, live_records, superseded
 from migrator.read.cutover_freeze import FreezeEstimate, estimate_freeze
+from migrator.read.cutover_landing import landed_digest, landing_problem, landing_sides
 from migrator.read.source_digests import records_source
 from migrator.repository.generations import latest_record
 from migrator.sharding import shard_of
@@ -39,6 +41,9 @@ from migrator.sources.factory import open_source
 from migrator.sources.listing import list_source_once
 from migrator.state.db import StateDB
 from migrator.stores.base import ObjectStore
+
+if TYPE_CHECKING:
+    from migrator.landing.targets import DatasetTargets
 
 __all__ = ["CutoverGate", "CutoverReport", "DatasetGate", "FreezeEstimate", "ShardGate"]
 
@@ -57,11 +62,17 @@ class ShardGate:
     pending_deletes: int | None
     pending_bytes: int | None
     problem: str | None = None
+    # A dataset with a landing: the landed copy's digest (shown as the others are), its
+    # entries (the fewest any target holds) and what keeps it from matching the archive.
+    landed_digest: str | None = None
+    landed_entries: int | None = None
+    landing_problem: str | None = None
 
     @property
     def match(self) -> bool:
         return (
             self.problem is None
+            and self.landing_problem is None
             and self.source_digest == self.destination_digest
             and self.source_entries == self.destination_entries
         )
@@ -165,6 +176,8 @@ class CutoverGate:
     state: StateDB | None
     # False: read every source record (as before syncs kept routed digests), e.g. to compare
     reuse_routed: bool = True
+    # Datasets with a `landing` are also compared with their landed copy (None: not checked).
+    open_targets: Callable[[Plan, DatasetPlan], DatasetTargets] | None = None
 
     def check(self, only: set[str] | None = None) -> CutoverReport:
         gates = []
@@ -237,7 +250,28 @@ class CutoverGate:
                         }
                     )
             gate.shards.append(shard)
+        if ds.landing is not None and self.open_targets is not None:
+            self._landing(ds, key, record, gate, shown)
         return gate
+
+    def _landing(
+        self,
+        ds: DatasetPlan,
+        key: Keyring,
+        record: GenerationRecord,
+        gate: DatasetGate,
+        shown: Callable[[str], str],
+    ) -> None:
+        assert self.open_targets is not None
+        sides = landing_sides(self.plan, self.store, ds, key, record, self.open_targets)
+        if isinstance(sides, str):
+            gate.problem = sides
+            return
+        for shard in gate.shards:
+            landed = sides.get(shard.shard, [])
+            shard.landed_digest = shown(landed_digest(landed))
+            shard.landed_entries = min((s.count for s in landed), default=0)
+            shard.landing_problem = landing_problem(landed)
 
     def _records(
         self, ds: DatasetPlan, record: GenerationRecord, gate: DatasetGate

@@ -12,6 +12,7 @@ from migrator.errors import PlanError
 from migrator.keys.arn import parse_kms_arn, partition_of_region
 from migrator.plan.model import (
     AwsKmsKekPlan,
+    DestinationPlan,
     KekPlan,
     KeyProviderKind,
     LocalDestinationPlan,
@@ -35,6 +36,9 @@ from migrator.residency.environment import (
     ConnectionStringError,
     aws_endpoint_overrides,
     blob_endpoints,
+    is_loopback_host,
+    landing_table_hosts,
+    on_loopback,
     state_hosts,
 )
 
@@ -66,6 +70,12 @@ def _cloud_parts(plan: Plan) -> list[str]:
     parts += [
         f"{name} ({kek.provider})" for name, kek in keks if kek.provider in CLOUD_KEY_PROVIDERS
     ]
+    for dataset in plan.datasets:
+        landing, where = dataset.landing, f"datasets[{dataset.name}].landing"
+        if landing is not None and landing.bucket and landing.bucket.kind is not StoreKind.LOCAL:
+            parts.append(f"an {landing.bucket.kind} landing bucket ({where}.bucket)")
+        if landing is not None and landing.table and not on_loopback(landing.table.url_env):
+            parts.append(f"a landing table ({where}.table)")
     return parts
 
 
@@ -82,6 +92,8 @@ class _Checker:
         self.allow_loopback = allow_loopback or bool(policy and policy.allow_loopback)
         self.fips = plan.fips == "required"
         self.rehearsal = rehearsal  # a dry run: the real secrets may be absent here
+        self.s3_environment_checked = False
+        self.landing_hosts = {h.lower() for h in policy.landing_hosts or ()} if policy else set()
         self.checks: list[ResidencyCheck] = []
 
     def add(self, field: str, value: str, place: str, ok: bool, why: str, rule: str = "") -> None:
@@ -130,31 +142,63 @@ class _Checker:
 
     # --- the plan's parts -----------------------------------------------------------------
 
-    def destination(self, plan: Plan) -> None:
-        dest = plan.destination
+    def store(self, at: str, dest: DestinationPlan) -> None:
+        """The destination, or a landing bucket: `at` is the plan section naming its fields."""
         if isinstance(dest, LocalDestinationPlan):
             if self.places:
                 why = "a local folder is outside any cloud: allowed only with --allow-loopback"
-                self.add("destination.path", str(dest.path), "local", self.allow_loopback, why)
+                self.add(f"{at}.path", str(dest.path), "local", self.allow_loopback, why)
         elif isinstance(dest, S3DestinationPlan):
             region = dest.region
-            self.place("destination.region", region, partition_of_region(region))
+            self.place(f"{at}.region", region, partition_of_region(region))
             s3 = f"an S3 endpoint of region {region}"
             if dest.endpoint_url:
-                self.endpoint("destination.endpoint_url", dest.endpoint_url, _aws("s3", region), s3)
+                self.endpoint(f"{at}.endpoint_url", dest.endpoint_url, _aws("s3", region), s3)
             else:
-                self.forced_fips("destination.use_fips", dest.use_fips, "s3", region)
+                self.forced_fips(f"{at}.use_fips", dest.use_fips, "s3", region)
             if dest.sse_kms_key_id:
-                self.kms_key("destination.sse_kms_key_id", dest.sse_kms_key_id, region)
-            for name, value in aws_endpoint_overrides("s3"):
-                self.endpoint(f"env {name}", value, _aws_any_region("s3"), "an S3 endpoint")
+                self.kms_key(f"{at}.sse_kms_key_id", dest.sse_kms_key_id, region)
+            if not self.s3_environment_checked:  # the same variables, whichever bucket
+                self.s3_environment_checked = True
+                for name, value in aws_endpoint_overrides("s3"):
+                    self.endpoint(f"env {name}", value, _aws_any_region("s3"), "an S3 endpoint")
         else:
             blob = "a blob endpoint of an Azure cloud (ACCOUNT.blob.core...)"
-            self.endpoint("destination.account_url", dest.account_url, azure_blob_host, blob)
+            self.endpoint(f"{at}.account_url", dest.account_url, azure_blob_host, blob)
             if dest.connection_string_env:
-                self.connection_string(
-                    "destination.connection_string_env", dest.connection_string_env
-                )
+                self.connection_string(f"{at}.connection_string_env", dest.connection_string_env)
+
+    def landings(self, plan: Plan) -> None:
+        for dataset in plan.datasets:
+            landing, section = dataset.landing, f"datasets[{dataset.name}].landing"
+            if landing is not None and landing.bucket is not None:
+                self.store(f"{section}.bucket", landing.bucket)
+            if landing is not None and landing.table is not None:
+                self.table(f"{section}.table.url_env", landing.table.url_env)
+
+    def table(self, field: str, variable: str) -> None:
+        """The hosts of a landing table's database, read from `variable` (never its password)."""
+        if not self.places:
+            return
+        try:
+            hosts = landing_table_hosts(variable)
+        except ValueError as exc:
+            self.add(field, variable, "unknown", False, f"the URL in {variable} {exc}")
+            return
+        if hosts is None:
+            why = f"{variable} is not set here: `land` checks its host when it reads it"
+            self.add(field, variable, "unknown", True, why)
+            return
+        for found in hosts:
+            where = field if found.source == variable else f"{field} ({found.source})"
+            if found.host.lower() in self.landing_hosts:
+                self.add(where, found.host, "landing host", True, "a listed landing host")
+            elif is_loopback_host(found.host):
+                why = "loopback database: allowed only with --allow-loopback or allow_loopback"
+                self.add(where, found.host, "loopback", self.allow_loopback, why)
+            else:
+                why = f"not in residency.landing_hosts {sorted(self.landing_hosts)}"
+                self.add(where, found.host, "unknown", False, why)
 
     def connection_string(self, field: str, variable: str) -> None:
         """The endpoints the SDK takes from the connection string; its secrets stay unread."""
@@ -326,10 +370,11 @@ def check_residency(
     elif policy is not None and policy.allow_any:
         why = "no residency policy, by the plan's choice: endpoints are not placed"
         c.add("residency.allow_any", "true", "any", True, why)
-    c.destination(plan)
+    c.store("destination", plan.destination)
     c.kek("keys", plan.keys, unwrap=False)
     for index, kek in enumerate(plan.keys.previous):
         c.kek(f"keys.previous[{index}]", kek, unwrap=True)
+    c.landings(plan)
     c.aws_environment(plan)
     c.state(plan)
     c.backend()

@@ -4,6 +4,7 @@ variables, and the state store's host. Each is read at check time, the moment be
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -68,7 +69,8 @@ def aws_endpoint_overrides(service: str) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class StateHost:
-    """One host the state store's connection would reach, and where it was named."""
+    """One host a PostgreSQL connection (the state store's, a landing table's) would reach,
+    and where it was named."""
 
     source: str  # e.g. "state_url", "MIGRATOR_STATE_URL", "PGHOST"
     host: str  # "localhost" for a local socket
@@ -78,9 +80,6 @@ def state_hosts(plan_state_url: str | None) -> tuple[str | None, list[StateHost]
     """The effective state URL's source and every host libpq would take from it and from the
     environment; no hosts for SQLite (a local file). Raises ValueError for a URL that cannot
     be read, or that names a pg_service entry (whose host this cannot see)."""
-    from sqlalchemy.engine import make_url  # the state store's imports: only for its checks
-    from sqlalchemy.exc import ArgumentError
-
     from migrator.state.urls import STATE_URL_ENV
 
     from_env = os.environ.get(STATE_URL_ENV)
@@ -88,10 +87,20 @@ def state_hosts(plan_state_url: str | None) -> tuple[str | None, list[StateHost]
     source = STATE_URL_ENV if from_env else "state_url"
     if url is None or url.startswith("sqlite"):
         return None, []
+    return source, postgres_hosts(url, source)
+
+
+def postgres_hosts(url: str, source: str) -> list[StateHost]:
+    """Every host libpq would connect to for a PostgreSQL URL named by `source`: the URL's,
+    its ?host= and ?hostaddr= parameters, PGHOST where it names none, PGHOSTADDR always.
+    Raises ValueError as `state_hosts` does."""
+    from sqlalchemy.engine import make_url  # the state store's imports: only for its checks
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
+    except (ArgumentError, ValueError):  # a bad port is a ValueError; neither shows the URL
+        raise ValueError("cannot be read as a URL") from None
     query = {name.lower(): value for name, value in parsed.query.items()}
     if "service" in query or os.environ.get("PGSERVICE"):
         raise ValueError("names a pg_service entry: give the host in the URL")
@@ -109,7 +118,38 @@ def state_hosts(plan_state_url: str | None) -> tuple[str | None, list[StateHost]
         hosts += [StateHost(where, "localhost" if h.startswith("/") else h) for h in names]
     if os.environ.get("PGHOSTADDR"):
         hosts += [StateHost("PGHOSTADDR", h) for h in os.environ["PGHOSTADDR"].split(",")]
-    return source, hosts
+    return hosts
+
+
+def landing_table_hosts(variable: str) -> list[StateHost] | None:
+    """The hosts a landing table's connection would reach, from the URL in `variable`; None
+    while it is unset. Raises ValueError (never showing the URL) as `postgres_hosts` does."""
+    url = os.environ.get(variable)
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
+        raise ValueError("is not a postgresql:// or postgresql+psycopg2:// URL")
+    return postgres_hosts(url, variable)
+
+
+def on_loopback(variable: str) -> bool:
+    """Whether every host of the URL in `variable` is loopback; while it is unset nothing is
+    known (the checks run again when `land` reads it)."""
+    try:
+        hosts = landing_table_hosts(variable)
+    except ValueError:
+        return False
+    return hosts is None or all(is_loopback_host(found.host) for found in hosts)
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost (a local socket too), or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _no_port(host: str) -> str:

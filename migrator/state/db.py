@@ -22,6 +22,7 @@ from migrator.state.leases import Fence
 from migrator.state.sealed import DatasetSealers
 from migrator.state.tables.chunks import ChunkTable
 from migrator.state.tables.generations import GenerationTable
+from migrator.state.tables.landings import LandingTable
 from migrator.state.tables.leases import LeaseTable
 from migrator.state.tables.ledger import LedgerHeadTable
 from migrator.state.tables.meta import MetaTable
@@ -47,6 +48,7 @@ class StateDB:
     _routes = Part[RouteTable]()
     _generations = Part[GenerationTable]()
     _uploads = Part[UploadJournal]()
+    _landings = Part[LandingTable]()
 
     def __init__(self, url: str) -> None:
         self._backend = backend = Backend(url)
@@ -59,6 +61,7 @@ class StateDB:
         self._routes = RouteTable(backend, sealers)
         self._generations = GenerationTable(backend)
         self._uploads = UploadJournal(backend, sealers)
+        self._landings = LandingTable(backend)
 
     @classmethod
     def sqlite_file(cls, path: Path) -> StateDB:
@@ -161,3 +164,8 @@ class StateDB:
     journal_upload = _uploads.serves(UploadJournal.journal_upload)
     forget_upload = _uploads.serves(UploadJournal.forget_upload)
     journaled_uploads = _uploads.serves(UploadJournal.journaled_uploads)
+
+    # --- landing checkpoints (tables/landings.py) ----------------------------------------
+
+    landed_generations = _landings.serves(LandingTable.landed_generations)
+    set_landed = _landings.serves(LandingTable.set_landed)

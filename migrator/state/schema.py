@@ -143,3 +143,15 @@ ledger_heads = Table(
     Column("link", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Landing: the last generation applied to each shard's landing target (a bucket's objects; a
+# table keeps its own checkpoint in its own database, in the transaction that lands the rows).
+landings = Table(
+    "landings",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("target", Text, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -47,6 +47,9 @@ class AzureBlobStore:
 
     Metadata names must be C# identifiers on Azure: other bytes are escaped as "_xx" (hex), so
     "record-count" is stored as "record_2dcount" and read back unchanged.
+
+    `encryption_scope` writes every blob (puts, staged blocks, commits) under that scope: the
+    owner's key, as Azure's counterpart of SSE-KMS.
     """
 
     def __init__(
@@ -65,11 +68,15 @@ class AzureBlobStore:
         list_page_size: int = 5000,
         transport: Any | None = None,
         client: ContainerClient | None = None,
+        encryption_scope: str | None = None,
     ) -> None:
         """`credential`: an account key, an AzureNamedKeyCredential or AzureSasCredential, or
         a token credential (see `government_credential`). `transport` is an azure-core
         HttpTransport, for tests that count or fail requests."""
+        if encryption_scope is not None and not encryption_scope:
+            raise ValueError("encryption_scope must not be empty (use None for the default)")
         self.container = container
+        self.encryption_scope = encryption_scope  # None: the container's default
         self.prefix = key_prefix(prefix)
         self.max_concurrency = max_concurrency
         self.multipart_threshold = multipart_threshold
@@ -120,6 +127,7 @@ class AzureBlobStore:
                 metadata=encode_metadata(metadata or {}),
                 validate_content=True,
                 max_concurrency=self.max_concurrency,
+                encryption_scope=self.encryption_scope,
             )
         except TRANSPORT_ERRORS as exc:
             self._raise("put", full_key, exc)
@@ -220,7 +228,12 @@ class AzureBlobStore:
 
         try:
             self._blob(full_key).stage_block(
-                name, body, len(body), validate_content=True, raw_request_hook=keep_sent_md5
+                name,
+                body,
+                len(body),
+                validate_content=True,
+                raw_request_hook=keep_sent_md5,
+                encryption_scope=self.encryption_scope,
             )
         except TRANSPORT_ERRORS as exc:
             self._raise(f"stage block {number}", full_key, exc)
@@ -245,6 +258,7 @@ class AzureBlobStore:
                 [BlobBlock(block_id=part.etag) for part in ordered],
                 metadata=encode_metadata(metadata),
                 validate_content=True,
+                encryption_scope=self.encryption_scope,
             )
         except TRANSPORT_ERRORS as exc:
             self._raise("commit block list", full_key, exc)

@@ -23,9 +23,12 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
             out.append(f"[bold red]{d.name}: NOT READY[/] — {d.problem}")
             continue
         shown = d.shards if len(d.shards) <= CUTOVER_ROWS else d.mismatched
+        landed = any(s.landed_digest is not None for s in d.shards)
+        columns: tuple[str, ...] = ("shard", "source digest", "destination digest")
+        columns += ("landed digest",) if landed else ()
         t = report_table(
             f"{d.name} ({d.kind}): generation {d.generation}, last sync {d.last_sync}",
-            ("shard", "source digest", "destination digest", "match", "entries", "lag"),
+            (*columns, "match", "entries", "lag"),
             right=("shard", "entries"),
         )
         for s in shown:
@@ -35,13 +38,17 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
                 else f"+{s.pending_upserts:,} −{s.pending_deletes:,} "
                 f"({format_size(s.pending_bytes or 0)})"
             )
+            digests = [s.source_digest[:16], (s.destination_digest or "-")[:16]]
+            entries = f"{s.source_entries:,} / {s.destination_entries:,}"
+            if landed:
+                digests.append((s.landed_digest or "-")[:16])
+                entries += f" / {s.landed_entries or 0:,}"
             t.add_row(
                 str(s.shard),
-                s.source_digest[:16],
-                (s.destination_digest or "-")[:16],
+                *digests,
                 "[green]yes[/]" if s.match else "[bold red]NO[/]",
-                f"{s.source_entries:,} / {s.destination_entries:,}",
-                s.problem or lag,
+                entries,
+                s.problem or s.landing_problem or lag,
             )
         if len(shown) < len(d.shards):
             t.caption = f"{len(d.shards) - len(shown)} matching shards not listed"

@@ -1,0 +1,113 @@
+"""The landed copy: one asset per dataset with a `landing`, partitioned by shard, downstream of
+the dataset's asset; each partition is `migrator.land(..., {dataset}, {shard})`, followed by a
+blocking check that the shard's landed digest, read from the targets, equals the archive's.
+
+A shard's landing is leased apart from its writing, and only committed generations land: a
+landing partition that runs before its dataset's generation is committed lands the one before.
+"""
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    asset,
+    multi_asset_check,
+)
+
+import migrator
+from migrator.plan.model import DatasetPlan, Plan
+from pipelines.assets import (
+    SHARD_RETRY_POLICY,
+    MigrationConfig,
+    dataset_key,
+    landed_key,
+    python_name,
+    shard_partitions,
+)
+from pipelines.resources import PlanResource, TargetResource
+
+LANDED_CHECK = "landed_digest_matches_archive"
+SHOWN = 20
+
+
+def landed_asset(spec: Plan, ds: DatasetPlan) -> AssetsDefinition:
+    @asset(
+        key=landed_key(spec, ds),
+        deps=[dataset_key(spec, ds)],
+        partitions_def=shard_partitions(ds),
+        retry_policy=SHARD_RETRY_POLICY,
+        group_name=python_name(spec.name),
+        kinds={"landing"},
+        description=f"{ds.name} landed where the new platform serves it (plain objects, table"
+        " rows or per-shard files), applied generation by generation from the archive.",
+    )
+    def land_shards(
+        context: AssetExecutionContext,
+        config: MigrationConfig,
+        plan: PlanResource,
+        target: TargetResource,
+        dry_run_target: TargetResource,
+    ) -> MaterializeResult[None]:
+        shards = sorted(int(key) for key in context.partition_keys)
+        chosen = dry_run_target if config.dry_run else target
+        with chosen.open(plan.load()) as io:
+            [report] = migrator.land(io.connection, {ds.name}, shards)
+            dry_run = io.dry_run
+        return MaterializeResult(
+            metadata={
+                "shards": f"{shards[0]}-{shards[-1]}" if len(shards) > 1 else str(shards[0]),
+                "generation": report.generation,
+                "generations_applied": report.generations_applied,
+                "records": report.records,
+                "objects": report.objects,
+                "bytes": report.bytes,
+                "seconds": round(report.seconds, 3),
+                "dry_run": dry_run,
+            }
+        )
+
+    return land_shards
+
+
+def landed_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
+    key = landed_key(spec, ds)
+    check = AssetCheckSpec(
+        LANDED_CHECK,
+        asset=key,
+        blocking=True,
+        partitions_def=shard_partitions(ds),
+        description="Each landing target's digest and count for the shard, computed from the"
+        " target itself, equal the archive's head manifest.",
+    )
+
+    @multi_asset_check(specs=[check], name=f"{key.to_python_identifier()}_proof")
+    def landed_proof(
+        context: AssetCheckExecutionContext,
+        config: MigrationConfig,
+        plan: PlanResource,
+        target: TargetResource,
+        dry_run_target: TargetResource,
+    ) -> AssetCheckResult:
+        shards = {int(partition) for partition in context.partition_keys}
+        chosen = dry_run_target if config.dry_run else target
+        with chosen.open(plan.load()) as io:
+            checked = migrator.check_landing(io.connection, {ds.name}, shards)
+        bad = [s for s in checked if not s.match]
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=LANDED_CHECK,
+            passed=not bad,
+            metadata={
+                "shard_landings": len(checked),
+                "mismatched": len(bad),
+                "lagging_or_changed": [f"shard {s.shard} {s.target}: {s.why()}" for s in bad][
+                    :SHOWN
+                ],
+            },
+        )
+
+    return landed_proof
