@@ -202,7 +202,7 @@ class _ShardLander:
                     shard,
                     head,
                     records.header,
-                    live_records(self.reader, records, self.ds, chain),
+                    _counting(live_records(self.reader, records, self.ds, chain), report),
                 )
                 report.generations_applied += 1
                 applied = True
@@ -240,10 +240,10 @@ def _after(chain: Sequence[ShardManifest], landed: int | None) -> list[ShardMani
 
 def _counted(change: RecordsGeneration, report: LandReport) -> RecordsGeneration:
     """The generation with its records counted into `report` as the target consumes them."""
+    return replace(change, records=_counting(change.records, report))
 
-    def counting(records: Iterable[LandedRecord]) -> Iterator[LandedRecord]:
-        for record in records:
-            report.records += 1
-            yield record
 
-    return replace(change, records=counting(change.records))
+def _counting(records: Iterable[LandedRecord], report: LandReport) -> Iterator[LandedRecord]:
+    for record in records:
+        report.records += 1
+        yield record
