@@ -1,7 +1,9 @@
 """`migrator demo`: the whole product on one machine, against S3 served by moto on 127.0.0.1.
 
-Generate → migrate → verify → restore → compare with the source, with the same engine, plan
-model and S3 store a real run uses; only the endpoint is local.
+Generate → migrate → verify → restore → compare with the source → land (plain objects and
+per-shard records files in a second bucket, under SSE-KMS with a key of moto's KMS) → compare
+the landed copy with the source and prove it shard by shard, with the same engine, plan model
+and S3 store a real run uses; only the endpoint is local.
 """
 
 from __future__ import annotations
@@ -10,26 +12,40 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 from rich.console import Console
 from rich.table import Table
 
-from migrator import Connection, load_plan, restore, run, verify
+from migrator import Connection, check_landing, land, load_plan, restore, run, verify
+from migrator.cli.render.land import land_table, mismatch_lines
 from migrator.cli.render.progress import RichProgress
 from migrator.cli.render.run import run_table
 from migrator.cli.render.verify import verify_summary, verify_table
-from migrator.demo.motoserver import s3_client, start_moto_server
+from migrator.demo.motoserver import kms_client, s3_client, start_moto_server
 from migrator.demo.synth import generate_demo_data
 from migrator.keys.local import LocalKeyProvider, init_kek_file
-from migrator.plan.model import DatasetKind, LocalKekPlan
+from migrator.keys.provider import KeyProvider
+from migrator.plan.model import (
+    DatasetKind,
+    DestinationPlan,
+    LocalKekPlan,
+    Plan,
+    S3DestinationPlan,
+)
 from migrator.records.keys import iter_records
 from migrator.sizes import format_size
 from migrator.sources.local import LocalSource
+from migrator.stores.base import ObjectStore
 from migrator.stores.s3 import S3Store
 from migrator.wiring import open_state
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 BUCKET = "migrator-demo"
+LANDED = "migrator-demo-landed"
 
 PLAN_TEMPLATE = """\
 # Written by `migrator demo`: the demo data into S3 on a local moto server.
@@ -57,23 +73,30 @@ datasets:
     source: {{kind: local, path: data/user_profiles}}
     key: user_id
     shards: 16
+    landing: {{bucket: {{{landed}, prefix: user_profiles/}}}}
   - name: video_metadata
     kind: records
     format: csv
     source: {{kind: local, path: data/video_metadata}}
     key: video_id
     shards: 8
+    landing: {{bucket: {{{landed}, prefix: video_metadata/}}}}
   - name: videos
     kind: objects
     source: {{kind: local, path: data/videos}}
     shards: 8
+    landing: {{bucket: {{{landed}, prefix: videos/}}}}
 """
+# Where the new platform serves the data: plain, under the owner's KMS key (moto's here).
+LANDED_BUCKET = (
+    "kind: s3, bucket: {bucket}, region: us-east-1, endpoint_url: {endpoint}, sse_kms_key_id: {key}"
+)
 
 
 def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
     """Returns True when every dataset verified and restored equal to its source."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("state", "restored", "data"):
+    for stale in ("state", "restored", "landed", "data"):
         shutil.rmtree(workdir / stale, ignore_errors=True)
     (workdir / "kek.key").unlink(missing_ok=True)
 
@@ -90,8 +113,13 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
     with start_moto_server() as moto:
         client = s3_client(moto.endpoint_url)
         client.create_bucket(Bucket=BUCKET)
+        client.create_bucket(Bucket=LANDED)
+        kms_key = kms_client(moto.endpoint_url).create_key()["KeyMetadata"]["Arn"]
+        landed = LANDED_BUCKET.format(bucket=LANDED, endpoint=moto.endpoint_url, key=kms_key)
         plan_path = workdir / "plan.yaml"
-        plan_path.write_text(PLAN_TEMPLATE.format(bucket=BUCKET, endpoint=moto.endpoint_url))
+        plan_path.write_text(
+            PLAN_TEMPLATE.format(bucket=BUCKET, endpoint=moto.endpoint_url, landed=landed)
+        )
         plan = load_plan(plan_path)
         store = S3Store(BUCKET, "demo/", client=client)
         keys = plan.keys
@@ -133,14 +161,69 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
                 "[green]yes[/]" if equal else "[red]NO[/]",
             )
         out.print(results)
+        all_equal &= _land_and_compare(plan, store, provider, client, workdir, out)
     total = time.monotonic() - t0
     verdict = "[green]demo OK[/]" if all_equal else "[red]demo FAILED[/]"
     out.print(
         f"{verdict}: {format_size(report.bytes_in)} migrated at"
         f" {report.bytes_in / report.seconds / 1e6:.1f} MB/s into S3 (moto), verified by reading"
-        f" every chunk back, restored byte-identical; {total:.1f} s in all"
+        f" every chunk back, restored byte-identical, landed equal to the source;"
+        f" {total:.1f} s in all"
     )
     return all_equal
+
+
+def _land_and_compare(
+    plan: Plan,
+    store: ObjectStore,
+    provider: KeyProvider,
+    client: S3Client,
+    workdir: Path,
+    out: Console,
+) -> bool:
+    """Land every dataset, then compare the landed copy with the source and prove it."""
+
+    def landing_store(plan: Plan, dest: DestinationPlan) -> ObjectStore:
+        assert isinstance(dest, S3DestinationPlan)
+        return S3Store(dest.bucket, dest.prefix, client=client, sse_kms_key_id=dest.sse_kms_key_id)
+
+    t0 = time.monotonic()
+    with open_state(plan) as state:
+        conn = Connection(plan, store, provider, state, landing_store=landing_store)
+        reports = land(conn)
+        checked = check_landing(conn)
+    out.print(land_table(reports))
+    results = Table(title="landed copy against the source", title_justify="left")
+    for col in ("dataset", "landed", "compared", "equal"):
+        results.add_column(col)
+    all_equal = True
+    for ds in plan.datasets:
+        assert ds.landing is not None and ds.landing.bucket is not None
+        landed = landing_store(plan, ds.landing.bucket)
+        folder = workdir / "landed" / ds.name
+        shutil.rmtree(folder, ignore_errors=True)
+        for info in landed.list():
+            path = folder / info.key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(landed.get(info.key))
+        source_dir = workdir / "data" / ds.name
+        if ds.kind is DatasetKind.RECORDS:
+            equal, what = _same_records(source_dir, folder, ds.format == "csv")
+        else:
+            equal, what = _same_files(source_dir, folder)
+        all_equal &= equal
+        results.add_row(
+            ds.name,
+            f"s3://{LANDED}/{ds.landing.bucket.prefix}",
+            what,
+            "[green]yes[/]" if equal else "[red]NO[/]",
+        )
+    out.print(results)
+    bad = [s for s in checked if not s.match]
+    for line in mismatch_lines(checked):
+        out.print(line)
+    out.print(f"landed and proven in {time.monotonic() - t0:.1f} s")
+    return all_equal and not bad
 
 
 def _record_digests(folder: Path, is_csv: bool) -> Counter[bytes]:

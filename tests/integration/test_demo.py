@@ -1,4 +1,5 @@
-"""`migrator demo`: generate, migrate into moto S3, verify, restore and compare, end to end."""
+"""`migrator demo`: generate, migrate into moto S3, verify, restore, compare, land and compare
+again, end to end."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ def test_demo_16mib(tmp_path: Path) -> None:
     assert "demo OK" in done.stdout
     assert "demo FAILED" not in done.stdout
     assert "verify OK" in done.stdout
+    # ... and it ends by landing, then comparing the landed copy with the source
+    assert "landing check: all" in done.stdout
+    assert "landed equal to the source" in done.stdout
+    landed = tmp_path / "demo" / "landed"
+    assert {p.name for p in landed.iterdir()} == {"user_profiles", "video_metadata", "videos"}
