@@ -126,7 +126,7 @@ def build_definitions(
         routing = [routing_asset(spec, ds, routers) for ds in records]
         checks = [dataset_checks(spec, ds) for ds in spec.datasets]
         landing = [ds for ds in spec.datasets if ds.landing is not None]
-        landed = [landed_asset(spec, ds) for ds in landing]
+        landed = [landed_asset(spec, ds, shards_per_run) for ds in landing]
         checks += [landed_checks(spec, ds) for ds in landing]
     return Definitions(
         assets=[*routing, *assets, *landed, completion_asset(spec), cutover_asset(spec)],

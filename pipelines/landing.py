@@ -2,8 +2,10 @@
 the dataset's asset; each partition is `migrator.land(..., {dataset}, {shard})`, followed by a
 blocking check that the shard's landed digest, read from the targets, equals the archive's.
 
-A shard's landing is leased apart from its writing, and only committed generations land: a
-landing partition that runs before its dataset's generation is committed lands the one before.
+A shard's landing is leased apart from its writing. A sync's shard run lands its shards as soon
+as their manifests are stored, before the last shard commits the generation
+(migrator/landing/heads.py). Batches follow the dataset asset's (`shards_per_run`): a job over
+both assets runs them in one backfill policy.
 """
 
 from dagster import (
@@ -13,6 +15,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
+    BackfillPolicy,
     MaterializeResult,
     asset,
     multi_asset_check,
@@ -34,11 +37,14 @@ LANDED_CHECK = "landed_digest_matches_archive"
 SHOWN = 20
 
 
-def landed_asset(spec: Plan, ds: DatasetPlan) -> AssetsDefinition:
+def landed_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int = 1) -> AssetsDefinition:
     @asset(
         key=landed_key(spec, ds),
         deps=[dataset_key(spec, ds)],
         partitions_def=shard_partitions(ds),
+        backfill_policy=None
+        if shards_per_run == 1
+        else BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run),
         retry_policy=SHARD_RETRY_POLICY,
         group_name=python_name(spec.name),
         kinds={"landing"},

@@ -5,8 +5,8 @@ writes through, always together, so a dry-run store never meets the real state s
 `CloudTarget` is `migrator.connect`; `StandInTarget` is the dry run's stand-ins: moto or Azurite
 on 127.0.0.1 when given, else a local folder; a throwaway KEK; state in
 STATE_DIR/dagster-dry-run (apart from the real run's, and from the CLI's dry run, which clears
-STATE_DIR/dry-run). The sensors read a target's state store alone (`open_generation`), never
-creating one.
+STATE_DIR/dry-run); every landing a folder there too. The sensors read a target's state
+store alone (`open_generation`), never creating one.
 """
 
 from __future__ import annotations
@@ -14,16 +14,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import ConfigurableResource, Failure
 
 from migrator import Connection, connect, load_plan
 from migrator.demo.standins import StandIns
 from migrator.errors import EXIT_RUNTIME, MigratorError
-from migrator.plan.model import Plan
+from migrator.plan.destination import DestinationPlan, LocalDestinationPlan
+from migrator.plan.kinds import StoreKind
+from migrator.plan.landing import LandingPlan
+from migrator.plan.model import DatasetPlan, Plan
 from migrator.repository.names import dry_run_state_file
 from migrator.sizes import parse_rate
 from migrator.state.db import StateDB
+from migrator.stores.base import ObjectStore
+from migrator.stores.local import LocalStore
 from migrator.wiring import open_existing_state
 from migrator.write.fanout import open_generation
 
@@ -117,7 +123,9 @@ class StandInTarget(TargetResource):
                     azure_connection_string=self.azure_connection_string or None,
                     start=False,
                 )
-                yield Opened(Connection(stand_ins.plan, store, keys, state), dry_run=True)
+                landed = stand_in_landings(stand_ins.plan, stand_ins.workdir / "landed")
+                conn = Connection(landed, store, keys, state, landing_store=_landing_folder)
+                yield Opened(conn, dry_run=True)
 
     @contextlib.contextmanager
     def _existing_state(self, plan: Plan) -> Iterator[StateDB | None]:
@@ -127,3 +135,23 @@ class StandInTarget(TargetResource):
             return
         with StateDB.sqlite_file(path) as state:
             yield state
+
+
+def stand_in_landings(plan: Plan, folder: Path) -> Plan:
+    """The plan as a dry run lands it: each dataset's landing a folder below `folder`, a table's
+    records as one file per shard there, so no landing bucket or database is ever reached."""
+
+    def in_folder(ds: DatasetPlan) -> DatasetPlan:
+        if ds.landing is None:
+            return ds
+        bucket = LocalDestinationPlan(kind=StoreKind.LOCAL, path=folder / ds.name)
+        return ds.model_copy(update={"landing": LandingPlan(bucket=bucket)})
+
+    return plan.model_copy(update={"datasets": [in_folder(ds) for ds in plan.datasets]})
+
+
+def _landing_folder(plan: Plan, dest: DestinationPlan) -> ObjectStore:
+    """A stand-in landing's store; the stand-ins checked the plan's residency already."""
+    if not isinstance(dest, LocalDestinationPlan):
+        raise TypeError(f"a dry run lands into folders, not {dest.kind}")
+    return LocalStore(dest.path, fsync=False)
