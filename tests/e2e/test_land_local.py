@@ -24,6 +24,7 @@ from tests.landing_site import (
     datasets_yaml,
     shard_file_records,
 )
+from tests.planfiles import run_cli
 
 LOCAL = datasets_yaml(
     "{bucket: {kind: local, path: landed/profiles}}",
@@ -73,10 +74,16 @@ def test_a_bulk_and_five_syncs_land_equal_to_the_source(tmp_path: Path) -> None:
                     if s.landing_problem:  # the archive and the source agree; landing lags
                         assert s.source_digest == s.destination_digest
                         assert "landing lags or differs" in s.landing_problem
+            shown = run_cli("cutover", "plan.yaml", cwd=tmp_path)  # as the operator sees it
+            assert shown.returncode == 1, shown.stderr
+            assert "landed digest" in shown.stdout and "landing lags" in shown.stdout
+            assert "NOT READY" in shown.stdout
         site.land()
         assert_landed_equals_source(site)
         if step == 2:
             assert migrator.cutover(site.plan).ready
+            shown = run_cli("cutover", "plan.yaml", cwd=tmp_path)
+            assert shown.returncode == 0 and "CUTOVER READY" in shown.stdout, shown.stdout
     again = site.land()  # nothing left: a second landing applies nothing
     assert all(r.generations_applied == 0 for r in again)
 
