@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from migrator.keys.provider import KeyProvider
     from migrator.landing.engine import LandReport
     from migrator.landing.proof import LandedShard
-    from migrator.landing.targets import DatasetTargets, OpenStore
+    from migrator.landing.targets import DatasetTargets, OpenStore, TableUrl
     from migrator.plan.model import DatasetPlan, Plan
     from migrator.read.cutover import CutoverReport
     from migrator.read.restore import RestoreReport
@@ -142,14 +142,15 @@ class Connection:
     store: ObjectStore
     keys: KeyProvider
     state: StateDB | None = None
-    # Opens a landing bucket's store (None: as the plan says); a demo's or dry run's stand-in.
+    # Open landing buckets' stores, tables' URLs (None: as the plan says); a demo's, a dry run's.
     landing_store: OpenStore | None = None
+    table_url: TableUrl | None = None
 
     def landing_targets(self, plan: Plan, ds: DatasetPlan) -> DatasetTargets:
         """The dataset's landing targets, through this connection's landing stores."""
         from migrator.landing.targets import open_targets
 
-        return open_targets(plan, ds, self.landing_store)
+        return open_targets(plan, ds, self.landing_store, self.table_url)
 
     def traffic(self) -> Traffic:
         """Requests and bytes the store sent: only a connection opened to count them knows."""

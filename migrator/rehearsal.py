@@ -1,9 +1,11 @@
 """`migrator run PLAN --dry-run`: the same code path, with the plan's clouds swapped for local
 stand-ins (moto for S3 and KMS, Azurite for Blob) on 127.0.0.1, every chunk read back, and a
-forecast of the real run.
+forecast of the real run. `migrator land PLAN --dry-run` rehearses the same run, then lands it
+into stand-ins too (a private PostgreSQL for tables) and proves the landing: the emulators, and
+with them the archive a dry run wrote, end with each command, so a landing needs its own run.
 
-Nothing is sent to the plan's real destination or key service. The rehearsal's state lives in
-`STATE_DIR/dry-run`, apart from the real run's.
+Nothing is sent to the plan's real destination, key service, landing buckets or databases. The
+rehearsal's state lives in `STATE_DIR/dry-run`, apart from the real run's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from migrator import Connection, check_landing, land
 from migrator.codec.chunk import ChunkEncoder
 from migrator.codec.identity import ChunkIdentity, ChunkKind
 from migrator.demo.sample import write_sample
@@ -42,6 +46,10 @@ from migrator.sources.local import LocalSource
 from migrator.stores.wrappers import CountingStore
 from migrator.write.reports import DatasetReport, ProgressSink, RunReport
 from migrator.write.run import MigrationRun
+
+if TYPE_CHECKING:
+    from migrator.landing.engine import LandReport
+    from migrator.landing.proof import LandedShard
 
 DEFAULT_SAMPLE = 32 * 1024 * 1024
 
@@ -98,6 +106,8 @@ class DryRunReport:
     bytes_sent: int = 0
     forecast: Forecast | None = None
     bandwidth_limit: int | None = None
+    landed: list[LandReport] = field(default_factory=list)  # `land --dry-run` only
+    landing: list[LandedShard] = field(default_factory=list)  # its proof, shard by shard
 
 
 class Rehearsal:
@@ -108,25 +118,34 @@ class Rehearsal:
         synthetic_size: int = DEFAULT_SAMPLE,
         allow_loopback: bool = False,
         progress: ProgressSink | None = None,
+        land: set[str] | None = None,
+        tables: bool = True,
     ) -> None:
+        """`land`: after the run, land these datasets (empty: every one with a landing) into
+        stand-ins and prove them; `tables=False` lands tables' records as files instead."""
         self.plan = plan
         self.synthetic_size = synthetic_size
         self.allow_loopback = allow_loopback
         self.progress = progress
+        self.land = land
+        self.tables = tables
         self.workdir = dry_run_dir(plan.state_dir)
 
     def run(self) -> DryRunReport:
-        stand_ins = StandIns(self.plan, self.workdir, allow_loopback=self.allow_loopback)
+        stand_ins = StandIns(
+            self.plan, self.workdir, allow_loopback=self.allow_loopback, tables=self.tables
+        )
         report = DryRunReport(self.plan.name, stand_ins.destination, stand_ins.residency)
         report.bandwidth_limit = self.plan.bandwidth_limit
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         datasets, sizing = self._datasets(report)
         plan = stand_ins.plan.model_copy(update={"datasets": datasets})
+        if self.land is not None:  # a missing PostgreSQL is said before anything runs
+            plan = stand_ins.landing_plan(plan)
         with stand_ins:
             store = CountingStore(stand_ins.store())
             provider = stand_ins.keys()
-            report.substitutions += stand_ins.substitutions
             with stand_ins.state() as state:
                 clock = PhaseClock(self.progress)  # times routing, for the forecast
                 run = MigrationRun(plan, store, provider, state, clock).run()
@@ -134,6 +153,17 @@ class Rehearsal:
                 requests = dict(store.requests)
                 bytes_sent = store.bytes_sent
                 verify = Verifier(plan, store, provider, state, sample=1.0, workers=4).verify()
+                if self.land is not None and verify.ok:
+                    conn = Connection(
+                        plan,
+                        store,
+                        provider,
+                        state,
+                        landing_store=stand_ins.landing_store,
+                        table_url=stand_ins.table_url,
+                    )
+                    self._land(report, conn)
+            report.substitutions += stand_ins.substitutions
         report.run, report.verify = run, verify
         report.requests, report.bytes_sent = requests, bytes_sent
         f = self.plan.forecast
@@ -160,6 +190,12 @@ class Rehearsal:
             sync_change=f.sync_change,
         )
         return report
+
+    def _land(self, report: DryRunReport, conn: Connection) -> None:
+        """Land the rehearsal's archive into the stand-ins, then prove it from them."""
+        only = self.land or None
+        report.landed = land(conn, only)
+        report.landing = check_landing(conn, only)
 
     def _volume(
         self, ds: DatasetPlan, sizing: _Sizing, dr: DatasetReport, routing: float | None

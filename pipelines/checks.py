@@ -5,7 +5,7 @@ chunk present, nothing unlisted, not fewer chunks than were committed) and a sam
 that decrypts chunks and compares their digests. A failure stops the assets downstream in the run.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 from dagster import (
@@ -17,6 +17,7 @@ from dagster import (
     AssetRecordsFilter,
     AssetsDefinition,
     Config,
+    DagsterInstance,
     Failure,
     MaterializeResult,
     asset,
@@ -51,11 +52,12 @@ def _result(key: AssetKey, name: str, problems: list[Problem], shards: int) -> A
     )
 
 
-def _written_by_dry_run(context: AssetCheckExecutionContext, key: AssetKey) -> bool:
-    """Check where the materializations say they wrote: their `dry_run` metadata."""
+def written_by_dry_run(instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]) -> bool:
+    """Where the partitions' latest materializations say they wrote: their `dry_run` metadata
+    (none: not a dry run)."""
     seen: set[bool] = set()
-    for partition in context.partition_keys:
-        found = context.instance.fetch_materializations(
+    for partition in partitions:
+        found = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
         ).records
         event = found[0].asset_materialization if found else None
@@ -89,7 +91,8 @@ def dataset_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
         dry_run_target: TargetResource,
     ) -> Iterator[AssetCheckResult]:
         shards = {int(partition) for partition in context.partition_keys}
-        chosen = dry_run_target if _written_by_dry_run(context, key) else target
+        dry = written_by_dry_run(context.instance, key, context.partition_keys)
+        chosen = dry_run_target if dry else target
         with chosen.open(plan.load()) as io:
             report = migrator.verify(
                 io.connection, {ds.name}, shards, sample=config.sample, seed=config.seed

@@ -52,7 +52,10 @@ def _problems(report: CutoverReport) -> list[dict[str, Any]]:
             out.append({"dataset": d.name, "shard": None, "problem": d.problem})
         for s in d.mismatched:
             shard = asdict(s)
-            shard["problem"] = s.problem or "the source's digest differs from the destination's"
+            # The archive behind the source comes first; a landing lag only once it caught up.
+            landed = s.landing_problem if s.source_digest == s.destination_digest else None
+            differs = "the source's digest differs from the destination's"
+            shard["problem"] = s.problem or landed or differs
             out.append({"dataset": d.name, **shard})
     return out
 

@@ -23,6 +23,9 @@ Environment:
   MIGRATOR_BANDWIDTH_LIMIT   upload cap of each production run process, e.g. "200MiB/s"
   MIGRATOR_DRY_RUN_S3_ENDPOINT, MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING
                              moto or Azurite for dry runs of S3 or Azure plans; else a folder
+  MIGRATOR_DRY_RUN_POSTGRES_URL
+                             a PostgreSQL on 127.0.0.1 for dry runs' landing tables; else
+                             their records land as per-shard files in a folder
 
 The shard assets of a plan share the concurrency pool "migrator-dest-<plan name>": bound how
 many shards write to the destination at once with, e.g.,
@@ -73,6 +76,7 @@ def resources_for(deployment: str, plan_path: str) -> dict[str, ConfigurableReso
     stand_in = StandInTarget(
         s3_endpoint_url=_env("MIGRATOR_DRY_RUN_S3_ENDPOINT"),
         azure_connection_string=_env("MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING"),
+        postgres_url=_env("MIGRATOR_DRY_RUN_POSTGRES_URL"),
     )
     real = CloudTarget(bandwidth_limit=_env("MIGRATOR_BANDWIDTH_LIMIT"))
     return {

@@ -6,6 +6,10 @@ A shard's landing is leased apart from its writing. A sync's shard run lands its
 as their manifests are stored, before the last shard commits the generation
 (migrator/landing/heads.py). Batches follow the dataset asset's (`shards_per_run`): a job over
 both assets runs them in one backfill policy.
+
+A dry run lands the dry run's archive into the stand-ins (pipelines/resources.py). The landed
+asset lands dry when configured so or when its shards were last written by a dry run (a dry
+sync's run configures only the dataset's op); its check follows where the landing went.
 """
 
 from dagster import (
@@ -31,6 +35,7 @@ from pipelines.assets import (
     python_name,
     shard_partitions,
 )
+from pipelines.checks import written_by_dry_run
 from pipelines.resources import PlanResource, TargetResource
 
 LANDED_CHECK = "landed_digest_matches_archive"
@@ -59,7 +64,10 @@ def landed_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int = 1) -> Assets
         dry_run_target: TargetResource,
     ) -> MaterializeResult[None]:
         shards = sorted(int(key) for key in context.partition_keys)
-        chosen = dry_run_target if config.dry_run else target
+        upstream = written_by_dry_run(
+            context.instance, dataset_key(spec, ds), context.partition_keys
+        )
+        chosen = dry_run_target if config.dry_run or upstream else target
         with chosen.open(plan.load()) as io:
             [report] = migrator.land(io.connection, {ds.name}, shards)
             dry_run = io.dry_run
@@ -93,13 +101,13 @@ def landed_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
     @multi_asset_check(specs=[check], name=f"{key.to_python_identifier()}_proof")
     def landed_proof(
         context: AssetCheckExecutionContext,
-        config: MigrationConfig,
         plan: PlanResource,
         target: TargetResource,
         dry_run_target: TargetResource,
     ) -> AssetCheckResult:
         shards = {int(partition) for partition in context.partition_keys}
-        chosen = dry_run_target if config.dry_run else target
+        dry = written_by_dry_run(context.instance, key, context.partition_keys)
+        chosen = dry_run_target if dry else target
         with chosen.open(plan.load()) as io:
             checked = migrator.check_landing(io.connection, {ds.name}, shards)
         bad = [s for s in checked if not s.match]

@@ -5,8 +5,9 @@ writes through, always together, so a dry-run store never meets the real state s
 `CloudTarget` is `migrator.connect`; `StandInTarget` is the dry run's stand-ins: moto or Azurite
 on 127.0.0.1 when given, else a local folder; a throwaway KEK; state in
 STATE_DIR/dagster-dry-run (apart from the real run's, and from the CLI's dry run, which clears
-STATE_DIR/dry-run); every landing a folder there too. The sensors read a target's state
-store alone (`open_generation`), never creating one.
+STATE_DIR/dry-run). Landings go to stand-ins too: landing buckets to the moto or Azurite given,
+else folders there; tables to the PostgreSQL on 127.0.0.1 given, else per-shard files. The
+sensors read a target's state store alone (`open_generation`), never creating one.
 """
 
 from __future__ import annotations
@@ -14,22 +15,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster import ConfigurableResource, Failure
 
 from migrator import Connection, connect, load_plan
 from migrator.demo.standins import StandIns
 from migrator.errors import EXIT_RUNTIME, MigratorError
-from migrator.plan.destination import DestinationPlan, LocalDestinationPlan
-from migrator.plan.kinds import StoreKind
-from migrator.plan.landing import LandingPlan
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import Plan
 from migrator.repository.names import dry_run_state_file
 from migrator.sizes import parse_rate
 from migrator.state.db import StateDB
-from migrator.stores.base import ObjectStore
-from migrator.stores.local import LocalStore
 from migrator.wiring import open_existing_state
 from migrator.write.fanout import open_generation
 
@@ -107,25 +102,36 @@ class CloudTarget(TargetResource):
 
 
 class StandInTarget(TargetResource):
-    """The dry run (migrator.demo.standins): nothing reaches the plan's clouds or key service."""
+    """The dry run (migrator.demo.standins): nothing reaches the plan's clouds, key service,
+    landing buckets or databases."""
 
     s3_endpoint_url: str = ""  # a moto server for S3 destinations, e.g. http://127.0.0.1:5000
     azure_connection_string: str = ""  # Azurite, for Azure destinations
+    postgres_url: str = ""  # a PostgreSQL on 127.0.0.1 for landing tables; else files
 
     @contextlib.contextmanager
     def _opened(self, plan: Plan) -> Iterator[Opened]:
         # Checked as the rehearsal checks the real destination's residency (no secret read).
-        with StandIns.for_dagster(plan) as stand_ins:
+        with self._stand_ins(plan) as stand_ins:
             keys = stand_ins.kek()
             with stand_ins.state() as state:
-                store = stand_ins.store(
-                    s3_endpoint_url=self.s3_endpoint_url or None,
-                    azure_connection_string=self.azure_connection_string or None,
-                    start=False,
+                conn = Connection(
+                    stand_ins.landing_plan(stand_ins.plan),
+                    stand_ins.store(),
+                    keys,
+                    state,
+                    landing_store=stand_ins.landing_store,
+                    table_url=stand_ins.table_url,
                 )
-                landed = stand_in_landings(stand_ins.plan, stand_ins.workdir / "landed")
-                conn = Connection(landed, store, keys, state, landing_store=_landing_folder)
                 yield Opened(conn, dry_run=True)
+
+    def _stand_ins(self, plan: Plan) -> StandIns:
+        return StandIns.for_dagster(
+            plan,
+            s3_endpoint_url=self.s3_endpoint_url or None,
+            azure_connection_string=self.azure_connection_string or None,
+            postgres_url=self.postgres_url or None,
+        )
 
     @contextlib.contextmanager
     def _existing_state(self, plan: Plan) -> Iterator[StateDB | None]:
@@ -135,23 +141,3 @@ class StandInTarget(TargetResource):
             return
         with StateDB.sqlite_file(path) as state:
             yield state
-
-
-def stand_in_landings(plan: Plan, folder: Path) -> Plan:
-    """The plan as a dry run lands it: each dataset's landing a folder below `folder`, a table's
-    records as one file per shard there, so no landing bucket or database is ever reached."""
-
-    def in_folder(ds: DatasetPlan) -> DatasetPlan:
-        if ds.landing is None:
-            return ds
-        bucket = LocalDestinationPlan(kind=StoreKind.LOCAL, path=folder / ds.name)
-        return ds.model_copy(update={"landing": LandingPlan(bucket=bucket)})
-
-    return plan.model_copy(update={"datasets": [in_folder(ds) for ds in plan.datasets]})
-
-
-def _landing_folder(plan: Plan, dest: DestinationPlan) -> ObjectStore:
-    """A stand-in landing's store; the stand-ins checked the plan's residency already."""
-    if not isinstance(dest, LocalDestinationPlan):
-        raise TypeError(f"a dry run lands into folders, not {dest.kind}")
-    return LocalStore(dest.path, fsync=False)

@@ -1,5 +1,6 @@
 """`migrator land`: apply the archive's committed generations to the plan's landing targets,
-then prove, per shard and from the targets themselves, that they hold what the archive does."""
+then prove, per shard and from the targets themselves, that they hold what the archive does.
+`--dry-run` rehearses a run and its landing against stand-ins (rehearsal.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,18 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Land nothing: compare each shard's landed digest with the archive's.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Rehearse: run into stand-ins as `run --dry-run` does, land into stand-ins too (moto,"
+    " Azurite, a private PostgreSQL on 127.0.0.1) and check; nothing reaches the plan's clouds"
+    " or databases.",
+)
+@click.option(
+    "--tables-as-files",
+    is_flag=True,
+    help="With --dry-run: land tables' records as per-shard files, without PostgreSQL.",
+)
 @ALLOW_LOOPBACK
 def land_cmd(
     plan_file: str,
@@ -43,6 +56,8 @@ def land_cmd(
     shards: str | None,
     worker: bool,
     check_only: bool,
+    dry_run: bool,
+    tables_as_files: bool,
     allow_loopback: bool,
 ) -> None:
     """Land every dataset of PLAN that has a `landing` (rerun to resume), then check it: exit 1
@@ -53,6 +68,15 @@ def land_cmd(
     from migrator.landing.targets import open_targets
     from migrator.wiring import open_key_provider, open_state, open_store
 
+    if dry_run:
+        if shards or worker or check_only:
+            raise click.UsageError(
+                "--dry-run lands every shard: no --shards, --worker, --check-only"
+            )
+        _dry_run(plan_file, datasets, allow_loopback=allow_loopback, tables=not tables_as_files)
+        return
+    if tables_as_files:
+        raise click.UsageError("--tables-as-files goes with --dry-run")
     plan = checked_plan(plan_file, allow_loopback=allow_loopback)
     check_dataset_names(plan, datasets)
     selected = _shard_set(shards)
@@ -78,6 +102,48 @@ def land_cmd(
     for line in mismatch_lines(checked):
         click.echo(line)
     if bad:
+        raise SystemExit(EXIT_VERIFY_FAILED)
+
+
+def _dry_run(
+    plan_file: str, datasets: Sequence[str], *, allow_loopback: bool, tables: bool
+) -> None:
+    """The rehearsal's run, then its landing into stand-ins and the landing's proof; what
+    stood in for what first. The dry run's emulators, and its archive, end with the command."""
+    from migrator.cli.render.land import land_table, mismatch_lines
+    from migrator.cli.render.progress import RichProgress
+    from migrator.cli.render.verify import verify_summary, verify_table
+    from migrator.rehearsal import Rehearsal
+
+    plan = checked_plan(
+        plan_file, check_sources=False, allow_loopback=allow_loopback, rehearsal=True
+    )
+    check_dataset_names(plan, datasets)
+    with RichProgress(console(stderr=True)) as progress:
+        rehearsal = Rehearsal(
+            plan,
+            allow_loopback=allow_loopback,
+            progress=progress,
+            land=set(datasets),
+            tables=tables,
+        )
+        report = rehearsal.run()
+    out = console()
+    click.echo(
+        f"dry run of plan {report.plan}: landed into stand-ins, nothing sent to the real clouds"
+        " or databases"
+    )
+    for line in [*report.substitutions, *(f"note: {n}" for n in report.notes)]:
+        click.echo(f"  {line}")
+    if report.verify is not None:
+        out.print(verify_summary(report.verify))
+        if not report.verify.ok:
+            out.print(verify_table(report.verify))
+            raise SystemExit(EXIT_VERIFY_FAILED)
+    out.print(land_table(report.landed))
+    for line in mismatch_lines(report.landing):
+        click.echo(line)
+    if any(not s.match for s in report.landing):
         raise SystemExit(EXIT_VERIFY_FAILED)
 
 

@@ -11,6 +11,7 @@ from types import TracebackType
 
 from migrator.landing.target import ObjectsTarget, RecordsTarget, ShardFilesTarget
 from migrator.plan.destination import DestinationPlan
+from migrator.plan.landing import LandingTablePlan
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.stores.base import ObjectStore
 
@@ -40,15 +41,22 @@ class DatasetTargets(AbstractContextManager["DatasetTargets"]):
 # Opens a landing bucket's store; by default as the plan says (wiring.open_landing_store), a
 # stand-in's for a demo or dry run.
 OpenStore = Callable[[Plan, DestinationPlan], ObjectStore]
+# A landing table's database URL; by default from the variable the plan names
+# (wiring.landing_table_url), a stand-in's for a dry run.
+TableUrl = Callable[[Plan, LandingTablePlan], str]
 
 
 def open_targets(
-    plan: Plan, ds: DatasetPlan, open_store: OpenStore | None = None
+    plan: Plan,
+    ds: DatasetPlan,
+    open_store: OpenStore | None = None,
+    table_url: TableUrl | None = None,
 ) -> DatasetTargets:
     """The dataset's targets as its `landing` names them (tables prepared on first use)."""
     from migrator.wiring import landing_table_url, open_landing_store
 
     opener: OpenStore = open_store or open_landing_store
+    url_of: TableUrl = table_url or landing_table_url
     landing = ds.landing
     targets = DatasetTargets(ds.name)
     if landing is None:
@@ -70,7 +78,7 @@ def open_targets(
         from migrator.landing.table import PostgresTable
 
         targets.table = PostgresTable(
-            landing_table_url(plan, landing.table),
+            url_of(plan, landing.table),
             landing.table.name,
             dataset=ds.name,
             key_column=records.key,

@@ -282,6 +282,11 @@ def dry_run_destination(workdir: Path) -> Path:
     return workdir / "dest"
 
 
+def dry_run_landing(workdir: Path, dataset: str) -> Path:
+    """A dry run's landing of a dataset when no emulator stands in for its bucket."""
+    return workdir / "landed" / dataset
+
+
 def dry_run_sample(workdir: Path, dataset: str) -> Path:
     """A synthetic sample of a dataset whose source is out of reach."""
     return workdir / "samples" / dataset
