@@ -1,7 +1,7 @@
 """Throughput benchmark: the hot loop's ceiling, then `migrator run` end to end, on the same data.
 
     python bench/bench.py [--size 1GiB] [--level 3] [--json out.json] [--workdir DIR]
-                          [--kinds records,records-400,records-csv,objects]
+                          [--kinds records,records-400,records-csv,objects,landing]
                           [--quick] [--ceiling-only] [--no-peers] [--keep]
 
 Each kind (datasets.py: JSONL records of ~1 KB and ~400 B, CSV rows of ~150 B, incompressible
@@ -10,8 +10,9 @@ core; each end-to-end run is a fresh `migrator run` of a one-dataset plan, timed
 its peak RSS. Then the peers on the same data (peer_runs.py, peers.py): `restic backup`,
 `rclone copy` to a crypt remote, and `migrator run` into S3 on a local moto server next to
 `aws s3 cp --recursive` of the same encrypted bytes; then routing alone, in process, per record
-(routing_cost.py). Every run is scored against its targets (scorecard.py). Memory at 1 and
-4 GiB: memory.py.
+(routing_cost.py). Every run is scored against its targets (scorecard.py). The `landing` kind
+(landing.py) times `migrator land` of the objects into S3 on moto beside `aws s3 cp` of the same
+plain files. Memory at 1 and 4 GiB: memory.py.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import orjson
+import peers
 import zstandard
 from ceiling import CEILING_CHUNKS, Ceiling, measure_ceiling, measure_disk_write, primitives
 from datasets import ALL_KINDS, CHUNK_SIZE, chunks_of, parse_kinds, prepare_data, warm_read
 from datasets import plan_yaml as plan_yaml  # phases.py takes it from here
+from landing import Landing, measure_landing, print_landing
 from machine import machine_info
 from peer_runs import PEERS_NOTE, Peers, peers_record, run_peers
 from report import WARM_NOTE, Results, print_report
@@ -43,6 +46,7 @@ from migrator.sizes import MiB, parse_size
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 DISK_PROBE_MAX = 1024 * MiB
+LANDING = "landing"  # a row of its own, on the objects kind's data (landing.py)
 
 
 def measure_ceilings(
@@ -59,11 +63,32 @@ def measure_ceilings(
     return ceilings, prims
 
 
-def results_json(results: Results, size: int, kinds: Sequence[str]) -> dict[str, object]:
+def parse_bench_kinds(text: str) -> tuple[tuple[str, ...], bool]:
+    """The data kinds to run, and whether to time landing; ValueError names unknown kinds."""
+    parts = [part.strip() for part in text.split(",")]
+    landing = LANDING in parts
+    rest = ",".join(part for part in parts if part != LANDING)
+    return (parse_kinds(rest) if rest or not landing else ()), landing
+
+
+def run_landing(
+    workdir: Path, level: int, console: Console, peer: Peers | None, no_peers: bool
+) -> Landing:
+    """`migrator land` beside `aws s3 cp`, with the AWS CLI the peers found (if they ran)."""
+    if no_peers:
+        aws: peers.Tool | None = peers.Tool("aws", missing_reason="--no-peers was given")
+    else:
+        aws = peer.tools.get("aws") if peer is not None else None
+    return measure_landing(workdir, level, console, aws)
+
+
+def results_json(
+    results: Results, size: int, kinds: Sequence[str], landing: Landing | None
+) -> dict[str, object]:
     peer_result = results.peer_result
     return {
         "size_per_type_bytes": size,
-        "kinds": list(kinds),
+        "kinds": list(kinds) + ([LANDING] if landing is not None else []),
         "chunk_size": CHUNK_SIZE,
         "machine": results.machine,
         "ceiling": {
@@ -74,6 +99,7 @@ def results_json(results: Results, size: int, kinds: Sequence[str]) -> dict[str,
         "runs": {k: run_record(card) for k, card in results.cards.items()},
         "peers": peers_record(peer_result, results.runs) if peer_result is not None else None,
         "routing_cost": {cost.kind: cost.record() for cost in results.routing},
+        "landing": landing.record() if landing is not None else None,
         "notes": [WARM_NOTE, TARGETS_NOTE] + ([PEERS_NOTE] if peer_result is not None else []),
     }
 
@@ -99,9 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size", default="1GiB", help="data per kind")
     parser.add_argument("--quick", action="store_true", help="smoke run: --size 64MiB")
-    parser.add_argument(
-        "--kinds", default=",".join(ALL_KINDS), help=f"a subset of {','.join(ALL_KINDS)}"
-    )
+    every = ",".join((*ALL_KINDS, LANDING))
+    parser.add_argument("--kinds", default=every, help=f"a subset of {every}")
     parser.add_argument("--level", type=int, default=3, help="zstd level")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--workdir", type=Path, help="keep data here and reuse it (default: temp)")
@@ -116,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        kinds = parse_kinds(args.kinds)
+        kinds, with_landing = parse_bench_kinds(args.kinds)
     except ValueError as exc:
         parser.error(str(exc))
     size = parse_size("64MiB" if args.quick else args.size)
@@ -126,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="migrator-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
+    landing: Landing | None = None
     try:
-        prepare_data(data, size, console, kinds)
-        for kind in kinds:
+        data_kinds = [k for k in ALL_KINDS if k in kinds or (with_landing and k == "objects")]
+        prepare_data(data, size, console, data_kinds)
+        for kind in data_kinds:
             warm_read(data / kind)
         machine = machine_info(zstd_level=args.level, zstandard=zstandard.__version__)
         ceilings, prims = measure_ceilings(data, kinds, args.level, console)
@@ -141,21 +168,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind in kinds:
                 console.print(f"running migrator on {kind} ...")
                 results.runs[kind] = run_migration(workdir, kind, args.level)
-            if not args.no_peers:
+            if not args.no_peers and kinds:
                 results.peer_result = run_peers(workdir, args.level, results.runs, console, kinds)
             results.routing = measure_all(data, kinds, console)
+            if with_landing:
+                console.print("landing objects into S3 on moto, beside aws s3 cp ...")
+                landing = run_landing(
+                    workdir, args.level, console, results.peer_result, args.no_peers
+                )
         for kind, run in results.runs.items():
             results.cards[kind] = score(
                 kind, run, ceilings[kind].mb_s, results.disk_mb_s, results.peer_result
             )
 
         print_report(console, results)
+        if landing is not None:
+            print_landing(console, landing, workdir)
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = results_json(results, size, kinds)
+        record = results_json(results, size, kinds, landing)
         args.json.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
         console.print(f"results written to {args.json}")
         # Missed targets and failed peer tools are reported, not fatal; a failed migrator run is.
-        return print_failures(console, workdir, results.runs, results.peer_result)
+        failed = print_failures(console, workdir, results.runs, results.peer_result)
+        return 1 if failed or (landing is not None and landing.failed) else 0
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
