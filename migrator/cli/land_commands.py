@@ -17,6 +17,8 @@ from migrator.errors import EXIT_VERIFY_FAILED
 if TYPE_CHECKING:
     from migrator.landing.engine import LandReport
     from migrator.landing.proof import LandedShard
+    from migrator.landing.targets import DatasetTargets
+    from migrator.plan.model import DatasetPlan, Plan
 
 
 @click.command("land")
@@ -83,20 +85,22 @@ def land_cmd(
     store = open_store(plan)
     provider = open_key_provider(plan)
     reports: list[LandReport] = []
+    opened: dict[str, DatasetTargets] = {}
+
+    def targets(plan: Plan, ds: DatasetPlan) -> DatasetTargets:
+        """Each dataset's targets opened once: landing and its check share their clients."""
+        if ds.name not in opened:
+            opened[ds.name] = open_targets(plan, ds)
+        return opened[ds.name]
+
+    only = set(datasets) or None
     with open_state(plan) as state:
         if not check_only:
-            lander = Lander(
-                plan,
-                store,
-                provider,
-                state,
-                open_targets,
-                workers=reader_threads(),
-            )
-            reports = lander.land(set(datasets) or None, selected, worker=worker)
+            lander = Lander(plan, store, provider, state, targets, workers=reader_threads())
+            reports = lander.land(only, selected, worker=worker)
             console().print(land_table(reports))
         checked: list[LandedShard] = []
-        for report in check_landing(plan, store, provider, set(datasets) or None, selected, state):
+        for report in check_landing(plan, store, provider, only, selected, state, targets):
             checked.extend(report)
     bad = [s for s in checked if not s.match]
     for line in mismatch_lines(checked):

@@ -37,7 +37,7 @@ META_GENERATION = "migrator-generation"
 META_XXH3 = "migrator-xxh3"
 META_XXH3_PARTS = "migrator-xxh3-parts"
 
-LAND_WORKERS = 4  # objects landed at once: each holds about one part in memory
+LAND_WORKERS = 4  # objects landed at once: each with its part and those read ahead of it
 HEAD_WORKERS = 16  # HEAD requests at once when reading the landed content back
 MAX_PARTS = 10_000  # S3's limit of parts an upload (Azure allows 50,000 blocks)
 MAX_KEY_BYTES = 1024  # S3's key limit in UTF-8 bytes; Azure's is 1,024 characters
@@ -93,7 +93,7 @@ class BucketObjects:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
-                    pending.add(pool.submit(self._land, obj, change.generation))
+                    pending.add(pool.submit(self._land, obj, change.generation, change.may_hold))
                 for future in pending:
                     future.result()
             except BaseException:
@@ -126,9 +126,9 @@ class BucketObjects:
                 return f"has over {MAX_AZURE_SEGMENTS} path segments, Azure Blob's limit"
         return None
 
-    def _land(self, obj: LandedObject, generation: int) -> None:
+    def _land(self, obj: LandedObject, generation: int, may_hold: bool = True) -> None:
         expected = digest_metadata(obj.part_sizes, obj.part_xxh3)
-        landed = self.store.head(obj.name)
+        landed = self.store.head(obj.name) if may_hold else None
         if landed is not None and _already_landed(landed, obj, expected):
             return
         metadata = {

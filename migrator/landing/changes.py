@@ -37,7 +37,14 @@ from migrator.records.keys import CsvKeyReader, JsonKeyReader
 from migrator.repository.chunks import read_chunk
 from migrator.stores.base import ObjectStore
 
-READ_AHEAD = 4  # chunks fetched and decrypted ahead of the one being landed
+READ_AHEAD = 4  # at most this many chunks fetched and decrypted ahead of the one landed
+LANDING_SLOTS = 8  # what the budget is shared by: objects landed at once, each with its part
+
+
+def read_ahead(memory_budget: int, chunk_bytes: int) -> int:
+    """Chunks read ahead of each one being landed, so that several objects landing at once,
+    each with its parts read ahead, stay inside the plan's memory budget."""
+    return max(1, min(READ_AHEAD, memory_budget // (LANDING_SLOTS * max(1, chunk_bytes))))
 
 
 @dataclass(eq=False)
@@ -47,12 +54,13 @@ class ArchiveReader:
     store: ObjectStore
     key: Keyring
     pool: ThreadPoolExecutor
+    window: int = READ_AHEAD
 
     def plaintexts(self, manifest: ShardManifest, refs: Sequence[ChunkRef]) -> Iterator[bytes]:
         def read(ref: ChunkRef) -> bytes:
             return read_chunk(self.store, manifest, ref, self.key)
 
-        return ordered_map(self.pool, read, refs, READ_AHEAD)
+        return ordered_map(self.pool, read, refs, self.window)
 
 
 class RecordReader:
@@ -131,7 +139,7 @@ def live_records(
 
 
 def objects_generation(
-    reader: ArchiveReader, manifest: ShardManifest, *, replace: bool = False
+    reader: ArchiveReader, manifest: ShardManifest, *, replace: bool = False, may_hold: bool = True
 ) -> ObjectsGeneration:
     """One generation of an objects shard: names it deletes, and each object it (re)writes."""
     refs = sorted(manifest.chunks, key=lambda r: (r.name or "", r.sequence))
@@ -157,6 +165,7 @@ def objects_generation(
         removed=frozenset(n for n in manifest.removed if n not in added),
         objects=objects,
         replace=replace,
+        may_hold=may_hold,
     )
 
 

@@ -26,12 +26,13 @@ from migrator.landing.changes import (
     RecordReader,
     live_records,
     objects_generation,
+    read_ahead,
     records_generation,
 )
 from migrator.landing.heads import LandingHeads
 from migrator.landing.target import LandedRecord, RecordsGeneration
 from migrator.landing.targets import DatasetTargets
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
 from migrator.stores.base import ObjectStore
@@ -119,9 +120,8 @@ class Lander:
             ThreadPoolExecutor(self.workers, thread_name_prefix="land") as pool,
             self.open_targets(self.plan, ds) as targets,
         ):
-            shard_lander = _ShardLander(
-                self, ds, key, ArchiveReader(self.store, key, pool), targets
-            )
+            reader = ArchiveReader(self.store, key, pool, _read_ahead(self.plan, ds))
+            shard_lander = _ShardLander(self, ds, key, reader, targets)
             claims = ShardClaims(self.plan, self.state, keeper)
             while pending:
                 got = keeper.claim_many(name, pending, skip_held=True, limit=1)
@@ -213,9 +213,16 @@ class _ShardLander:
             # Landed before from a chain that no longer holds that generation (compacted
             # since): the base replaces whatever the shard's objects were.
             replace = landed is not None and bool(todo) and todo[0].is_base
+            attempts = f"{target}#attempt"  # a generation whose landing began
+            began = state.landed_generations(dataset, attempts).get(shard) if todo else None
             for m in todo:
                 still_ours()
-                change = objects_generation(self.reader, m, replace=replace)
+                # Only an attempt cut short (or a replacing base) can find the generation's
+                # objects landed already: a first attempt sends each without looking first.
+                may_hold = replace or began == m.generation
+                if not may_hold:
+                    state.set_landed(dataset, attempts, shard, m.generation)
+                change = objects_generation(self.reader, m, replace=replace, may_hold=may_hold)
                 objects.apply(change)
                 state.set_landed(dataset, target, shard, m.generation)
                 report.objects += sum(1 for _ in change.objects)
@@ -223,6 +230,11 @@ class _ShardLander:
                 report.generations_applied += 1
                 applied = True
         return applied
+
+
+def _read_ahead(plan: Plan, ds: DatasetPlan) -> int:
+    chunk = ds.part_size or plan.chunk_size if ds.kind is DatasetKind.OBJECTS else plan.chunk_size
+    return read_ahead(plan.memory_budget, chunk)
 
 
 def _after(chain: Sequence[ShardManifest], landed: int | None) -> list[ShardManifest]:

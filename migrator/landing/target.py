@@ -68,6 +68,9 @@ class ObjectsGeneration:
     removed: frozenset[str]
     objects: Iterable[LandedObject]
     replace: bool = False
+    # False only when the target cannot hold any of `objects` as landed by this generation yet
+    # (its first attempt, not a replacing base): nothing is looked up before it is sent.
+    may_hold: bool = True
 
 
 @dataclass
