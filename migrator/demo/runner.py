@@ -29,6 +29,7 @@ from migrator.keys.local import LocalKeyProvider, init_kek_file
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import (
     DatasetKind,
+    DatasetPlan,
     DestinationPlan,
     LocalKekPlan,
     Plan,
@@ -148,11 +149,7 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
         for ds in plan.datasets:
             target = workdir / "restored" / ds.name
             rr = restore(restorable, ds.name, target, workers=4)
-            source_dir = workdir / "data" / ds.name
-            if ds.kind is DatasetKind.RECORDS:
-                equal, what = _same_records(source_dir, target, ds.format == "csv")
-            else:
-                equal, what = _same_files(source_dir, target)
+            equal, what = _same_as_source(ds, workdir / "data" / ds.name, target)
             all_equal &= equal
             results.add_row(
                 ds.name,
@@ -206,11 +203,7 @@ def _land_and_compare(
             path = folder / info.key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(landed.get(info.key))
-        source_dir = workdir / "data" / ds.name
-        if ds.kind is DatasetKind.RECORDS:
-            equal, what = _same_records(source_dir, folder, ds.format == "csv")
-        else:
-            equal, what = _same_files(source_dir, folder)
+        equal, what = _same_as_source(ds, workdir / "data" / ds.name, folder)
         all_equal &= equal
         results.add_row(
             ds.name,
@@ -224,6 +217,13 @@ def _land_and_compare(
         out.print(line)
     out.print(f"landed and proven in {time.monotonic() - t0:.1f} s")
     return all_equal and not bad
+
+
+def _same_as_source(ds: DatasetPlan, source: Path, copy: Path) -> tuple[bool, str]:
+    """A restored or landed copy against the source: records as a multiset, files by name."""
+    if ds.kind is DatasetKind.RECORDS:
+        return _same_records(source, copy, ds.format == "csv")
+    return _same_files(source, copy)
 
 
 def _record_digests(folder: Path, is_csv: bool) -> Counter[bytes]:

@@ -156,7 +156,8 @@ class Backend:
                 yield conn
         except SQLAlchemyError as exc:
             doing = f"cannot {what} " if what else ""
-            raise StateError(f"{self.path}: {doing}({_reason(exc)})") from None
+            error = ContendedError if _contended(exc) else StateError
+            raise error(f"{self.path}: {doing}({_reason(exc)})") from None
 
     def upsert(
         self, table: Table, rows: list[dict[str, Any]] | dict[str, Any], keys: Sequence[str]
@@ -258,6 +259,19 @@ def _postgres_engine(url: str) -> Engine:
             " -c tcp_keepalives_count=3",
         },
     )
+
+
+class ContendedError(StateError):
+    """PostgreSQL chose this transaction to end a deadlock (or a serialization conflict): the
+    other one went through, and the same transaction again will too."""
+
+
+# PostgreSQL's SQLSTATEs for a transaction ended to let another through.
+_CONTENDED = {"40P01", "40001"}
+
+
+def _contended(exc: SQLAlchemyError) -> bool:
+    return getattr(getattr(exc, "orig", None), "pgcode", None) in _CONTENDED
 
 
 def _reason(exc: SQLAlchemyError) -> str:

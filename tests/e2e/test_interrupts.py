@@ -18,8 +18,8 @@ STUCK_COMMAND = textwrap.dedent(
     stuck = threading.Event()
     with interrupts_end_the_command(grace=float(sys.argv[1])):
         threading.Thread(target=stuck.wait).start()   # not a daemon: exit would join it
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)   # inside the try: a Ctrl-C after it is caught below
             while True:
                 time.sleep(0.01)
         except KeyboardInterrupt:

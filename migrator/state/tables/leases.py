@@ -3,14 +3,18 @@ and checked by every write of a shard (the fence) inside that write's own transa
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.sql.dml import ReturningInsert
 
-from migrator.state.backend import Backend, server_now
+from migrator.state.backend import Backend, ContendedError, server_now
 from migrator.state.leases import Fence, Lease, LeaseLostError
 from migrator.state.schema import leases
+
+CONTENDED_ATTEMPTS = 5  # a claim PostgreSQL ended to break a deadlock is tried this often
 
 
 class LeaseTable:
@@ -41,19 +45,28 @@ class LeaseTable:
         held by someone else (or, `skip_held`, past it), `limit` at most: a run leasing
         thousands of shards pays one commit, and still takes them in order (two runs never
         wait on each other's shards crosswise)."""
-        got: list[Lease] = []
         upsert = self._claim(dataset, owner, ttl, None)
-        with self.backend.write(f"claim {len(shards)} shards") as conn:
-            for shard in shards:
-                if limit is not None and len(got) >= limit:
-                    break
-                token = conn.execute(upsert, {"s": shard}).scalar()
-                if token is None:
-                    if skip_held:
-                        continue
-                    break
-                got.append(Lease(dataset, shard, owner, int(token)))
-        return got
+        for attempt in range(CONTENDED_ATTEMPTS):
+            got: list[Lease] = []
+            try:
+                with self.backend.write(f"claim {len(shards)} shards") as conn:
+                    for shard in shards:
+                        if limit is not None and len(got) >= limit:
+                            break
+                        token = conn.execute(upsert, {"s": shard}).scalar()
+                        if token is None:
+                            if skip_held:
+                                continue
+                            break
+                        got.append(Lease(dataset, shard, owner, int(token)))
+                return got
+            except ContendedError:
+                # Workers claim in different orders (each starts at its own shard): two
+                # claims may deadlock, and PostgreSQL ends one. Nothing was taken; again.
+                if attempt + 1 == CONTENDED_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
+        return []
 
     def _claim(
         self, dataset: str, owner: str, ttl: float, steal_from: str | None
