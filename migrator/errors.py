@@ -19,6 +19,12 @@ class MigratorError(Exception):
 
     exit_code = EXIT_RUNTIME
 
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call may succeed later: a store, key service or state store that
+        failed may recover; a bad plan, an integrity error or a bad source record never will."""
+        return self.exit_code == EXIT_RUNTIME
+
 
 class PlanError(MigratorError):
     """A migration plan that cannot be used; names the plan file and the field."""
@@ -91,6 +97,10 @@ class BadRecordError(SourceError):
         )
         super().__init__(f"{path}:{line}: {reason}{hint}")
 
+    @property
+    def retryable(self) -> bool:
+        return False  # the same bytes fail the same way until the file is fixed
+
     def __reduce__(self) -> tuple[type[BadRecordError], tuple[str, int, str, int | None]]:
         # Raised in routing worker processes: pickled back with every field.
         return (type(self), (self.path, self.line, self.reason, self.offset))
@@ -116,6 +126,10 @@ class RecordTooLargeError(SourceError):
             " (in CSV, one outside quoted fields); fix the file, or raise max_record_size (and"
             " memory_budget)"
         )
+
+    @property
+    def retryable(self) -> bool:
+        return False  # the record is as long the next time
 
     def __reduce__(
         self,

@@ -20,7 +20,7 @@ from dagster import ConfigurableResource, Failure
 
 from migrator import Connection, connect, load_plan
 from migrator.demo.standins import StandIns
-from migrator.errors import EXIT_RUNTIME, MigratorError
+from migrator.errors import MigratorError
 from migrator.plan.model import Plan
 from migrator.repository.names import dry_run_state_file
 from migrator.sizes import parse_rate
@@ -60,13 +60,14 @@ class TargetResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @contextlib.contextmanager
     def open(self, plan: Plan) -> Iterator[Opened]:
-        """Runtime errors (store, keys, state, source) go on to the retry policy; a bad plan, a
-        residency refusal or an integrity error fails at once: no retry can fix it."""
+        """Runtime errors (store, keys, state) go on to the retry policy; a bad plan, a
+        residency refusal, an integrity error or a bad source record fails at once, its cause
+        in the run's headline: no retry can fix it, and each would read the source again."""
         try:
             with self._opened(plan) as opened:
                 yield opened
         except MigratorError as exc:
-            if exc.exit_code == EXIT_RUNTIME:
+            if exc.retryable:
                 raise
             raise Failure(f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
 
