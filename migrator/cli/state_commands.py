@@ -14,8 +14,9 @@ from migrator.errors import UsageError
 @click.command("status")
 @PLAN_FILE
 @AS_JSON
-def status_cmd(plan_file: str, as_json: bool) -> None:
-    """Per-dataset and per-shard progress, from the state store."""
+@click.option("--shards", "every", is_flag=True, help="List every shard, complete ones too.")
+def status_cmd(plan_file: str, as_json: bool, every: bool) -> None:
+    """Per-dataset progress from the state store: totals, and the shards not complete."""
     from migrator.cli.render.status import not_started_line, status_parts
     from migrator.read.status import plan_status
     from migrator.wiring import describe_state
@@ -29,7 +30,7 @@ def status_cmd(plan_file: str, as_json: bool) -> None:
         click.echo(not_started_line(plan.name, describe_state(plan)))
     else:
         out = console()
-        for part in status_parts(status):
+        for part in status_parts(status, every):
             out.print(part)
 
 

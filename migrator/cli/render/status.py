@@ -11,6 +11,7 @@ from rich.table import Table
 
 from migrator.cli.render.tables import report_table
 from migrator.sizes import format_size
+from migrator.state.model import ShardStatus
 
 if TYPE_CHECKING:
     from migrator.maintain.rebuild import RebuildReport
@@ -41,15 +42,33 @@ def generations_table(dataset: str, rows: list[GenerationRow]) -> Table:
     return t
 
 
-def status_table(d: DatasetStatus) -> Table:
-    """Per-shard progress; with leases, who works a shard and how long its lease has left."""
+def status_table(d: DatasetStatus, every: bool = False) -> Table:
+    """Per-shard progress; with leases, who works a shard and how long its lease has left.
+    A summary unless `every`: the totals, then only the shards not complete or held by a
+    worker (a dataset of thousands of shards is not thousands of lines)."""
+    records = sum(p.records for p in d.progress)
+    plain = sum(p.plain_bytes for p in d.progress)
+    stored = sum(p.stored_bytes for p in d.progress)
     t = Table(
-        title=f"{d.name} generation {d.generation}: {d.shards_complete}/{d.shards} shards complete",
+        title=f"{d.name} generation {d.generation}: {d.shards_complete}/{d.shards} shards"
+        f" complete; {records:,} records, {format_size(plain)} in, {format_size(stored)} stored",
         title_justify="left",
     )
     for col in ("shard", "status", "chunks", "records", "plain", "stored", "worker"):
         t.add_column(col, justify="right" if col not in ("status", "worker") else "left")
-    for p in d.progress:
+    shown = [
+        p
+        for p in d.progress
+        if every or p.status is not ShardStatus.COMPLETE or p.shard in d.leases
+    ]
+    untouched = sorted(set(range(d.shards)) - {p.shard for p in d.progress})
+    notes = []
+    if len(shown) < len(d.progress):
+        notes.append(f"{len(d.progress) - len(shown):,} complete shards not listed (--shards)")
+    if untouched:
+        notes.append(f"not started in this generation: {shard_ranges(untouched)}")
+    t.caption = "; ".join(notes) or None
+    for p in shown:
         owner, left = d.leases.get(p.shard, ("", 0.0))
         worker = "" if not owner else f"{owner} ({'lapsed' if left < 0 else f'{left:.0f} s left'})"
         t.add_row(
@@ -64,11 +83,23 @@ def status_table(d: DatasetStatus) -> Table:
     return t
 
 
-def status_parts(status: PlanStatus) -> Iterator[Table | str]:
-    """Per dataset: its generations, its latest generation's shards, its quarantined records."""
+def shard_ranges(shards: list[int]) -> str:
+    """Sorted shard numbers as ranges: 0-15, 20, 22-23."""
+    runs: list[list[int]] = []
+    for shard in shards:
+        if runs and shard == runs[-1][1] + 1:
+            runs[-1][1] = shard
+        else:
+            runs.append([shard, shard])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def status_parts(status: PlanStatus, every: bool = False) -> Iterator[Table | str]:
+    """Per dataset: its generations, its latest generation's shards (`every` one, or those not
+    complete), its quarantined records."""
     for d in status.datasets:
         yield generations_table(d.name, d.generations)
-        yield status_table(d)
+        yield status_table(d, every)
         if d.dead_letters:
             by_gen = ", ".join(f"generation {g}: {n:,}" for g, n in d.dead_letters.items())
             yield f"{d.name}: records quarantined (dead letters): {by_gen}"
