@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from migrator.demo.stopping import StopsOnExit
+from migrator.errors import MigratorError
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -66,7 +67,8 @@ class Azurite(StopsOnExit):
 def start_azurite(host: str = "127.0.0.1", *, timeout: float = START_TIMEOUT_SECONDS) -> Azurite:
     """Starts `azurite-blob` on a free port of `host`; returns once it accepts connections.
 
-    Raises RuntimeError with the reason (binary missing, early exit with its output, timeout).
+    Raises AzuriteUnavailable (a RuntimeError) with the reason: binary missing, early exit with
+    its output, timeout.
     """
     binary = azurite_binary()
     workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
@@ -107,21 +109,42 @@ def start_azurite(host: str = "127.0.0.1", *, timeout: float = START_TIMEOUT_SEC
     return azurite
 
 
+AZURITE_ENV = "MIGRATOR_AZURITE"  # the azurite-blob to run, wherever it is installed
+_INSTALL = (
+    "`npm install -g azurite` puts azurite-blob on PATH, or set MIGRATOR_AZURITE to the"
+    " azurite-blob to run"
+)
+
+
+class AzuriteUnavailable(MigratorError, RuntimeError):
+    """Azurite cannot be found or started: one line that says why and how to install it."""
+
+
 def azurite_binary() -> Path:
-    """node_modules/.bin/azurite-blob of the project that holds this package's package.json."""
+    """The azurite-blob to run: MIGRATOR_AZURITE, else the source checkout's node_modules
+    (`npm ci`), else one on PATH (a global npm install), else the working folder's
+    node_modules: a pip-installed migrator finds Azurite wherever npm put it."""
+    named = os.environ.get(AZURITE_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise AzuriteUnavailable(f"{AZURITE_ENV} names no file ({named}); {_INSTALL}")
+        return Path(named)
     root = project_root()
-    if root is None:
-        raise RuntimeError(
-            "Azurite not found: no package.json above "
-            f"{Path(__file__).parent.name}/; run the tests from a source checkout"
+    local = root / "node_modules" / ".bin" / "azurite-blob" if root is not None else None
+    if local is not None and local.exists():
+        return local
+    on_path = shutil.which("azurite-blob")
+    if on_path is not None:
+        return Path(on_path)
+    here = Path.cwd() / "node_modules" / ".bin" / "azurite-blob"
+    if root is None and here.exists():  # `npm install azurite` where the plans are
+        return here
+    if local is not None and root is not None:
+        raise AzuriteUnavailable(
+            f"Azurite not installed ({local.relative_to(root)} is missing): run `npm ci` in"
+            f" the project root (make setup does it); or {_INSTALL}"
         )
-    binary = root / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        raise RuntimeError(
-            f"Azurite not installed ({binary.relative_to(root)} is missing): "
-            "run `npm ci` in the project root (make setup does it)"
-        )
-    return binary
+    raise AzuriteUnavailable(f"Azurite, the Azure Blob emulator, is not installed: {_INSTALL}")
 
 
 def project_root() -> Path | None:
@@ -146,11 +169,11 @@ def _wait_for_port(
                 stderr_path.read_text(errors="replace").strip()
                 or stdout_path.read_text(errors="replace").strip()
             )
-            raise RuntimeError(
+            raise AzuriteUnavailable(
                 f"Azurite exited early with code {process.returncode}: {output or '(no output)'}"
             )
         time.sleep(0.05)
-    raise RuntimeError(f"Azurite did not report a listening port within {timeout:.0f}s")
+    raise AzuriteUnavailable(f"Azurite did not report a listening port within {timeout:.0f}s")
 
 
 def _wait_until_accepting(host: str, port: int, *, deadline: float) -> None:
@@ -162,7 +185,7 @@ def _wait_until_accepting(host: str, port: int, *, deadline: float) -> None:
         except OSError as exc:
             last_error = exc
             time.sleep(0.05)
-    raise RuntimeError(f"Azurite on {host}:{port} did not accept connections: {last_error}")
+    raise AzuriteUnavailable(f"Azurite on {host}:{port} did not accept connections: {last_error}")
 
 
 def _signal_group(pid: int, signum: int) -> None:
