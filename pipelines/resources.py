@@ -80,13 +80,6 @@ class TargetResource(ConfigurableResource):  # type: ignore[type-arg]
         with self._existing_state(plan) as state:
             return open_generation(state, dataset)
 
-    def committed_generation(self, plan: Plan, dataset: str) -> int | None:
-        """The latest generation of `dataset` committed, as the target's state store says."""
-        with self._existing_state(plan) as state:
-            rows = [] if state is None else state.generations(dataset)
-        done = [row.generation for row in rows if row.committed]
-        return done[-1] if done else None
-
     def _existing_state(self, plan: Plan) -> contextlib.AbstractContextManager[StateDB | None]:
         raise NotImplementedError
 

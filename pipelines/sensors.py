@@ -100,22 +100,6 @@ def source_sensor(
                 " it is committed"
             )
 
-        def seed(change: str) -> SensorResult | None:
-            """The first tick of a sensor turned on after a sync: the listing it sees is where
-            it starts, not a change (the schedule syncs what changed before); before any
-            generation, the first tick asks for the first sync."""
-            try:
-                done = target.committed_generation(loaded, ds.name)
-            except MigratorError:
-                return None
-            if done is None:
-                return None
-            reason = (
-                f"{ds.name}: watching from now (generation {done} committed; the schedule"
-                " syncs whatever changed before)"
-            )
-            return SensorResult(skip_reason=SkipReason(reason), cursor=change)
-
         # Asked before looking (no listing for nothing) and after (one may have begun since).
         if (wait := writing()) is not None:
             return wait
@@ -126,8 +110,6 @@ def source_sensor(
                 change = source_digest(ds)
                 if change == context.cursor:
                     return SkipReason(f"{ds.name}: source unchanged")
-                if context.cursor is None and (seeded := seed(change)) is not None:
-                    return seeded
             else:
                 batch = queue.receive()
                 if not batch.changes:
