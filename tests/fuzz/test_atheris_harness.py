@@ -5,6 +5,7 @@ Longer runs: `python tests/fuzz/atheris_parsers.py -atheris_runs=1000000 CORPUS_
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,11 @@ def test_atheris_run_finds_nothing(tmp_path: Path) -> None:
     if "No module named 'atheris'" in proc.stderr:
         pytest.fail("atheris is missing: it is a dev dependency (pip install -e '.[dev]')")
     findings = sorted(p.name for p in tmp_path.iterdir() if p.name != "corpus")
-    assert proc.returncode == 0 and not findings, (
+    finished = "Done " in proc.stderr  # libFuzzer ran every input to its end
+    # On a loaded machine the process has twice died of SIGALRM after libFuzzer's "Done",
+    # while exiting, every input run and nothing found (exit -14): that is the run passing.
+    ended = proc.returncode == 0 or (proc.returncode == -signal.SIGALRM and finished)
+    assert ended and not findings, (
         f"exit {proc.returncode}, saved {findings}:\n{proc.stderr[-6000:]}"
     )
-    assert "Done " in proc.stderr, proc.stderr[-2000:]  # libFuzzer ran to its end
+    assert finished, proc.stderr[-2000:]
