@@ -15,7 +15,6 @@ from itertools import groupby
 
 from migrator.codec.digests import key_hash
 from migrator.codec.manifest import ChunkRef, ShardManifest
-from migrator.errors import SourceError, TamperedError
 from migrator.keys.keyring import Keyring
 from migrator.landing.target import (
     LandedObject,
@@ -26,14 +25,12 @@ from migrator.landing.target import (
 from migrator.plan.model import DatasetPlan
 from migrator.read.chain import (
     RecordKeys,
-    chain_layout,
     csv_header_of,
     live_record_blocks,
     superseded,
 )
 from migrator.read.readback import ordered_map
-from migrator.records.framing import split_stored_records, stored_framing
-from migrator.records.keys import CsvKeyReader, JsonKeyReader
+from migrator.records.framing import split_stored_records
 from migrator.repository.chunks import read_chunk
 from migrator.stores.base import ObjectStore
 
@@ -64,34 +61,20 @@ class ArchiveReader:
 
 
 class RecordReader:
-    """A stored record's key, key hash and (CSV) fields, under the layout its chain records."""
+    """A stored record's key, key hash and (CSV) fields, under the layout its chain records
+    (read.chain.RecordKeys: the keys restore matches removals by)."""
 
     def __init__(self, ds: DatasetPlan, chain: Sequence[ShardManifest]) -> None:
-        layout = chain_layout(ds, chain)
-        self.where = f"dataset {ds.name}"
-        self.delimiter = layout.csv_delimiter
-        self.framing = stored_framing(self.delimiter)
+        self.keys = RecordKeys(ds, chain)
+        self.framing = self.keys.framing
+        self.delimiter = self.keys.csv.delimiter if self.keys.is_csv else None
         self.header: tuple[str, ...] | None = None
-        self._csv: CsvKeyReader | None = None
-        self._json: JsonKeyReader | None = None
         if self.delimiter is not None:
-            header = csv_header_of(chain)
-            if header is None:
-                raise TamperedError(f"{self.where}: CSV manifest without its header")
+            header = csv_header_of(chain) or ""  # RecordKeys refused a CSV chain without one
             self.header = tuple(next(csv.reader([header], delimiter=self.delimiter)))
-            self._csv = CsvKeyReader(layout.key, header.encode(), self.delimiter, self.where)
-        else:
-            self._json = JsonKeyReader(layout.key)
 
     def landed(self, record: bytes) -> LandedRecord:
-        try:
-            if self._csv is not None:
-                key = self._csv.key(record, self.where, 0)
-            else:
-                assert self._json is not None
-                key = self._json.key(record, self.where, 0)
-        except SourceError as exc:
-            raise TamperedError(f"a record read back has no readable key ({exc})") from None
+        key = self.keys.key(record)
         fields = None
         if self.delimiter is not None:
             text = record.decode("utf-8", "surrogateescape")
@@ -101,13 +84,16 @@ class RecordReader:
     def records(
         self, blocks: Iterator[bytes], counts: Sequence[int] | None
     ) -> Iterator[LandedRecord]:
-        """The records of chunk plaintexts (or of blocks of whole records, counts None)."""
+        """The records of chunk plaintexts, keyed (or of blocks of whole records, counts None)."""
+        return map(self.landed, self.split(blocks, counts))
+
+    def split(self, blocks: Iterator[bytes], counts: Sequence[int] | None) -> Iterator[bytes]:
+        """Each record's bytes, as archived, without its line end."""
         for i, data in enumerate(blocks):
             if not data:  # a chunk whose every record a later generation removed
                 continue
             expected = None if counts is None else counts[i]
-            for record in split_stored_records(data, self.framing, expected):
-                yield self.landed(record)
+            yield from split_stored_records(data, self.framing, expected)
 
 
 def records_generation(
@@ -129,13 +115,12 @@ def records_generation(
 def live_records(
     reader: ArchiveReader,
     records: RecordReader,
-    ds: DatasetPlan,
     chain: Sequence[ShardManifest],
-) -> Iterator[LandedRecord]:
-    """The shard's live records after its whole chain, as restore writes them."""
-    keys = RecordKeys(ds, chain) if any(superseded(chain)) else None
-    blocks = live_record_blocks(chain, reader.plaintexts, keys)
-    return records.records(blocks, None)
+) -> Iterator[bytes]:
+    """The shard's live records after its whole chain, as restore writes them: bytes only (a
+    records file needs no key or fields, so none is parsed)."""
+    keys = records.keys if any(superseded(chain)) else None
+    return records.split(live_record_blocks(chain, reader.plaintexts, keys), None)
 
 
 def objects_generation(

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from migrator.codec.manifest import ShardManifest
 from migrator.errors import UsageError
@@ -30,13 +31,15 @@ from migrator.landing.changes import (
     records_generation,
 )
 from migrator.landing.heads import LandingHeads
-from migrator.landing.target import LandedRecord, RecordsGeneration
+from migrator.landing.target import RecordsGeneration
 from migrator.landing.targets import DatasetTargets
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.state.db import StateDB
 from migrator.state.leases import LeaseKeeper, dead_on_this_host
 from migrator.stores.base import ObjectStore
 from migrator.write.workers import ShardClaims
+
+T = TypeVar("T")
 
 
 def lease_name(dataset: str) -> str:
@@ -202,7 +205,7 @@ class _ShardLander:
                     shard,
                     head,
                     records.header,
-                    _counting(live_records(self.reader, records, self.ds, chain), report),
+                    _counting(live_records(self.reader, records, chain), report),
                 )
                 report.generations_applied += 1
                 applied = True
@@ -255,7 +258,7 @@ def _counted(change: RecordsGeneration, report: LandReport) -> RecordsGeneration
     return replace(change, records=_counting(change.records, report))
 
 
-def _counting(records: Iterable[LandedRecord], report: LandReport) -> Iterator[LandedRecord]:
+def _counting(records: Iterable[T], report: LandReport) -> Iterator[T]:
     for record in records:
         report.records += 1
         yield record

@@ -16,7 +16,7 @@ from migrator.codec.manifest import ShardManifest
 from migrator.errors import UsageError
 from migrator.keys.keyring import Keyring
 from migrator.plan.model import DatasetKind, DatasetPlan
-from migrator.read.chain import follow_chain, head_chain, superseded
+from migrator.read.chain import follow_chain, head_chain, live_objects
 from migrator.repository.generations import latest_record
 from migrator.state.db import StateDB
 from migrator.state.model import ShardHeadRow
@@ -92,11 +92,4 @@ def live_count(ds: DatasetPlan, chain: list[ShardManifest]) -> int:
     """Live records (duplicates of a key each counted), or live objects, after the chain."""
     if ds.kind is DatasetKind.RECORDS:
         return sum(m.record_count - m.removed_records for m in chain)
-    return len(
-        {
-            ref.name
-            for m, dead in zip(chain, superseded(chain), strict=True)
-            for ref in m.chunks
-            if ref.name not in dead
-        }
-    )
+    return live_objects(chain)

@@ -17,7 +17,7 @@ from typing import IO
 from migrator.codec.digests import add, record_digest
 from migrator.errors import FormatError, LandingError, MigratorError
 from migrator.landing.bucket import part_length
-from migrator.landing.target import LandedContent, LandedRecord
+from migrator.landing.target import LandedContent
 from migrator.records.framing import split_stored_records, stored_framing
 from migrator.stores.base import DEFAULT_PART_SIZE, MultipartStore, ObjectStore, PartInfo
 
@@ -64,7 +64,7 @@ class BucketShardFiles:
         shard: int,
         generation: int,
         header: tuple[str, ...] | None,
-        records: Iterable[LandedRecord],
+        records: Iterable[bytes],
     ) -> None:
         """The records are spooled first (to disk past SPOOL_IN_MEMORY), so the count is
         known before the upload begins and a large shard goes up in parts."""
@@ -79,7 +79,7 @@ class BucketShardFiles:
                 spool.write(header_row(header, self.delimiter))
             count = 0
             for record in records:
-                spool.write(record.record)
+                spool.write(record)
                 spool.write(b"\n")
                 count += 1
             size = spool.tell()

@@ -125,9 +125,10 @@ class ShardFilesTarget(Protocol):
         shard: int,
         generation: int,
         header: tuple[str, ...] | None,
-        records: Iterable[LandedRecord],
+        records: Iterable[bytes],
     ) -> None:
-        """Replace the shard's object with these records (a CSV one starts with its header)."""
+        """Replace the shard's object with these records, each as archived without its line
+        end (a CSV one starts with its header): a file needs neither keys nor fields."""
 
     def content(self, shard: int) -> LandedContent:
         """The shard's digest and count over the records in its object, read back."""

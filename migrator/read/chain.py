@@ -110,6 +110,19 @@ def live_records(chain: Sequence[StoredManifest]) -> int:
     return sum(m.manifest.record_count - m.manifest.removed_records for m in chain)
 
 
+def live_objects(chain: Sequence[ShardManifest]) -> int:
+    """The objects a shard holds after its chain: each name some manifest lists and no later
+    one removes or rewrites."""
+    return len(
+        {
+            ref.name
+            for m, dead in zip(chain, superseded(chain), strict=True)
+            for ref in m.chunks
+            if ref.name not in dead
+        }
+    )
+
+
 def superseded(chain: Sequence[ShardManifest]) -> list[set[str]]:
     """For each manifest of the chain, what later ones remove or rewrite: record key hashes
     (hex) or object names. An entry of manifest i is live unless it is in superseded[i]."""
@@ -205,15 +218,17 @@ class RecordKeys:
         else:
             self.json = JsonKeyReader(layout.key)
 
-    def hash(self, record: bytes) -> bytes:
+    def key(self, record: bytes) -> bytes:
+        """The record's key; a record read back without one was not written by migrator."""
         try:
             if self.is_csv:
-                key = self.csv.key(record, self.where, 0)
-            else:
-                key = self.json.key(record, self.where, 0)
+                return self.csv.key(record, self.where, 0)
+            return self.json.key(record, self.where, 0)
         except SourceError as exc:
             raise TamperedError(f"a restored record has no readable key ({exc})") from None
-        return key_hash(key)
+
+    def hash(self, record: bytes) -> bytes:
+        return key_hash(self.key(record))
 
     def hash_hex(self, record: bytes) -> str:
         return self.hash(record).hex()

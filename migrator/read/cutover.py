@@ -30,7 +30,7 @@ from migrator.errors import FormatError, MigratorError, MissingObjectError
 from migrator.keys.keyring import Keyring, load_keyring
 from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
-from migrator.read.chain import head_chain, live_records, superseded
+from migrator.read.chain import head_chain, live_objects, live_records
 from migrator.read.cutover_freeze import FreezeEstimate, estimate_freeze
 from migrator.read.cutover_landing import landed_digest, landing_problem, landing_sides
 from migrator.read.source_digests import records_source
@@ -240,15 +240,7 @@ class CutoverGate:
                 if ds.kind is DatasetKind.RECORDS:
                     shard.destination_entries = live_records(chain)
                 else:
-                    manifests = [link.manifest for link in chain]
-                    shard.destination_entries = len(
-                        {
-                            ref.name
-                            for m, dead in zip(manifests, superseded(manifests), strict=True)
-                            for ref in m.chunks
-                            if ref.name not in dead
-                        }
-                    )
+                    shard.destination_entries = live_objects([link.manifest for link in chain])
             gate.shards.append(shard)
         if ds.landing is not None and self.open_targets is not None:
             self._landing(ds, key, record, gate, shown)

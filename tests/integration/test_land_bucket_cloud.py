@@ -17,11 +17,11 @@ from azure.core.pipeline.transport import (
     RequestsTransport,
 )
 
-from migrator.codec.digests import MOD, key_hash, object_digest, record_digest
+from migrator.codec.digests import MOD, object_digest, record_digest
 from migrator.demo.motoserver import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, s3_client
 from migrator.landing.bucket import META_GENERATION, META_VERSION, BucketObjects
 from migrator.landing.shard_files import BucketShardFiles
-from migrator.landing.target import LandedObject, LandedRecord, ObjectsGeneration
+from migrator.landing.target import LandedObject, ObjectsGeneration
 from migrator.sharding import shard_of
 from migrator.stores.azure import AzureBlobStore
 from migrator.stores.base import ObjectStore
@@ -147,8 +147,7 @@ def test_s3_shard_files_land_under_the_owners_key(
 ) -> None:
     files = BucketShardFiles(s3_landing, dataset="users", fmt="csv", delimiter=",", key="id")
     rows = [b'%d,"line\nbreak %d",%s' % (i, i, b"x" * 40) for i in range(2000)]  # > one part
-    records = [LandedRecord(str(i), key_hash(b"%d" % i), r) for i, r in enumerate(rows)]
-    files.write_shard(1, 3, ("id", "note", "pad"), records)
+    files.write_shard(1, 3, ("id", "note", "pad"), rows)
     content = files.content(1)
     digest = sum(int.from_bytes(record_digest(r)) for r in rows) % MOD
     assert (content.digest, content.count, content.problems) == (digest, 2000, [])
@@ -224,9 +223,8 @@ def test_azure_shard_files_round_trip(azure_landing: AzureBlobStore) -> None:
         azure_landing, dataset="profiles", fmt="jsonl", delimiter=",", key="id"
     )
     rows = [b'{"id":%d,"v":"%s"}' % (i, b"y" * 30) for i in range(3000)]
-    records = [LandedRecord(str(i), key_hash(b"%d" % i), r) for i, r in enumerate(rows)]
-    files.write_shard(0, 2, None, records)
-    files.write_shard(0, 3, None, records[:10])
+    files.write_shard(0, 2, None, rows)
+    files.write_shard(0, 3, None, rows[:10])
     content = files.content(0)
     digest = sum(int.from_bytes(record_digest(r)) for r in rows[:10]) % MOD
     assert (content.digest, content.count, content.problems) == (digest, 10, [])
