@@ -7,7 +7,9 @@ on 127.0.0.1 when given, else a local folder; a throwaway KEK; state in
 STATE_DIR/dagster-dry-run (apart from the real run's, and from the CLI's dry run, which clears
 STATE_DIR/dry-run). Landings go to stand-ins too: landing buckets to the moto or Azurite given,
 else folders there; tables to the PostgreSQL on 127.0.0.1 given, else per-shard files. The
-sensors read a target's state store alone (`open_generation`), never creating one.
+sensors read a target's state store alone (`open_generation`, `committed_generation`), never
+creating one; a source sensor's first tick opens the target only once a generation is committed
+(to read the dataset's key: what the state store keeps of that generation is sealed).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from migrator import Connection, connect, load_plan
 from migrator.demo.standins import StandIns
 from migrator.errors import MigratorError
 from migrator.plan.model import Plan
+from migrator.read.source_seen import committed_generation
 from migrator.repository.names import dry_run_state_file
 from migrator.sizes import parse_rate
 from migrator.state.db import StateDB
@@ -79,6 +82,16 @@ class TargetResource(ConfigurableResource):  # type: ignore[type-arg]
         the target's state store says; a store no run made is not made here."""
         with self._existing_state(plan) as state:
             return open_generation(state, dataset)
+
+    def committed_generation(self, plan: Plan, dataset: str) -> int | None:
+        """The latest generation of `dataset` committed, as the target's state store says; a
+        store no run made is not made here."""
+        with self._existing_state(plan) as state:
+            return committed_generation(state, dataset)
+
+    def read_state(self, plan: Plan) -> contextlib.AbstractContextManager[StateDB | None]:
+        """The target's state store, to read (the overview); None if no run made one yet."""
+        return self._existing_state(plan)
 
     def _existing_state(self, plan: Plan) -> contextlib.AbstractContextManager[StateDB | None]:
         raise NotImplementedError

@@ -16,11 +16,19 @@ listed the source when it began, and runs asked for now would only join it): the
 after its commit looks, and finds the change still there (the cursor did not move, the events
 stayed queued). The schedule is the backstop for anything a sensor misses: each sync lists the
 source and finds every change by itself.
+
+A sensor's first tick (no cursor yet): a listing sensor compares its listing with what the
+latest committed generation read (migrator.read.source_seen): the same, it launches nothing
+("source unchanged since generation G") and keeps the listing as its cursor; different, or not
+comparable, it asks for a sync, so a change made before the sensor was turned on is not missed.
+Before any committed generation it asks for a sync at once, as for any change: that first sync
+is the bulk copy. An events sensor needs no seeding: an empty queue launches nothing, and events
+queued before it was turned on are changes (at worst of objects the last generation read
+already: one sync that finds nothing).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from dagster import (
@@ -28,6 +36,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    Failure,
     RunStatusSensorContext,
     RunStatusSensorDefinition,
     SensorDefinition,
@@ -40,6 +49,13 @@ from dagster import (
 
 from migrator import MigratorError, list_source
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
+from migrator.read.source_seen import (
+    ListingDigests,
+    cursor_digest,
+    digest_listing,
+    last_generation_seen,
+    what_changed,
+)
 from migrator.sources.events import EventQueue
 from pipelines.assets import python_name, routing_key
 from pipelines.resources import PlanResource, TargetResource
@@ -57,10 +73,7 @@ ROUTED_INTERVAL_SECONDS = 10  # reads the event log only
 
 def source_digest(ds: DatasetPlan) -> str:
     """sha256 of the source's listing: every object's name, size and version, in name order."""
-    digest = hashlib.sha256()
-    for obj in list_source(ds):
-        digest.update(f"{obj.name}\0{obj.size}\0{obj.version}\n".encode())
-    return digest.hexdigest()
+    return cursor_digest(list_source(ds))
 
 
 def source_sensor(
@@ -100,13 +113,43 @@ def source_sensor(
                 " it is committed"
             )
 
+        def seeded(now: ListingDigests) -> SensorResult | None:
+            """A first tick's answer when the source lists as the latest committed generation
+            read it: nothing launched, the listing kept as the cursor. None (ask for a sync)
+            before any generation, when it differs, or when the two cannot be compared."""
+            try:
+                if target.committed_generation(loaded, ds.name) is None:
+                    context.log.info(f"{ds.name}: no generation yet: the first sync is the bulk")
+                    return None
+                with target.open(loaded) as opened:  # the dataset's key: the state is sealed
+                    conn = opened.connection
+                    seen = None
+                    if conn.state is not None:
+                        seen = last_generation_seen(
+                            conn.state, conn.store, conn.keys, conn.plan.name, ds
+                        )
+            except (MigratorError, Failure) as exc:
+                context.log.warning(f"{ds.name}: not compared with the last generation: {exc}")
+                return None
+            if seen is None:
+                return None
+            if (changed := what_changed(seen, now)) is not None:
+                context.log.info(f"{ds.name}: {changed}: a sync is asked for")
+                return None
+            reason = f"{ds.name}: source unchanged since generation {seen.generation}"
+            return SensorResult(skip_reason=SkipReason(reason), cursor=now.cursor)
+
         # Asked before looking (no listing for nothing) and after (one may have begun since).
         if (wait := writing()) is not None:
             return wait
         queue = EventQueue(ds, queue_url) if queue_url else None
         batch = None
+        first: ListingDigests | None = None
         try:
-            if queue is None:
+            if queue is None and context.cursor is None:
+                first = digest_listing(list_source(ds), ds)
+                change = first.cursor
+            elif queue is None:
                 change = source_digest(ds)
                 if change == context.cursor:
                     return SkipReason(f"{ds.name}: source unchanged")
@@ -120,6 +163,8 @@ def source_sensor(
             return SkipReason(f"cannot read {signal} of the source of {ds.name}: {exc}")
         if (wait := writing()) is not None:
             return wait
+        if first is not None and (unchanged := seeded(first)) is not None:
+            return unchanged
         requests = sync_requests(spec, ds, change, routers, shards_per_run)
         if queue is not None and batch is not None:
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, Delete, bindparam, delete, func, select
+from sqlalchemy import Connection, Delete, and_, bindparam, delete, func, select
 
 from migrator.state.leases import Fence
 from migrator.state.model import (
@@ -247,6 +247,34 @@ class ShardTable(FencedTable):
             head = ShardHeadRow(r[1], r[2], r[3] or "", bool(r[4]), r[5], digest, r[7], r[8])
             out.setdefault(int(r[0]), []).append(head)
         return out
+
+    def head_digests(self, dataset: str, upto: int) -> dict[int, str]:
+        """Each shard's digest as of generation `upto` (its newest manifest's at or before it),
+        in one query that returns a row a shard whatever the number of generations. The
+        dataset's key must be bound: the digests are sealed."""
+        newest = (
+            select(shards.c.shard, func.max(shards.c.generation).label("generation"))
+            .where(
+                shards.c.dataset == dataset,
+                shards.c.status == str(ShardStatus.COMPLETE),
+                shards.c.manifest_key.is_not(None),
+                shards.c.generation <= upto,
+            )
+            .group_by(shards.c.shard)
+            .subquery()
+        )
+        stmt = select(shards.c.shard, shards.c.digest).join(
+            newest,
+            and_(
+                shards.c.dataset == dataset,
+                shards.c.shard == newest.c.shard,
+                shards.c.generation == newest.c.generation,
+            ),
+        )
+        with self.backend.read() as conn:
+            rows = conn.execute(stmt).fetchall()
+        sealer = self.sealers.require(dataset, "shard digests")
+        return {int(shard): sealer.open_text("digest", digest or "") for shard, digest in rows}
 
     def forget_shard_generations(
         self,
