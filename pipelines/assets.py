@@ -14,6 +14,7 @@ order saves time and is never needed for a correct result.
 """
 
 import time
+from typing import Any
 
 from dagster import (
     AllPartitionMapping,
@@ -34,8 +35,9 @@ from dagster import (
 from pydantic import Field
 
 import migrator
-from migrator import ProgressSink
+from migrator import DatasetReport, ProgressSink
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
+from migrator.read.shard_numbers import ShardNumbers, shard_numbers
 from migrator.sizes import format_size
 from pipelines.resources import PlanResource, TargetResource
 
@@ -103,6 +105,62 @@ class LoggedProgress(ProgressSink):
             )
 
 
+def shard_metadata(ds: DatasetPlan, own: ShardNumbers, manifest_uri: str) -> dict[str, Any]:
+    """A partition's own numbers: numeric for the plots, and the sizes as people read them."""
+    records = ds.kind is DatasetKind.RECORDS
+    moved: dict[str, Any] = {"records": own.records} if records else {"objects": own.objects}
+    if records:
+        moved |= {"live_records": own.live_records, "removed_or_replaced": own.tombstones}
+    return {
+        **({"dagster/row_count": own.live_records} if records else {}),
+        "shard": own.shard,
+        "shard_status": own.status,
+        **moved,
+        "bytes_in": own.bytes_in,
+        "bytes_stored": own.bytes_stored,
+        "size": f"{format_size(own.bytes_in)} read, {format_size(own.bytes_stored)} stored",
+        "chunks": own.chunks,
+        **(
+            {"live_records": own.live_records, "removed_or_replaced": own.tombstones}
+            if records
+            else {}
+        ),
+        "manifest_uri": manifest_uri,
+    }
+
+
+def run_metadata(
+    report: DatasetReport, shards: list[int], destination: str, dry_run: bool
+) -> dict[str, Any]:
+    """What the run as a whole did: the same on every partition it wrote, so named as the run's."""
+    one = len(shards) == 1
+    state = (
+        "committed: restore and the cutover gate see it"
+        if report.committed
+        else f"open: committed when the last of generation {report.generation}'s shards is done"
+    )
+    return {
+        "run_shards": str(shards[0]) if one else f"{shards[0]}-{shards[-1]} ({len(shards)})",
+        "generation": report.generation,
+        "generation_kind": report.generation_kind,
+        "generation_state": state,
+        "run_records_written": report.records,
+        "run_bytes_in": report.bytes_in,
+        "run_replaced": report.replaced,
+        "run_removed": report.removed,
+        "run_seconds": round(report.seconds, 3),
+        "run_rate": f"{format_size(report.bytes_in)} in {report.seconds:.1f} s"
+        f" ({report.bytes_in / max(report.seconds, 1e-9) / 1e6:.1f} MB/s)",
+        "mb_per_s": round(report.bytes_in / max(report.seconds, 1e-9) / 1e6, 2),
+        "compression_ratio": round(report.compression_ratio, 3),
+        "chunks_written": report.chunks_written,
+        "chunks_skipped": report.chunks_skipped,
+        "destination": destination,
+        "dry_run": dry_run,
+        "mode": "dry run (stand-ins)" if dry_run else "production",
+    }
+
+
 def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDefinition:
     routed = ds.kind is DatasetKind.RECORDS
     every_router = AllPartitionMapping()
@@ -135,31 +193,16 @@ def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDef
             run = migrator.run(io.connection, {ds.name}, shards, progress=progress)
             report = run.datasets[0]
             where = migrator.progress(io.connection)
-            uris = [io.object_uri(where.manifest_key(ds.name, shard)) for shard in shards]
+            state = io.connection.state
+            assert state is not None  # migrator.run made it
+            own = shard_numbers(state, ds.name, ds.kind, report.generation, shards)
+            uris = {s: io.object_uri(where.manifest_key(ds.name, s)) for s in shards}
             destination, dry_run = io.destination, io.dry_run
-        rows = {"dagster/row_count": report.records} if ds.kind is DatasetKind.RECORDS else {}
-        manifests = {"manifest_uri": uris[0]} if len(uris) == 1 else {"manifest_uris": uris}
-        return MaterializeResult(
-            metadata={
-                **rows,
-                "shards": f"{shards[0]}-{shards[-1]}" if len(shards) > 1 else str(shards[0]),
-                "records": report.records,
-                "bytes_in": report.bytes_in,
-                "bytes_stored": report.bytes_stored,
-                "compression_ratio": round(report.compression_ratio, 3),
-                "mb_per_s": round(report.bytes_in / max(report.seconds, 1e-9) / 1e6, 2),
-                "seconds": round(report.seconds, 3),
-                "chunks_written": report.chunks_written,
-                "chunks_skipped": report.chunks_skipped,
-                "generation": report.generation,
-                "generation_kind": report.generation_kind,
-                "generation_committed": report.committed,
-                "shards_changed": report.shards_changed,
-                "removed": report.removed,
-                **manifests,
-                "destination": destination,
-                "dry_run": dry_run,
-            }
-        )
+        # Each partition carries its own shard's numbers, also when a run wrote several.
+        for shard in shards:
+            context.add_asset_metadata(
+                shard_metadata(ds, own[shard], uris[shard]), partition_key=str(shard)
+            )
+        return MaterializeResult(metadata=run_metadata(report, shards, destination, dry_run))
 
     return migrate_shards

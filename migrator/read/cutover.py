@@ -32,6 +32,7 @@ from migrator.keys.provider import KeyProvider
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.chain import head_chain, live_objects, live_records
 from migrator.read.cutover_freeze import FreezeEstimate, estimate_freeze
+from migrator.read.cutover_integrity import integrity_problems, open_sync_problem
 from migrator.read.cutover_landing import landed_digest, landing_problem, landing_sides
 from migrator.read.source_digests import records_source
 from migrator.repository.generations import latest_record
@@ -67,12 +68,15 @@ class ShardGate:
     landed_digest: str | None = None
     landed_entries: int | None = None
     landing_problem: str | None = None
+    # The newest integrity check failed, or none passed on this head (cutover_integrity.py).
+    integrity_problem: str | None = None
 
     @property
     def match(self) -> bool:
         return (
             self.problem is None
             and self.landing_problem is None
+            and self.integrity_problem is None
             and self.source_digest == self.destination_digest
             and self.source_entries == self.destination_entries
         )
@@ -244,6 +248,13 @@ class CutoverGate:
             gate.shards.append(shard)
         if ds.landing is not None and self.open_targets is not None:
             self._landing(ds, key, record, gate, shown)
+        if self.state is not None:  # without one, no check was recorded: never ready
+            unchecked = integrity_problems(self.state, ds.name, record)
+            for shard in gate.shards:
+                shard.integrity_problem = unchecked.get(shard.shard)
+            gate.problem = gate.problem or open_sync_problem(self.state, ds.name, record.generation)
+        else:
+            gate.problem = gate.problem or "no state store: no integrity check is on record"
         return gate
 
     def _landing(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 
@@ -43,6 +44,7 @@ from migrator.repository.manifests import StoredManifest
 from migrator.repository.names import data_key_object, generation_key, manifest_key
 from migrator.repository.shard_objects import list_shard_objects
 from migrator.state.db import StateDB
+from migrator.state.tables.verifications import Verdict
 from migrator.stores.base import ObjectStore
 
 
@@ -114,15 +116,20 @@ class Verifier:
                 except MigratorError as exc:
                     report.problems.append(_problem(ds.name, None, exc, data_key_object(ds.name)))
                     continue
+                before = len(report.problems)
                 record = self._record(ds.name, key, report)
+                whole = report.problems[before:]  # the dataset's own: every shard shares them
                 selected = [s for s in range(ds.shards) if shards is None or s in shards]
                 load = functools.partial(self._chain, ds.name, key, record)
+                verdicts: list[Verdict] = []
                 for shard, chain in zip(
                     selected, ordered_map(pool, load, selected, 16), strict=True
                 ):
                     report.shards += 1
+                    start = len(report.problems)
                     if isinstance(chain, Problem):
                         report.problems.append(chain)
+                        verdicts.append(self._verdict(shard, None, [*whole, chain]))
                         continue
                     self._check_record(ds.kind, ds.name, shard, record, chain, report)
                     try:  # records split as their manifests record the framing
@@ -139,7 +146,29 @@ class Verifier:
                         self._verify_manifest(
                             ds.name, shard, key, link, present, pool, report, framing
                         )
+                    verdicts.append(self._verdict(shard, chain, whole + report.problems[start:]))
+                if self.state is not None:
+                    self.state.record_verdicts(ds.name, verdicts)
         return report
+
+    def _verdict(
+        self, shard: int, chain: list[StoredManifest] | None, problems: list[Problem]
+    ) -> Verdict:
+        """What the gate keeps of this pass for one shard (only with a state store)."""
+        head = chain[-1] if chain else None
+        first = problems[0] if problems else None
+        return Verdict(
+            shard,
+            head.manifest.generation if head is not None else 0,
+            head.stored_xxh3 if head is not None else None,
+            passed=not problems,
+            problems=len(problems),
+            first_problem=f"{first.error}: {first.message}" if first is not None else None,
+            object_key=first.object_key if first is not None else None,
+            sample=self.sample,
+            quick=self.quick,
+            checked_at=time.time(),
+        )
 
     def _check_record(
         self,

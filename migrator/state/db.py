@@ -29,6 +29,7 @@ from migrator.state.tables.meta import MetaTable
 from migrator.state.tables.routes import RouteTable
 from migrator.state.tables.shards import ShardTable
 from migrator.state.tables.uploads import UploadJournal
+from migrator.state.tables.verifications import VerificationTable
 from migrator.state.urls import STATE_URL_ENV, describe_url, state_url_for
 
 __all__ = ["STATE_URL_ENV", "Fence", "StateDB", "describe_url", "state_url_for"]
@@ -49,6 +50,7 @@ class StateDB:
     _generations = Part[GenerationTable]()
     _uploads = Part[UploadJournal]()
     _landings = Part[LandingTable]()
+    _verifications = Part[VerificationTable]()
 
     def __init__(self, url: str) -> None:
         self._backend = backend = Backend(url)
@@ -62,6 +64,7 @@ class StateDB:
         self._generations = GenerationTable(backend)
         self._uploads = UploadJournal(backend, sealers)
         self._landings = LandingTable(backend)
+        self._verifications = VerificationTable(backend)
 
     @classmethod
     def sqlite_file(cls, path: Path) -> StateDB:
@@ -130,6 +133,7 @@ class StateDB:
     all_shard_heads = _shards.serves(ShardTable.all_shard_heads)
     complete_untouched_shards = _shards.serves(ShardTable.complete_untouched_shards)
     latest_heads = _shards.serves(ShardTable.latest_heads)
+    head_digests = _shards.serves(ShardTable.head_digests)
     forget_shard_generations = _shards.serves(ShardTable.forget_shard_generations)
     shard_inventory = _shards.serves(ShardTable.shard_inventory)
     prune_inventories = _shards.serves(ShardTable.prune_inventories)
@@ -147,6 +151,7 @@ class StateDB:
     commit_chunks = _chunks.serves(ChunkTable.commit_chunks)
     forget_chunks = _chunks.serves(ChunkTable.forget_chunks)
     has_chunks = _chunks.serves(ChunkTable.has_chunks)
+    commit_repaired_digests = _chunks.serves(ChunkTable.commit_repaired_digests)
     chunk_count = _chunks.serves(ChunkTable.chunk_count)
     committed_chunk = _chunks.serves(ChunkTable.committed_chunk)
     shard_chunks = _chunks.serves(ChunkTable.shard_chunks)
@@ -169,3 +174,8 @@ class StateDB:
 
     landed_generations = _landings.serves(LandingTable.landed_generations)
     set_landed = _landings.serves(LandingTable.set_landed)
+
+    # --- integrity verdicts (tables/verifications.py) ------------------------------------
+
+    record_verdicts = _verifications.serves(VerificationTable.record_verdicts)
+    verdicts = _verifications.serves(VerificationTable.verdicts)

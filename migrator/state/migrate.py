@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 from migrator.errors import StateError
 
 VERSION_TABLE = "state_schema"
-HEAD = "0004"
+HEAD = "0005"
 _BASELINE = "0001"
 _LEGACY_SCHEMA = "2"  # what the first releases wrote into meta before migrations existed
 

@@ -155,3 +155,22 @@ landings = Table(
     Column("generation", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Integrity verdicts (`migrator verify`, the Dagster checks): per shard and head manifest the
+# latest check's outcome, so the cutover gate can refuse a destination whose newest check failed
+# or whose head was never checked. Not rebuilt from the destination: a rebuilt store re-checks.
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("head", BigInteger, primary_key=True),  # the head manifest's generation (0: none)
+    Column("head_xxh3", Text),  # the stored xxh3 of that manifest (None: it could not be read)
+    Column("passed", Integer, nullable=False),
+    Column("problems", BigInteger, nullable=False),
+    Column("first_problem", Text),  # "ErrorClass: message", without key material
+    Column("object_key", Text),  # the object the first problem names
+    Column("sample", Float, nullable=False),
+    Column("quick", Integer, nullable=False),
+    Column("checked_at", Float, nullable=False),
+)

@@ -59,7 +59,8 @@ def write_records(
     with ShardWriter(scope, DatasetKind.RECORDS, extra) as writer:
         for shard, delta, opener, size in todo:
             dr.shards_changed += 1
-            dr.removed += len(delta.removed)
+            dr.removed += len(delta.removed) - delta.replaced
+            dr.replaced += delta.replaced
             scope.mark_running(shard)
             # A base of a whole diff writes the routed records as they are: their digest
             # entries (read again here, not held for every shard) give the record ends.

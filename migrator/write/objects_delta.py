@@ -116,7 +116,8 @@ def write_objects(scope: WriteScope, source: Source, shards: list[int]) -> None:
                 complete_untouched(scope, shard)
                 continue
             dr.shards_changed += 1
-            dr.removed += len(delta.removed)
+            dr.removed += len(delta.removed) - delta.replaced
+            dr.replaced += delta.replaced
             writer.shard_read(shard, delta)
         writer.settle()
 
@@ -217,4 +218,5 @@ def objects_delta(
         0,
         inventory,
         keep,
+        replaced=len(sent & before.keys()),
     )

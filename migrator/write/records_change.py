@@ -160,6 +160,7 @@ def change_set(
         totals[0],
         totals[1],
         inventory,
+        replaced=len(dropped & written),
     )
 
 

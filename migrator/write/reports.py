@@ -32,7 +32,8 @@ class DatasetReport:
     generation: int = 0
     generation_kind: str = ""  # bulk | sync
     shards_changed: int = 0  # shards this generation wrote a manifest for
-    removed: int = 0  # records or objects removed or replaced (tombstones)
+    removed: int = 0  # keys (records) or names (objects) removed from the source
+    replaced: int = 0  # keys or names written again with other content (an edit, a rewrite)
     committed: bool = False  # the generation record is stored: restore sees this generation
 
     @property

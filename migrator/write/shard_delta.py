@@ -24,6 +24,7 @@ class ShardDelta:
     live_records: int
     inventory: bytes | Path  # packed inventory, or the file that holds it
     keep: Callable[[CommittedChunk], bool] | None = None  # objects: parts still current
+    replaced: int = 0  # of `removed`, keys (names) written again: edits, not removals
 
     @property
     def base(self) -> bool:

@@ -80,6 +80,7 @@ def test_compaction_folds_chains_and_restore_stays_equal_to_the_source(tmp_path:
     live.write()
     site.run()
     assert_same(site.restore(tmp_path / "out2"), live.snapshot(), "sync after compaction")
+    site.verify_ok()  # the gate requires each compared head checked
     with site.state() as state:
         assert CutoverGate(site.plan, site.store, site.provider, state).check().ready
     # A second compaction right away folds only what the last sync touched.

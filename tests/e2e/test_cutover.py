@@ -24,8 +24,11 @@ def site(tmp_path: Path) -> LiveSource:
 
 
 def run(tmp_path: Path) -> None:
+    """A run, then the integrity checks the gate requires of every head it compares."""
     done = run_cli("run", "plan.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    checked = run_cli("verify", "plan.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout
 
 
 def gate(tmp_path: Path) -> tuple[int, dict[str, Any]]:
@@ -139,5 +142,5 @@ def test_the_human_output_names_the_verdict(tmp_path: Path) -> None:
     live.write()
     shown = run_cli("cutover", "plan.yaml", "--dataset", "profiles", cwd=tmp_path)
     assert shown.returncode == 1
-    assert "NOT READY" in shown.stdout and "1 shards differ" in shown.stdout
+    assert "NOT READY" in shown.stdout and "1 shards not ready" in shown.stdout
     assert "metadata" not in shown.stdout

@@ -19,6 +19,7 @@ import pytest
 from migrator.keys.local import LocalKeyProvider
 from migrator.plan.model import Plan, load_plan
 from migrator.read.cutover import CutoverGate, CutoverReport, DatasetGate
+from migrator.read.verify import Verifier
 from migrator.records.keys import JsonKeyReader
 from migrator.repository.names import routed_root
 from migrator.sharding import shard_of
@@ -94,7 +95,8 @@ class Site:
         assert all(d.committed for d in report.datasets)
 
     def gate(self, *, reuse: bool = True) -> CutoverReport:
-        with self.state() as state:
+        with self.state() as state:  # the integrity checks the gate requires, then the gate
+            Verifier(self.plan, self.store, self.provider, state, sample=0.1, seed=1).verify()
             gate = CutoverGate(self.plan, self.store, self.provider, state, reuse_routed=reuse)
             return gate.check()
 
@@ -220,6 +222,7 @@ def test_the_human_output_says_what_a_final_sync_reads(tmp_path: Path) -> None:
         site.events.put(f"e{f}", [site.event(f"k{f}-{i}") for i in range(20)])
     site.rows.put("r0", [site.row(f"r0-{i}") for i in range(10)])
     assert run_cli("run", "plan.yaml", cwd=tmp_path).returncode == 0
+    assert run_cli("verify", "plan.yaml", cwd=tmp_path).returncode == 0
     shown = run_cli("cutover", "plan.yaml", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "final sync reads 0 files, 0 B" in shown.stdout

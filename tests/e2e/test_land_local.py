@@ -63,6 +63,7 @@ def test_a_bulk_and_five_syncs_land_equal_to_the_source(tmp_path: Path) -> None:
         site.sources.change(step)
         site.sync()
         if step == 2:
+            assert migrator.verify(site.plan, sample=0.2, seed=1).ok  # what the gate requires
             gate = migrator.cutover(site.plan)
             assert not gate.ready
             lagging = {
@@ -99,8 +100,10 @@ def test_a_landed_object_changed_behind_landings_back_is_named(tmp_path: Path) -
     store.put(name, b"not the landed bytes")  # no migrator metadata: someone else's write
     bad = [s for s in site.check() if not s.match]
     assert len(bad) == 1 and name in bad[0].why(), [s.why() for s in bad]
+    assert migrator.verify(site.plan, sample=0.2, seed=1).ok  # the archive itself is intact
     gate = migrator.cutover(site.plan)
     assert not gate.ready
+    assert any("landing lags" in (s.landing_problem or "") for d in gate.datasets for s in d.shards)
     site.land()  # the checkpoint says landed: landing again does not notice ...
     assert not migrator.cutover(site.plan).ready  # ... but the gate stays closed, named
 

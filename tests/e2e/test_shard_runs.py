@@ -93,7 +93,8 @@ def test_a_changed_object_goes_to_a_sync_generation(tmp_path: Path) -> None:
         again = run.run({"videos"}, {0, 1, 2})
     (ds,) = again.datasets
     assert (ds.generation, ds.generation_kind, ds.chunks_written) == (2, "sync", 1)
-    assert ds.shards_changed == 1 and ds.removed == 1  # the old version is superseded
+    # the old version is superseded: a replacement, not a removal
+    assert ds.shards_changed == 1 and (ds.replaced, ds.removed) == (1, 0)
     result = run_cli("verify", "plan.yaml", "--dataset", "videos", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
 

@@ -45,6 +45,7 @@ def test_a_deleted_state_store_is_rebuilt_from_the_destination(tmp_path: Path) -
     # The next sync writes only the change, and the gate opens.
     synced = run_cli("run", "plan.yaml", cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
+    assert run_cli("verify", "plan.yaml", cwd=tmp_path).returncode == 0
     assert run_cli("cutover", "plan.yaml", cwd=tmp_path).returncode == 0
     one_more = run_cli("run", "plan.yaml", cwd=tmp_path)
     assert "0 chunks written" in one_more.stdout

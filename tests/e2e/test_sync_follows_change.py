@@ -21,6 +21,7 @@ from migrator.cli import main
 from migrator.plan.model import load_plan
 from migrator.read.cutover import CutoverGate
 from migrator.read.restore import Restorer
+from migrator.read.verify import Verifier
 from migrator.sources.factory import open_source
 from migrator.wiring import open_key_provider, open_state, open_store, sqlite_file, state_url
 from migrator.write.run import MigrationRun, RunReport
@@ -60,8 +61,9 @@ class Site:
         return {o.key for o in self.store.list()}
 
     def gate(self) -> dict[str, bool]:
-        """Each dataset's verdict at the cutover gate."""
+        """Each dataset's verdict at the cutover gate, after the integrity checks it requires."""
         with open_state(self.plan) as state:
+            Verifier(self.plan, self.store, self.provider, state, sample=0.1, seed=1).verify()
             report = CutoverGate(self.plan, self.store, self.provider, state).check()
         return {d.name: d.ready for d in report.datasets}
 

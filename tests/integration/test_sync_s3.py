@@ -50,6 +50,8 @@ def test_five_syncs_into_s3_restore_as_captured_then_gate_and_compact(
         got = restore_all(tmp_path, f"out{gen}")
         assert got == captured[gen], f"restore after generation {gen}"
 
+    checked = run_cli("verify", "plan.yaml", "--sample", "0.2", cwd=tmp_path, env=ENV)
+    assert checked.returncode == 0, checked.stdout  # the gate requires each head checked
     gate = run_cli("cutover", "plan.yaml", "--json", cwd=tmp_path, env=ENV)
     assert gate.returncode == 0, gate.stdout + gate.stderr
     doc = json.loads(gate.stdout)

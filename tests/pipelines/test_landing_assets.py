@@ -181,7 +181,7 @@ def test_the_dataset_jobs_land_what_they_write(tmp_path: Path, instance: Dagster
     )
 
     assert result.success
-    assert metadata(result, "test__videos")["shards"] == "1"
+    assert metadata(result, "test__videos")["shard"] == 1
     landed = metadata(result, "test__videos_landed")
     assert (landed["shards"], landed["generation"]) == ("1", 1)
     assert landed["objects"] == sum(

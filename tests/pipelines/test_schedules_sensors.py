@@ -172,7 +172,8 @@ def test_a_scheduled_sync_of_objects_is_one_run_per_shard_batch(
     again = [numbers(r, "test__videos") for r in sync]
     # The source did not change: the sync is a new generation that writes no chunk.
     assert [(n["generation"], n["chunks_written"]) for n in again] == [(2, 0), (2, 0)]
-    assert [n["generation_committed"] for n in again] == [False, True]  # the last one commits
+    states = [n["generation_state"].split(":")[0] for n in again]
+    assert states == ["open", "committed"]  # the last one commits
     assert all(c.passed for r in sync for c in r.get_asset_check_evaluations())
 
 

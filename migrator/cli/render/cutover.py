@@ -21,7 +21,8 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
     for d in report.datasets:
         if d.problem is not None:
             out.append(f"[bold red]{d.name}: NOT READY[/] — {d.problem}")
-            continue
+            if not d.shards:
+                continue
         shown = d.shards if len(d.shards) <= CUTOVER_ROWS else d.mismatched
         landed = any(s.landed_digest is not None for s in d.shards)
         columns: tuple[str, ...] = ("shard", "source digest", "destination digest")
@@ -48,13 +49,13 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
                 *digests,
                 "[green]yes[/]" if s.match else "[bold red]NO[/]",
                 entries,
-                s.problem or s.landing_problem or lag,
+                s.problem or s.integrity_problem or s.landing_problem or lag,
             )
         if len(shown) < len(d.shards):
             t.caption = f"{len(d.shards) - len(shown)} matching shards not listed"
         out.append(t)
         verdict = (
-            "[green]ready[/]" if d.ready else f"[bold red]{len(d.mismatched)} shards differ[/]"
+            "[green]ready[/]" if d.ready else f"[bold red]{len(d.mismatched)} shards not ready[/]"
         )
         out.append(f"{d.name}: {verdict}; {d.summary}")
     f = report.freeze
@@ -65,6 +66,7 @@ def cutover_tables(report: CutoverReport) -> list[Table | str]:
     out.append(
         "[bold green]CUTOVER READY[/]: every shard matches"
         if report.ready
-        else "[bold red]NOT READY[/]: sync again (writes may still be landing) and re-run the gate"
+        else "[bold red]NOT READY[/]: act on each reason above (sync, verify, repair, land),"
+        " then re-run the gate"
     )
     return out

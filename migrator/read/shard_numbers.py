@@ -1,0 +1,53 @@
+"""One shard's own numbers in one generation, from the state store: what a Dagster partition
+reports when its run wrote several shards (the run's report holds only their sums)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migrator.plan.kinds import DatasetKind
+from migrator.state.db import StateDB
+
+
+@dataclass(frozen=True, slots=True)
+class ShardNumbers:
+    shard: int
+    generation: int
+    status: str  # the shard's status in that generation (complete, running, ...)
+    chunks: int  # chunks the generation wrote for the shard
+    records: int  # records it wrote (records datasets)
+    objects: int  # objects it wrote (objects datasets)
+    bytes_in: int
+    bytes_stored: int
+    live_records: int  # records the shard holds after its newest stored manifest
+    tombstones: int  # records datasets: records the generation removed or replaced here
+
+
+def shard_numbers(
+    state: StateDB, dataset: str, kind: DatasetKind, generation: int, shards: list[int]
+) -> dict[int, ShardNumbers]:
+    """Shards the generation never touched (unchanged in a sync) report zeros."""
+    wanted = set(shards)
+    progress = {p.shard: p for p in state.shard_progress(dataset, generation) if p.shard in wanted}
+    heads = state.latest_heads(dataset)
+    out = {}
+    for shard in shards:
+        p = progress.get(shard)
+        head = heads.get(shard)
+        objects = 0
+        if kind is DatasetKind.OBJECTS and p is not None and p.chunks:
+            objects = len({c.name for c in state.shard_chunks(dataset, generation, shard)})
+        mine = head is not None and head.generation == generation
+        out[shard] = ShardNumbers(
+            shard,
+            generation,
+            str(p.status) if p is not None else "unchanged",
+            p.chunks if p is not None else 0,
+            p.records if p is not None and kind is DatasetKind.RECORDS else 0,
+            objects,
+            p.plain_bytes if p is not None else 0,
+            p.stored_bytes if p is not None else 0,
+            head.live_records if head is not None else 0,
+            head.removed_records if mine and head is not None else 0,
+        )
+    return out

@@ -1,0 +1,84 @@
+"""Integrity verdicts: what the latest check of each shard found, kept so the cutover gate
+answers from checks that ran, not from manifests alone (a destination can be tampered with
+after it was written)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from migrator.state.backend import Backend
+from migrator.state.schema import verifications
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One check of one shard's head manifest (`head` 0: the shard's chain could not be read)."""
+
+    shard: int
+    head: int
+    head_xxh3: str | None
+    passed: bool
+    problems: int
+    first_problem: str | None
+    object_key: str | None
+    sample: float
+    quick: bool
+    checked_at: float
+
+
+class VerificationTable:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def record_verdicts(self, dataset: str, verdicts: list[Verdict]) -> None:
+        """One transaction for a verify pass's shards of a dataset."""
+        if not verdicts:
+            return
+        rows = [{"dataset": dataset, **_row(v)} for v in verdicts]
+        keys = ["dataset", "shard", "head"]
+        with self.backend.write("record integrity verdicts") as conn:
+            for row in rows:
+                conn.execute(self.backend.upsert(verifications, row, keys), row)
+
+    def verdicts(self, dataset: str) -> dict[int, list[Verdict]]:
+        """Each shard's verdicts, newest first."""
+        with self.backend.read() as conn:
+            rows = conn.execute(
+                select(verifications)
+                .where(verifications.c.dataset == dataset)
+                .order_by(verifications.c.shard, verifications.c.checked_at.desc())
+            ).fetchall()
+        out: dict[int, list[Verdict]] = {}
+        for r in rows:
+            verdict = Verdict(
+                int(r.shard),
+                int(r.head),
+                r.head_xxh3,
+                bool(r.passed),
+                int(r.problems),
+                r.first_problem,
+                r.object_key,
+                float(r.sample),
+                bool(r.quick),
+                float(r.checked_at),
+            )
+            out.setdefault(verdict.shard, []).append(verdict)
+        return out
+
+
+def _row(v: Verdict) -> dict[str, object]:
+    return {
+        "shard": v.shard,
+        "head": v.head,
+        "head_xxh3": v.head_xxh3,
+        "passed": int(v.passed),
+        "problems": v.problems,
+        "first_problem": v.first_problem,
+        "object_key": v.object_key,
+        "sample": v.sample,
+        "quick": int(v.quick),
+        "checked_at": v.checked_at or time.time(),
+    }
