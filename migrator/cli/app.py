@@ -21,6 +21,7 @@ from migrator.cli.keys_commands import crypto_cmd, keys_group
 from migrator.cli.land_commands import land_cmd
 from migrator.cli.plan_commands import plan_cmd
 from migrator.cli.read_commands import deadletters_cmd, restore_cmd, verify_cmd
+from migrator.cli.repair_commands import repair_cmd
 from migrator.cli.run_commands import compact_cmd, demo_cmd, run_cmd
 from migrator.cli.state_commands import state_group, status_cmd
 from migrator.errors import EXIT_RUNTIME, EXIT_USAGE, MigratorError
@@ -53,6 +54,7 @@ for command in (
     audit_cmd,
     cutover_cmd,
     land_cmd,
+    repair_cmd,
     keys_group,
     crypto_cmd,
 ):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, select
+from sqlalchemy import Connection, Executable, bindparam, delete, func, select, update
 
 from migrator.state.leases import Fence
 from migrator.state.model import CommittedChunk, LedgerMove
-from migrator.state.schema import chunks
+from migrator.state.schema import chunks, generations, shards
 from migrator.state.tables.base import FencedTable, one_shard
 
 _CHUNK_COLUMNS = (
@@ -144,6 +144,30 @@ class ChunkTable(FencedTable):
             )
             self.ledger.advance(conn, ledger)
 
+    def commit_repaired_digests(
+        self,
+        dataset: str,
+        manifests: Mapping[tuple[int, int], str],
+        records: Mapping[int, str],
+    ) -> None:
+        """After a repair re-sealed chunks (maintain/repair.py): the stored digests of the
+        manifests `(generation, shard)` and generation records it sealed again, and the
+        shards' stored totals, in one transaction."""
+        with self.backend.write("commit repaired digests") as conn:
+            for (generation, shard), xxh3 in sorted(manifests.items()):
+                stored = shard_totals(conn, dataset, generation, shard)[3]
+                conn.execute(
+                    update(shards)
+                    .where(*_one(shards, dataset, generation), shards.c.shard == shard)
+                    .values(manifest_xxh3=xxh3, stored_n=stored)
+                )
+            for generation, xxh3 in sorted(records.items()):
+                conn.execute(
+                    update(generations)
+                    .where(*_one(generations, dataset, generation))
+                    .values(record_xxh3=xxh3)
+                )
+
     def has_chunks(self, dataset: str, generation: int) -> bool:
         with self.backend.read() as conn:
             row = conn.execute(
@@ -177,6 +201,10 @@ class ChunkTable(FencedTable):
             values[5] = self.sealers.open_text(dataset, "name", values[5])
         values[9] = self.sealers.open_text(dataset, "plain_xxh3", values[9])
         return CommittedChunk(*values)
+
+
+def _one(table: Any, dataset: str, generation: int) -> tuple[Any, Any]:
+    return table.c.dataset == dataset, table.c.generation == generation
 
 
 def shard_totals(conn: Connection, dataset: str, generation: int, shard: int) -> tuple[int, ...]:
