@@ -52,6 +52,14 @@ def _result(key: AssetKey, name: str, problems: list[Problem], shards: int) -> A
     )
 
 
+def split_problems(problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """(the manifest check's, the read-back check's). A manifest's problem (or the data key's)
+    fails both: nothing it lists can be trusted."""
+    listing = [p for p in problems if is_manifest_problem(p) or p.error in LISTING_ERRORS]
+    reading = [p for p in problems if is_manifest_problem(p) or p.error not in LISTING_ERRORS]
+    return listing, reading
+
+
 def written_by_dry_run(instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]) -> bool:
     """Where the partitions' latest materializations say they wrote: their `dry_run` metadata
     (none: not a dry run)."""
@@ -97,10 +105,7 @@ def dataset_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
             report = migrator.verify(
                 io.connection, {ds.name}, shards, sample=config.sample, seed=config.seed
             )
-        # A manifest's problem (or the data key's) fails both: nothing it lists can be trusted.
-        mine = report.problems
-        listing = [p for p in mine if is_manifest_problem(p) or p.error in LISTING_ERRORS]
-        reading = [p for p in mine if is_manifest_problem(p) or p.error not in LISTING_ERRORS]
+        listing, reading = split_problems(report.problems)
         yield _result(key, MANIFEST_CHECK, listing, len(shards))
         yield _result(key, READBACK_CHECK, reading, len(shards))
 

@@ -1,0 +1,65 @@
+"""Each partition of a sync run carries its own shard's numbers, also when one run writes a
+batch of shards (MIGRATOR_SHARDS_PER_RUN > 1): the shard the change fell in reports it, the
+others report nothing written; the run's totals are named as the run's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, RunRequest
+
+from migrator.sharding import shard_of
+from pipelines import build_definitions
+from tests.pipelines import write_demo_shaped_plan
+from tests.pipelines.test_assets import instance  # noqa: F401
+from tests.pipelines.test_schedules_sensors import execute, tick_of
+
+JOB = "incremental_sync_videos"
+NODE = "test__videos"
+
+
+def by_partition(result: Any) -> dict[int, dict[str, Any]]:
+    events = result.asset_materializations_for_node(NODE)
+    return {int(e.partition): {k: v.value for k, v in e.metadata.items()} for e in events}
+
+
+def test_each_partition_of_a_batched_sync_reports_its_own_shard(
+    tmp_path: Path,
+    instance: DagsterInstance,  # noqa: F811
+) -> None:
+    defs = build_definitions(write_demo_shaped_plan(tmp_path), "production", shards_per_run=2)
+    schedule = defs.resolve_schedule_def("incremental_sync_videos_schedule")
+
+    def sync(hour: int) -> dict[int, dict[str, Any]]:
+        tick = tick_of(defs, datetime(2026, 3, 1, hour, 0, tzinfo=UTC))
+        requests: list[RunRequest] = list(schedule.evaluate_tick(tick).run_requests or [])
+        out: dict[int, dict[str, Any]] = {}
+        for request in requests:
+            out |= by_partition(execute(defs, JOB, request, instance))
+        return out
+
+    bulk = sync(14)
+    assert sorted(bulk) == [0, 1, 2]
+    videos = sorted(p for p in (tmp_path / "data" / "videos").rglob("*") if p.is_file())
+    names = [p.relative_to(tmp_path / "data" / "videos").as_posix() for p in videos]
+    per_shard = {s: sum(shard_of(n.encode(), 3) == s for n in names) for s in range(3)}
+    assert {s: n["objects"] for s, n in bulk.items()} == per_shard
+    assert len({n["bytes_in"] for n in bulk.values()}) == 3  # not one run's total thrice
+
+    # One video edited: only its shard's partition says it wrote something.
+    changed = videos[0]
+    changed.write_bytes(b"edited" * 1000)
+    shard = shard_of(names[0].encode(), 3)
+    synced = sync(15)
+    assert sorted(synced) == [0, 1, 2]
+    for s, n in synced.items():
+        assert n["shard"] == s and n["generation"] == 2
+        if s == shard:
+            assert (n["objects"], n["bytes_in"], n["chunks"]) == (1, 6000, 1)
+        else:
+            assert (n["objects"], n["bytes_in"], n["chunks"]) == (0, 0, 0)
+            assert n["shard_status"] in ("complete", "unchanged")
+    mine = synced[shard]
+    assert (mine["run_replaced"], mine["run_removed"]) == (1, 0)  # an edit is not a removal
