@@ -1,10 +1,11 @@
-"""The gate's integrity side: a shard is ready only when its newest integrity check passed and
-a passing check saw the very head manifest the latest generation record names; a dataset only
-when no sync of it is left open (a failed or unfinished one).
+"""The gate's integrity side: a shard is ready only when no check failed since its last full
+read-back and a passing check saw the very head manifest the latest generation record names; a
+dataset only when no sync of it is left open (a failed or unfinished one).
 
-Why both conditions: a check that failed stays the newest verdict until a later check passes
-(a sync after it may still list the damaged chunk in its chain), and a head nobody checked is
-not known to be intact, however well its manifest's digests agree with the source.
+Why both conditions: a failed check is cleared only by a passing full read-back after it (a
+sampled check may miss the damaged chunk, and a sync's new head may still list it in its
+chain), and a head nobody checked is not known to be intact, however well its manifest's
+digests agree with the source.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def integrity_problems(state: StateDB, dataset: str, record: GenerationRecord) -
     out: dict[int, str] = {}
     for head in record.shards:
         mine = found.get(head.shard, [])
-        newest = mine[0] if mine else None
-        if newest is not None and not newest.passed:
-            out[head.shard] = _failed(dataset, head.shard, newest)
+        failed = next((v for v in mine if not v.passed), None)
+        if failed is not None and not any(_clears(v, failed) for v in mine):
+            out[head.shard] = _failed(dataset, head.shard, failed)
             continue
         seen = any(v.passed and v.head == head.head and v.head_xxh3 == head.head_xxh3 for v in mine)
         if not seen:
@@ -37,6 +38,13 @@ def integrity_problems(state: StateDB, dataset: str, record: GenerationRecord) -
     return out
 
 
+def _clears(later: Verdict, failed: Verdict) -> bool:
+    """Only a full read-back after a failure clears it (a sample may miss the damaged chunk,
+    and a sync's new head may still list it in its chain): a repair ends with one."""
+    whole = later.sample >= 1.0 and not later.quick
+    return later.passed and whole and later.checked_at > failed.checked_at
+
+
 def _failed(dataset: str, shard: int, verdict: Verdict) -> str:
     when = datetime.fromtimestamp(verdict.checked_at, UTC).isoformat(timespec="seconds")
     what = verdict.first_problem or "a problem"
@@ -44,7 +52,10 @@ def _failed(dataset: str, shard: int, verdict: Verdict) -> str:
     where = f" ({key})" if key and key not in what else ""
     more = f" and {verdict.problems - 1} more" if verdict.problems > 1 else ""
     hint = REPAIR_HINT.format(dataset=dataset, shard=shard)
-    return f"integrity check failed at {when}: {what}{where}{more}; {hint}"
+    return (
+        f"integrity check failed at {when}: {what}{where}{more}; {hint} (or a full read-back"
+        " that passes: `migrator verify`, sample 1)"
+    )
 
 
 def open_sync_problem(state: StateDB, dataset: str, committed: int) -> str | None:
@@ -58,3 +69,15 @@ def open_sync_problem(state: StateDB, dataset: str, committed: int) -> str | Non
                 " finish it (run the sync again) before cutting over"
             )
     return None
+
+
+def failed_checks(state: StateDB, datasets: list[str]) -> list[tuple[str, int, str]]:
+    """(dataset, shard, why) of every shard whose newest integrity check failed: what
+    `migrator status` lists for the operator to repair."""
+    out = []
+    for dataset in datasets:
+        for shard, mine in sorted(state.verdicts(dataset).items()):
+            failed = next((v for v in mine if not v.passed), None)
+            if failed is not None and not any(_clears(v, failed) for v in mine):
+                out.append((dataset, shard, _failed(dataset, shard, failed)))
+    return out

@@ -157,8 +157,9 @@ landings = Table(
 )
 
 # Integrity verdicts (`migrator verify`, the Dagster checks): per shard and head manifest the
-# latest check's outcome, so the cutover gate can refuse a destination whose newest check failed
-# or whose head was never checked. Not rebuilt from the destination: a rebuilt store re-checks.
+# latest check that passed and the latest that failed, so the cutover gate can refuse a shard
+# whose failure no full read-back cleared, or whose head was never checked (a pass never
+# overwrites a failure). Not rebuilt from the destination: a rebuilt store re-checks.
 verifications = Table(
     "verifications",
     metadata,
@@ -166,7 +167,7 @@ verifications = Table(
     Column("shard", Integer, primary_key=True),
     Column("head", BigInteger, primary_key=True),  # the head manifest's generation (0: none)
     Column("head_xxh3", Text),  # the stored xxh3 of that manifest (None: it could not be read)
-    Column("passed", Integer, nullable=False),
+    Column("passed", Integer, primary_key=True),
     Column("problems", BigInteger, nullable=False),
     Column("first_problem", Text),  # "ErrorClass: message", without key material
     Column("object_key", Text),  # the object the first problem names

@@ -38,7 +38,7 @@ class VerificationTable:
         if not verdicts:
             return
         rows = [{"dataset": dataset, **_row(v)} for v in verdicts]
-        keys = ["dataset", "shard", "head"]
+        keys = ["dataset", "shard", "head", "passed"]  # a pass never overwrites a failure
         with self.backend.write("record integrity verdicts") as conn:
             for row in rows:
                 conn.execute(self.backend.upsert(verifications, row, keys), row)

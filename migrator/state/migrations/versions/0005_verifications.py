@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("shard", sa.Integer, primary_key=True),
         sa.Column("head", sa.BigInteger, primary_key=True),
         sa.Column("head_xxh3", sa.Text),
-        sa.Column("passed", sa.Integer, nullable=False),
+        sa.Column("passed", sa.Integer, primary_key=True),
         sa.Column("problems", sa.BigInteger, nullable=False),
         sa.Column("first_problem", sa.Text),
         sa.Column("object_key", sa.Text),
