@@ -17,21 +17,33 @@ from migrator.errors import UsageError
 @click.option("--shards", "every", is_flag=True, help="List every shard, complete ones too.")
 def status_cmd(plan_file: str, as_json: bool, every: bool) -> None:
     """Per-dataset progress from the state store: totals, and the shards not complete."""
+    from rich.markup import escape
+
     from migrator.cli.render.status import not_started_line, status_parts
+    from migrator.read.cutover_integrity import failed_checks
+    from migrator.read.overview import overview_json, plan_overview, totals_line
     from migrator.read.status import plan_status
     from migrator.wiring import describe_state
 
     plan = checked_plan(plan_file, check_sources=False)
     with existing_state(plan) as state:
         status = plan_status(plan, state)
+        overview = plan_overview(plan, state) if state is not None else None
+        names = [ds.name for ds in plan.datasets]
+        failed = failed_checks(state, names) if state is not None else []
     if as_json:
-        echo_json(status.to_json(), indent=status.started)  # not started: one line
-    elif not status.started:
+        shown = status.to_json() | ({"overview": overview_json(overview)} if overview else {})
+        shown["integrity_failed"] = [{"dataset": d, "shard": s, "why": w} for d, s, w in failed]
+        echo_json(shown, indent=status.started)  # not started: one line
+    elif not status.started or overview is None:
         click.echo(not_started_line(plan.name, describe_state(plan)))
     else:
         out = console()
+        out.print(totals_line(overview))
         for part in status_parts(status, every):
             out.print(part)
+        for dataset, shard, why in failed:
+            out.print(f"[bold red]{dataset} shard {shard}:[/] {escape(why)}", highlight=False)
 
 
 @click.group("state")
