@@ -14,7 +14,8 @@ order saves time and is never needed for a correct result.
 """
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from dagster import (
     AllPartitionMapping,
@@ -52,6 +53,35 @@ class MigrationConfig(Config):
     dry_run: bool = Field(
         default=False, description="Write to the stand-ins, not the plan's clouds"
     )
+
+
+class DryRunDeploymentConfig(MigrationConfig):
+    """What the launchpad shows in a dry-run deployment: there every run writes to the
+    stand-ins (definitions.resources_for), so the form says so instead of `dry_run: false`."""
+
+    dry_run: bool = Field(
+        default=True,
+        description="A dry-run deployment (MIGRATOR_DEPLOYMENT): every run writes to the"
+        " stand-ins, whatever this says",
+    )
+
+
+def deployment_config(deployment: str) -> type[MigrationConfig]:
+    return MigrationConfig if deployment == "production" else DryRunDeploymentConfig
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def config_from(config_type: type[MigrationConfig]) -> Callable[[Fn], Fn]:
+    """Under @asset: the run config the body's `config` parameter takes is `config_type`
+    (Dagster reads it from the annotation; the body sees a MigrationConfig either way)."""
+
+    def annotate(fn: Fn) -> Fn:
+        fn.__annotations__["config"] = config_type
+        return fn
+
+    return annotate
 
 
 def python_name(name: str) -> str:
@@ -161,7 +191,12 @@ def run_metadata(
     }
 
 
-def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDefinition:
+def dataset_asset(
+    spec: Plan,
+    ds: DatasetPlan,
+    shards_per_run: int,
+    config_type: type[MigrationConfig] = MigrationConfig,
+) -> AssetsDefinition:
     routed = ds.kind is DatasetKind.RECORDS
     every_router = AllPartitionMapping()
 
@@ -179,6 +214,7 @@ def dataset_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int) -> AssetsDef
         description=f"{ds.kind} from a {ds.source.kind} source, routed into {ds.shards} shards"
         " (one partition each), encrypted chunk by chunk into the destination.",
     )
+    @config_from(config_type)
     def migrate_shards(
         context: AssetExecutionContext,
         config: MigrationConfig,

@@ -28,7 +28,13 @@ from pydantic import Field
 import migrator
 from migrator import Problem, is_manifest_problem
 from migrator.plan.model import DatasetPlan, Plan
-from pipelines.assets import MigrationConfig, dataset_key, python_name, shard_partitions
+from pipelines.assets import (
+    MigrationConfig,
+    config_from,
+    dataset_key,
+    python_name,
+    shard_partitions,
+)
 from pipelines.resources import PlanResource, TargetResource
 
 MANIFEST_CHECK = "manifests_authentic_and_complete"
@@ -112,13 +118,16 @@ def dataset_checks(spec: Plan, ds: DatasetPlan) -> AssetChecksDefinition:
     return integrity
 
 
-def completion_asset(spec: Plan) -> AssetsDefinition:
+def completion_asset(
+    spec: Plan, config_type: type[MigrationConfig] = MigrationConfig
+) -> AssetsDefinition:
     @asset(
         key=AssetKey([spec.name, "migration_complete"]),
         deps=[dataset_key(spec, ds) for ds in spec.datasets],
         group_name=python_name(spec.name),
         description="Every shard of every dataset committed, with its sealed manifest.",
     )
+    @config_from(config_type)
     def migration_complete(
         config: MigrationConfig,
         plan: PlanResource,

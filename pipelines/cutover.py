@@ -26,7 +26,13 @@ from migrator import CutoverReport
 from migrator.plan.model import Plan
 from migrator.read.cutover import DatasetGate
 from migrator.sizes import format_size
-from pipelines.assets import MigrationConfig, dataset_key, landed_key, python_name
+from pipelines.assets import (
+    MigrationConfig,
+    config_from,
+    dataset_key,
+    landed_key,
+    python_name,
+)
 from pipelines.resources import PlanResource, TargetResource
 
 CUTOVER_CHECK = "all_shards_match"
@@ -110,6 +116,17 @@ def _totals(report: CutoverReport) -> str:
     return "\n".join(rows) + f"\n\n**Estimated write freeze:** {freeze} ({_cell(f.method)})\n"
 
 
+def _verdict(report: CutoverReport, problems: list[dict[str, Any]]) -> str:
+    """One line the check's panel shows as it is (tables there hide behind a link)."""
+    if report.ready:
+        return "ready: every shard matches, checked, nothing left open"
+    shards = sum(len(d.shards) for d in report.datasets)
+    first = problems[0] if problems else {}
+    where = f"{first.get('dataset')} shard {first.get('shard')}" if first else ""
+    why = f"; first: {where}: {first.get('problem')}" if first else ""
+    return f"NOT READY: {len(problems)} of {shards} shards (or datasets){why}"
+
+
 def _not_ready(problems: list[dict[str, Any]]) -> str:
     rows = ["| dataset | shard | why |", "|---|---|---|"]
     rows += [
@@ -121,7 +138,9 @@ def _not_ready(problems: list[dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def cutover_asset(spec: Plan) -> AssetsDefinition:
+def cutover_asset(
+    spec: Plan, config_type: type[MigrationConfig] = MigrationConfig
+) -> AssetsDefinition:
     key = cutover_key(spec)
 
     @asset(
@@ -142,6 +161,7 @@ def cutover_asset(spec: Plan) -> AssetsDefinition:
         description="The cutover gate: source against destination shard by shard, the lag a"
         " sync would still write, and an estimate of the write freeze.",
     )
+    @config_from(config_type)
     def cutover_readiness(
         config: MigrationConfig,
         plan: PlanResource,
@@ -162,7 +182,9 @@ def cutover_asset(spec: Plan) -> AssetsDefinition:
         return MaterializeResult(
             metadata={
                 "ready": report.ready,
+                "verdict": _verdict(report, problems),
                 "gate": MetadataValue.md(_totals(report)),
+                **({"not_ready": MetadataValue.md(_not_ready(problems))} if problems else {}),
                 **(
                     {"pending_bytes": sum(p or 0 for p in pending)}
                     if all(p is not None for p in pending)
@@ -183,6 +205,7 @@ def cutover_asset(spec: Plan) -> AssetsDefinition:
                     check_name=CUTOVER_CHECK,
                     passed=report.ready,
                     metadata={
+                        "verdict": _verdict(report, problems),
                         "problem_count": len(problems),
                         "not_ready": MetadataValue.md(_not_ready(problems)),
                         "mismatched": MetadataValue.json(problems[:SHOWN_SHARDS]),

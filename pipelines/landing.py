@@ -30,6 +30,7 @@ from migrator.plan.model import DatasetPlan, Plan
 from pipelines.assets import (
     SHARD_RETRY_POLICY,
     MigrationConfig,
+    config_from,
     dataset_key,
     landed_key,
     python_name,
@@ -42,7 +43,12 @@ LANDED_CHECK = "landed_digest_matches_archive"
 SHOWN = 20
 
 
-def landed_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int = 1) -> AssetsDefinition:
+def landed_asset(
+    spec: Plan,
+    ds: DatasetPlan,
+    shards_per_run: int = 1,
+    config_type: type[MigrationConfig] = MigrationConfig,
+) -> AssetsDefinition:
     @asset(
         key=landed_key(spec, ds),
         deps=[dataset_key(spec, ds)],
@@ -56,6 +62,7 @@ def landed_asset(spec: Plan, ds: DatasetPlan, shards_per_run: int = 1) -> Assets
         description=f"{ds.name} landed where the new platform serves it (plain objects, table"
         " rows or per-shard files), applied generation by generation from the archive.",
     )
+    @config_from(config_type)
     def land_shards(
         context: AssetExecutionContext,
         config: MigrationConfig,

@@ -28,6 +28,7 @@ from pipelines.assets import (
     SHARD_RETRY_POLICY,
     LoggedProgress,
     MigrationConfig,
+    config_from,
     python_name,
     routing_key,
 )
@@ -43,7 +44,12 @@ def router_partitions(routers: int) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition([f"{ROUTER_PREFIX}{i}" for i in range(routers)])
 
 
-def routing_asset(spec: Plan, ds: DatasetPlan, routers: int) -> AssetsDefinition:
+def routing_asset(
+    spec: Plan,
+    ds: DatasetPlan,
+    routers: int,
+    config_type: type[MigrationConfig] = MigrationConfig,
+) -> AssetsDefinition:
     @asset(
         key=routing_key(spec, ds),
         partitions_def=router_partitions(routers),
@@ -54,6 +60,7 @@ def routing_asset(spec: Plan, ds: DatasetPlan, routers: int) -> AssetsDefinition
         f" changed files routed by key into {ds.shards} shards by {routers} routers (one"
         " partition each) that claim routing tasks as they go.",
     )
+    @config_from(config_type)
     def route_files(
         context: AssetExecutionContext,
         config: MigrationConfig,

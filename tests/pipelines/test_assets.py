@@ -298,4 +298,11 @@ def test_the_default_definitions_are_the_demo_plan(monkeypatch: pytest.MonkeyPat
         ("demo", "videos"),
         ("demo", "migration_complete"),
         ("demo", "cutover_readiness"),
+        ("demo", "migration_overview"),
     }
+    # A dry-run deployment (the default) says so in every launchpad: dry_run is true there.
+    for asset in (a for a in defs.assets if isinstance(a, AssetsDefinition)):
+        assert asset.op.config_schema.as_field().default_value == {"dry_run": True}, asset.key
+    production = build_definitions(MANIFESTS / "demo.yaml", "production")
+    videos = asset_at(production, "videos").op.config_schema.as_field()
+    assert videos.default_value == {"dry_run": False}

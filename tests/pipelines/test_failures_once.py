@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import DagsterEventType, instance_for_test, materialize
+from dagster import AssetKey, AssetPartitionStatus, DagsterEventType, instance_for_test, materialize
 
 from migrator.errors import BadRecordError, RecordTooLargeError, StoreError
 from pipelines import build_definitions
 from tests.pipelines import write_demo_shaped_plan
-from tests.pipelines.test_assets import asset_at
+from tests.pipelines.test_assets import asset_at, migrate_everything, run_partition
 
 
 def test_a_bad_record_fails_its_shard_once_naming_file_line_and_offset(tmp_path: Path) -> None:
@@ -44,3 +44,30 @@ def test_only_failures_that_may_pass_are_retryable() -> None:
     assert StoreError("s3://b/k: throttled").retryable
     assert not BadRecordError("a.jsonl", 3, "not JSON", 120).retryable
     assert not RecordTooLargeError("a.jsonl", 3, 120, 10**9, 64, True).retryable
+
+
+def test_a_sync_that_meets_a_bad_record_leaves_every_finished_shard_materialized(
+    tmp_path: Path,
+) -> None:
+    """The bulk is done; a sync's shard run then meets a malformed record: it fails once, and
+    every shard the bulk finished stays materialized (their data is intact), none shows failed
+    but the one whose run failed."""
+    plan = write_demo_shaped_plan(tmp_path)
+    defs = build_definitions(plan, "production")
+    key = AssetKey(["test", "user_profiles"])
+    partitions = [str(s) for s in range(4)]
+    with instance_for_test() as instance:
+        migrate_everything(defs, instance)
+        part = tmp_path / "data" / "user_profiles" / "part-002.jsonl"
+        part.write_bytes(part.read_bytes() + b'{"user_id": "u-broken", "name": \n')
+        result = run_partition(defs, instance, "user_profiles", 1)
+        assert not result.success
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert retries == []
+        asset = asset_at(defs, "user_profiles")
+        assert asset.partitions_def is not None
+        status = instance.get_status_by_partition(key, partitions, asset.partitions_def)
+        assert status is not None
+        failed = [p for p, s in status.items() if s == AssetPartitionStatus.FAILED]
+        assert failed == ["1"]
+        assert sorted(instance.get_materialized_partitions(key)) == partitions

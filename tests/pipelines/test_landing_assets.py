@@ -304,6 +304,7 @@ def test_a_plan_without_landing_has_no_landed_assets(tmp_path: Path) -> None:
         "videos",
         "migration_complete",
         "cutover_readiness",
+        "migration_overview",
     }
     assert not any("landed" in c.node_def.name for c in defs.asset_checks or [])
     for job in ("full_migration_videos", "incremental_sync_user_profiles"):
