@@ -1,7 +1,7 @@
 """Throughput benchmark: the hot loop's ceiling, then `migrator run` end to end, on the same data.
 
     python bench/bench.py [--size 1GiB] [--level 3] [--json out.json] [--workdir DIR]
-                          [--kinds records,records-400,records-csv,objects,landing]
+                          [--kinds records,records-400,records-csv,objects,landing,overhead]
                           [--quick] [--ceiling-only] [--no-peers] [--keep]
 
 Each kind (datasets.py: JSONL records of ~1 KB and ~400 B, CSV rows of ~150 B, incompressible
@@ -12,7 +12,8 @@ its peak RSS. Then the peers on the same data (peer_runs.py, peers.py): `restic 
 `aws s3 cp --recursive` of the same encrypted bytes; then routing alone, in process, per record
 (routing_cost.py). Every run is scored against its targets (scorecard.py). The `landing` kind
 (landing.py) times `migrator land` of the objects into S3 on moto beside `aws s3 cp` of the same
-plain files. Memory at 1 and 4 GiB: memory.py.
+plain files. The `overhead` kind (run_overhead.py; not in the default) times single-shard
+Dagster runs launched as the daemon launches them, per executor. Memory at 1 and 4 GiB: memory.py.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from migrator.sizes import MiB, parse_size
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 DISK_PROBE_MAX = 1024 * MiB
 LANDING = "landing"  # a row of its own, on the objects kind's data (landing.py)
+OVERHEAD = "overhead"  # per-shard Dagster run overhead (run_overhead.py): data of its own
 
 
 def measure_ceilings(
@@ -121,12 +123,22 @@ def print_failures(
     return 1 if failed or failed_s3 else 0
 
 
+def run_overhead_kind(workdir: Path | None, keep: bool) -> int:
+    """bench/run_overhead.py with its defaults (results in bench/results/run_overhead.json)."""
+    import run_overhead  # imports Dagster: only when asked for
+
+    argv = ["--workdir", str(workdir / OVERHEAD)] if workdir else []
+    if keep:
+        argv.append("--keep")
+    return run_overhead.main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size", default="1GiB", help="data per kind")
     parser.add_argument("--quick", action="store_true", help="smoke run: --size 64MiB")
     every = ",".join((*ALL_KINDS, LANDING))
-    parser.add_argument("--kinds", default=every, help=f"a subset of {every}")
+    parser.add_argument("--kinds", default=every, help=f"a subset of {every}, or {OVERHEAD}")
     parser.add_argument("--level", type=int, default=3, help="zstd level")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--workdir", type=Path, help="keep data here and reuse it (default: temp)")
@@ -140,8 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip restic, rclone, and migrator into S3 vs aws s3 cp",
     )
     args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.kinds.split(",")]
+    overhead = run_overhead_kind(args.workdir, args.keep) if OVERHEAD in parts else 0
+    if not (rest := ",".join(part for part in parts if part != OVERHEAD)):
+        return overhead
     try:
-        kinds, with_landing = parse_bench_kinds(args.kinds)
+        kinds, with_landing = parse_bench_kinds(rest)
     except ValueError as exc:
         parser.error(str(exc))
     size = parse_size("64MiB" if args.quick else args.size)
@@ -190,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"results written to {args.json}")
         # Missed targets and failed peer tools are reported, not fatal; a failed migrator run is.
         failed = print_failures(console, workdir, results.runs, results.peer_result)
-        return 1 if failed or (landing is not None and landing.failed) else 0
+        return 1 if failed or overhead or (landing is not None and landing.failed) else 0
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

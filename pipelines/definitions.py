@@ -21,6 +21,10 @@ Environment:
   MIGRATOR_SENSOR_INTERVAL   seconds between a source sensor's ticks (default 300 when it
                              lists, 30 when it reads events)
   MIGRATOR_BANDWIDTH_LIMIT   upload cap of each production run process, e.g. "200MiB/s"
+  MIGRATOR_OVERVIEW_INTERVAL seconds between the overview sensor's ticks (default 30; see
+                             pipelines/overview.py)
+  MIGRATOR_RUN_EXECUTOR      in_process (default: a run's steps in its one process) or
+                             multiprocess (a process per step; see pipelines/execution.py)
   MIGRATOR_DRY_RUN_S3_ENDPOINT, MIGRATOR_DRY_RUN_AZURE_CONNECTION_STRING
                              moto or Azurite for dry runs of S3 or Azure plans; else a folder
   MIGRATOR_DRY_RUN_POSTGRES_URL
@@ -43,10 +47,14 @@ from typing import Any
 from dagster import BetaWarning, ConfigurableResource, Definitions, EnvVar, PreviewWarning
 
 from migrator.plan.model import DatasetKind, load_plan
-from pipelines.assets import dataset_asset
+from pipelines.assets import dataset_asset, deployment_config
 from pipelines.checks import completion_asset, dataset_checks
+from pipelines.controls import sync_now_job, verify_job
 from pipelines.cutover import cutover_asset
+from pipelines.execution import run_executor
 from pipelines.landing import landed_asset, landed_checks
+from pipelines.overview import overview_sensor, overview_spec
+from pipelines.repair import repair_job
 from pipelines.resources import CloudTarget, PlanResource, StandInTarget
 from pipelines.routing import DEFAULT_ROUTERS, routing_asset
 from pipelines.schedules import (
@@ -106,6 +114,7 @@ def build_definitions(
     routers: int = DEFAULT_ROUTERS,
     events: Mapping[str, str] | None = None,
     sensor_interval: int | None = None,
+    overview_interval: int | None = None,
 ) -> Definitions:
     """Assets, checks, jobs, schedules, sensors and resources for one plan file. The sync cron:
     the argument (MIGRATOR_SYNC_CRON), else the plan's `sync_cron`, else hourly. `events`: the
@@ -117,6 +126,7 @@ def build_definitions(
     if unknown := sorted(set(events) - {ds.name for ds in spec.datasets}):
         raise ValueError(f"change events for {unknown[0]!r}: the plan has no such dataset")
     records = [ds for ds in spec.datasets if ds.kind is DatasetKind.RECORDS]
+    configs = deployment_config(deployment)  # the launchpad's dry_run default
     full = {ds.name: full_migration_job(spec, ds) for ds in spec.datasets}
     sync = {ds.name: sync_job(spec, ds) for ds in spec.datasets}
     route = {ds.name: routing_job(spec, ds) for ds in records}
@@ -126,16 +136,25 @@ def build_definitions(
         # backfill_policy is beta. Both are what the UI shows; neither changes a result.
         warnings.simplefilter("ignore", PreviewWarning)
         warnings.simplefilter("ignore", BetaWarning)
-        assets = [dataset_asset(spec, ds, shards_per_run) for ds in spec.datasets]
-        routing = [routing_asset(spec, ds, routers) for ds in records]
+        assets = [dataset_asset(spec, ds, shards_per_run, configs) for ds in spec.datasets]
+        routing = [routing_asset(spec, ds, routers, configs) for ds in records]
         checks = [dataset_checks(spec, ds) for ds in spec.datasets]
         landing = [ds for ds in spec.datasets if ds.landing is not None]
-        landed = [landed_asset(spec, ds, shards_per_run) for ds in landing]
+        landed = [landed_asset(spec, ds, shards_per_run, configs) for ds in landing]
         checks += [landed_checks(spec, ds) for ds in landing]
+    repairs = [repair_job(spec, ds) for ds in spec.datasets]
+    controls = [make(spec, ds) for ds in spec.datasets for make in (verify_job, sync_now_job)]
     return Definitions(
-        assets=[*routing, *assets, *landed, completion_asset(spec), cutover_asset(spec)],
+        assets=[
+            *routing,
+            *assets,
+            *landed,
+            completion_asset(spec, configs),
+            cutover_asset(spec, configs),
+            overview_spec(spec),
+        ],
         asset_checks=checks,
-        jobs=[*route.values(), *full.values(), *sync.values()],
+        jobs=[*route.values(), *full.values(), *sync.values(), *repairs, *controls],
         schedules=[
             sync_schedule(spec, ds, first[ds.name], sync_cron, routers, shards_per_run)
             for ds in spec.datasets
@@ -157,8 +176,10 @@ def build_definitions(
                 routed_sensor(spec, ds, route[ds.name], sync[ds.name], shards_per_run)
                 for ds in records
             ),
+            overview_sensor(spec, overview_interval),
         ],
         resources=resources_for(deployment, str(path)),
+        executor=run_executor(),
     )
 
 
@@ -170,4 +191,5 @@ defs = build_definitions(
     routers=int(os.environ.get("MIGRATOR_ROUTERS") or DEFAULT_ROUTERS),
     events=source_events(os.environ.get("MIGRATOR_SOURCE_EVENTS") or ""),
     sensor_interval=int(os.environ.get("MIGRATOR_SENSOR_INTERVAL") or 0) or None,
+    overview_interval=int(os.environ.get("MIGRATOR_OVERVIEW_INTERVAL") or 0) or None,
 )

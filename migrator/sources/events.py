@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from migrator.errors import SourceError, UsageError
 from migrator.plan.model import DatasetPlan, S3SourcePlan
 from migrator.sources.base import included
 from migrator.stores.base import key_prefix
-from migrator.stores.s3_config import resolve_use_fips
+
+# boto3 is imported where a queue is read, not here: every Dagster run process loads the
+# sensors' module, and boto3 costs it ~60 ms of CPU (docs/PERFORMANCE.md).
 
 RECEIVE_BATCH = 10  # ReceiveMessage's maximum
 MAX_MESSAGES = 1000  # read at most this many a tick; the rest waits for the next
@@ -129,6 +127,8 @@ class EventQueue:
         return key[len(self.prefix) :]
 
     def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             answer: dict[str, Any] = getattr(self._client, operation)(**request)
         except (ClientError, BotoCoreError) as exc:
@@ -163,6 +163,12 @@ def _records(body: str) -> list[dict[str, Any]] | None:
 def _sqs_client(source: S3SourcePlan) -> Any:
     """An SQS client in the bucket's region (where S3 sends its notifications), on the default
     credential chain; the plan's endpoint for the source is SQS's too (moto serves both)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    from migrator.stores.s3_config import resolve_use_fips
+
     try:
         session = boto3.session.Session()
         region = source.region or session.region_name

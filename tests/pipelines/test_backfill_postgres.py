@@ -1,6 +1,6 @@
 """A multi-shard backfill as a deployment runs it: a code server, `dagster job backfill` over
 every shard partition, the default run launcher starting one run per partition, each run's
-steps in subprocesses (the multiprocess executor), Dagster's run and event storage in
+steps in that run's process (the default executor), Dagster's run and event storage in
 PostgreSQL, and migrator's state store in PostgreSQL too (MIGRATOR_STATE_URL)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def deployed(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[tuple[
             os.environ.pop(name, None)
 
 
-def test_a_backfill_of_every_shard_runs_on_postgres_with_the_multiprocess_executor(
+def test_a_backfill_of_every_shard_runs_on_postgres_one_process_a_run(
     tmp_path: Path, dagster_postgres_instance: DagsterInstance, deployed: tuple[int, str]
 ) -> None:
     port, state_url = deployed
@@ -67,10 +67,12 @@ def test_a_backfill_of_every_shard_runs_on_postgres_with_the_multiprocess_execut
         [("full_migration_user_profiles", str(s)) for s in range(4)]
         + [("full_migration_videos", str(s)) for s in range(3)]
     )
-    # Each run's steps ran in processes of their own: the multiprocess executor.
+    # Each run's steps ran in the run's own process (pipelines/execution.py), none in another.
     for run in runs:
         started = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTED)
-        assert started, f"run {run.run_id} did not run its steps in subprocesses"
+        assert not started, f"run {run.run_id} ran its steps in subprocesses"
+        engine = instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+        assert any("Executing steps in process" in (e.message or "") for e in engine), run.run_id
     # Every partition's materialization is recorded in PostgreSQL.
     for asset, shards in (("user_profiles", 4), ("videos", 3)):
         found = instance.fetch_materializations(AssetKey(["test", asset]), limit=100).records

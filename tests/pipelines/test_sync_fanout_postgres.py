@@ -1,6 +1,6 @@
 """A sync as a deployment runs it: the source sensor and the routed sensor ticked by the daemon,
 the sync fanned out to router runs and then shard-batch runs, each run in a process of its own
-and its steps in subprocesses (the multiprocess executor), Dagster's storage and migrator's
+and its steps in subprocesses (MIGRATOR_RUN_EXECUTOR=multiprocess), Dagster's storage and migrator's
 state store in PostgreSQL. The bulk is copied first (migrator.run), then the source changes."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def deployment(
         "MIGRATOR_STATE_URL": state_url,
         "MIGRATOR_ROUTERS": str(ROUTERS),
         "MIGRATOR_SHARDS_PER_RUN": str(SHARDS_PER_RUN),
+        "MIGRATOR_RUN_EXECUTOR": "multiprocess",  # the default, in process: the backfill test
     }.items():
         monkeypatch.setenv(name, value)
     with code_server(tmp_path):
