@@ -213,7 +213,12 @@ def test_plan_json(site: Path) -> None:
 def test_status_before_and_after_a_run(site: Path) -> None:
     before = run_cli("status", "plan.yaml", "--json", cwd=site)
     assert before.returncode == 0, before.stderr
-    assert json.loads(before.stdout) == {"plan": "test", "started": False, "datasets": []}
+    assert json.loads(before.stdout) == {
+        "plan": "test",
+        "started": False,
+        "datasets": [],
+        "integrity_failed": [],
+    }
     text = run_cli("status", "plan.yaml", cwd=site)
     assert text.returncode == 0 and "not started" in text.stdout
     assert not (site / "state").exists()  # status only reads

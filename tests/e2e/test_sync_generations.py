@@ -270,7 +270,9 @@ def test_unchanged_shards_are_left_alone_and_chains_only_grow_where_touched(
     report = site.run()
     added = sorted(o.key for o in site.store.list() if o.key not in before)
     profiles = next(d for d in report.datasets if d.name == "profiles")
-    assert (profiles.shards_changed, profiles.removed, profiles.records) == (1, 1, 1)
+    # one record rewritten: a replacement, not a removal
+    assert (profiles.shards_changed, profiles.replaced, profiles.removed) == (1, 1, 0)
+    assert profiles.records == 1
     assert all(d.shards_changed == 0 for d in report.datasets if d.name != "profiles")
     shard_files = [k for k in added if "/_generations/" not in k and "/_ledger/" not in k]
     assert len(shard_files) == 2  # one records chunk and its manifest

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +23,10 @@ from tests.pipelines.test_webserver_ui import (
     LAUNCH_RUN,
     REPO,
     DagsterDev,
-    _free_port,
-    _stop_group,
     _wait_for_run,
-    _wait_until_loaded,
     chromium,
     png_colours,
+    running_dagster_dev,
 )
 from tests.planfiles import flip_bit, write_objects, write_plan, write_profiles
 
@@ -46,26 +42,8 @@ def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
     write_profiles(site / "data" / "user_profiles", PROFILES, files=3)
     write_objects(site / "data" / "videos", VIDEO_SIZES)
     plan = write_plan(site, datasets=DEMO_SHAPED_DATASETS, destination=DESTINATION)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MIGRATOR_PLAN": str(plan)}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.pop("MIGRATOR_DEPLOYMENT", None)  # the default deployment: dry run, stand-ins only
-    env["MIGRATOR_OVERVIEW_INTERVAL"] = "2"
-    port = _free_port()
-    dev = DagsterDev(f"http://127.0.0.1:{port}", tmp_path / "dagster-dev.log", site)
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-m", "pipelines", "-h", "127.0.0.1", "-p", str(port)]
-    with dev.log.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until_loaded(dev, process)
+    with running_dagster_dev(tmp_path, plan, env={"MIGRATOR_OVERVIEW_INTERVAL": "2"}) as dev:
         yield dev
-    finally:
-        _stop_group(process)
 
 
 def launch(dev: DagsterDev, job: str, config: dict[str, Any] | None = None, **more: Any) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +21,9 @@ import pytest
 from tests.pipelines.test_webserver_ui import (
     REPO,
     DagsterDev,
-    _free_port,
-    _stop_group,
-    _wait_until_loaded,
     chromium,
     png_colours,
+    running_dagster_dev,
 )
 from tests.planfiles import write_plan, write_profiles
 
@@ -78,28 +74,11 @@ def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
     site = tmp_path / "site"
     write_profiles(site / "data" / "user_profiles", PROFILES, files=6)
     plan = write_plan(site, datasets=DATASETS, destination=DESTINATION)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n"
-    )
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MIGRATOR_PLAN": str(plan)}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["MIGRATOR_OVERVIEW_INTERVAL"] = "2"
-    env.pop("MIGRATOR_DEPLOYMENT", None)  # the default deployment: dry run, stand-ins only
-    port = _free_port()
-    dev = DagsterDev(f"http://127.0.0.1:{port}", tmp_path / "dagster-dev.log", site)
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-m", "pipelines", "-h", "127.0.0.1", "-p", str(port)]
-    with dev.log.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until_loaded(dev, process)
+    runs = "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
+    with running_dagster_dev(
+        tmp_path, plan, instance_yaml=runs, env={"MIGRATOR_OVERVIEW_INTERVAL": "2"}
+    ) as dev:
         yield dev
-    finally:
-        _stop_group(process)
 
 
 def _latest_overview(dev: DagsterDev) -> dict[str, Any]:

@@ -7,6 +7,7 @@ or a webserver that cannot start fails the test with the reason: it is never ski
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -130,29 +131,42 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
-    site = tmp_path / "site"
-    plan = write_demo_shaped_plan(site)
+@contextlib.contextmanager
+def running_dagster_dev(
+    tmp_path: Path, plan: Path, *, instance_yaml: str = "", env: dict[str, str] | None = None
+) -> Iterator[DagsterDev]:
+    """`dagster dev -m pipelines` on 127.0.0.1 for `plan` (its folder is the site), in the
+    default deployment (dry run: stand-ins only), its log in tmp_path; stopped on exit."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MIGRATOR_PLAN": str(plan)}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.pop("MIGRATOR_DEPLOYMENT", None)  # the default deployment: dry run, stand-ins only
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + instance_yaml)
+    environ = {**os.environ, "DAGSTER_HOME": str(home), "MIGRATOR_PLAN": str(plan), **(env or {})}
+    environ["NO_PROXY"] = environ["no_proxy"] = "127.0.0.1,localhost"
+    environ.pop("MIGRATOR_DEPLOYMENT", None)
     port = _free_port()
-    dev = DagsterDev(f"http://127.0.0.1:{port}", tmp_path / "dagster-dev.log", site)
+    dev = DagsterDev(f"http://127.0.0.1:{port}", tmp_path / "dagster-dev.log", plan.parent)
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-m", "pipelines", "-h", "127.0.0.1", "-p", str(port)]
     with dev.log.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_until_loaded(dev, process)
         yield dev
     finally:
         _stop_group(process)
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
+    with running_dagster_dev(tmp_path, write_demo_shaped_plan(tmp_path / "site")) as dev:
+        yield dev
 
 
 def _launch_partition(dev: DagsterDev, job: str, partition: str) -> str:
