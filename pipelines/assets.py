@@ -3,9 +3,10 @@
 A partition's materialization is `migrator.run(..., {dataset}, {shard})`: chunks go from the
 source straight to the destination; the asset records URIs and numbers, never bytes.
 Backfills run one shard per run by default (no BackfillPolicy: each run carries its partition
-tag), so each partition's numbers and check verdicts are its own. `shards_per_run` > 1 makes
-fewer, bigger runs (`BackfillPolicy.multi_run`, and the syncs' shard batches); those report
-their totals on each partition, and Dagster 1.13 keeps their check verdicts per run.
+tag). `shards_per_run` > 1 makes fewer, bigger runs (`BackfillPolicy.multi_run`, and the syncs'
+shard batches); either way each partition carries its own shard's numbers (read from the state
+store, `context.add_asset_metadata(..., partition_key=)`) and its own check verdicts
+(pipelines/checks.py), and the run's totals are named as the run's (`run_*`).
 
 A records dataset's shards depend on every router partition of its routing asset
 (pipelines/routing.py): a backfill that selects both runs the routers first. A shard run

@@ -27,7 +27,7 @@ import migrator
 from migrator.plan.model import DatasetPlan, Plan
 from migrator.read.shard_numbers import shard_numbers
 from pipelines.assets import LoggedProgress, dataset_key, python_name, shard_metadata
-from pipelines.checks import MANIFEST_CHECK, READBACK_CHECK, SHOWN_PROBLEMS, split_problems
+from pipelines.checks import shard_verdicts
 from pipelines.resources import Opened, PlanResource, TargetResource
 
 
@@ -55,32 +55,7 @@ def check_shards(
     events logged by a step that raises are lost."""
     chosen = sorted(shards)
     report = migrator.verify(io.connection, {ds.name}, chosen, sample=sample, seed=seed)
-    key = dataset_key(io.connection.plan, ds)
-    failed, events = [], []
-    for shard in chosen:
-        mine = [p for p in report.problems if p.shard in (shard, None)]
-        listing, reading = split_problems(mine)
-        for name, found in ((MANIFEST_CHECK, listing), (READBACK_CHECK, reading)):
-            shown = [f"{p.error}: {p.object_key}: {p.message}" for p in found[:SHOWN_PROBLEMS]]
-            events.append(
-                AssetCheckEvaluation(
-                    asset_key=key,
-                    check_name=name,
-                    passed=not found,
-                    partition=str(shard),
-                    metadata={"problem_count": len(found), "problems": shown, "sample": sample},
-                )
-            )
-        if mine:
-            first = mine[0]
-            more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
-            where = (
-                ""
-                if not first.object_key or first.object_key in first.message
-                else f" {first.object_key}"
-            )
-            failed.append(f"shard {shard}: {first.error}{where}: {first.message}{more}")
-    return events, failed
+    return shard_verdicts(dataset_key(io.connection.plan, ds), report, chosen)
 
 
 def _failed(ds: DatasetPlan, failed: list[str], checked: int) -> Failure:

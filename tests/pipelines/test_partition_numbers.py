@@ -1,6 +1,6 @@
-"""Each partition of a sync run carries its own shard's numbers, also when one run writes a
-batch of shards (MIGRATOR_SHARDS_PER_RUN > 1): the shard the change fell in reports it, the
-others report nothing written; the run's totals are named as the run's."""
+"""Each partition of a sync run carries its own shard's numbers and check verdicts, also when
+one run writes a batch of shards (MIGRATOR_SHARDS_PER_RUN > 1): the shard the change fell in
+reports it, the others report nothing written; the run's totals are named as the run's."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dagster import DagsterInstance, RunRequest
 
 from migrator.sharding import shard_of
 from pipelines import build_definitions
+from pipelines.checks import MANIFEST_CHECK, READBACK_CHECK
 from tests.pipelines import write_demo_shaped_plan
 from tests.pipelines.test_assets import instance  # noqa: F401
 from tests.pipelines.test_schedules_sensors import execute, tick_of
@@ -37,7 +38,19 @@ def test_each_partition_of_a_batched_sync_reports_its_own_shard(
         requests: list[RunRequest] = list(schedule.evaluate_tick(tick).run_requests or [])
         out: dict[int, dict[str, Any]] = {}
         for request in requests:
-            out |= by_partition(execute(defs, JOB, request, instance))
+            result = execute(defs, JOB, request, instance)
+            out |= by_partition(result)
+            # Each shard of the batch keeps its own check verdicts, not "skipped".
+            checked = {
+                (c.partition, c.check_name)
+                for c in result.get_asset_check_evaluations()
+                if c.partition is not None and c.passed
+            }
+            assert checked == {
+                (str(s), name)
+                for s in by_partition(result)
+                for name in (MANIFEST_CHECK, READBACK_CHECK)
+            }
         return out
 
     bulk = sync(14)
