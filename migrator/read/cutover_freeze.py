@@ -67,7 +67,15 @@ def estimate_freeze(gates: Sequence[GateCost], state: StateDB | None) -> FreezeE
         syncs = synced[-RECENT_SYNCS:]
         if not syncs:
             return FreezeEstimate(
-                None, 0, 0.0, 0.0, f"{gate.name}: no sync timed yet", files, size, reading
+                None,
+                0,
+                0.0,
+                0.0,
+                f"{gate.name}: no sync timed yet; the estimate fits the recent syncs' time to"
+                " what they changed, so it needs one committed sync (the schedule, or a sync now)",
+                files,
+                size,
+                reading,
             )
         slope, fixed, ok = fit([g.changed_bytes / 2**30 for g in syncs], [g.seconds for g in syncs])
         fitted = fitted and ok

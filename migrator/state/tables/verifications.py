@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, select
 
 from migrator.state.backend import Backend
 from migrator.state.schema import verifications
@@ -29,6 +29,18 @@ class Verdict:
     checked_at: float
 
 
+_SHARD = (
+    verifications.c.dataset == bindparam("d"),
+    verifications.c.shard == bindparam("s"),
+)
+_OLDER_PASSES = delete(verifications).where(
+    *_SHARD, verifications.c.passed == 1, verifications.c.head < bindparam("h")
+)
+_CLEARED_FAILURES = delete(verifications).where(
+    *_SHARD, verifications.c.passed == 0, verifications.c.checked_at < bindparam("t")
+)
+
+
 class VerificationTable:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -39,9 +51,21 @@ class VerificationTable:
             return
         rows = [{"dataset": dataset, **_row(v)} for v in verdicts]
         keys = ["dataset", "shard", "head", "passed"]  # a pass never overwrites a failure
+        passes = [{"d": dataset, "s": v.shard, "h": v.head} for v in verdicts if v.passed]
+        full = [
+            {"d": dataset, "s": v.shard, "t": v.checked_at}
+            for v in verdicts
+            if v.passed and v.sample >= 1.0 and not v.quick
+        ]
         with self.backend.write("record integrity verdicts") as conn:
             for row in rows:
                 conn.execute(self.backend.upsert(verifications, row, keys), row)
+            # Kept small at a month of hourly syncs: a pass makes older heads' passes moot, a
+            # full pass the failures before it (what the gate reads, cutover_integrity.py).
+            if passes:
+                conn.execute(_OLDER_PASSES, passes)
+            if full:
+                conn.execute(_CLEARED_FAILURES, full)
 
     def verdicts(self, dataset: str) -> dict[int, list[Verdict]]:
         """Each shard's verdicts, newest first."""
