@@ -15,7 +15,7 @@ order saves time and is never needed for a correct result.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from dagster import (
@@ -41,6 +41,7 @@ from migrator import DatasetReport, ProgressSink
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.read.shard_numbers import ShardNumbers, shard_numbers
 from migrator.sizes import format_size
+from migrator.state.db import StateDB
 from pipelines.resources import PlanResource, TargetResource
 
 # Store, key service and state errors are often passing (throttling, a lost connection);
@@ -83,6 +84,27 @@ def config_from(config_type: type[MigrationConfig]) -> Callable[[Fn], Fn]:
         return fn
 
     return annotate
+
+
+SYNC_TAG = "migrator/sync"  # the sync a run belongs to: its schedule tick or source change
+MODE_TAG = "migrator/mode"  # the job's kind: full, sync, route, verify, ...
+LONE_RUN = (
+    "a shard run outside a sync opens no generation (it would stay open until every other"
+    " shard ran): it reports the shard and its checks run; to sync, use sync_now, the schedule"
+    " or a backfill"
+)
+
+
+def starts_sync(tags: Mapping[str, str]) -> bool:
+    """Whether a run may open a new generation: one a schedule or sensor requested, one of the
+    sync job, or a backfill's (over the partitions an operator chose)."""
+    return SYNC_TAG in tags or "dagster/backfill" in tags or tags.get(MODE_TAG) == "sync"
+
+
+def idle_generation(state: StateDB | None, dataset: str) -> int | None:
+    """The latest generation when it is committed and none is open (a run would open one)."""
+    latest = state.latest_generation(dataset) if state is not None else None
+    return latest.generation if latest is not None and latest.committed else None
 
 
 def python_name(name: str) -> str:
@@ -226,12 +248,19 @@ def dataset_asset(
         shards = sorted(int(key) for key in context.partition_keys)
         chosen = dry_run_target if config.dry_run else target
         with chosen.open(plan.load()) as io:
-            progress = LoggedProgress(context.log)
-            run = migrator.run(io.connection, {ds.name}, shards, progress=progress)
-            report = run.datasets[0]
-            where = migrator.progress(io.connection)
             state = io.connection.state
+            idle = idle_generation(state, ds.name) if not starts_sync(context.run.tags) else None
+            if idle is not None:  # a lone shard run outside a sync: report, open nothing
+                context.log.info(f"{ds.name}: generation {idle} is committed; {LONE_RUN}")
+                report = DatasetReport(ds.name, ds.kind, ds.shards, generation=idle)
+                report.generation_kind, report.committed = "refresh", True
+            else:
+                progress = LoggedProgress(context.log)
+                run = migrator.run(io.connection, {ds.name}, shards, progress=progress)
+                report = run.datasets[0]
+                state = io.connection.state
             assert state is not None  # migrator.run made it
+            where = migrator.progress(io.connection)
             own = shard_numbers(state, ds.name, ds.kind, report.generation, shards)
             uris = {s: io.object_uri(where.manifest_key(ds.name, s)) for s in shards}
             destination, dry_run = io.destination, io.dry_run

@@ -29,7 +29,7 @@ from dagster import (
 
 from migrator.plan.model import DatasetKind, DatasetPlan, Plan
 from migrator.write.fanout import shard_batches
-from pipelines.assets import dataset_key, landed_key, python_name, routing_key
+from pipelines.assets import SYNC_TAG, dataset_key, landed_key, python_name, routing_key
 from pipelines.routing import ROUTER_PREFIX
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public name for it
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster exports no public na
     )
 
 DEFAULT_SYNC_CRON = "0 * * * *"
-SYNC_TAG = "migrator/sync"  # the sync a run belongs to: its schedule tick or source change
 _FULL_MIGRATION = (
     "migrate shard partitions (backfill it for all shards) and check each shard's integrity."
 )

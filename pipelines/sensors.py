@@ -57,9 +57,9 @@ from migrator.read.source_seen import (
     what_changed,
 )
 from migrator.sources.events import EventQueue
-from pipelines.assets import python_name, routing_key
+from pipelines.assets import SYNC_TAG, python_name, routing_key
 from pipelines.resources import PlanResource, TargetResource
-from pipelines.schedules import SYNC_TAG, shard_requests, sync_requests
+from pipelines.schedules import shard_requests, sync_requests
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from migrator.plan.kinds import DatasetKind
 from migrator.state.db import StateDB
+from migrator.state.tables.moved import objects_moved
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,9 @@ def shard_numbers(
         head = heads.get(shard)
         objects = 0
         if kind is DatasetKind.OBJECTS and p is not None and p.chunks:
-            objects = len({c.name for c in state.shard_chunks(dataset, generation, shard)})
+            # first parts, by the index: no object name is opened, so no key is needed
+            with state.engine.connect() as conn:
+                objects = objects_moved(conn, dataset, generation, [shard])
         mine = head is not None and head.generation == generation
         out[shard] = ShardNumbers(
             shard,

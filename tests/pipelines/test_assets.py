@@ -55,8 +55,10 @@ def run_partition(
     *,
     also: Sequence[AssetsDefinition] = (),
     run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
-    """One shard partition of a dataset with its checks (and `also`), as the UI launches it."""
+    """One shard partition of a dataset with its checks (and `also`), as the UI launches it
+    (tags {"migrator/mode": "sync"}: as a sync's shard run, which may open a generation)."""
     asset = asset_at(defs, dataset)
     checks = next(c for c in defs.asset_checks if c.node_def.name == f"test__{dataset}_integrity")
     return materialize(
@@ -65,6 +67,7 @@ def run_partition(
         instance=instance,
         resources=defs.resources,
         run_config=run_config,
+        tags=tags,
         raise_on_error=False,
     )
 
@@ -136,7 +139,7 @@ def test_corrupt_chunk_fails_readback_check_and_blocks_migration_complete(
     flip_bit(chunks[0], -20)  # inside the ciphertext
     bad_key = chunks[0].relative_to(tmp_path / "dest/t").as_posix()
 
-    # A sync of the shard: committed chunks are skipped, so the damage stays; read all back.
+    # A lone re-run of the shard opens no generation, so the damage stays; read all back.
     result = run_partition(
         defs,
         instance,

@@ -46,6 +46,9 @@ def test_only_failures_that_may_pass_are_retryable() -> None:
     assert not RecordTooLargeError("a.jsonl", 3, 120, 10**9, 64, True).retryable
 
 
+SYNC_RUN = {"migrator/mode": "sync"}  # a sync's shard run, as the schedule's job tags it
+
+
 def test_a_sync_that_meets_a_bad_record_leaves_every_finished_shard_materialized(
     tmp_path: Path,
 ) -> None:
@@ -60,7 +63,7 @@ def test_a_sync_that_meets_a_bad_record_leaves_every_finished_shard_materialized
         migrate_everything(defs, instance)
         part = tmp_path / "data" / "user_profiles" / "part-002.jsonl"
         part.write_bytes(part.read_bytes() + b'{"user_id": "u-broken", "name": \n')
-        result = run_partition(defs, instance, "user_profiles", 1)
+        result = run_partition(defs, instance, "user_profiles", 1, tags=SYNC_RUN)
         assert not result.success
         retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert retries == []

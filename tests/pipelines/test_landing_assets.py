@@ -91,12 +91,15 @@ def landed_verdict(result: ExecuteInProcessResult) -> AssetCheckEvaluation:
     return check
 
 
+SYNC = {"migrator/mode": "sync"}  # shard runs of the sync job: after the bulk, each syncs
+
+
 def migrate(defs: Definitions, instance: DagsterInstance, *, dry_run: bool = False) -> None:
     """Every dataset partition (a bulk, or a sync), behind its integrity checks."""
     for dataset, shards in SHARDS.items():
         config = {"ops": {f"test__{dataset}": {"config": {"dry_run": dry_run}}}}
         for shard in range(shards):
-            result = run_partition(defs, instance, dataset, shard, run_config=config)
+            result = run_partition(defs, instance, dataset, shard, run_config=config, tags=SYNC)
             assert result.success, f"{dataset}[{shard}] failed"
 
 

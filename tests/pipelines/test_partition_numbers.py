@@ -10,11 +10,12 @@ from typing import Any
 
 from dagster import DagsterInstance, RunRequest
 
+import migrator
 from migrator.sharding import shard_of
 from pipelines import build_definitions
 from pipelines.checks import MANIFEST_CHECK, READBACK_CHECK
 from tests.pipelines import write_demo_shaped_plan
-from tests.pipelines.test_assets import instance  # noqa: F401
+from tests.pipelines.test_assets import instance, migrate_everything, run_partition  # noqa: F401
 from tests.pipelines.test_schedules_sensors import execute, tick_of
 
 JOB = "incremental_sync_videos"
@@ -76,3 +77,28 @@ def test_each_partition_of_a_batched_sync_reports_its_own_shard(
             assert n["shard_status"] in ("complete", "unchanged")
     mine = synced[shard]
     assert (mine["run_replaced"], mine["run_removed"]) == (1, 0)  # an edit is not a removal
+
+
+def test_a_lone_shard_rerun_after_the_bulk_opens_no_generation(
+    tmp_path: Path,
+    instance: DagsterInstance,  # noqa: F811
+) -> None:
+    """Re-running one partition outside a sync reports the shard and checks it: it would
+    otherwise open a sync generation that stays open (and closes the gate) until every other
+    shard ran."""
+    plan_file = write_demo_shaped_plan(tmp_path)
+    defs = build_definitions(plan_file, "production")
+    migrate_everything(defs, instance)
+    (tmp_path / "data" / "videos" / "new.bin").write_bytes(b"x" * 5000)  # a change: still none
+
+    again = run_partition(defs, instance, "videos", 1)
+
+    assert again.success
+    (event,) = again.asset_materializations_for_node(NODE)
+    shown = {k: v.value for k, v in event.metadata.items()}
+    assert (shown["generation"], shown["generation_kind"]) == (1, "refresh")
+    assert shown["shard"] == 1 and shown["objects"] > 0  # the shard as generation 1 wrote it
+    assert all(c.passed for c in again.get_asset_check_evaluations())
+    state = migrator.progress(migrator.load_plan(plan_file))
+    assert [g.generation for g in state.committed("videos")] == [1]
+    assert state.dataset("videos").generations[-1].committed  # type: ignore[union-attr]
