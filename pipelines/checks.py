@@ -21,6 +21,7 @@ from dagster import (
     DagsterInstance,
     Failure,
     MaterializeResult,
+    MetadataValue,
     asset,
     multi_asset_check,
 )
@@ -28,7 +29,8 @@ from pydantic import Field
 
 import migrator
 from migrator import Problem, VerifyReport, is_manifest_problem
-from migrator.plan.model import DatasetPlan, Plan
+from migrator.plan.model import DatasetKind, DatasetPlan, Plan
+from migrator.sizes import format_size
 from pipelines.assets import (
     MigrationConfig,
     config_from,
@@ -188,11 +190,24 @@ def completion_asset(
                 if not committed[ds.name]
             )
             raise Failure(f"shards complete: {short}", allow_retries=False)
+        # Source bytes every committed generation wrote: what the migration has moved so far.
+        moved = {ds.name: sum(g.changed_bytes for g in committed[ds.name]) for ds in spec.datasets}
+        rows = ["| dataset | kind | generations | live records | source bytes moved |"]
+        rows += ["|---|---|---|---|---|"]
+        for ds in spec.datasets:
+            live = f"{where.live_records(ds.name):,}" if ds.kind is DatasetKind.RECORDS else "-"
+            rows.append(
+                f"| {ds.name} | {ds.kind} | {len(committed[ds.name])} | {live} |"
+                f" {format_size(moved[ds.name])} |"
+            )
         return MaterializeResult(
             metadata={
                 "datasets": len(spec.datasets),
                 "shards": sum(ds.shards for ds in spec.datasets),
                 "records": records,
+                "bytes_moved": sum(moved.values()),
+                "moved": format_size(sum(moved.values())),
+                "per_dataset": MetadataValue.md("\n".join(rows) + "\n"),
                 "generations": {ds.name: committed[ds.name][-1].generation for ds in spec.datasets},
                 **place,
             }

@@ -29,6 +29,7 @@ from dagster import (
 
 from migrator.errors import MigratorError
 from migrator.plan.model import Plan
+from migrator.read.cutover_integrity import failed_checks
 from migrator.read.overview import (
     DatasetOverview,
     PlanOverview,
@@ -84,9 +85,11 @@ def overview_sensor(spec: Plan, interval: int | None = None) -> SensorDefinition
                     runs_state_dir(loaded, dry_run),
                     destination=destination(loaded, dry_run),
                 )
+                names = [ds.name for ds in loaded.datasets]
+                verdicts = failed_checks(state, names) if state is not None else []
         except MigratorError as exc:
             return SkipReason(f"cannot read the state store: {exc}")
-        failed = failed_shards(context.instance, spec)
+        failed = failed_shards(context.instance, spec, verdicts)
         seen = fingerprint(figures, failed)
         if seen == context.cursor:
             return SkipReason("no figure changed since the last report")

@@ -10,7 +10,7 @@ run of a backfill of thousands; a finished run's reason never changes, so it is 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dagster import (
@@ -77,13 +77,21 @@ def failure_kind(reason: str, check: bool = False) -> str:
     return "runtime"
 
 
-def failed_shards(instance: DagsterInstance, spec: Plan) -> list[FailedShard]:
-    """Every failed shard of every dataset of the plan, in dataset and shard order."""
+def failed_shards(
+    instance: DagsterInstance, spec: Plan, verdicts: Iterable[tuple[str, int, str]] = ()
+) -> list[FailedShard]:
+    """Every failed shard of every dataset of the plan, in dataset and shard order. `verdicts`:
+    the state store's failed integrity checks (dataset, shard, why), which also holds those
+    `migrator verify` found outside Dagster; a shard Dagster names already is not repeated."""
     found: list[FailedShard] = []
     for ds in spec.datasets:
         key = dataset_key(spec, ds)
         found.extend(_failed_runs(instance, ds.name, key))
         found.extend(_failed_checks(instance, ds.name, key))
+    named = {(f.dataset, f.shard) for f in found if f.kind == "integrity"}
+    for dataset, shard, why in verdicts:
+        if (dataset, str(shard)) not in named:
+            found.append(FailedShard(dataset, str(shard), "integrity check", "integrity", why, ""))
     return sorted(found, key=lambda f: (f.dataset, int(f.shard) if f.shard.isdigit() else -1))
 
 
@@ -150,6 +158,10 @@ def _check_reason(instance: DagsterInstance, run_id: str, check: str, partition:
         metadata = getattr(evaluation, "metadata", {}) or {}
         problems = metadata.get("problems")
         shown = problems.value if problems is not None else None
+        count = metadata.get("problem_count")
+        if isinstance(shown, list) and shown and isinstance(shown[0], str):  # "Error: message"
+            more = f" ({count.value} problems)" if count is not None else ""
+            return _headline(f"{shown[0]}{more}")
         if isinstance(shown, list) and shown and isinstance(shown[0], dict):
             first = shown[0]
             count = metadata.get("problem_count")

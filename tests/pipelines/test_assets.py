@@ -127,6 +127,8 @@ def test_every_partition_migrates_with_numbers_and_checks_pass(
     summary = metadata(done, "test__migration_complete")
     assert summary["shards"] == sum(SHARDS.values())
     assert summary["records"] == PROFILES
+    assert summary["bytes_moved"] > sum(VIDEO_SIZES) and "KiB" in summary["moved"]
+    assert "| videos | objects | 1 | - |" in summary["per_dataset"]
 
 
 def test_corrupt_chunk_fails_readback_check_and_blocks_migration_complete(

@@ -20,6 +20,7 @@ from dagster import (
     instance_for_test,
 )
 
+import migrator
 from pipelines import build_definitions
 from pipelines.checks import READBACK_CHECK
 from pipelines.overview_failures import RUNBOOK, failure_kind
@@ -124,6 +125,25 @@ def test_failed_shards_are_listed_with_their_reason_and_runbook_step(
     assert "part-001.jsonl" in bad and RUNBOOK["bad input"] in bad
     assert tampered.startswith(f"| videos | 0 | {READBACK_CHECK} | TamperedError")
     assert "docs/REPAIR.md" in tampered and "migrator repair" in tampered
+
+
+def test_a_failure_found_outside_dagster_is_listed_from_the_state_store(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    """`migrator verify` from a shell keeps its verdict in the state store: the overview lists
+    the shard it failed, though no Dagster run saw it."""
+    plan_file = write_demo_shaped_plan(tmp_path)
+    defs = build_definitions(plan_file, "production")
+    assert run_partition(defs, instance, "videos", 1).success
+    chunk = sorted((tmp_path / "dest/t/videos/g000001/s00001/o").rglob("*.mgc"))[0]
+    flip_bit(chunk, -20)
+    assert not migrator.verify(migrator.load_plan(plan_file), ["videos"], [1]).ok
+
+    shown = reported(tick(defs, instance))
+    assert shown["failed_shards"] == 1
+    (row,) = (line for line in shown["failed"].splitlines() if line.startswith("| videos"))
+    assert row.startswith("| videos | 1 | integrity check | integrity check failed")
+    assert chunk.name in row and "docs/REPAIR.md" in row
 
 
 @pytest.mark.parametrize(
