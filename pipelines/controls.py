@@ -119,7 +119,7 @@ def sync_now_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
             assert state is not None  # migrator.run made it
             shards = list(range(ds.shards))
             own = shard_numbers(state, ds.name, ds.kind, report.generation, shards)
-            written = [s for s in shards if own[s].chunks or own[s].tombstones]
+            written = [s for s in shards if own[s].wrote_manifest]
             where = migrator.progress(io.connection)
             key = dataset_key(spec, ds)
             for shard in written:

@@ -10,8 +10,9 @@ run of a backfill of thousands; a finished run's reason never changes, so it is 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetCheckKey,
@@ -122,7 +123,9 @@ def _failed_checks(instance: DagsterInstance, dataset: str, key: AssetKey) -> It
     for info in infos:
         if info.latest_execution_status is not AssetCheckExecutionRecordStatus.FAILED:
             continue
-        partition = info.partition_key or ""
+        if info.partition_key is None:  # a run's own result over several shards: each has its own
+            continue
+        partition = info.partition_key
         run_id = info.latest_planned_run_id
         reason = _check_reason(instance, run_id, info.check_key.name, partition)
         yield FailedShard(dataset, partition, info.check_key.name, "integrity", reason, run_id)
@@ -145,31 +148,44 @@ def _run_reason(instance: DagsterInstance, run_id: str) -> str:
     return "the run failed before its step (see the run's log)"
 
 
-@functools.lru_cache(maxsize=4096)
 def _check_reason(instance: DagsterInstance, run_id: str, check: str, partition: str) -> str:
     """The failed check's first problem: its error and the object it names."""
+    found = _check_reasons(instance, run_id)
+    return (
+        found.get((check, partition)) or found.get((check, "")) or "the check failed (see its run)"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _check_reasons(instance: DagsterInstance, run_id: str) -> dict[tuple[str, str], str]:
+    """Every failed check evaluation of a run, by (check, partition; "" for the run's own),
+    read once a run: a verify run over thousands of shards logs two evaluations a shard."""
+    out: dict[tuple[str, str], str] = {}
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         event = entry.dagster_event
         evaluation = event.event_specific_data if event is not None else None
-        if getattr(evaluation, "check_name", None) != check:
+        if evaluation is None or getattr(evaluation, "passed", True):
             continue
-        if getattr(evaluation, "partition", partition) not in (partition, None):
-            continue
-        metadata = getattr(evaluation, "metadata", {}) or {}
-        problems = metadata.get("problems")
-        shown = problems.value if problems is not None else None
-        count = metadata.get("problem_count")
-        if isinstance(shown, list) and shown and isinstance(shown[0], str):  # "Error: message"
-            more = f" ({count.value} problems)" if count is not None else ""
-            return _headline(f"{shown[0]}{more}")
-        if isinstance(shown, list) and shown and isinstance(shown[0], dict):
-            first = shown[0]
-            count = metadata.get("problem_count")
-            more = f" ({count.value} problems)" if count is not None else ""
-            said = first.get("message") or first.get("object_key") or ""
-            return _headline(f"{first.get('error', 'problem')}: {said}{more}")
-        return "the check failed (see its metadata)"
-    return "the check failed (see its run)"
+        where = (
+            str(getattr(evaluation, "check_name", "")),
+            getattr(evaluation, "partition", "") or "",
+        )
+        out.setdefault(where, _first_problem(getattr(evaluation, "metadata", {}) or {}))
+    return out
+
+
+def _first_problem(metadata: Mapping[str, Any]) -> str:
+    problems = metadata.get("problems")
+    shown = problems.value if problems is not None else None
+    count = metadata.get("problem_count")
+    more = f" ({count.value} problems)" if count is not None else ""
+    if isinstance(shown, list) and shown and isinstance(shown[0], str):  # "Error: message"
+        return _headline(f"{shown[0]}{more}")
+    if isinstance(shown, list) and shown and isinstance(shown[0], dict):
+        first = shown[0]
+        said = first.get("message") or first.get("object_key") or ""
+        return _headline(f"{first.get('error', 'problem')}: {said}{more}")
+    return "the check failed (see its metadata)"
 
 
 def _headline(text: str) -> str:

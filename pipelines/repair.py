@@ -6,24 +6,43 @@ back. The run fails, without retry (no retry makes the source give other bytes),
 could not be repaired: its headline names the chunk and why (docs/REPAIR.md).
 """
 
-from dagster import Config, Failure, JobDefinition, MetadataValue, OpExecutionContext, job, op
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckEvaluation,
+    Config,
+    Failure,
+    JobDefinition,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    job,
+    op,
+)
 from pydantic import Field
 
 from migrator.maintain.repair import repair
 from migrator.plan.model import DatasetPlan, Plan
-from pipelines.assets import python_name
+from migrator.read.cutover_integrity import failed_checks
+from pipelines.assets import dataset_key, python_name
+from pipelines.checks import shard_verdicts
 from pipelines.resources import PlanResource, TargetResource
 
 
 class RepairConfig(Config):
     shards: list[int] = Field(
-        default_factory=list, description="Shards to read back and repair; empty: every shard"
+        default_factory=list,
+        description="Shards to read back whole and repair; empty: those whose latest"
+        " integrity check failed",
     )
     check_only: bool = Field(
         default=False,
         description="Find the damaged chunks and rebuild them from the source; store nothing",
     )
     dry_run: bool = Field(default=False, description="Repair the stand-ins, not the plan's clouds")
+
+
+NAME_SHARDS = "name shards in the config to read them back whole and repair what they hold"
 
 
 def repair_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
@@ -36,28 +55,25 @@ def repair_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
         plan: PlanResource,
         target: TargetResource,
         dry_run_target: TargetResource,
-    ) -> None:
+    ) -> Iterator[AssetCheckEvaluation | Output[None]]:
         chosen = dry_run_target if config.dry_run else target
         with chosen.open(plan.load()) as io:
-            report = repair(
-                io.connection, ds.name, config.shards or None, dry_run=config.check_only
-            )
+            shards: list[int] | None = config.shards or None
+            if shards is None:  # the shards whose integrity check failed, not a whole read
+                state = io.connection.state
+                failed = failed_checks(state, [ds.name]) if state is not None else []
+                shards = sorted({shard for _, shard, _ in failed})
+            if not shards:
+                context.log.info(f"{ds.name}: no shard's integrity check failed; {NAME_SHARDS}")
+                yield Output(None, metadata={"shards": 0, "dry_run": io.dry_run})
+                return
+            report = repair(io.connection, ds.name, shards, dry_run=config.check_only)
             destination, dry_run = io.destination, io.dry_run
         for line in report.lines():
             context.log.info(line)
-        verb = "to repair" if config.check_only else "repaired"
-        context.add_output_metadata(
-            {
-                "shards": len(report.shards),
-                "chunks_checked": report.chunks_checked,
-                f"chunks_{verb.replace(' ', '_')}": len(report.repaired),
-                "not_repairable": len(report.refused),
-                "resumed_shards": str(report.resumed),
-                "lines": MetadataValue.md("\n".join(f"- {x}" for x in report.lines()) or "-"),
-                "destination": destination,
-                "dry_run": dry_run,
-            }
-        )
+        if report.verify is not None:  # the repaired shards' new verdicts, on their partitions
+            touched = sorted({r.shard for r in report.repaired} | set(report.resumed))
+            yield from shard_verdicts(dataset_key(spec, ds), report.verify, touched)[0]
         if report.refused:
             first = report.refused[0].line(ds.name)
             more = f" (and {len(report.refused) - 1} more)" if len(report.refused) > 1 else ""
@@ -68,6 +84,20 @@ def repair_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
                 f"read back after the repair: {p.object_key}: {p.error}: {p.message}",
                 allow_retries=False,
             )
+        verb = "to_repair" if config.check_only else "repaired"
+        yield Output(
+            None,
+            metadata={
+                "shards": len(report.shards),
+                "chunks_checked": report.chunks_checked,
+                f"chunks_{verb}": len(report.repaired),
+                "not_repairable": len(report.refused),
+                "resumed_shards": str(report.resumed),
+                "lines": MetadataValue.md("\n".join(f"- {x}" for x in report.lines()) or "-"),
+                "destination": destination,
+                "dry_run": dry_run,
+            },
+        )
 
     @job(
         name=name,

@@ -55,7 +55,7 @@ from migrator.repository.shard_objects import delete_objects, list_shard_objects
 from migrator.state.model import ShardStatus
 from migrator.state.private import open_private
 from migrator.stores.base import ObjectInfo
-from migrator.write.generation import commit_generation, remove_spools
+from migrator.write.generation import commit_generation, refuse_while_repairing, remove_spools
 from migrator.write.ledger import LedgerItem
 from migrator.write.pipeline import ChunkJob
 from migrator.write.reports import DatasetReport
@@ -105,6 +105,7 @@ class Compactor(WriteStage):
         latest = self.state.latest_generation(ds.name)
         if latest is None:
             raise UsageError(f"dataset {ds.name} has not been migrated yet: nothing to compact")
+        refuse_while_repairing(self.state, ds.name)
         if not latest.committed and latest.kind is not GenerationKind.COMPACT:
             raise UsageError(
                 f"dataset {ds.name}: {latest.kind} generation {latest.generation} is still open;"

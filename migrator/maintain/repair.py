@@ -198,6 +198,8 @@ class Repairer(WriteStage):
         loaded = read_journal(folder)
         if loaded is None:
             raise StateError(f"{folder}: the repair journal just written does not read back")
+        # Before the first put: runs and compactions of the dataset wait for this repair.
+        self.state.mark_repair(ds.name, shard, generation)
         self._apply(keyring, *loaded, folder)
         report.repaired.extend(done)
 
@@ -299,6 +301,10 @@ class Repairer(WriteStage):
             if loaded is None:
                 continue
             journal, files = loaded
+            marked = self.state.pending_repairs(ds.name)
+            if journal.generation != generation and journal.shard not in marked:
+                clear_journal(folder)  # cut short before its first put: nothing to finish
+                continue
             if journal.generation != generation:
                 raise UsageError(
                     f"{folder}: a repair of dataset {ds.name} shard {journal.shard} was cut"
@@ -353,6 +359,7 @@ class Repairer(WriteStage):
             put_sealed(self.store, obj.object_key, path.read_bytes(), obj.kind)
         self.state.commit_repaired_digests(dataset, journal.manifests, journal.records)
         clear_journal(folder)
+        self.state.clear_repair(dataset, journal.shard)
 
 
 def repair(

@@ -150,6 +150,11 @@ def eta(left: int | None, rate: Rate) -> float | None:
     return left / rate.per_second if rate.per_second > 0 else None
 
 
+# (state store, dataset, generation) -> objects its committed generation wrote: a bulk of tens of
+# millions of objects is counted by an index scan once per process, not on every sensor tick.
+_COMMITTED_OBJECTS: dict[tuple[str, str, int], int] = {}
+
+
 def plan_overview(
     plan: Plan,
     state: StateDB | None,
@@ -190,7 +195,12 @@ def _dataset(
             recent = recent_totals(conn, ds.name, gen, since)
             objects = 0
             if ds.kind is DatasetKind.OBJECTS:
-                objects = objects_moved(conn, ds.name, gen, range(ds.shards))
+                counted = (state.url, ds.name, gen)
+                objects = _COMMITTED_OBJECTS.get(counted, -1)
+                if objects < 0:
+                    objects = objects_moved(conn, ds.name, gen, range(ds.shards))
+                if latest.committed:  # it no longer changes: counted once, not every tick
+                    _COMMITTED_OBJECTS[counted] = objects
     except SQLAlchemyError as exc:
         raise StateError(f"{state.path}: {exc}") from None
     items = moved.records if ds.kind is DatasetKind.RECORDS else objects

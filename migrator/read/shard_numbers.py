@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from migrator.plan.kinds import DatasetKind
 from migrator.state.db import StateDB
-from migrator.state.tables.moved import objects_moved
+from migrator.state.tables.moved import objects_by_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class ShardNumbers:
     bytes_stored: int
     live_records: int  # records the shard holds after its newest stored manifest
     tombstones: int  # records datasets: records the generation removed or replaced here
+    wrote_manifest: bool  # the generation stored a manifest of the shard (a change, deletes too)
 
 
 def shard_numbers(
@@ -31,15 +32,15 @@ def shard_numbers(
     wanted = set(shards)
     progress = {p.shard: p for p in state.shard_progress(dataset, generation) if p.shard in wanted}
     heads = state.latest_heads(dataset)
+    objects_of: dict[int, int] = {}
+    if kind is DatasetKind.OBJECTS:  # first parts, by the index: no name opened, no key needed
+        with state.engine.connect() as conn:
+            objects_of = objects_by_shard(conn, dataset, generation, shards)
     out = {}
     for shard in shards:
         p = progress.get(shard)
         head = heads.get(shard)
-        objects = 0
-        if kind is DatasetKind.OBJECTS and p is not None and p.chunks:
-            # first parts, by the index: no object name is opened, so no key is needed
-            with state.engine.connect() as conn:
-                objects = objects_moved(conn, dataset, generation, [shard])
+        objects = objects_of.get(shard, 0)
         mine = head is not None and head.generation == generation
         out[shard] = ShardNumbers(
             shard,
@@ -52,5 +53,6 @@ def shard_numbers(
             p.stored_bytes if p is not None else 0,
             head.live_records if head is not None else 0,
             head.removed_records if mine and head is not None else 0,
+            mine,
         )
     return out

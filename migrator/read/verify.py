@@ -95,6 +95,7 @@ class Verifier:
     quick: bool = False
     head: ExportedHead | None = None
     rng: random.Random = field(init=False)
+    started: float = field(init=False, default=0.0)
 
     def __post_init__(self, seed: int | None) -> None:
         self.rng = random.Random(seed)  # sampling, not security: any spread will do
@@ -106,6 +107,9 @@ class Verifier:
         a newer manifest of (a sync still open) is followed from that manifest back to its base.
         """
         report = VerifyReport(quick=self.quick)
+        # A verdict is as of when its pass began: damage done while it ran may have been read
+        # before, so a failure found meanwhile must stay newer than this pass (cutover gate).
+        self.started = time.time()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify") as pool:
             for ds in self.plan.datasets:
                 if only and ds.name not in only:
@@ -138,6 +142,9 @@ class Verifier:
                         framing = chain_framing(ds, manifests) if is_records else None
                     except FormatError as exc:
                         report.problems.append(_problem(ds.name, shard, exc, None))
+                        verdicts.append(
+                            self._verdict(shard, chain, whole + report.problems[start:])
+                        )
                         continue
                     for link in chain:
                         gen = link.manifest.generation
@@ -167,7 +174,7 @@ class Verifier:
             object_key=first.object_key if first is not None else None,
             sample=self.sample,
             quick=self.quick,
-            checked_at=time.time(),
+            checked_at=self.started,
         )
 
     def _check_record(

@@ -107,6 +107,9 @@ class StateDB:
     get_meta = _meta.serves(MetaTable.get_meta)
     claim_for_plan = _meta.serves(MetaTable.claim_for_plan)
     bind_dataset_key = _meta.serves(MetaTable.bind_dataset_key)
+    mark_repair = _meta.serves(MetaTable.mark_repair)
+    clear_repair = _meta.serves(MetaTable.clear_repair)
+    pending_repairs = _meta.serves(MetaTable.pending_repairs)
 
     # --- shard leases (tables/leases.py) -------------------------------------------------
 

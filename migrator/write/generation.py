@@ -129,6 +129,19 @@ def commit_generation(
     return True
 
 
+def refuse_while_repairing(state: StateDB, dataset: str) -> None:
+    """A repair cut short may have stored part of its re-sealed chain: a sync or compaction
+    built on the state store's digests now would link to manifests no longer stored."""
+    pending = state.pending_repairs(dataset)
+    if pending:
+        shards = ", ".join(str(s) for s in sorted(pending))
+        raise UsageError(
+            f"dataset {dataset}: a repair of shard(s) {shards} was cut short; finish it first"
+            f" with `migrator repair PLAN --dataset {dataset}` (on the machine that ran it: its"
+            " journal is in that state_dir), then run again"
+        )
+
+
 def remove_spools(plan: Plan, dataset: str, *, upto: int) -> None:
     """Remove the spools (routed plaintext) of generations up to `upto`, all committed."""
     prune_routed(plan, dataset, upto)

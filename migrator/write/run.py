@@ -27,7 +27,12 @@ from migrator.state.leases import LeaseKeeper, process_started_at
 from migrator.stores.base import ObjectStore
 from migrator.write.committer import COMMIT_BATCH
 from migrator.write.encoding import write_records
-from migrator.write.generation import BULK_GENERATION, commit_generation, working_generation
+from migrator.write.generation import (
+    BULK_GENERATION,
+    commit_generation,
+    refuse_while_repairing,
+    working_generation,
+)
 from migrator.write.objects_delta import write_objects
 from migrator.write.reports import DatasetReport, ProgressSink, RouteReport, RunReport
 from migrator.write.route import RecordsSpec, routing_processes
@@ -143,6 +148,7 @@ class MigrationRun(WriteStage):
         # (A dataset the state store knows no generation of has nothing to lose: no listing.)
         for ds in self.plan.datasets:
             if (not only or ds.name in only) and self.state.generations(ds.name):
+                refuse_while_repairing(self.state, ds.name)
                 for rollback in find_rollbacks(self.store, ds.name, state=self.state, head=None):
                     raise rollback.error()
         try:

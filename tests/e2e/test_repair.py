@@ -16,7 +16,7 @@ import pytest
 
 import migrator
 from migrator.codec.manifest import ChunkRef, ShardManifest
-from migrator.errors import StoreError
+from migrator.errors import StoreError, UsageError
 from migrator.keys.keyring import load_keyring
 from migrator.maintain.repair import RepairReport, repair
 from migrator.read.audit import Auditor
@@ -191,11 +191,22 @@ def test_a_repair_cut_short_is_finished_by_the_next(tmp_path: Path, fail_after: 
     with pytest.raises(StoreError):
         run_repair(site, "profiles")
     store.allow = 10**9
+    # Until the repair is finished, no sync builds on the half-stored chain: it would link to
+    # manifests no longer stored.
+    migrated_as = live.snapshot()
+    uid = sorted(live.profiles)[-1]
+    live.profiles[uid] = live.profile(uid)
+    live.write()
+    with pytest.raises(UsageError, match="repair of shard"):
+        site.run()
     report = run_repair(site, "profiles")
     assert report.ok, report.lines()
     site.verify_ok()
     audit_ok(site)
-    assert_same(site.restore(tmp_path / "out"), live.snapshot(), "resumed repair")
+    assert_same(site.restore(tmp_path / "out"), migrated_as, "resumed repair")
+    site.run()  # the repair finished: syncing goes on
+    site.verify_ok()
+    assert_same(site.restore(tmp_path / "out2"), live.snapshot(), "a sync after the repair")
 
 
 def test_the_repair_command_fixes_what_verify_names_and_says_what_it_cannot(

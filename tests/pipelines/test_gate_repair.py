@@ -71,8 +71,11 @@ def test_a_corrupted_chunk_closes_the_gate_naming_its_shard_until_the_repair_job
     # Digests alone would have said "ready": the manifests still agree with the source.
     assert bad["source_digest"] == bad["destination_digest"]
 
-    repaired = launch(defs, "repair_user_profiles", {"shards": [shard]}, instance)
+    # No shards named: the job repairs those whose latest check failed, and re-checks them.
+    repaired = launch(defs, "repair_user_profiles", {}, instance)
     assert repaired.success
+    verdicts = repaired.get_asset_check_evaluations()
+    assert {(c.partition, c.passed) for c in verdicts} == {(str(shard), True)}
 
     reopened = gate(defs, instance)
     assert verdict(reopened).passed, not_ready_rows(reopened)

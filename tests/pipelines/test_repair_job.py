@@ -68,6 +68,8 @@ def test_a_chunk_whose_source_changed_fails_the_job_once_naming_it(tmp_path: Pat
     for video in (tmp_path / "data/videos").rglob("*"):
         if video.is_file():
             video.write_bytes(video.read_bytes() + b"edited")
+    # The check that finds it: the job's default is the shards whose latest check failed.
+    assert not migrator.verify(migrator.load_plan(plan_file), ["videos"], sample=1.0).ok
     before = {p: p.read_bytes() for p in (tmp_path / DEST).rglob("*") if p.is_file()}
 
     result = run_job(plan_file, "videos", {})

@@ -114,3 +114,23 @@ def objects_moved(conn: Connection, dataset: str, generation: int, shard_ids: Se
             )
         ).scalar_one()
     return int(total)
+
+
+def objects_by_shard(
+    conn: Connection, dataset: str, generation: int, shard_ids: Sequence[int]
+) -> dict[int, int]:
+    """objects_moved per shard, in one grouped query per batch of shards."""
+    out: dict[int, int] = {}
+    for lo in range(0, len(shard_ids), _IN_LIST):
+        rows = conn.execute(
+            select(chunks.c.shard, func.count())
+            .where(
+                chunks.c.dataset == dataset,
+                chunks.c.generation == generation,
+                chunks.c.shard.in_(list(shard_ids[lo : lo + _IN_LIST])),
+                chunks.c.sequence == 0,
+            )
+            .group_by(chunks.c.shard)
+        ).fetchall()
+        out.update({int(shard): int(n) for shard, n in rows})
+    return out

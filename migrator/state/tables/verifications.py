@@ -58,8 +58,7 @@ class VerificationTable:
             if v.passed and v.sample >= 1.0 and not v.quick
         ]
         with self.backend.write("record integrity verdicts") as conn:
-            for row in rows:
-                conn.execute(self.backend.upsert(verifications, row, keys), row)
+            conn.execute(self.backend.upsert(verifications, rows, keys), rows)  # one batch
             # Kept small at a month of hourly syncs: a pass makes older heads' passes moot, a
             # full pass the failures before it (what the gate reads, cutover_integrity.py).
             if passes:
