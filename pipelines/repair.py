@@ -71,9 +71,9 @@ def repair_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
             destination, dry_run = io.destination, io.dry_run
         for line in report.lines():
             context.log.info(line)
-        if report.verify is not None:  # the repaired shards' new verdicts, on their partitions
-            touched = sorted({r.shard for r in report.repaired} | set(report.resumed))
-            yield from shard_verdicts(dataset_key(spec, ds), report.verify, touched)[0]
+        if report.verify is not None:  # the shards' new verdicts, on their partitions
+            key = dataset_key(spec, ds)
+            yield from shard_verdicts(key, report.verify, report.rechecked)[0]
         if report.refused:
             first = report.refused[0].line(ds.name)
             more = f" (and {len(report.refused) - 1} more)" if len(report.refused) > 1 else ""

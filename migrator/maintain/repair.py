@@ -48,6 +48,7 @@ from migrator.maintain.repair_source import (
 )
 from migrator.plan.model import DatasetPlan
 from migrator.read.chain import head_chain
+from migrator.read.cutover_integrity import failed_checks
 from migrator.read.freshness import find_rollbacks
 from migrator.read.readback import ordered_map
 from migrator.repository.chunks import chunk_identity, read_chunk
@@ -377,9 +378,16 @@ def repair(
 
     if conn.state is None:
         raise UsageError("a repair needs the state store the runs wrote")
+    # Shards whose check had failed are read back again even if nothing here was repaired:
+    # what repair does not mend (an object the manifest does not list, a truncated manifest)
+    # must fail the repair, not pass unseen.
+    chosen = None if shards is None else set(shards)
+    failed = {s for _, s, _ in failed_checks(conn.state, [dataset])}
     stage = Repairer(conn.plan, conn.store, conn.keys, conn.state, workers=workers)
     report = stage.repair(dataset, shards, dry_run=dry_run)
-    touched = sorted({r.shard for r in report.repaired} | set(report.resumed))
-    if touched and not dry_run:
-        report.verify = migrator.verify(conn, [dataset], touched, sample=1.0, workers=workers)
+    touched = {r.shard for r in report.repaired} | set(report.resumed)
+    recheck = sorted(touched | {s for s in failed if chosen is None or s in chosen})
+    if recheck and not dry_run:
+        report.verify = migrator.verify(conn, [dataset], recheck, sample=1.0, workers=workers)
+        report.rechecked = recheck
     return report

@@ -67,6 +67,7 @@ class RepairReport:
     refused: list[Refusal] = field(default_factory=list)
     resumed: list[int] = field(default_factory=list)  # shards an interrupted repair left
     verify: VerifyReport | None = None  # the full read-back after the repair
+    rechecked: list[int] = field(default_factory=list)  # the shards that read-back covered
 
     @property
     def ok(self) -> bool:

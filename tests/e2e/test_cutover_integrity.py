@@ -121,3 +121,23 @@ def test_a_sync_left_open_keeps_the_gate_closed(tmp_path: Path) -> None:
     assert all(d["ready"] for d in doc["datasets"] if d["name"] != "videos")
     shown = run_cli("cutover", "plan.yaml", cwd=tmp_path)
     assert "videos: NOT READY" in shown.stdout and "shard" in shown.stdout  # shards still listed
+
+
+def test_what_repair_cannot_mend_fails_the_repair_and_keeps_the_gate_closed(
+    tmp_path: Path,
+) -> None:
+    """An object the manifest does not list is no damaged chunk: repair re-sends nothing, and
+    its closing read-back says so instead of passing the shard unseen."""
+    migrated(tmp_path)
+    stray = tmp_path / DEST / "videos/g000001/s00002/o/stray.mgc"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"not listed by any manifest")
+    checked = run_cli("verify", "plan.yaml", cwd=tmp_path)
+    assert checked.returncode == 1 and "UnexpectedObjectError" in checked.stdout
+
+    repaired = run_cli("repair", "plan.yaml", "--dataset", "videos", "--shards", "2", cwd=tmp_path)
+
+    assert repaired.returncode == 1, repaired.stdout
+    assert "stray.mgc" in repaired.stdout + repaired.stderr
+    code, doc = gate(tmp_path)
+    assert code == 1 and ("videos", 2) in reasons(doc)
