@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from migrator.cli.opening import checked_plan, reader_threads
-from migrator.cli.options import ALLOW_LOOPBACK, DATASETS, PLAN_FILE, check_dataset_names
+from migrator.cli.options import (
+    ALLOW_LOOPBACK,
+    DATASETS,
+    PLAN_FILE,
+    check_dataset_names,
+    shard_set,
+)
 from migrator.cli.render.output import console
 from migrator.errors import EXIT_VERIFY_FAILED
 
@@ -81,7 +87,8 @@ def land_cmd(
         raise click.UsageError("--tables-as-files goes with --dry-run")
     plan = checked_plan(plan_file, allow_loopback=allow_loopback)
     check_dataset_names(plan, datasets)
-    selected = _shard_set(shards)
+    chosen = shard_set(shards)
+    selected = None if chosen is None else set(chosen)
     store = open_store(plan)
     provider = open_key_provider(plan)
     reports: list[LandReport] = []
@@ -149,16 +156,3 @@ def _dry_run(
         click.echo(line)
     if any(not s.match for s in report.landing):
         raise SystemExit(EXIT_VERIFY_FAILED)
-
-
-def _shard_set(value: str | None) -> set[int] | None:
-    if value is None:
-        return None
-    out: set[int] = set()
-    try:
-        for part in value.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a list of shards like 0-15,20") from None
-    return out

@@ -56,3 +56,17 @@ def check_dataset_names(plan: Plan, names: Sequence[str]) -> None:
                 f"no dataset {name!r} in {plan.plan_path} (it has: {', '.join(sorted(known))})",
                 param_hint="--dataset",
             )
+
+
+def shard_set(value: str | None) -> list[int] | None:
+    """`--shards 3,7` or `0-15,20` as sorted shard numbers; None: every shard."""
+    if value is None:
+        return None
+    out: set[int] = set()
+    try:
+        for part in value.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of shards like 3,7 or 0-15,20") from None
+    return sorted(out)

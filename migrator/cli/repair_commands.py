@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from migrator.cli.opening import checked_plan, reader_threads
-from migrator.cli.options import ALLOW_LOOPBACK, PLAN_FILE, check_dataset_names
+from migrator.cli.options import ALLOW_LOOPBACK, PLAN_FILE, check_dataset_names, shard_set
 from migrator.errors import EXIT_VERIFY_FAILED, UsageError
 
 
@@ -64,17 +64,3 @@ def repair_cmd(
             click.echo(f"  {p.object_key or p.dataset}: {p.error}: {p.message}")
     if not report.ok:
         raise SystemExit(EXIT_VERIFY_FAILED)
-
-
-def shard_set(value: str | None) -> list[int] | None:
-    """`3,7` or `0-15,20` as shard numbers; None: every shard."""
-    if value is None:
-        return None
-    out: set[int] = set()
-    try:
-        for part in value.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a list of shards like 3,7 or 0-15") from None
-    return sorted(out)
