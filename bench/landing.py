@@ -163,6 +163,7 @@ class LandingSite:
         self.run_dir = workdir / "runs" / "land-objects"  # as deep as runs/<kind>
         self.logs = workdir / "runs" / "landing"
         self.source = workdir / "data" / KIND
+        self.source_bytes = tree_bytes(self.source)  # what each round must land
         self.env = peers.s3_env(self.run_dir)
         self.migrator = [sys.executable, "-m", "migrator"]
         key = kms_client(moto.endpoint_url, peers.REGION).create_key(Description="landing bench")
@@ -210,7 +211,7 @@ class LandingSite:
             timed.exit_code == 0 and not note,
             timed.exit_code,
             timed.wall_s,
-            tree_bytes(self.source),
+            self.source_bytes,
             count,
             stored,
             timed.peak_rss_bytes,
@@ -244,7 +245,7 @@ class LandingSite:
         """Why the bucket does not hold the source under the key, or ""."""
         from migrator.demo.motoserver import s3_client
 
-        source = tree_bytes(self.source)
+        source = self.source_bytes
         if (count, stored) != (objects, source):
             return (
                 f"{count} objects, {stored} bytes in the bucket; the source has {objects}, {source}"

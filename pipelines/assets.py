@@ -260,9 +260,8 @@ def dataset_asset(
                 report = run.datasets[0]
                 state = io.connection.state
             assert state is not None  # migrator.run made it
-            where = migrator.progress(io.connection)
             own = shard_numbers(state, ds.name, ds.kind, report.generation, shards)
-            uris = {s: io.object_uri(where.manifest_key(ds.name, s)) for s in shards}
+            uris = {s: io.object_uri(own[s].manifest_key) for s in shards}
             destination, dry_run = io.destination, io.dry_run
         # Each partition carries its own shard's numbers, also when a run wrote several.
         for shard in shards:

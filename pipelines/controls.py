@@ -120,10 +120,9 @@ def sync_now_job(spec: Plan, ds: DatasetPlan) -> JobDefinition:
             shards = list(range(ds.shards))
             own = shard_numbers(state, ds.name, ds.kind, report.generation, shards)
             written = [s for s in shards if own[s].wrote_manifest]
-            where = migrator.progress(io.connection)
             key = dataset_key(spec, ds)
             for shard in written:
-                uri = io.object_uri(where.manifest_key(ds.name, shard))
+                uri = io.object_uri(own[shard].manifest_key)
                 yield AssetMaterialization(
                     asset_key=key,
                     partition=str(shard),

@@ -92,22 +92,26 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _totals(report: CutoverReport) -> str:
-    """The gate at a glance: one row a dataset, sizes in bytes units, then the freeze."""
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:,}"
+
+
+def _totals(
+    report: CutoverReport, summary: list[dict[str, Any]], problems: list[dict[str, Any]]
+) -> str:
+    """The gate at a glance: one row a dataset (its summary's totals), sizes in bytes units,
+    then the freeze."""
     rows = [
         "| dataset | ready | shards not ready | pending upserts | pending deletes | pending"
         " bytes | last sync | why not |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for d in report.datasets:
-        upserts = sum(s.pending_upserts or 0 for s in d.shards)
-        deletes = sum(s.pending_deletes or 0 for s in d.shards)
-        size = d.pending_bytes
-        found = _dataset_problems(d)
-        reasons = sorted({p["reason"] for p in found})
+    for d, row in zip(report.datasets, summary, strict=True):
+        reasons = sorted({p["reason"] for p in problems if p["dataset"] == d.name})
+        upserts, deletes, size = (row[f"pending_{n}"] for n in ("upserts", "deletes", "bytes"))
         rows.append(
             f"| {d.name} | {'yes' if d.ready else '**no**'} | {len(d.mismatched)} of"
-            f" {len(d.shards)} | {upserts:,} | {deletes:,} |"
+            f" {len(d.shards)} | {_count(upserts)} | {_count(deletes)} |"
             f" {'unknown' if size is None else format_size(size)} | {d.last_sync or '-'} |"
             f" {_cell('; '.join(reasons)) or '-'} |"
         )
@@ -183,7 +187,7 @@ def cutover_asset(
             metadata={
                 "ready": report.ready,
                 "verdict": _verdict(report, problems),
-                "gate": MetadataValue.md(_totals(report)),
+                "gate": MetadataValue.md(_totals(report, summary, problems)),
                 **({"not_ready": MetadataValue.md(_not_ready(problems))} if problems else {}),
                 **(
                     {"pending_bytes": sum(p or 0 for p in pending)}

@@ -228,13 +228,9 @@ def _initdb(bindir: Path, workdir: Path, account: pwd.struct_passwd | None) -> N
         capture_output=True,
         text=True,
         cwd=workdir,
-        env=_server_env(account),
         timeout=120,
         check=False,
-        # Under root: setgroups([]), setgid, setuid to the account in the child, before exec.
-        user=account.pw_uid if account else None,
-        group=account.pw_gid if account else None,
-        extra_groups=[] if account else None,
+        **_as_account(account),
     )
     if result.returncode != 0:
         raise PostgresUnavailable(
@@ -270,12 +266,9 @@ def _start_postmaster(
             stdout=log,
             stderr=log,
             cwd=workdir,
-            env=_server_env(account),
             start_new_session=True,
             preexec_fn=_die_with_parent(),
-            user=account.pw_uid if account else None,
-            group=account.pw_gid if account else None,
-            extra_groups=[] if account else None,
+            **_as_account(account),
         )
     server = PostgresServer(process, workdir, port)
     try:
@@ -355,6 +348,15 @@ def _alive(pid: int) -> bool:
     """Still running: neither gone nor a zombie waiting for a parent that may never reap it."""
     fields = _stat_fields(pid)
     return bool(fields) and fields[0] != "Z"
+
+
+def _as_account(account: pwd.struct_passwd | None) -> dict[str, Any]:
+    """subprocess arguments running initdb or the postmaster as `account` (None: as ourselves)
+    in its environment: under root, setgroups([]), setgid, setuid in the child, before exec."""
+    if account is None:
+        return {"env": _server_env(None)}
+    ids = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    return {"env": _server_env(account), **ids}
 
 
 def _server_env(account: pwd.struct_passwd | None) -> dict[str, str]:

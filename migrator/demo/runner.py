@@ -149,14 +149,8 @@ def run_demo(workdir: Path, size: int, out: Console, err: Console) -> bool:
         for ds in plan.datasets:
             target = workdir / "restored" / ds.name
             rr = restore(restorable, ds.name, target, workers=4)
-            equal, what = _same_as_source(ds, workdir / "data" / ds.name, target)
-            all_equal &= equal
-            results.add_row(
-                ds.name,
-                f"{rr.files} files, {format_size(rr.bytes)}",
-                what,
-                "[green]yes[/]" if equal else "[red]NO[/]",
-            )
+            restored = f"{rr.files} files, {format_size(rr.bytes)}"
+            all_equal &= _compare_row(results, ds, workdir, target, restored)
         out.print(results)
         all_equal &= _land_and_compare(plan, store, provider, client, workdir, out)
     total = time.monotonic() - t0
@@ -203,20 +197,21 @@ def _land_and_compare(
             path = folder / info.key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(landed.get(info.key))
-        equal, what = _same_as_source(ds, workdir / "data" / ds.name, folder)
-        all_equal &= equal
-        results.add_row(
-            ds.name,
-            f"s3://{LANDED}/{ds.landing.bucket.prefix}",
-            what,
-            "[green]yes[/]" if equal else "[red]NO[/]",
-        )
+        where = f"s3://{LANDED}/{ds.landing.bucket.prefix}"
+        all_equal &= _compare_row(results, ds, workdir, folder, where)
     out.print(results)
     bad = [s for s in checked if not s.match]
     for line in mismatch_lines(checked):
         out.print(line)
     out.print(f"landed and proven in {time.monotonic() - t0:.1f} s")
     return all_equal and not bad
+
+
+def _compare_row(results: Table, ds: DatasetPlan, workdir: Path, copy: Path, what: str) -> bool:
+    """Compares a copy of the dataset with its source, as a row of `results`; True if equal."""
+    equal, compared = _same_as_source(ds, workdir / "data" / ds.name, copy)
+    results.add_row(ds.name, what, compared, "[green]yes[/]" if equal else "[red]NO[/]")
+    return equal
 
 
 def _same_as_source(ds: DatasetPlan, source: Path, copy: Path) -> tuple[bool, str]:

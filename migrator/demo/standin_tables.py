@@ -8,6 +8,7 @@ import contextlib
 from pathlib import Path
 
 from migrator.errors import UsageError
+from migrator.plan.landing import LandingTablePlan
 from migrator.plan.model import DatasetPlan, LocalDestinationPlan, Plan, StoreKind
 from migrator.repository.names import dry_run_landing
 from migrator.residency.environment import is_loopback_host, postgres_hosts
@@ -39,6 +40,11 @@ def database_place(url: str) -> str:
     return f"PostgreSQL at {parsed.host or 'localhost'}{port}, database {parsed.database}"
 
 
+def real_table(table: LandingTablePlan, dataset: str) -> str:
+    """A landing table, as a dry run names what stood in for it."""
+    return f"landing table {table.name} of {dataset} (the database in {table.url_env})"
+
+
 def check_private_postgres() -> None:
     """UsageError, in one line, unless a private PostgreSQL can be started here."""
     from migrator.demo.postgres import PostgresUnavailable, check_available
@@ -68,8 +74,7 @@ def tables_as_files(plan: Plan, workdir: Path, substitutions: list[str]) -> Plan
         landing = ds.landing
         if landing is None or landing.table is None:
             return ds
-        table = landing.table
-        real = f"landing table {table.name} of {ds.name} (the database in {table.url_env})"
+        real = real_table(landing.table, ds.name)
         bucket = landing.bucket
         if bucket is None:
             folder = dry_run_landing(workdir, ds.name)

@@ -21,6 +21,7 @@ from migrator.demo.standin_tables import (
     check_private_postgres,
     database_place,
     loopback_database,
+    real_table,
     start_private_postgres,
     tables_as_files,
 )
@@ -208,7 +209,7 @@ class StandIns(StopsOnExit):
                 self._postgres_url = start_private_postgres(self._started)
             if dataset not in self._tables_named:
                 self._tables_named.add(dataset)
-                real = f"landing table {table.name} of {dataset} (the database in {table.url_env})"
+                real = real_table(table, dataset)
                 self.substitutions.append(f"{real} → {database_place(self._postgres_url)}")
             return self._postgres_url
 

@@ -139,25 +139,7 @@ class StateRebuilder(PlanStage):
         return report
 
     def _chunks(self, manifest: ShardManifest, report: RebuildReport) -> None:
-        ends = itertools.accumulate(ref.plain_size for ref in manifest.chunks)
-        rows = [
-            CommittedChunk(
-                manifest.dataset,
-                manifest.generation,
-                manifest.shard,
-                ref.object_key,
-                ref.sequence,
-                ref.name,
-                ref.records,
-                ref.plain_size,
-                ref.stored_size,
-                ref.plain_xxh3,
-                ref.stored_xxh3,
-                end if ref.name is None else 0,
-                ref.version or "",
-            )
-            for ref, end in zip(manifest.chunks, ends, strict=True)
-        ]
+        rows = chunk_rows(manifest)
         self.state.commit_chunks(rows)
         report.chunks += len(rows)
 
@@ -189,6 +171,30 @@ class StateRebuilder(PlanStage):
                     )
                     report.records_read += 1
         return pack_records_inventory(bytes(entries))
+
+
+def chunk_rows(manifest: ShardManifest) -> list[CommittedChunk]:
+    """The state store's rows of the manifest's chunks, as its entries give them (a records
+    chunk's end is its offset in the shard's routed records)."""
+    ends = itertools.accumulate(ref.plain_size for ref in manifest.chunks)
+    return [
+        CommittedChunk(
+            manifest.dataset,
+            manifest.generation,
+            manifest.shard,
+            ref.object_key,
+            ref.sequence,
+            ref.name,
+            ref.records,
+            ref.plain_size,
+            ref.stored_size,
+            ref.plain_xxh3,
+            ref.stored_xxh3,
+            end if ref.name is None else 0,
+            ref.version or "",
+        )
+        for ref, end in zip(manifest.chunks, ends, strict=True)
+    ]
 
 
 def _read(store: ObjectStore, manifest: ShardManifest, ref: ChunkRef, *, key: Keyring) -> bytes:

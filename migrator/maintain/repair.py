@@ -12,9 +12,9 @@ it was. The shard's lease and the dataset's generation lock keep runs and syncs 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from migrator.codec.manifest import ChunkRef, ShardManifest
 from migrator.errors import FormatError, StateError, UsageError
 from migrator.keys.datakey import DataKey
 from migrator.keys.keyring import Keyring, key_for, load_keyring
+from migrator.maintain.rebuild import chunk_rows
 from migrator.maintain.repair_chain import reseal
 from migrator.maintain.repair_journal import (
     Journal,
@@ -58,7 +59,6 @@ from migrator.repository.sealed import put_sealed
 from migrator.repository.shard_objects import put_chunk, read_stored
 from migrator.state.leases import LeaseKeeper
 from migrator.state.model import CommittedChunk
-from migrator.write.scope import ledger_writer
 from migrator.write.stage import WriteStage
 
 if TYPE_CHECKING:
@@ -104,9 +104,7 @@ class Repairer(WriteStage):
             record = latest_record(self.store, self.plan.name, ds.name, keyring)
             if report.refused or record is None:
                 return report
-            keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
-            self.guard.keeper = keeper
-            try:
+            with self._leases() as keeper:
                 for shard in chosen:
                     if not keeper.claim(ds.name, shard):
                         holder = self.state.lease_holders(ds.name).get(shard, ("?", 0.0))[0]
@@ -117,11 +115,19 @@ class Repairer(WriteStage):
                         self._shard(ds, keyring, record.shards[shard], latest.generation, report)
                     finally:
                         keeper.release(ds.name, [shard])
-            finally:
-                keeper.close()
-                keeper.release_all()
-                self.guard.keeper = None
         return report
+
+    @contextlib.contextmanager
+    def _leases(self) -> Iterator[LeaseKeeper]:
+        """A lease keeper that every store write of the block is checked against."""
+        keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
+        self.guard.keeper = keeper
+        try:
+            yield keeper
+        finally:
+            keeper.close()
+            keeper.release_all()
+            self.guard.keeper = None
 
     # --- one shard -----------------------------------------------------------------------
 
@@ -152,8 +158,10 @@ class Repairer(WriteStage):
         journaled: list[JournaledChunk] = []
         blobs: list[bytes] = []
         done: list[RepairedChunk] = []
+        keys: dict[str, DataKey] = {}  # manifest object key -> the key that sealed it
         for d, plain in self._rebuilt(rebuild, damaged, report):
-            key = self._manifest_key(keyring, d.link)
+            if (key := keys.get(d.link.object_key)) is None:
+                key = keys[d.link.object_key] = self._manifest_key(keyring, d.link)
             encoded = encoder.encode(plain, chunk_identity(d.link.manifest, d.ref), key)
             if encoded.plain_xxh3.hex() != d.ref.plain_xxh3:  # never upload other plaintext
                 why = f"the rebuilt plaintext's digest is not the manifest's; {rebuild.hint}"
@@ -261,32 +269,9 @@ class Repairer(WriteStage):
         """The state store's row of the chunk with its new stored digest (as rebuild makes
         one when the state store has none)."""
         old = self.state.committed_chunk(manifest.dataset, manifest.generation, ref.object_key)
-        if old is not None:
-            return dataclasses.replace(
-                old, stored_size=ref.stored_size, stored_xxh3=ref.stored_xxh3
-            )
-        ends = dict(
-            zip(
-                (r.object_key for r in manifest.chunks),
-                itertools.accumulate(r.plain_size for r in manifest.chunks),
-                strict=True,
-            )
-        )
-        return CommittedChunk(
-            manifest.dataset,
-            manifest.generation,
-            manifest.shard,
-            ref.object_key,
-            ref.sequence,
-            ref.name,
-            ref.records,
-            ref.plain_size,
-            ref.stored_size,
-            ref.plain_xxh3,
-            ref.stored_xxh3,
-            ends[ref.object_key] if ref.name is None else 0,
-            ref.version or "",
-        )
+        if old is None:
+            old = next(r for r in chunk_rows(manifest) if r.object_key == ref.object_key)
+        return dataclasses.replace(old, stored_size=ref.stored_size, stored_xxh3=ref.stored_xxh3)
 
     # --- storing what the journal holds ------------------------------------------------
 
@@ -297,12 +282,12 @@ class Repairer(WriteStage):
         root = journal_dir(self.plan.state_dir, ds.name, 0).parent
         if not root.is_dir():
             return
+        marked = self.state.pending_repairs(ds.name)
         for folder in sorted(root.iterdir()):
             loaded = read_journal(folder)
             if loaded is None:
                 continue
             journal, files = loaded
-            marked = self.state.pending_repairs(ds.name)
             if journal.generation != generation and journal.shard not in marked:
                 clear_journal(folder)  # cut short before its first put: nothing to finish
                 continue
@@ -313,9 +298,7 @@ class Repairer(WriteStage):
                     " committed since; its journal no longer applies: remove that folder, then"
                     " run `migrator verify` and repair again"
                 )
-            keeper = LeaseKeeper(self.state, self.plan.lease_seconds)
-            self.guard.keeper = keeper
-            try:
+            with self._leases() as keeper:
                 if not keeper.claim(ds.name, journal.shard):
                     raise UsageError(
                         f"dataset {ds.name} shard {journal.shard}: an interrupted repair waits to"
@@ -323,10 +306,6 @@ class Repairer(WriteStage):
                     )
                 self._apply(keyring, journal, files, folder)
                 report.resumed.append(journal.shard)
-            finally:
-                keeper.close()
-                keeper.release_all()
-                self.guard.keeper = None
 
     def _apply(self, keyring: Keyring, journal: Journal, paths: list[Path], folder: Path) -> None:
         """Chunks, the ledger and their rows; then manifests and records; then their digests
@@ -344,16 +323,7 @@ class Repairer(WriteStage):
             key = keyring.get(bytes.fromhex(key_id))
             if key is None:
                 raise FormatError(f"data key {key_id} is not in dataset {dataset}'s keyring")
-            writer = ledger_writer(
-                self.plan,
-                self.store,
-                self.state,
-                self.provider,
-                self.guard,
-                dataset,
-                keyring.first,
-                key,
-            )
+            writer = self.open_ledger(dataset, keyring.first, key)
             moves = writer.adds(rows)  # the segment first; the head moves with the rows
             self.state.commit_chunks(rows, fence=self.guard.fence(), ledger=moves)
         for obj, path in zip(journal.objects, paths[len(journal.chunks) :], strict=True):

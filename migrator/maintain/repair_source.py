@@ -185,11 +185,8 @@ class SourceObjects:
 
     def _objects(self) -> dict[str, SourceObject]:
         if self._listed is None:
-            self._listed = {obj.name: obj for obj in self._list()}
+            self._listed = {obj.name: obj for obj in self.source.list()}
         return self._listed
-
-    def _list(self) -> Iterator[SourceObject]:
-        return self.source.list()
 
     def part(self, manifest: ShardManifest, ref: ChunkRef) -> bytes:
         """Part `ref.sequence` of object `ref.name` as generation G read it, or Unrepairable."""

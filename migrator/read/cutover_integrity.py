@@ -26,8 +26,7 @@ def integrity_problems(state: StateDB, dataset: str, record: GenerationRecord) -
     out: dict[int, str] = {}
     for head in record.shards:
         mine = found.get(head.shard, [])
-        failed = next((v for v in mine if not v.passed), None)
-        if failed is not None and not any(_clears(v, failed) for v in mine):
+        if (failed := standing_failure(mine)) is not None:
             out[head.shard] = _failed(dataset, head.shard, failed)
             continue
         seen = any(v.passed and v.head == head.head and v.head_xxh3 == head.head_xxh3 for v in mine)
@@ -36,6 +35,15 @@ def integrity_problems(state: StateDB, dataset: str, record: GenerationRecord) -
             hint = VERIFY_HINT.format(dataset=dataset)
             out[head.shard] = f"integrity not checked: {what}; {hint}"
     return out
+
+
+def standing_failure(verdicts: list[Verdict]) -> Verdict | None:
+    """A shard's newest failed verdict (its verdicts newest first) unless a full read-back
+    passed after it."""
+    failed = next((v for v in verdicts if not v.passed), None)
+    if failed is None or any(_clears(v, failed) for v in verdicts):
+        return None
+    return failed
 
 
 def _clears(later: Verdict, failed: Verdict) -> bool:
@@ -77,7 +85,6 @@ def failed_checks(state: StateDB, datasets: list[str]) -> list[tuple[str, int, s
     out = []
     for dataset in datasets:
         for shard, mine in sorted(state.verdicts(dataset).items()):
-            failed = next((v for v in mine if not v.passed), None)
-            if failed is not None and not any(_clears(v, failed) for v in mine):
+            if (failed := standing_failure(mine)) is not None:
                 out.append((dataset, shard, _failed(dataset, shard, failed)))
     return out

@@ -1,13 +1,16 @@
 """One shard's own numbers in one generation, from the state store: what a Dagster partition
-reports when its run wrote several shards (the run's report holds only their sums)."""
+reports when its run wrote several shards (the run's report holds only their sums), and where
+its newest manifest is, from the same read of the shards' heads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from migrator.plan.kinds import DatasetKind
+from migrator.repository.names import manifest_key
 from migrator.state.db import StateDB
 from migrator.state.tables.moved import objects_by_shard
+from migrator.write.generation import BULK_GENERATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class ShardNumbers:
     live_records: int  # records the shard holds after its newest stored manifest
     tombstones: int  # records datasets: records the generation removed or replaced here
     wrote_manifest: bool  # the generation stored a manifest of the shard (a change, deletes too)
+    manifest_key: str  # the shard's newest stored manifest; before one, the bulk generation's
 
 
 def shard_numbers(
@@ -54,5 +58,8 @@ def shard_numbers(
             head.live_records if head is not None else 0,
             head.removed_records if mine and head is not None else 0,
             mine,
+            head.manifest_key
+            if head is not None
+            else manifest_key(dataset, BULK_GENERATION, shard),
         )
     return out
